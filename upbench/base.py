@@ -1,0 +1,162 @@
+"""The one interface every upsampler implements."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from .formulas import NO_COST, Dims, Formulas
+
+IMPLS = ("reference", "compiled")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A hyperparameter: its paper default and the rule its values obey."""
+
+    default: int
+    rule: str = "positive"  # "positive", "odd" (positive odd) or "even" (positive even)
+    dims_field: str = ""  # which Dims field it fills (defaults to the knob's own name)
+
+    def check(self, operator: str, name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{operator}: {name}={value!r} is not an integer; expected a {self.describe()} integer")
+        bad = value < 1 or (self.rule == "odd" and value % 2 == 0) or (self.rule == "even" and value % 2 == 1)
+        if bad:
+            raise ValueError(f"{operator}: {name}={value} is invalid; expected a {self.describe()} integer")
+        return value
+
+    def describe(self) -> str:
+        return {"positive": "positive", "odd": "positive odd", "even": "positive even"}[self.rule]
+
+
+class Upsampler(nn.Module):
+    """x2 feature upsampler: ``forward(x, guide=None)``, x (N, C, H, W) -> (N, C, 2H, 2W).
+
+    Subclasses declare, as class attributes:
+
+    * ``name``: the registry name.
+    * ``needs_guide``: whether ``guide``, the (N, C_g, 2H, 2W) encoder feature, is required.
+    * ``guide_must_match``: whether C_g must equal C.
+    * ``knobs``: hyperparameters with their paper defaults and rules.
+    * ``stages``: names of child modules, in execution order; every op of the forward runs inside
+      one of them, so counts can be attributed per stage without naming the operator.
+    * ``formulas``: the Table 1 and exact cost formulas, keyed by stage.
+    * ``compiled_ops``: whether an ``impl="compiled"`` path exists.
+
+    and implement ``upsample(x, guide)``.
+    """
+
+    name: ClassVar[str] = ""
+    needs_guide: ClassVar[bool] = False
+    guide_must_match: ClassVar[bool] = False
+    knobs: ClassVar[Mapping[str, Knob]] = {}
+    stages: ClassVar[tuple[str, ...]] = ()
+    formulas: ClassVar[Formulas] = NO_COST
+    compiled_ops: ClassVar[bool] = False
+
+    def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"{self.name}: channels={channels!r}; expected a positive integer")
+        unknown = sorted(set(hparams) - set(self.knobs))
+        if unknown:
+            known = ", ".join(self.knobs) or "none"
+            raise ValueError(f"{self.name}: unknown hyperparameter(s) {', '.join(unknown)}; {self.name} takes: {known}")
+        self.channels = channels
+        self.hparams = {k: knob.check(self.name, k, hparams.get(k, knob.default)) for k, knob in self.knobs.items()}
+        self.guide_channels = self._resolve_guide_channels(guide_channels)
+        self.impl = self._resolve_impl(impl)
+
+    def _resolve_guide_channels(self, guide_channels: int | None) -> int:
+        if not self.needs_guide:
+            if guide_channels is not None:
+                raise ValueError(f"{self.name}: takes no guide, but guide_channels={guide_channels} was given")
+            return 0
+        if guide_channels is None:
+            return self.channels
+        if isinstance(guide_channels, bool) or not isinstance(guide_channels, int) or guide_channels < 1:
+            raise ValueError(f"{self.name}: guide_channels={guide_channels!r}; expected a positive integer")
+        if self.guide_must_match and guide_channels != self.channels:
+            raise ValueError(
+                f"{self.name}: needs guide channels equal to the decoder channels; "
+                f"got guide_channels={guide_channels}, channels={self.channels}"
+            )
+        return guide_channels
+
+    def _resolve_impl(self, impl: str) -> str:
+        if impl not in ("auto",) + IMPLS:
+            raise ValueError(f"{self.name}: impl={impl!r}; expected one of auto, {', '.join(IMPLS)}")
+        if not self.compiled_ops:
+            if impl == "compiled":
+                raise ValueError(f"{self.name}: has no compiled implementation; use impl='reference'")
+            return "reference"
+        if impl == "auto":
+            from .kernels import compiled_available
+
+            return "compiled" if compiled_available() else "reference"
+        if impl == "compiled":
+            from .kernels import require_compiled
+
+            require_compiled(self.name)
+        return impl
+
+    # -- shapes ---------------------------------------------------------------------------
+    def dims(self, N: int, H: int, W: int) -> Dims:
+        """The formula inputs for a batch of N decoder features of H x W."""
+        fields = {knob.dims_field or k: self.hparams[k] for k, knob in self.knobs.items()}
+        return Dims(N=N, C=self.channels, H=H, W=W, Cg=self.guide_channels, **fields)
+
+    def example_inputs(
+        self, N: int, H: int, W: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random inputs of the shapes forward expects."""
+        x = torch.randn(N, self.channels, H, W, dtype=dtype, device=device, generator=generator)
+        guide = None
+        if self.needs_guide:
+            guide = torch.randn(N, self.guide_channels, 2 * H, 2 * W, dtype=dtype, device=device, generator=generator)
+        return x, guide
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(x, guide)
+        return self.upsample(x, guide)
+
+    def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self.name}: x must be a 4-D (N, C, H, W) tensor; got {got}")
+        n, c, h, w = x.shape
+        if c != self.channels:
+            raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {tuple(x.shape)}")
+        if h < 1 or w < 1 or n < 1:
+            raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {tuple(x.shape)}")
+        if not self.needs_guide:
+            if guide is not None:
+                raise ValueError(f"{self.name}: takes no guide; got a guide of shape {tuple(guide.shape)}")
+            return
+        if guide is None:
+            raise ValueError(f"{self.name}: needs a guide of shape ({n}, {self.guide_channels}, {2 * h}, {2 * w}); got None")
+        if not isinstance(guide, torch.Tensor) or guide.dim() != 4:
+            got = f"shape {tuple(guide.shape)}" if isinstance(guide, torch.Tensor) else type(guide).__name__
+            raise ValueError(f"{self.name}: guide must be a 4-D (N, C_g, 2H, 2W) tensor; got {got}")
+        gn, gc, gh, gw = guide.shape
+        if gn != n:
+            raise ValueError(f"{self.name}: batch mismatch: x has N={n}, guide has N={gn}")
+        if (gh, gw) != (2 * h, 2 * w):
+            raise ValueError(f"{self.name}: guide must be 2H x 2W = {2 * h} x {2 * w} for x of {h} x {w}; got {gh} x {gw}")
+        if gc != self.guide_channels:
+            raise ValueError(
+                f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {tuple(guide.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        knobs = ", ".join(f"{k}={v}" for k, v in self.hparams.items())
+        guide = f", guide_channels={self.guide_channels}" if self.needs_guide else ""
+        return f"channels={self.channels}{guide}{', ' + knobs if knobs else ''}, impl={self.impl}"

@@ -1,0 +1,203 @@
+"""MACs and params with fvcore, under a declared policy, attributed per stage.
+
+Policies:
+
+* ``paper``: the SAPA paper's Table 1 convention. Counted: convolution, linear / matmul / addmm /
+  bmm (biases ignored), einsum (exactly), the elementwise product of two tensors (``a * b`` where
+  neither side is a single element: a gated or indexed product that is part of an operator's
+  definition), and the window ops of the compiled path. Everything else counts zero:
+  normalization, softmax, sigmoid, activations, biases, add / sub / div, reductions, pooling,
+  interpolation and data movement.
+* ``fvcore``: fvcore's own handles as a user of fvcore gets them (normalization layers, nearest and
+  bilinear interpolation and adaptive pooling counted, elementwise products not), with two
+  corrections: einsum counted exactly (fvcore's generic einsum handle parses a rounded printout)
+  and handles for the compiled window ops (fvcore would count any custom op as zero).
+
+No count is silently zero: every op that ran and contributed nothing is listed in
+``Count.zero_ops``, including the data-movement ops fvcore ignores without a word.
+One MAC is one multiply-add; FLOPs = 2 x MACs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import torch
+from fvcore.nn import FlopCountAnalysis, parameter_count
+from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
+from fvcore.nn.jit_handles import get_shape
+from torch import nn
+
+from .formulas import TOTAL
+
+POLICIES = ("paper", "fvcore")
+# Ops on Python ints (shape arithmetic in the traced forward), not on data: never costs.
+SHAPE_ARITHMETIC = {"aten::Int", "aten::ScalarImplicit", "aten::size", "aten::numel", "aten::dim"}
+Handle = Callable[[list, list], int]
+
+
+# -- counting rules: each a small pure function of the traced op's shapes --------------------
+def _tensor_shape(value: Any) -> list[int] | None:
+    return get_shape(value) if value.type().kind() == "TensorType" else None
+
+
+def einsum_macs(inputs: list, outputs: list) -> int:
+    """Naive contraction cost: the product of the sizes of every distinct index letter."""
+    equation = inputs[0].toIValue().replace(" ", "")
+    operands = equation.split("->")[0].split(",")
+    shapes = [get_shape(v) for v in inputs[1].node().inputs()]
+    if "." in equation:
+        raise ValueError(f"einsum {equation!r}: ellipsis equations are not supported by the exact handle")
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(operands, shapes):
+        sizes.update(zip(letters, shape))
+    return math.prod(sizes.values())
+
+
+def elementwise_product_macs(inputs: list, outputs: list) -> int:
+    """``a * b`` of two tensors: one multiply per output element; scaling by a scalar is free."""
+    shapes = [_tensor_shape(v) for v in inputs[:2]]
+    if any(shape is None or math.prod(shape) == 1 for shape in shapes):
+        return 0
+    return math.prod(get_shape(outputs[0]))
+
+
+def _window_size(inputs: list, k_index: int) -> int:
+    K = inputs[k_index].toIValue()
+    return K * K
+
+
+def local_similarity_macs(inputs: list, outputs: list) -> int:
+    """query (N, d, 2H, 2W) dotted with K*K keys per output pixel."""
+    return math.prod(get_shape(inputs[0])) * _window_size(inputs, 2)
+
+
+def dynamic_assembly_macs(inputs: list, outputs: list) -> int:
+    """Every output element (N, C, 2H, 2W) is a K*K-term weighted sum."""
+    return math.prod(get_shape(outputs[0])) * _window_size(inputs, 2)
+
+
+def sapa_fused_macs(inputs: list, outputs: list) -> int:
+    """Similarity, then assembly, in one op."""
+    K2 = _window_size(inputs, 3)
+    return math.prod(get_shape(inputs[0])) * K2 + math.prod(get_shape(outputs[0])) * K2
+
+
+COMPILED_OP_HANDLES: Mapping[str, Handle] = {
+    "upbench::local_similarity": local_similarity_macs,
+    "upbench::dynamic_assembly": dynamic_assembly_macs,
+    "upbench::sapa_fused": sapa_fused_macs,
+}
+
+PAPER_HANDLES: Mapping[str, Handle] = {
+    **{op: _DEFAULT_SUPPORTED_OPS[op] for op in ("aten::_convolution", "aten::addmm", "aten::bmm",
+                                                 "aten::matmul", "aten::mm", "aten::linear")},
+    "aten::einsum": einsum_macs,
+    "aten::mul": elementwise_product_macs,
+    **COMPILED_OP_HANDLES,
+}
+
+FVCORE_HANDLES: Mapping[str, Handle] = {
+    **_DEFAULT_SUPPORTED_OPS,
+    "aten::einsum": einsum_macs,
+    **COMPILED_OP_HANDLES,
+}
+
+HANDLES = {"paper": PAPER_HANDLES, "fvcore": FVCORE_HANDLES}
+
+
+# -- results --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Count:
+    """What one forward of a module costs under one policy."""
+
+    policy: str
+    macs: int
+    params: int
+    stage_macs: Mapping[str, int]
+    stage_params: Mapping[str, int]
+    zero_ops: tuple[str, ...]  # ops that ran and were counted as zero, sorted
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def unattributed_macs(self) -> int:
+        """MACs of ops that ran outside every stage module (0 for a well-formed operator)."""
+        return self.macs - sum(self.stage_macs.values())
+
+    def stage(self, name: str) -> tuple[int, int]:
+        """(MACs, params) of a stage, or of the whole module for ``"total"``."""
+        if name == TOTAL:
+            return self.macs, self.params
+        return self.stage_macs[name], self.stage_params[name]
+
+
+def _recording(name: str, handle: Handle, zero_ops: set[str]) -> Handle:
+    def counted(inputs: list, outputs: list) -> int:
+        if _tensor_shape(outputs[0]) is None:
+            return 0
+        result = handle(inputs, outputs)
+        macs = int(sum(result.values()) if isinstance(result, Mapping) else result)
+        if macs == 0:
+            zero_ops.add(name)
+        return macs
+
+    return counted
+
+
+def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple[str, ...] | None = None) -> Count:
+    """Count one forward of ``module(*inputs)`` under ``policy``.
+
+    ``stages`` names child modules to attribute counts to; by default the module's own
+    ``stages`` attribute (every Upsampler has one), else none.
+    """
+    if policy not in HANDLES:
+        raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    stages = tuple(getattr(module, "stages", ())) if stages is None else stages
+    zero_ops: set[str] = set()
+    analysis = FlopCountAnalysis(module, inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    analysis.clear_op_handles()
+    # fvcore skips its "truly zero" ops without a word; with only shape arithmetic ignored they
+    # show up as unsupported, so the zero list below is complete.
+    analysis._ignored_ops = set(SHAPE_ARITHMETIC)
+    analysis.set_op_handle(**{op: _recording(op, h, zero_ops) for op, h in HANDLES[policy].items()})
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            macs = int(analysis.total())
+    finally:
+        module.train(was_training)
+    by_module = analysis.by_module()
+    zero_ops.update(analysis.unsupported_ops().keys())
+    params = parameter_count(module)
+    return Count(
+        policy=policy,
+        macs=macs,
+        params=int(params.get("", 0)),
+        stage_macs={s: int(by_module.get(s, 0)) for s in stages},
+        stage_params={s: int(params.get(s, 0)) for s in stages},
+        zero_ops=tuple(sorted(op.split("::")[-1] for op in zero_ops)),
+    )
+
+
+@lru_cache(maxsize=512)
+def count_operator(
+    name: str, channels: int, N: int, H: int, W: int, policy: str = "paper",
+    guide_channels: int | None = None, hparams: tuple[tuple[str, int], ...] = (),
+) -> Count:
+    """Count operator ``name`` at one shape, once: later calls with the same shape hit the cache.
+
+    Counts do not depend on the implementation (the compiled ops carry handles that count what
+    the reference computes), so the reference path is traced.
+    """
+    from .registry import make
+
+    op = make(name, channels, guide_channels=guide_channels, impl="reference", **dict(hparams))
+    generator = torch.Generator().manual_seed(0)
+    return count(op, op.example_inputs(N, H, W, generator=generator), policy)

@@ -1,0 +1,86 @@
+"""Complexity formulas as data.
+
+Every operator file carries two tables of formulas next to its module:
+
+* ``paper``: the SAPA paper's Table 1, verbatim, per stage plus its own ``total`` row (the
+  paper's totals are not always the sum of its stages, so they are kept as printed).
+  Table 1 counts MACs per low-resolution pixel; :func:`per_pixel` scales them by N x H x W.
+* ``exact``: what the implemented modules really cost under the "paper" counting policy
+  (biases and normalization parameters included in params, per-image terms included in MACs).
+  The exact total is the sum of the stages.
+
+Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+TOTAL = "total"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes a formula may depend on. Knobs an operator lacks are 0."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int = 0
+    d: int = 0
+    Cg: int = 0  # guide channels (0 for decoder-only operators)
+    ke: int = 0  # encoder kernel size (CARAFE content encoder, A2U pooled filters)
+
+    @property
+    def pixels(self) -> int:
+        """Low-resolution pixels over the batch: the paper's "x HW", times N."""
+        return self.N * self.H * self.W
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int
+    params: int
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.macs + other.macs, self.params + other.params)
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(self.macs - other.macs, self.params - other.params)
+
+
+ZERO = Cost(0, 0)
+Formula = Callable[[Dims], Cost]
+
+
+def per_pixel(macs_per_pixel: Callable[[Dims], int], params: Callable[[Dims], int]) -> Formula:
+    """A Table 1 row: MACs given per low-resolution pixel ("x HW"), params absolute."""
+    return lambda s: Cost(s.pixels * macs_per_pixel(s), params(s))
+
+
+@dataclass(frozen=True)
+class Formulas:
+    """Paper and exact formulas of one operator, keyed by stage name.
+
+    ``why`` explains, per stage, where the paper's row and the implementation part ways;
+    the validation report prints it beside the numeric difference.
+    """
+
+    paper: Mapping[str, Formula]
+    exact: Mapping[str, Formula]
+    why: Mapping[str, str] = field(default_factory=dict)
+
+    def paper_cost(self, stage: str, dims: Dims) -> Cost:
+        return self.paper.get(stage, lambda s: ZERO)(dims)
+
+    def exact_cost(self, stage: str, dims: Dims) -> Cost:
+        if stage == TOTAL:
+            total = ZERO
+            for formula in self.exact.values():
+                total = total + formula(dims)
+            return total
+        return self.exact.get(stage, lambda s: ZERO)(dims)
+
+
+NO_COST = Formulas(paper={TOTAL: lambda s: ZERO}, exact={})
