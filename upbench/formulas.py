@@ -84,3 +84,13 @@ class Formulas:
 
 
 NO_COST = Formulas(paper={TOTAL: lambda s: ZERO}, exact={})
+
+
+def compulsory_elements(s: Dims, params: int) -> int:
+    """Elements any implementation must move: read x, the guide and the weights once, write the output once.
+
+    A lower bound on memory traffic (intermediates such as the kernel tensor come on top), so the
+    achieved bandwidth computed from it is a lower bound too.
+    """
+    low_res = s.H * s.W
+    return s.N * (s.C * low_res + s.Cg * 4 * low_res + s.C * 4 * low_res) + params

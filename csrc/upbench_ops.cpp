@@ -1,0 +1,21 @@
+// Schema of the upbench ops. Device kernels live in cpu/ and cuda/; autograd and fake (meta)
+// implementations are registered from Python (upbench/_op_registrations.py) after the library loads.
+//
+// Shared convention: output pixel (i, j) of a 2H x 2W map reads the K x K window of the H x W map
+// centred on its parent (i / 2, j / 2); window index k = ky * K + kx has offset (ky - K/2, kx - K/2);
+// neighbours outside the map contribute zero.
+#include <torch/library.h>
+
+TORCH_LIBRARY(upbench, m) {
+  // logits[n, k, i, j] = <query[n, :, i, j], key[n, :, window k of (i/2, j/2)]>
+  m.def("local_similarity(Tensor query, Tensor key, int K) -> Tensor");
+  m.def("local_similarity_backward(Tensor grad, Tensor query, Tensor key, int K) -> (Tensor, Tensor)");
+  // out[n, c, i, j] = sum_k weights[n, k, i, j] * x[n, c, window k of (i/2, j/2)]
+  m.def("dynamic_assembly(Tensor weights, Tensor x, int K) -> Tensor");
+  m.def("dynamic_assembly_backward(Tensor grad, Tensor weights, Tensor x, int K) -> (Tensor, Tensor)");
+  // dynamic_assembly(softmax_k(local_similarity(query, key)), value) without materialising the kernel
+  m.def("sapa_fused(Tensor query, Tensor key, Tensor value, int K) -> Tensor");
+  m.def(
+      "sapa_fused_backward(Tensor grad, Tensor query, Tensor key, Tensor value, int K) -> "
+      "(Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,46 @@
+"""bench.py table1: validate the SAPA paper's Table 1 against exact formulas and fvcore counts."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..cli_args import FORMATS, int_list, size_list, str_list
+from ..table1 import MISMATCH, Grid, validation_table
+
+HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", type=str_list, default=None, help="operators (comma list); default: all")
+    parser.add_argument("--C", type=int_list, default=[256], help="channels (comma list), default 256")
+    parser.add_argument("--K", type=int_list, default=[], help="kernel sizes; default: each operator's own")
+    parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
+    parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch")
+
+
+def render(table, fmt: str) -> str:
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    return table.astype(object).where(table.notna(), "").to_markdown(index=False, intfmt=",")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
+    except ValueError as error:
+        print(f"table1: {error}", file=sys.stderr)
+        return 2
+    text = render(table, args.format)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+    counts = table["status"].value_counts().to_dict()
+    print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    return 1 if args.check and (table["status"] == MISMATCH).any() else 0
