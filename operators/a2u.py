@@ -40,9 +40,10 @@ FORMULAS = Formulas(
 
 
 def group_norm_groups(channels: int, most: int = 32) -> int:
-    """A2U's 32 groups, or, where 32 does not divide the channels, the largest divisor below it
-    (GroupNorm needs the groups to divide the channels; this keeps groups as close to 32 as allowed)."""
-    return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
+    """The released code's 32 groups (it requires 32 | C), generalised: the largest divisor of C that is
+    <= 32 and leaves at least two channels per group (C >= 2). One channel per group would be an
+    instance norm, and torch's group_norm refuses a group holding a single value (N = 1, 1 x 1 map)."""
+    return max(g for g in range(1, min(most, max(channels // 2, 1)) + 1) if channels % g == 0)
 
 
 class AffinityKernels(nn.Module):

@@ -12,6 +12,7 @@ from the ``feature_assembly`` stage: per-stage counts then merge ``inner_product
 from __future__ import annotations
 
 import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -227,7 +228,7 @@ class _SAPA(Upsampler):
 
     def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         query, key = self.query_and_key(x, guide)
-        if self.impl == "compiled":
+        if self.impl == "compiled":  # fused: inner_product does not run, its cost lands in feature_assembly
             return self.feature_assembly(query, key, x)
         return self.feature_assembly(self.inner_product(query, key), x)
 

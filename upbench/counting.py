@@ -99,9 +99,15 @@ PAPER_HANDLES: Mapping[str, Handle] = {
     **COMPILED_OP_HANDLES,
 }
 
+def no_macs(inputs: list, outputs: list) -> int:
+    return 0
+
+
 FVCORE_HANDLES: Mapping[str, Handle] = {
     **_DEFAULT_SUPPORTED_OPS,
     "aten::einsum": einsum_macs,
+    # fvcore counts products as zero too; a handle lets shape arithmetic (2 * h) stay off the zero list
+    "aten::mul": no_macs,
     **COMPILED_OP_HANDLES,
 }
 
@@ -138,7 +144,7 @@ class Count:
 
 def _recording(name: str, handle: Handle, zero_ops: set[str]) -> Handle:
     def counted(inputs: list, outputs: list) -> int:
-        if _tensor_shape(outputs[0]) is None:
+        if not _tensor_shape(outputs[0]):  # a Python or 0-dim result is shape arithmetic, not data
             return 0
         result = handle(inputs, outputs)
         macs = int(sum(result.values()) if isinstance(result, Mapping) else result)

@@ -63,8 +63,8 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         exact = formulas.exact_cost(stage, dims)
         fv = Cost(*counted.stage(stage))
         why = formulas.why.get(stage, "")
-        if stage == TOTAL and not why:
-            why = " ".join(f"[{s}] {formulas.why[s]}" for s in op.stages if s in formulas.why)
+        if stage == TOTAL:
+            why = " ".join([why] + [f"[{s}] {formulas.why[s]}" for s in op.stages if s in formulas.why]).strip()
         status, note = status_and_note(paper, exact, fv, why)
         rows.append({
             "operator": operator, "stage": stage, "C": C,
