@@ -12,6 +12,10 @@ from .formulas import NO_COST, Dims, Formulas
 IMPLS = ("reference", "compiled")
 
 
+def _describe(value: object) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 @dataclass(frozen=True)
 class Knob:
     """A hyperparameter: its paper default and the rule its values obey."""
@@ -130,8 +134,7 @@ class Upsampler(nn.Module):
 
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{self.name}: x must be a 4-D (N, C, H, W) tensor; got {got}")
+            raise ValueError(f"{self.name}: x must be a 4-D (N, C, H, W) tensor; got {_describe(x)}")
         n, c, h, w = x.shape
         if c != self.channels:
             raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {tuple(x.shape)}")
@@ -139,13 +142,12 @@ class Upsampler(nn.Module):
             raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {tuple(x.shape)}")
         if not self.needs_guide:
             if guide is not None:
-                raise ValueError(f"{self.name}: takes no guide; got a guide of shape {tuple(guide.shape)}")
+                raise ValueError(f"{self.name}: takes no guide; got a guide ({_describe(guide)})")
             return
         if guide is None:
             raise ValueError(f"{self.name}: needs a guide of shape ({n}, {self.guide_channels}, {2 * h}, {2 * w}); got None")
         if not isinstance(guide, torch.Tensor) or guide.dim() != 4:
-            got = f"shape {tuple(guide.shape)}" if isinstance(guide, torch.Tensor) else type(guide).__name__
-            raise ValueError(f"{self.name}: guide must be a 4-D (N, C_g, 2H, 2W) tensor; got {got}")
+            raise ValueError(f"{self.name}: guide must be a 4-D (N, C_g, 2H, 2W) tensor; got {_describe(guide)}")
         gn, gc, gh, gw = guide.shape
         if gn != n:
             raise ValueError(f"{self.name}: batch mismatch: x has N={n}, guide has N={gn}")

@@ -1,22 +1,208 @@
-"""PLACEHOLDER until the compiled ops land: nothing is built, everything runs the reference path."""
+"""The compiled window ops (C++ / CUDA in csrc/), built with ninja on first use and registered as
+``torch.ops.upbench.*``.
+
+The build happens once per process, on the first call to :func:`compiled_available` or to one of the
+ops; objects are cached in a persistent build directory so later processes only relink when a source
+changed. If the build is impossible (no compiler, a compile error, ``UPBENCH_NO_COMPILE=1``) the module
+warns once, :func:`compiled_available` returns False, and the op functions here compute the same
+result with the pure-PyTorch reference formulas, so callers keep working.
+"""
 from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_NAME = "upbench_ops"
+_CSRC = Path(__file__).resolve().parent.parent / "csrc"
+# cpp_extension serialises builds with a `lock` file and waits forever while it exists; a build that
+# was killed leaves it behind. No real build of these sources takes this long.
+_STALE_LOCK_S = 10 * 60
+_ERROR_TAIL_CHARS = 3000
+
+_lock = threading.RLock()
+_result: dict[str, Any] | None = None
+
+
+def _cuda_toolkit() -> str | None:
+    """The CUDA toolkit cpp_extension would use, or None when this torch cannot build CUDA code."""
+    if not torch.version.cuda:
+        return None
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME
+
+
+def _sources(with_cuda: bool) -> list[str]:
+    files = [_CSRC / "upbench_ops.cpp", *sorted((_CSRC / "cpu").glob("*.cpp"))]
+    if with_cuda:
+        files += sorted((_CSRC / "cuda").glob("*.cu")) + sorted((_CSRC / "cuda").glob("*.cpp"))
+    return [str(f) for f in files]
+
+
+def _build_dir(with_cuda: bool) -> Path:
+    env = os.environ.get("UPBENCH_BUILD_DIR")
+    if env:
+        return Path(env).expanduser()
+    flavour = "cuda" if with_cuda else "cpu"
+    return Path.home() / ".cache" / "upbench" / "build" / f"{torch.__version__}-{flavour}"
+
+
+def _remove_stale_lock(build_dir: Path) -> str | None:
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age < _STALE_LOCK_S:
+        return None  # probably a build running in another process: let cpp_extension wait for it
+    lock.unlink(missing_ok=True)
+    return f"removed a stale build lock ({age / 60:.0f} min old, left by a killed build): {lock}"
+
+
+def _compile_flags() -> tuple[list[str], list[str]]:
+    # at::parallel_for only runs in parallel when the extension itself is compiled with OpenMP
+    # (ATen/ParallelOpenMP.h is header-only); torch's Linux wheels ship libgomp, which the dynamic
+    # loader shares with the extension because the soname matches.
+    if sys.platform.startswith("linux"):
+        return ["-O3", "-fopenmp"], ["-fopenmp"]
+    return ["-O3"], []
+
+
+def _build() -> dict[str, Any]:
+    toolkit = _cuda_toolkit()
+    with_cuda = toolkit is not None
+    build_dir = _build_dir(with_cuda)
+    sources = _sources(with_cuda)
+    info: dict[str, Any] = {
+        "available": False,
+        "build_dir": str(build_dir),
+        "sources": sources,
+        "with_cuda": with_cuda,
+        "cuda_home": toolkit,
+        "error": None,
+        "notes": [],
+        "build_seconds": None,
+        "library": None,
+    }
+    if os.environ.get("UPBENCH_NO_COMPILE", "") not in ("", "0"):
+        info["error"] = "UPBENCH_NO_COMPILE is set: the compiled ops were not built"
+        return info
+    try:
+        from torch.utils.cpp_extension import load
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        note = _remove_stale_lock(build_dir)
+        if note:
+            info["notes"].append(note)
+        cflags, ldflags = _compile_flags()
+        start = time.perf_counter()
+        library = load(
+            name=_NAME,
+            sources=sources,
+            extra_cflags=cflags,
+            extra_cuda_cflags=["-O3"],
+            extra_ldflags=ldflags,
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=False,
+        )
+        info["build_seconds"] = round(time.perf_counter() - start, 2)
+        info["library"] = str(library) if library is not None else None
+        from upbench import _op_registrations
+
+        _op_registrations.register()
+    except Exception as exc:  # noqa: BLE001 - any build failure means "fall back", with the reason
+        text = f"{type(exc).__name__}: {exc}"
+        if len(text) > _ERROR_TAIL_CHARS:
+            text = "...\n" + text[-_ERROR_TAIL_CHARS:]
+        info["error"] = text
+        return info
+    info["available"] = True
+    return info
+
+
+def _ensure_built() -> dict[str, Any]:
+    global _result
+    if _result is not None:  # every op call lands here: skip the lock once the outcome is known
+        return _result
+    with _lock:
+        if _result is None:
+            _result = _build()
+            if not _result["available"]:
+                warnings.warn(
+                    f"upbench compiled ops are unavailable; falling back to the pure-PyTorch reference "
+                    f"path (build dir {_result['build_dir']}). Reason:\n{_result['error']}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return _result
 
 
 def compiled_available() -> bool:
-    return False
+    """Build the ops on first call (cached for the process); True when torch.ops.upbench works."""
+    return bool(_ensure_built()["available"])
 
 
 def require_compiled(operator: str) -> None:
-    raise RuntimeError(f"{operator}: compiled ops are not built yet")
+    """Raise RuntimeError naming `operator` and the build error when the compiled ops are missing."""
+    info = _ensure_built()
+    if not info["available"]:
+        raise RuntimeError(f"{operator} needs the compiled upbench ops, which are unavailable: {info['error']}")
 
 
-def dynamic_assembly(weights, x, K):
-    raise RuntimeError("compiled ops are not built yet")
+def build_info() -> dict[str, Any]:
+    """Build directory, sources, whether CUDA sources were included, and the error if any."""
+    info = _ensure_built()
+    return {**info, "sources": list(info["sources"]), "notes": list(info["notes"])}
 
 
-def local_similarity(query, key, K):
-    raise RuntimeError("compiled ops are not built yet")
+# ---- reference fallbacks: the same math as operators/assembly.py, inlined so that upbench does not
+# depend on the operators package -------------------------------------------------------------------
+
+def _unfold(x: torch.Tensor, K: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return F.unfold(x, K, padding=K // 2).view(n, c, K * K, h, w)
 
 
-def sapa_fused(query, key, value, K):
-    raise RuntimeError("compiled ops are not built yet")
+def _ref_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
+    n, d, h, w = key.shape
+    q = query.reshape(n, d, h, 2, w, 2)
+    return torch.einsum("ndkhw,ndhawb->nkhawb", _unfold(key, K), q).reshape(n, K * K, 2 * h, 2 * w)
+
+
+def _ref_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    wts = weights.reshape(n, K * K, h, 2, w, 2)
+    return torch.einsum("nckhw,nkhawb->nchawb", _unfold(x, K), wts).reshape(n, c, 2 * h, 2 * w)
+
+
+# ---- public ops --------------------------------------------------------------------------------------
+
+def local_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
+    """query (N, d, 2H, 2W), key (N, d, H, W) -> logits (N, K*K, 2H, 2W)."""
+    if compiled_available():
+        return torch.ops.upbench.local_similarity(query, key, K)
+    return _ref_similarity(query, key, K)
+
+
+def dynamic_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+    """weights (N, K*K, 2H, 2W), x (N, C, H, W) -> (N, C, 2H, 2W)."""
+    if compiled_available():
+        return torch.ops.upbench.dynamic_assembly(weights, x, K)
+    return _ref_assembly(weights, x, K)
+
+
+def sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
+    """dynamic_assembly(softmax(local_similarity(query, key, K), dim=1), value, K) without storing the
+    (N, K*K, 2H, 2W) kernel."""
+    if compiled_available():
+        return torch.ops.upbench.sapa_fused(query, key, value, K)
+    return _ref_assembly(torch.softmax(_ref_similarity(query, key, K), dim=1), value, K)

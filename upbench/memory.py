@@ -4,23 +4,29 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 
-def cpu_peak_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
-    """Peak bytes the CPU allocator held above its level at entry, while ``fn`` ran.
+MEMORY_EVENT = "[memory]"
 
-    The profiler's memory events are +bytes for an allocation and -bytes for a free, in order;
-    the running sum's maximum is the peak. Blocks freed during the run that were allocated before
-    it can push the running sum below zero, so the peak is taken against the starting level 0.
+
+def cpu_peak_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Peak bytes the CPU allocator held above its level at entry while ``fn`` ran.
+
+    Each allocation and free is one raw ``[memory]`` record with its own timestamp and signed byte
+    count; their running sum in time order is the memory held, its maximum the peak. (Summing
+    ``FunctionEvent.cpu_memory_usage`` instead counts an allocation once per enclosing op.) Blocks
+    allocated before the call and freed during it push the sum below zero, so the peak is taken
+    against the level at entry and is never negative.
     """
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
         fn(*args, **kwargs)
-    events = [e for e in prof.events() if e.cpu_memory_usage != 0]
-    events.sort(key=lambda e: e.time_range.start)
+    records = [e for e in prof.profiler.kineto_results.events()
+               if e.name() == MEMORY_EVENT and e.device_type() == DeviceType.CPU]
     level = peak = 0
-    for event in events:
-        level += event.cpu_memory_usage
+    for record in sorted(records, key=lambda e: e.start_ns()):
+        level += record.nbytes()
         peak = max(peak, level)
     return peak
 

@@ -1,0 +1,629 @@
+// CPU kernels for the upbench window ops.
+//
+// Layout: the public tensors are NCHW, where a pixel's channels are H*W apart. Every inner loop here
+// runs over channels, so operands are read as NHWC: low-resolution ones (a quarter of the output size)
+// are copied whole; so are high-resolution inputs of the backward passes, which two kernels read. The
+// forward passes never hold a second high-resolution copy: the query is transposed two rows at a time
+// and the output is accumulated per row pair in a per-task buffer, then written back as NCHW.
+// Work is split over (n, low-resolution row p): the four children (2p+a, 2q+b) of a low-resolution
+// pixel (p, q) share one window, so each window pixel is loaded once for four outputs.
+//
+// The scatter that appears in the backward passes (every output pixel adds into K*K input pixels) is
+// written as a gather over the children whose windows contain an input pixel, so threads never write
+// to the same location and no atomics are needed.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "../upbench_checks.h"
+
+namespace upbench {
+namespace {
+
+// Tasks per parallel chunk so that a chunk does at least ~64K multiply-adds: small problems run
+// inline instead of paying for a parallel region (costly when the cores are shared).
+int64_t grain_for(int64_t work_per_task) {
+  constexpr int64_t kMinWork = int64_t(1) << 16;
+  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
+}
+
+struct Geom {
+  int64_t N, H, W, Ho, Wo, K, R, KK;
+  Geom(int64_t n, int64_t h, int64_t w, int64_t k)
+      : N(n), H(h), W(w), Ho(2 * h), Wo(2 * w), K(k), R(k / 2), KK(k * k) {}
+};
+
+// dst[b] (cols x rows) = transpose of src[b] (rows x cols), in cache-sized tiles, in parallel.
+// permute().contiguous() is several times slower for these shapes, and this runs on every call.
+template <typename T>
+void transpose_batched(const T* src, T* dst, int64_t B, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+  at::parallel_for(0, B * row_tiles * col_tiles, grain_for(kTile * kTile), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / (row_tiles * col_tiles), rest = t % (row_tiles * col_tiles);
+      const int64_t r0 = (rest / col_tiles) * kTile, c0 = (rest % col_tiles) * kTile;
+      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      const T* s = src + b * rows * cols;
+      T* d = dst + b * rows * cols;
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) d[c * rows + r] = s[r * cols + c];
+    }
+  });
+}
+
+// (N, C, H, W) -> contiguous (N, H, W, C): the layout every kernel below reads channels from.
+at::Tensor to_nhwc(const at::Tensor& t_) {
+  at::Tensor nhwc = t_.permute({0, 2, 3, 1});
+  if (nhwc.is_contiguous()) return nhwc;  // channels-last input: already the layout we want
+  const at::Tensor t = t_.contiguous();
+  at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::to_nhwc", [&] {
+    transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1),
+                      t.size(2) * t.size(3));
+  });
+  return out;
+}
+
+// Contiguous (N, H, W, C) -> contiguous (N, C, H, W).
+at::Tensor from_nhwc(const at::Tensor& t) {
+  at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::from_nhwc", [&] {
+    transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1) * t.size(2),
+                      t.size(3));
+  });
+  return out;
+}
+
+void check_cpu_dtype(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
+              " (CPU): dtype ", t.scalar_type(), " is not supported; the CPU kernels take float32 and float64");
+}
+
+// Explicit 16-byte vectors (SSE2 on x86-64, NEON on arm64: the baseline, no -march needed). GCC does
+// not vectorise float reductions without -ffast-math and gives up on loops with many possibly aliasing
+// accumulators, so the hot loops say what they mean. Other compilers get the scalar loops.
+#if defined(__GNUC__) || defined(__clang__)
+#define UPBENCH_VEC 1
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(16)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(16)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kV = 16 / sizeof(T);
+template <typename T>
+inline Vec<T> vload(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void vstore(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int64_t l = 0; l < kV<T>; ++l) s += v[l];
+  return s;
+}
+#endif
+
+// out[t] = <a_t, s> for the four children t of one window pixel s.
+template <typename T>
+inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __restrict__ a2,
+                 const T* __restrict__ a3, const T* __restrict__ s, int64_t n, T* out) {
+  int64_t c = 0;
+  T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+#ifdef UPBENCH_VEC
+  constexpr int64_t V = kV<T>;
+  const Vec<T> zero = {};
+  Vec<T> x0 = zero, y0 = zero, x1 = zero, y1 = zero, x2 = zero, y2 = zero, x3 = zero, y3 = zero;
+  for (; c + 2 * V <= n; c += 2 * V) {
+    const Vec<T> u = vload(s + c), v = vload(s + c + V);
+    x0 += vload(a0 + c) * u;
+    y0 += vload(a0 + c + V) * v;
+    x1 += vload(a1 + c) * u;
+    y1 += vload(a1 + c + V) * v;
+    x2 += vload(a2 + c) * u;
+    y2 += vload(a2 + c + V) * v;
+    x3 += vload(a3 + c) * u;
+    y3 += vload(a3 + c + V) * v;
+  }
+  r0 = hsum<T>(x0 + y0);
+  r1 = hsum<T>(x1 + y1);
+  r2 = hsum<T>(x2 + y2);
+  r3 = hsum<T>(x3 + y3);
+#endif
+  for (; c < n; ++c) {
+    const T v = s[c];
+    r0 += a0[c] * v;
+    r1 += a1[c] * v;
+    r2 += a2[c] * v;
+    r3 += a3[c] * v;
+  }
+  out[0] = r0;
+  out[1] = r1;
+  out[2] = r2;
+  out[3] = r3;
+}
+
+// acc_t[0:n] = sum_e w[4e + t] * src[e][0:n] for the four children t (overwrites acc_t). The sum over
+// the window runs innermost so the accumulators stay in registers for a block of channels.
+template <typename T>
+inline void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc0,
+                    T* __restrict__ acc1, T* __restrict__ acc2, T* __restrict__ acc3) {
+  int64_t c = 0;
+#ifdef UPBENCH_VEC
+  constexpr int64_t V = kV<T>;
+  for (; c + 2 * V <= n; c += 2 * V) {
+    const Vec<T> zero = {};
+    Vec<T> x0 = zero, y0 = zero, x1 = zero, y1 = zero, x2 = zero, y2 = zero, x3 = zero, y3 = zero;
+    for (int64_t e = 0; e < count; ++e) {
+      const T* s = src[e] + c;
+      const Vec<T> u = vload(s), v = vload(s + V);
+      const T* we = w + 4 * e;
+      x0 += we[0] * u;
+      y0 += we[0] * v;
+      x1 += we[1] * u;
+      y1 += we[1] * v;
+      x2 += we[2] * u;
+      y2 += we[2] * v;
+      x3 += we[3] * u;
+      y3 += we[3] * v;
+    }
+    vstore(acc0 + c, x0);
+    vstore(acc0 + c + V, y0);
+    vstore(acc1 + c, x1);
+    vstore(acc1 + c + V, y1);
+    vstore(acc2 + c, x2);
+    vstore(acc2 + c + V, y2);
+    vstore(acc3 + c, x3);
+    vstore(acc3 + c + V, y3);
+  }
+#endif
+  for (; c < n; ++c) {
+    T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+    for (int64_t e = 0; e < count; ++e) {
+      const T v = src[e][c];
+      const T* we = w + 4 * e;
+      r0 += we[0] * v;
+      r1 += we[1] * v;
+      r2 += we[2] * v;
+      r3 += we[3] * v;
+    }
+    acc0[c] = r0;
+    acc1[c] = r1;
+    acc2[c] = r2;
+    acc3[c] = r3;
+  }
+}
+
+// acc[0:n] = sum_e w[e] * src[e][0:n] (overwrites acc).
+template <typename T>
+inline void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
+  int64_t c = 0;
+#ifdef UPBENCH_VEC
+  constexpr int64_t V = kV<T>;
+  for (; c + 4 * V <= n; c += 4 * V) {
+    const Vec<T> zero = {};
+    Vec<T> x0 = zero, x1 = zero, x2 = zero, x3 = zero;
+    for (int64_t e = 0; e < count; ++e) {
+      const T* s = src[e] + c;
+      const T we = w[e];
+      x0 += we * vload(s);
+      x1 += we * vload(s + V);
+      x2 += we * vload(s + 2 * V);
+      x3 += we * vload(s + 3 * V);
+    }
+    vstore(acc + c, x0);
+    vstore(acc + c + V, x1);
+    vstore(acc + c + 2 * V, x2);
+    vstore(acc + c + 3 * V, x3);
+  }
+#endif
+  for (; c < n; ++c) {
+    T r = 0;
+    for (int64_t e = 0; e < count; ++e) r += w[e] * src[e][c];
+    acc[c] = r;
+  }
+}
+
+// Copies rows [row0, row0 + 2) of plane-major src (C, Ho, Wo) into dst (2, Wo, C).
+template <typename T>
+void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+  for (int64_t r = 0; r < 2; ++r) {
+    T* d = dst + r * Wo * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const T* s = src + (c * Ho + row0 + r) * Wo;
+      for (int64_t j = 0; j < Wo; ++j) d[j * C + c] = s[j];
+    }
+  }
+}
+
+// Inverse of load_two_rows_nhwc: src (2, Wo, C) -> rows [row0, row0 + 2) of dst (C, Ho, Wo).
+// Channel blocks keep the reads sequential and the writes in a few sequential streams.
+template <typename T>
+void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+  constexpr int64_t kBlock = 8;  // 8 write streams: one per L1 way, whatever the plane stride
+  for (int64_t r = 0; r < 2; ++r) {
+    const T* s = src + r * Wo * C;
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+      const int64_t cb = std::min(kBlock, C - c0);
+      T* d = dst + (c0 * Ho + row0 + r) * Wo;
+      for (int64_t j = 0; j < Wo; ++j) {
+        const T* sj = s + j * C + c0;
+        for (int64_t cc = 0; cc < cb; ++cc) d[cc * Ho * Wo + j] = sj[cc];
+      }
+    }
+  }
+}
+
+// out (N, KK, Ho, Wo) = <aT (N, Ho, Wo, Ca), windows of bT (N, H, W, Ca)>, both NHWC.
+template <typename T>
+void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * Ca), [&](int64_t begin, int64_t end) {
+    T r[4];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.H, p = task % g.H;
+      for (int64_t q = 0; q < g.W; ++q) {
+        const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
+        const T* a2 = a0 + g.Wo * Ca;
+        for (int64_t ky = 0; ky < g.K; ++ky) {
+          const int64_t y = p + ky - g.R;
+          for (int64_t kx = 0; kx < g.K; ++kx) {
+            const int64_t x = q + kx - g.R;
+            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+              dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
+            } else {
+              r[0] = r[1] = r[2] = r[3] = T(0);
+            }
+            T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+            o[0] = r[0];
+            o[1] = r[1];
+            o[g.Wo] = r[2];
+            o[g.Wo + 1] = r[3];
+          }
+        }
+      }
+    }
+  });
+}
+
+// out (N, C, Ho, Wo) NCHW = sum_k w (N, KK, Ho, Wo) * windows of xT (N, H, W, C) NHWC.
+template <typename T>
+void window_gather(const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
+    std::vector<T> rows(2 * g.Wo * C), wts(4 * g.KK);
+    std::vector<const T*> src(g.KK);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.H, p = task % g.H;
+      for (int64_t q = 0; q < g.W; ++q) {
+        int64_t count = 0;
+        for (int64_t ky = 0; ky < g.K; ++ky) {
+          const int64_t y = p + ky - g.R;
+          if (y < 0 || y >= g.H) continue;
+          for (int64_t kx = 0; kx < g.K; ++kx) {
+            const int64_t x = q + kx - g.R;
+            if (x < 0 || x >= g.W) continue;
+            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+            src[count] = xT + ((n * g.H + y) * g.W + x) * C;
+            T* we = wts.data() + 4 * count;
+            we[0] = wk[0];
+            we[1] = wk[1];
+            we[2] = wk[g.Wo];
+            we[3] = wk[g.Wo + 1];
+            ++count;
+          }
+        }
+        T* acc0 = rows.data() + 2 * q * C;
+        T* acc2 = acc0 + g.Wo * C;
+        gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
+      }
+      store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+    }
+  });
+}
+
+// Adjoint of window_gather with respect to x: outT (N, H, W, C) NHWC receives, for each pixel,
+// sum over the children (i, j) whose window holds it of w[k, i, j] * gT[i, j]. gT is (N, Ho, Wo, C).
+template <typename T>
+void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
+    std::vector<T> wts(4 * g.KK);
+    std::vector<const T*> src(4 * g.KK);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.H, h = task % g.H;
+      for (int64_t x = 0; x < g.W; ++x) {
+        int64_t count = 0;
+        for (int64_t ky = 0; ky < g.K; ++ky) {
+          const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
+          if (p < 0 || p >= g.H) continue;
+          for (int64_t kx = 0; kx < g.K; ++kx) {
+            const int64_t q = x - kx + g.R;
+            if (q < 0 || q >= g.W) continue;
+            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+            const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+            const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
+            for (int t = 0; t < 4; ++t) {
+              wts[count] = wk[offs[t]];
+              src[count] = g0 + offs[t] * C;
+              ++count;
+            }
+          }
+        }
+        gather1(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
+      }
+    }
+  });
+}
+
+// For the four children of (p, q): logits of the window (0 outside the map, as the reference's zero
+// padding gives), softmax over the window, written to P[t * KK + k].
+template <typename T>
+inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
+                             int64_t p, int64_t q, int64_t d, const Geom& g, T* P) {
+  T r[4];
+  for (int64_t ky = 0; ky < g.K; ++ky) {
+    const int64_t y = p + ky - g.R;
+    for (int64_t kx = 0; kx < g.K; ++kx) {
+      const int64_t x = q + kx - g.R;
+      const int64_t k = ky * g.K + kx;
+      if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+        dot4(q0, q1, q2, q3, kT + ((n * g.H + y) * g.W + x) * d, d, r);
+      } else {
+        r[0] = r[1] = r[2] = r[3] = T(0);
+      }
+      for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
+    }
+  }
+  for (int t = 0; t < 4; ++t) {
+    T* l = P + t * g.KK;
+    const T m = *std::max_element(l, l + g.KK);
+    T s = 0;
+    for (int64_t k = 0; k < g.KK; ++k) {
+      l[k] = std::exp(l[k] - m);
+      s += l[k];
+    }
+    const T inv = T(1) / s;
+    for (int64_t k = 0; k < g.KK; ++k) l[k] *= inv;
+  }
+}
+
+template <typename T>
+void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
+    std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
+    T P[4 * kMaxFusedK * kMaxFusedK];
+    T wts[4 * kMaxFusedK * kMaxFusedK];
+    const T* src[kMaxFusedK * kMaxFusedK];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.H, p = task % g.H;
+      load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
+      for (int64_t q = 0; q < g.W; ++q) {
+        const T* q0 = qrows.data() + 2 * q * d;
+        const T* q2 = q0 + g.Wo * d;
+        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+        int64_t count = 0;
+        for (int64_t ky = 0; ky < g.K; ++ky) {
+          const int64_t y = p + ky - g.R;
+          if (y < 0 || y >= g.H) continue;
+          for (int64_t kx = 0; kx < g.K; ++kx) {
+            const int64_t x = q + kx - g.R;
+            if (x < 0 || x >= g.W) continue;
+            const int64_t k = ky * g.K + kx;
+            src[count] = vT + ((n * g.H + y) * g.W + x) * C;
+            for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
+            ++count;
+          }
+        }
+        T* acc0 = orows.data() + 2 * q * C;
+        T* acc2 = acc0 + g.Wo * C;
+        gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
+      }
+      store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+    }
+  });
+}
+
+// First backward pass: recompute each pixel's softmax kernel P and the gradient of its logits,
+// G = P * (dL/dP - <P, dL/dP>), where dL/dP[k] = <grad_out, value window k>. Both are written as
+// (N, KK, Ho, Wo) so the remaining gradients are window_gather / window_scatter calls.
+template <typename T>
+void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout,
+                          const Geom& g, int64_t d, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
+    T P[4 * kMaxFusedK * kMaxFusedK];
+    T GP[4 * kMaxFusedK * kMaxFusedK];
+    T r[4];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.H, p = task % g.H;
+      for (int64_t q = 0; q < g.W; ++q) {
+        const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
+        const T* q2 = q0 + g.Wo * d;
+        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+        const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+        const T* g2 = g0 + g.Wo * C;
+        for (int64_t ky = 0; ky < g.K; ++ky) {
+          const int64_t y = p + ky - g.R;
+          for (int64_t kx = 0; kx < g.K; ++kx) {
+            const int64_t x = q + kx - g.R;
+            const int64_t k = ky * g.K + kx;
+            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+              dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
+            } else {
+              r[0] = r[1] = r[2] = r[3] = T(0);
+            }
+            for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
+          }
+        }
+        for (int t = 0; t < 4; ++t) {
+          const T* pt = P + t * g.KK;
+          T* gp = GP + t * g.KK;
+          T s = 0;
+          for (int64_t k = 0; k < g.KK; ++k) s += pt[k] * gp[k];
+          for (int64_t k = 0; k < g.KK; ++k) gp[k] = pt[k] * (gp[k] - s);
+        }
+        for (int64_t k = 0; k < g.KK; ++k) {
+          const int64_t base = ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
+          for (int t = 0; t < 4; ++t) {
+            Pout[base + offs[t]] = P[t * g.KK + k];
+            Gout[base + offs[t]] = GP[t * g.KK + k];
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- op entry points ------------------------------------------------------------------------
+
+at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_, int64_t K) {
+  constexpr const char* op = "upbench::local_similarity";
+  check_local_similarity(op, query_, key_, K);
+  check_cpu_dtype(op, key_);
+  const at::Tensor qT = to_nhwc(query_);
+  const at::Tensor kT = to_nhwc(key_);
+  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
+  const int64_t d = key_.size(1);
+  at::Tensor out = at::empty({g.N, g.KK, g.Ho, g.Wo}, qT.options());
+  AT_DISPATCH_FLOATING_TYPES(qT.scalar_type(), op, [&] {
+    window_dot(qT.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, d);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tensor& grad_,
+                                                                 const at::Tensor& query_,
+                                                                 const at::Tensor& key_, int64_t K) {
+  constexpr const char* op = "upbench::local_similarity_backward";
+  check_local_similarity(op, query_, key_, K);
+  check_cpu_dtype(op, key_);
+  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
+  const int64_t d = key_.size(1);
+  check_grad(op, grad_, {g.N, g.KK, g.Ho, g.Wo}, key_);
+  // d/dquery = window_gather(grad, key); d/dkey = window_scatter(grad, query).
+  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor kT = to_nhwc(key_);
+  const at::Tensor qT = to_nhwc(query_);
+  at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, grad.options());
+  at::Tensor grad_keyT = at::empty({g.N, g.H, g.W, d}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
+    window_gather(grad.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
+    window_scatter(grad.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
+  });
+  return {grad_query, from_nhwc(grad_keyT)};
+}
+
+at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
+  constexpr const char* op = "upbench::dynamic_assembly";
+  check_dynamic_assembly(op, weights_, x_, K);
+  check_cpu_dtype(op, x_);
+  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor xT = to_nhwc(x_);
+  const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
+  const int64_t C = x_.size(1);
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, weights.options());
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), op, [&] {
+    window_gather(weights.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, C);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tensor& grad_,
+                                                                 const at::Tensor& weights_,
+                                                                 const at::Tensor& x_, int64_t K) {
+  constexpr const char* op = "upbench::dynamic_assembly_backward";
+  check_dynamic_assembly(op, weights_, x_, K);
+  check_cpu_dtype(op, x_);
+  const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
+  const int64_t C = x_.size(1);
+  check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, x_);
+  // d/dweights = window_dot(grad, x); d/dx = window_scatter(weights, grad).
+  const at::Tensor gT = to_nhwc(grad_);
+  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor xT = to_nhwc(x_);
+  at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, gT.options());
+  at::Tensor grad_xT = at::empty({g.N, g.H, g.W, C}, gT.options());
+  AT_DISPATCH_FLOATING_TYPES(gT.scalar_type(), op, [&] {
+    window_dot(gT.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
+    window_scatter(weights.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_xT.data_ptr<scalar_t>(), g, C);
+  });
+  return {grad_weights, from_nhwc(grad_xT)};
+}
+
+at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, const at::Tensor& value_,
+                          int64_t K) {
+  constexpr const char* op = "upbench::sapa_fused";
+  check_sapa_fused(op, query_, key_, value_, K);
+  check_cpu_dtype(op, key_);
+  const at::Tensor query = query_.contiguous();
+  const at::Tensor kT = to_nhwc(key_);
+  const at::Tensor vT = to_nhwc(value_);
+  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
+  const int64_t d = key_.size(1), C = value_.size(1);
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, value_.options());
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
+    sapa_forward(query.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(),
+                 out.data_ptr<scalar_t>(), g, d, C);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at::Tensor& grad_,
+                                                                       const at::Tensor& query_,
+                                                                       const at::Tensor& key_,
+                                                                       const at::Tensor& value_, int64_t K) {
+  constexpr const char* op = "upbench::sapa_fused_backward";
+  check_sapa_fused(op, query_, key_, value_, K);
+  check_cpu_dtype(op, key_);
+  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
+  const int64_t d = key_.size(1), C = value_.size(1);
+  check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, value_);
+  const at::Tensor qT = to_nhwc(query_);
+  const at::Tensor kT = to_nhwc(key_);
+  const at::Tensor vT = to_nhwc(value_);
+  const at::Tensor gT = to_nhwc(grad_);
+  // The kernel and its logit gradient are recomputed here, never saved by the forward.
+  at::Tensor P = at::empty({g.N, g.KK, g.Ho, g.Wo}, qT.options());
+  at::Tensor G = at::empty(P.sizes(), P.options());
+  at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, qT.options());
+  at::Tensor grad_keyT = at::empty({g.N, g.H, g.W, d}, qT.options());
+  at::Tensor grad_valueT = at::empty({g.N, g.H, g.W, C}, qT.options());
+  AT_DISPATCH_FLOATING_TYPES(qT.scalar_type(), op, [&] {
+    sapa_backward_kernel(qT.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(),
+                         gT.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), g, d, C);
+    window_gather(G.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
+    window_scatter(G.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
+    window_scatter(P.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_valueT.data_ptr<scalar_t>(), g, C);
+  });
+  return {grad_query, from_nhwc(grad_keyT), from_nhwc(grad_valueT)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(upbench, CPU, m) {
+  m.impl("local_similarity", &local_similarity_cpu);
+  m.impl("local_similarity_backward", &local_similarity_backward_cpu);
+  m.impl("dynamic_assembly", &dynamic_assembly_cpu);
+  m.impl("dynamic_assembly_backward", &dynamic_assembly_backward_cpu);
+  m.impl("sapa_fused", &sapa_fused_cpu);
+  m.impl("sapa_fused_backward", &sapa_fused_backward_cpu);
+}
+
+}  // namespace upbench

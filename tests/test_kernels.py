@@ -1,0 +1,381 @@
+"""The compiled window ops (csrc/, upbench/kernels.py) against the pure-PyTorch reference.
+
+The first test to need the library builds it (ninja, into the persistent build directory; ~30 s the
+first time on 2 cores, a relink-free load afterwards). If the build fails those tests skip with the
+compiler's error, and test_build_failure_falls_back shows what users get instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from operators.assembly import reference_assembly, reference_similarity
+from upbench import kernels
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="session")
+def ops():
+    if not kernels.compiled_available():
+        pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
+    return torch.ops.upbench
+
+
+def reference_sapa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
+    return reference_assembly(torch.softmax(reference_similarity(query, key, K), dim=1), value, K)
+
+
+def make_inputs(N, d, C, H, W, K, dtype=torch.float64, device="cpu", layout="contiguous", seed=0):
+    """query (N,d,2H,2W), key (N,d,H,W), value (N,C,H,W), weights (N,K*K,2H,2W) in the given layout."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        if layout == "channels_last":  # permuted view: channel stride 1
+            n, c, h, w = shape
+            t = torch.randn(n, h, w, c, generator=g, dtype=torch.float64).permute(0, 3, 1, 2)
+        elif layout == "sliced":  # every other channel and a cropped width: no unit strides
+            n, c, h, w = shape
+            t = torch.randn(n, 2 * c, h, w + 1, generator=g, dtype=torch.float64)[:, ::2, :, 1:]
+        else:
+            t = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return t.to(dtype=dtype, device=device)
+
+    q = rand(N, d, 2 * H, 2 * W)
+    k = rand(N, d, H, W)
+    v = rand(N, C, H, W)
+    w = rand(N, K * K, 2 * H, 2 * W)
+    if layout != "contiguous":
+        assert not all(t.is_contiguous() for t in (q, k, v, w))
+    return q, k, v, w
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    # Relative to the output's magnitude: sums over C * K*K terms of unit-variance products grow like
+    # sqrt(C) K, and float32 rounding grows with them.
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale)
+
+
+# (N, d, C, H, W, K): N in {1, 3}; C in {1, 3, 33, 1030}; H x W in {1x1, 2x2, 5x5, 7x3}; K in {1, 3, 5, 7},
+# including K > H and K > W.
+SHAPES = [
+    (1, 4, 1, 1, 1, 1),
+    (1, 4, 3, 1, 1, 3),
+    (3, 5, 33, 2, 2, 5),
+    (1, 8, 1030, 2, 2, 7),
+    (3, 3, 3, 5, 5, 3),
+    (1, 16, 33, 5, 5, 5),
+    (1, 2, 1030, 5, 5, 1),
+    (3, 8, 33, 7, 3, 7),
+    (1, 33, 3, 7, 3, 5),
+    (3, 1, 1, 7, 3, 3),
+]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
+def test_forward_matches_reference(ops, shape, dtype):
+    N, d, C, H, W, K = shape
+    q, k, v, w = make_inputs(*shape, dtype=dtype)
+    # local_similarity gets the wide channel counts too: use value as query-like data of C channels.
+    q_wide = torch.randn(N, C, 2 * H, 2 * W, dtype=dtype)
+    assert_close(ops.local_similarity(q, k, K), reference_similarity(q, k, K), TOL[dtype])
+    assert_close(ops.local_similarity(q_wide, v, K), reference_similarity(q_wide, v, K), TOL[dtype])
+    assert_close(ops.dynamic_assembly(w, v, K), reference_assembly(w, v, K), TOL[dtype])
+    assert_close(ops.sapa_fused(q, k, v, K), reference_sapa(q, k, v, K), TOL[dtype])
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_non_contiguous_inputs(ops, layout):
+    shape = (3, 5, 33, 7, 3, 5)
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape, layout=layout)
+    assert_close(ops.local_similarity(q, k, K), reference_similarity(q, k, K), 1e-10)
+    assert_close(ops.dynamic_assembly(w, v, K), reference_assembly(w, v, K), 1e-10)
+    assert_close(ops.sapa_fused(q, k, v, K), reference_sapa(q, k, v, K), 1e-10)
+    # Gradients arrive non-contiguous too (sum().backward() gives an expanded grad).
+    for op, ref, args in [
+        (ops.dynamic_assembly, reference_assembly, (w, v)),
+        (ops.sapa_fused, reference_sapa, (q, k, v)),
+    ]:
+        a = [t.detach().requires_grad_() for t in args]
+        b = [t.detach().requires_grad_() for t in args]
+        op(*a, K).sum().backward()
+        ref(*b, K).sum().backward()
+        for x, y in zip(a, b):
+            assert_close(x.grad, y.grad, 1e-10)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 33, 5, 5, 3), (1, 4, 3, 2, 2, 5), (3, 2, 5, 7, 3, 7)],
+                         ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
+def test_backward_matches_reference(ops, shape):
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape)
+    cases = [
+        (ops.local_similarity, reference_similarity, (q, k)),
+        (ops.dynamic_assembly, reference_assembly, (w, v)),
+        (ops.sapa_fused, reference_sapa, (q, k, v)),
+    ]
+    for op, ref, args in cases:
+        a = [t.detach().requires_grad_() for t in args]
+        b = [t.detach().requires_grad_() for t in args]
+        out = op(*a, K)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        ref(*b, K).backward(grad)
+        for x, y in zip(a, b):
+            assert_close(x.grad, y.grad, 1e-10)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 3, 2, 3), (1, 2, 3, 2, 1, 5)], ids=["K3", "K5>H"])
+def test_gradcheck(ops, shape):
+    K = shape[-1]
+    q, k, v, w = (t.requires_grad_() for t in make_inputs(*shape))
+    assert torch.autograd.gradcheck(lambda a, b: ops.local_similarity(a, b, K), (q, k))
+    assert torch.autograd.gradcheck(lambda a, b: ops.dynamic_assembly(a, b, K), (w, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: ops.sapa_fused(a, b, c, K), (q, k, v))
+
+
+def test_opcheck(ops):
+    K = 3
+    q, k, v, w = make_inputs(2, 3, 4, 3, 2, K)
+    req = lambda *ts: [t.clone().requires_grad_() for t in ts]  # noqa: E731
+    torch.library.opcheck(ops.local_similarity.default, (*req(q, k), K))
+    torch.library.opcheck(ops.dynamic_assembly.default, (*req(w, v), K))
+    torch.library.opcheck(ops.sapa_fused.default, (*req(q, k, v), K))
+    g_sim = torch.randn(2, K * K, 6, 4, dtype=torch.float64)
+    g_out = torch.randn(2, 4, 6, 4, dtype=torch.float64)
+    torch.library.opcheck(ops.local_similarity_backward.default, (g_sim, q, k, K))
+    torch.library.opcheck(ops.dynamic_assembly_backward.default, (g_out, w, v, K))
+    torch.library.opcheck(ops.sapa_fused_backward.default, (g_out, q, k, v, K))
+
+
+def test_meta_shapes(ops):
+    N, d, C, H, W, K = 2, 8, 33, 5, 7, 5
+    q, k, v, w = (t.to("meta") for t in make_inputs(N, d, C, H, W, K, dtype=torch.float32))
+    assert ops.local_similarity(q, k, K).shape == (N, K * K, 2 * H, 2 * W)
+    assert ops.dynamic_assembly(w, v, K).shape == (N, C, 2 * H, 2 * W)
+    out = ops.sapa_fused(q, k, v, K)
+    assert out.shape == (N, C, 2 * H, 2 * W) and out.dtype == torch.float32 and out.device.type == "meta"
+    gq, gk, gv = ops.sapa_fused_backward(out, q, k, v, K)
+    assert (gq.shape, gk.shape, gv.shape) == (q.shape, k.shape, v.shape)
+
+
+def test_torch_compile_fullgraph(ops):
+    q, k, v, w = make_inputs(1, 4, 6, 3, 4, 3, dtype=torch.float32)
+
+    def fn(q, k, v, w):
+        return ops.sapa_fused(q, k, v, 3) + ops.dynamic_assembly(w, v, 3)
+
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, w), fn(q, k, v, w))
+
+
+def test_kernels_api_dispatches_to_compiled(ops):
+    q, k, v, w = make_inputs(1, 4, 6, 3, 4, 3)
+    torch.testing.assert_close(kernels.sapa_fused(q, k, v, 3), ops.sapa_fused(q, k, v, 3), rtol=0, atol=0)
+    torch.testing.assert_close(kernels.dynamic_assembly(w, v, 3), ops.dynamic_assembly(w, v, 3), rtol=0, atol=0)
+    torch.testing.assert_close(kernels.local_similarity(q, k, 3), ops.local_similarity(q, k, 3), rtol=0, atol=0)
+    kernels.require_compiled("SAPA-B")  # no error
+    info = kernels.build_info()
+    assert info["available"] and info["error"] is None and Path(info["build_dir"]).is_dir()
+    assert any(s.endswith("upbench_ops.cpp") for s in info["sources"])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda o, q, k, v, w: o.sapa_fused(q, k, v, 4), r"sapa_fused: K must be an odd integer >= 1.*K=4"),
+        (lambda o, q, k, v, w: o.sapa_fused(q, k, v, 17), r"sapa_fused: K=17 exceeds the fused kernel's cap"),
+        (lambda o, q, k, v, w: o.local_similarity(q, k, 0), r"local_similarity: K must be an odd"),
+        (lambda o, q, k, v, w: o.local_similarity(q[0], k, 3), r"local_similarity: query .* must be a rank-4"),
+        (lambda o, q, k, v, w: o.local_similarity(q[:, :, :-1], k, 3), r"must be 2H x 2W of key.*expected 10 x 6"),
+        (lambda o, q, k, v, w: o.local_similarity(q[:, :2], k, 3), r"same number of channels"),
+        (lambda o, q, k, v, w: o.dynamic_assembly(w[:1], v, 3), r"dynamic_assembly: batch sizes differ"),
+        (lambda o, q, k, v, w: o.dynamic_assembly(w, v, 5), r"weights must have K\*K = 25 channels for K=5"),
+        (lambda o, q, k, v, w: o.dynamic_assembly(w.float(), v, 3), r"dynamic_assembly: weights .* has dtype Float"),
+        (lambda o, q, k, v, w: o.sapa_fused(q, k, v[..., :2], 3), r"sapa_fused: value \(N, C, H, W\) must match"),
+        (lambda o, q, k, v, w: o.dynamic_assembly(w.half(), v.half(), 3), r"dynamic_assembly \(CPU\): dtype Half"),
+        (lambda o, q, k, v, w: o.dynamic_assembly_backward(v, w, v, 3), r"grad must have the forward output's"),
+    ],
+)
+def test_input_validation(ops, call, match):
+    q, k, v, w = make_inputs(2, 3, 4, 5, 3, 3)
+    with pytest.raises(RuntimeError, match=match):
+        call(ops, q, k, v, w)
+
+
+def cpu_peak_bytes(fn, *args) -> int:
+    """Peak CPU allocator bytes above the level at entry while fn(*args) runs.
+
+    Reads the profiler's raw allocation records (one per malloc/free, +/- bytes, in time order).
+    prof.events() is not usable for this: an op's memory figure includes its children's, so summing
+    op events counts nested allocations twice.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(*args)
+    records = [e for e in prof.profiler.kineto_results.events()
+               if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    level = peak = 0
+    for e in sorted(records, key=lambda e: e.start_ns()):
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak
+
+
+def test_sapa_fused_peak_memory(ops):
+    """SAPA-B at C=256, 64x64 -> 128x128, K=5, d=32: the fused op must not build the unfolded windows."""
+    N, d, C, H, W, K = 1, 32, 256, 64, 64, 5
+    q, k, v, _ = make_inputs(N, d, C, H, W, 1, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    # One thread: the peak does not depend on it, and the reference's many small parallel regions
+    # crawl when the cores are shared with other processes.
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            compiled = cpu_peak_bytes(ops.sapa_fused, q, k, v, K)
+            reference = cpu_peak_bytes(reference_sapa, q, k, v, K)
+    finally:
+        torch.set_num_threads(threads)
+    output_bytes = N * C * 4 * H * W * 4
+    assert compiled >= output_bytes  # the probe sees the op's allocations at all
+    assert compiled * 5 <= reference, f"compiled peak {compiled / 2**20:.1f} MiB vs reference {reference / 2**20:.1f} MiB"
+
+
+def test_stale_lock_is_removed(tmp_path):
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    assert kernels._remove_stale_lock(tmp_path) is None and lock.exists()  # fresh: a build may be running
+    old = time.time() - 2 * kernels._STALE_LOCK_S
+    os.utime(lock, (old, old))
+    assert "stale" in kernels._remove_stale_lock(tmp_path) and not lock.exists()
+
+
+_FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    sys.path.insert(0, {repo!r})
+    import torch
+    from upbench import kernels
+    from operators.assembly import reference_assembly
+    if {broken!r}:
+        kernels._sources = lambda with_cuda: [{broken!r}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = [kernels.compiled_available(), kernels.compiled_available()]
+        w, x = torch.randn(1, 9, 6, 4, dtype=torch.float64), torch.randn(1, 3, 3, 2, dtype=torch.float64)
+        same = torch.equal(kernels.dynamic_assembly(w, x, 3), reference_assembly(w, x, 3))
+    try:
+        kernels.require_compiled("CARAFE")
+        raised = ""
+    except RuntimeError as exc:
+        raised = str(exc)
+    print(json.dumps({{
+        "available": available, "same": same, "raised": raised,
+        "warnings": [(c.category.__name__, str(c.message)) for c in caught],
+        "error": kernels.build_info()["error"],
+    }}))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["no_compile_env", "compile_error"])
+def test_build_failure_falls_back(tmp_path, mode):
+    env = {**os.environ, "UPBENCH_BUILD_DIR": str(tmp_path / "build")}
+    broken = ""
+    if mode == "no_compile_env":
+        env["UPBENCH_NO_COMPILE"] = "1"
+    else:
+        env.pop("UPBENCH_NO_COMPILE", None)
+        broken = str(tmp_path / "broken.cpp")
+        Path(broken).write_text("#error upbench test: this source is broken on purpose\n")
+    script = _FALLBACK_SCRIPT.format(repo=str(REPO), broken=broken)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["available"] == [False, False]
+    assert result["same"]
+    upbench_warnings = [w for w in result["warnings"] if "upbench" in w[1]]
+    assert len(upbench_warnings) == 1 and upbench_warnings[0][0] == "RuntimeWarning", result["warnings"]
+    assert "CARAFE" in result["raised"]
+    expected = "UPBENCH_NO_COMPILE" if mode == "no_compile_env" else "broken on purpose"
+    assert expected in result["error"] and expected in upbench_warnings[0][1] and expected in result["raised"]
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
+@pytest.mark.parametrize("source", sorted((REPO / "csrc" / "cuda").glob("*.cu")), ids=lambda p: p.name)
+def test_cuda_sources_compile_without_torch(tmp_path, source):
+    """The kernels must stay torch-free: plain nvcc, no torch include paths."""
+    proc = subprocess.run(["nvcc", "-c", "-o", str(tmp_path / "out.o"), str(source)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ---- CUDA (skipped without a GPU) ---------------------------------------------------------------------
+
+cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA not available")
+
+
+@cuda_only
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
+def test_cuda_forward_and_backward_match_cpu(ops, shape):
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape)
+    cases = [
+        (ops.local_similarity, (q, k)),
+        (ops.dynamic_assembly, (w, v)),
+        (ops.sapa_fused, (q, k, v)),
+    ]
+    for op, args in cases:
+        a = [t.detach().requires_grad_() for t in args]
+        b = [t.detach().cuda().requires_grad_() for t in args]
+        out_cpu, out_gpu = op(*a, K), op(*b, K)
+        assert_close(out_gpu.cpu(), out_cpu, 1e-10)
+        grad = torch.randn_like(out_cpu)
+        out_cpu.backward(grad)
+        out_gpu.backward(grad.cuda())
+        for x, y in zip(a, b):
+            assert_close(y.grad.cpu(), x.grad, 1e-10)
+        # float32 on the GPU against the float64 reference
+        c = [t.detach().float().cuda() for t in args]
+        assert_close(op(*c, K).double().cpu(), out_cpu.detach(), 1e-5)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)], ids=["f16", "bf16"])
+def test_cuda_half_precision(ops, dtype, tol):
+    shape = (2, 8, 1030, 5, 7, 5)
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape, dtype=torch.float32)
+    q, k = q / 3, k / 3  # keep the softmax out of saturation so the comparison means something
+    for op, ref, args in [
+        (ops.local_similarity, reference_similarity, (q, k)),
+        (ops.dynamic_assembly, reference_assembly, (w, v)),
+        (ops.sapa_fused, reference_sapa, (q, k, v)),
+    ]:
+        low = [t.to(dtype).cuda().requires_grad_() for t in args]
+        out = op(*low, K)
+        assert out.dtype == dtype
+        expected = ref(*[t.to(dtype).float() for t in args], K)  # same rounded inputs, fp32 math
+        assert_close(out.float().cpu(), expected, tol)
+        out.float().sum().backward()
+        assert all(t.grad is not None and t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in low)
+
+
+@cuda_only
+def test_cuda_noncontiguous_and_meta(ops):
+    q, k, v, w = make_inputs(3, 5, 33, 7, 3, 5, layout="sliced", device="cuda")
+    assert_close(ops.sapa_fused(q, k, v, 5).cpu(), reference_sapa(q.cpu(), k.cpu(), v.cpu(), 5), 1e-10)
+    assert_close(ops.dynamic_assembly(w, v, 5).cpu(), reference_assembly(w.cpu(), v.cpu(), 5), 1e-10)
