@@ -20,6 +20,7 @@ import torch
 
 from operators.assembly import reference_assembly, reference_similarity
 from upbench import kernels
+from upbench.memory import cpu_peak_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -217,24 +218,6 @@ def test_input_validation(ops, call, match):
         call(ops, q, k, v, w)
 
 
-def cpu_peak_bytes(fn, *args) -> int:
-    """Peak CPU allocator bytes above the level at entry while fn(*args) runs.
-
-    Reads the profiler's raw allocation records (one per malloc/free, +/- bytes, in time order).
-    prof.events() is not usable for this: an op's memory figure includes its children's, so summing
-    op events counts nested allocations twice.
-    """
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(*args)
-    records = [e for e in prof.profiler.kineto_results.events()
-               if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    level = peak = 0
-    for e in sorted(records, key=lambda e: e.start_ns()):
-        level += e.nbytes()
-        peak = max(peak, level)
-    return peak
-
-
 def test_sapa_fused_peak_memory(ops):
     """SAPA-B at C=256, 64x64 -> 128x128, K=5, d=32: the fused op must not build the unfolded windows."""
     N, d, C, H, W, K = 1, 32, 256, 64, 64, 5
@@ -268,6 +251,7 @@ _FALLBACK_SCRIPT = textwrap.dedent(
     import json, sys, warnings
     sys.path.insert(0, {repo!r})
     import torch
+    import upbench
     from upbench import kernels
     from operators.assembly import reference_assembly
     if {broken!r}:
@@ -275,8 +259,10 @@ _FALLBACK_SCRIPT = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = [kernels.compiled_available(), kernels.compiled_available()]
-        w, x = torch.randn(1, 9, 6, 4, dtype=torch.float64), torch.randn(1, 3, 3, 2, dtype=torch.float64)
-        same = torch.equal(kernels.dynamic_assembly(w, x, 3), reference_assembly(w, x, 3))
+        op = upbench.make("carafe", 3, K=3)  # impl="auto" must settle on the reference path
+        x = torch.randn(1, 3, 3, 2)
+        weights = op.kernel_generation(x)
+        same = op.impl == "reference" and torch.equal(op(x), reference_assembly(weights, x, 3))
     try:
         kernels.require_compiled("CARAFE")
         raised = ""

@@ -4,8 +4,8 @@
 The build happens once per process, on the first call to :func:`compiled_available` or to one of the
 ops; objects are cached in a persistent build directory so later processes only relink when a source
 changed. If the build is impossible (no compiler, a compile error, ``UPBENCH_NO_COMPILE=1``) the module
-warns once, :func:`compiled_available` returns False, and the op functions here compute the same
-result with the pure-PyTorch reference formulas, so callers keep working.
+warns once, :func:`compiled_available` returns False, operators built with ``impl="auto"`` take the
+pure-PyTorch reference path, and the op functions here raise with the reason.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 _NAME = "upbench_ops"
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -164,45 +163,22 @@ def build_info() -> dict[str, Any]:
     return {**info, "sources": list(info["sources"]), "notes": list(info["notes"])}
 
 
-# ---- reference fallbacks: the same math as operators/assembly.py, inlined so that upbench does not
-# depend on the operators package -------------------------------------------------------------------
-
-def _unfold(x: torch.Tensor, K: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return F.unfold(x, K, padding=K // 2).view(n, c, K * K, h, w)
-
-
-def _ref_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
-    n, d, h, w = key.shape
-    q = query.reshape(n, d, h, 2, w, 2)
-    return torch.einsum("ndkhw,ndhawb->nkhawb", _unfold(key, K), q).reshape(n, K * K, 2 * h, 2 * w)
-
-
-def _ref_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    wts = weights.reshape(n, K * K, h, 2, w, 2)
-    return torch.einsum("nckhw,nkhawb->nchawb", _unfold(x, K), wts).reshape(n, c, 2 * h, 2 * w)
-
-
 # ---- public ops --------------------------------------------------------------------------------------
 
 def local_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
     """query (N, d, 2H, 2W), key (N, d, H, W) -> logits (N, K*K, 2H, 2W)."""
-    if compiled_available():
-        return torch.ops.upbench.local_similarity(query, key, K)
-    return _ref_similarity(query, key, K)
+    require_compiled("upbench.kernels.local_similarity")
+    return torch.ops.upbench.local_similarity(query, key, K)
 
 
 def dynamic_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
     """weights (N, K*K, 2H, 2W), x (N, C, H, W) -> (N, C, 2H, 2W)."""
-    if compiled_available():
-        return torch.ops.upbench.dynamic_assembly(weights, x, K)
-    return _ref_assembly(weights, x, K)
+    require_compiled("upbench.kernels.dynamic_assembly")
+    return torch.ops.upbench.dynamic_assembly(weights, x, K)
 
 
 def sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
     """dynamic_assembly(softmax(local_similarity(query, key, K), dim=1), value, K) without storing the
     (N, K*K, 2H, 2W) kernel."""
-    if compiled_available():
-        return torch.ops.upbench.sapa_fused(query, key, value, K)
-    return _ref_assembly(torch.softmax(_ref_similarity(query, key, K), dim=1), value, K)
+    require_compiled("upbench.kernels.sapa_fused")
+    return torch.ops.upbench.sapa_fused(query, key, value, K)
