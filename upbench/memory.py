@@ -1,7 +1,10 @@
 """Peak memory probes that see torch's allocator (tracemalloc does not)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import os
+import sys
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.autograd import DeviceType
@@ -9,6 +12,21 @@ from torch.profiler import ProfilerActivity, profile
 
 
 MEMORY_EVENT = "[memory]"
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what native code writes to fd 2: the CPU profiler prints two kineto lines per use, which
+    would drown a progress bar. Python exceptions are unaffected."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cpu_peak_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -20,7 +38,7 @@ def cpu_peak_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     allocated before the call and freed during it push the sum below zero, so the peak is taken
     against the level at entry and is never negative.
     """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(*args, **kwargs)
     records = [e for e in prof.profiler.kineto_results.events()
                if e.name() == MEMORY_EVENT and e.device_type() == DeviceType.CPU]

@@ -1,0 +1,272 @@
+"""The measurement harness: sweep expansion, the row log (resume, shards, merge), failure rows,
+exports and the command line. Tiny shapes throughout; bookkeeping tests fake the measurement."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import upbench
+import upbench.sweep as sweep_module
+from upbench.commands import main
+from upbench.export import (
+    markdown_table, merge_frames, missing_configs, ratio_view, read_json_rows, read_rows, to_markdown, write_csv, write_json,
+    write_outputs,
+)
+from upbench.sweep import SweepSpec, parse_shard, run_sweep, shard_configs
+
+TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.001)
+
+
+def _first(predicate) -> str:
+    for name in upbench.available():
+        if predicate(upbench.get(name)):
+            return name
+    pytest.skip("no registered operator fits this test")
+
+
+@pytest.fixture(scope="module")
+def plain() -> str:
+    """An operator with no knobs and no guide: the cheapest to measure."""
+    return _first(lambda cls: not cls.knobs and not cls.needs_guide)
+
+
+@pytest.fixture(scope="module")
+def plain_pair(plain) -> tuple[str, str]:
+    other = [n for n in upbench.available() if n != plain and not upbench.get(n).knobs and not upbench.get(n).needs_guide]
+    return (plain, other[0]) if other else (plain,)
+
+
+@pytest.fixture(scope="module")
+def odd_k() -> str:
+    """An operator whose K must be odd."""
+    return _first(lambda cls: "K" in cls.knobs and cls.knobs["K"].rule == "odd")
+
+
+@pytest.fixture(scope="module")
+def compiled() -> str:
+    return _first(lambda cls: cls.compiled_ops)
+
+
+def fake_measure(config, spec, row) -> None:
+    """Stands in for counting and timing where only the bookkeeping is under test."""
+    row.update(latency_median_ms=1.0, runs=1, status="ok")
+
+
+# -- expansion --------------------------------------------------------------------------------
+def test_expansion_skips_knobs_an_operator_lacks(plain, odd_k):
+    spec = SweepSpec(ops=(plain, odd_k), knobs={"K": (3, 5, 3)}, sizes=(4, 8, 4), modes=("fwd", "fwd+bwd"),
+                     channels=(4, 4), devices=("cpu",))
+    configs = spec.expand()
+    keys = [c.key for c in configs]
+    assert len(keys) == len(set(keys))
+    plain_rows = [c for c in configs if c.operator == plain]
+    assert len(plain_rows) == 2 * 2 and all(c.hparams == () for c in plain_rows)  # sizes x modes, no K
+    knobbed = [c for c in configs if c.operator == odd_k]
+    assert len(knobbed) == 2 * 2 * 2  # K x sizes x modes
+    assert {dict(c.hparams)["K"] for c in knobbed} == {3, 5}
+    defaults = {k: v.default for k, v in upbench.get(odd_k).knobs.items() if k != "K"}
+    assert all({k: dict(c.hparams)[k] for k in defaults} == defaults for c in knobbed)
+    assert spec.expand() == configs  # deterministic
+
+
+def test_impl_axis_collapses_for_operators_without_a_compiled_path(plain, compiled, monkeypatch):
+    monkeypatch.setattr("upbench.kernels.compiled_available", lambda: False)
+    spec = SweepSpec(ops=(plain, compiled), impls=("auto", "reference", "compiled"), **TINY)
+    impls = {(c.operator, c.impl) for c in spec.expand()}
+    assert impls == {(plain, "reference"), (compiled, "reference"), (compiled, "compiled")}
+    with pytest.raises(ValueError, match="empty"):
+        SweepSpec(ops=(plain,), impls=("compiled",), **TINY).expand()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ops": ("no-such-op",)}, "unknown operator 'no-such-op'; known operators"),
+    ({"knobs": {"bogus": (1,)}}, "unknown knob 'bogus'"),
+    ({"modes": ("bwd",)}, "mode 'bwd'"),
+    ({"dtypes": ("fp8",)}, "dtype 'fp8'"),
+    ({"devices": ("tpu",)}, "device 'tpu'"),
+    ({"impls": ("fast",)}, "impl 'fast'"),
+    ({"sizes": (0,)}, "size: 0"),
+    ({"channels": ()}, "empty"),
+    ({"min_run_time": 0}, "min_run_time"),
+])
+def test_bad_specs_are_rejected_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSpec(**{"devices": ("cpu",), **kwargs})
+
+
+def test_a_knob_value_is_checked_by_each_operator_that_has_it(plain, odd_k):
+    with pytest.raises(ValueError, match=f"{odd_k}: K=4 is invalid; expected a positive odd"):
+        SweepSpec(ops=(plain, odd_k), knobs={"K": (3, 4)}, devices=("cpu",))
+    with pytest.raises(ValueError, match="unknown knob 'K': no selected operator has it"):
+        SweepSpec(ops=(plain,), knobs={"K": (3,)}, devices=("cpu",))
+
+
+def test_spec_files_yaml_and_toml(tmp_path, plain, odd_k):
+    (tmp_path / "s.yaml").write_text(f"ops: [{plain}, {odd_k}]\nC: 4\nK: [3, 5]\nsize: [4, 6x8]\n"
+                                     "device: cpu\nmode: fwd,fwd+bwd\nmin_run_time: 0.01\n")
+    (tmp_path / "s.toml").write_text(f'ops = ["{plain}", "{odd_k}"]\nC = [4]\nK = [3, 5]\nsize = [4, [6, 8]]\n'
+                                     'device = "cpu"\nmode = ["fwd", "fwd+bwd"]\nmin_run_time = 0.01\n')
+    from_yaml, from_toml = SweepSpec.from_file(tmp_path / "s.yaml"), SweepSpec.from_file(tmp_path / "s.toml")
+    assert from_yaml == from_toml and from_yaml.spec_id == from_toml.spec_id
+    assert from_yaml.sizes == ((4, 4), (6, 8)) and dict(from_yaml.knobs) == {"K": (3, 5)}
+    assert from_yaml.spec_id != SweepSpec(ops=(plain, odd_k), knobs={"K": (3,)}, channels=(4,),
+                                          devices=("cpu",)).spec_id
+    (tmp_path / "bad.yaml").write_text("ops: [x]\nresolution: 4\n")
+    with pytest.raises(ValueError, match=r"unknown key 'resolution' in .*bad.yaml"):
+        SweepSpec.from_file(tmp_path / "bad.yaml")
+
+
+def test_shards_partition_the_sweep(plain_pair):
+    configs = SweepSpec(ops=plain_pair, sizes=(4, 8, 12), modes=("fwd", "fwd+bwd"), devices=("cpu",)).expand()
+    shards = [shard_configs(configs, (i, 3)) for i in range(3)]
+    indices = sorted(index for shard in shards for index, _ in shard)
+    assert indices == list(range(len(configs)))
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+# -- the row log: resume, shards, merge -------------------------------------------------------
+def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, monkeypatch):
+    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 8)})
+    everything = [c.key for c in spec.expand()]
+    out = tmp_path / "run.csv"
+
+    def killed_after_two(row):
+        if len(read_rows(out)) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, on_row=killed_after_two)
+    before = list(read_rows(out)["key"])
+    assert before == everything[:2]
+    with open(out, "a") as handle:  # a kill in the middle of writing a row
+        handle.write("torn,row,without,newline")
+    with pytest.raises(FileExistsError):
+        run_sweep(spec, out)
+
+    measured = []
+    real = sweep_module.measure_config
+    monkeypatch.setattr(sweep_module, "measure_config", lambda c, *a: measured.append(c.key) or real(c, *a))
+    rows = run_sweep(spec, out, resume=True)
+    assert measured == everything[2:]
+    assert list(rows["key"]) == everything and rows["key"].is_unique
+
+    other = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **TINY)
+    with pytest.raises(ValueError, match="refusing to resume"):
+        run_sweep(other, out, resume=True)
+
+
+def test_shards_merge_to_the_whole(tmp_path, plain_pair, monkeypatch):
+    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 8, 12)})
+    whole = run_sweep(spec, tmp_path / "whole.csv")
+    shards = [run_sweep(spec, tmp_path / f"shard{i}.csv", shard=(i, 2)) for i in range(2)]
+    assert set(shards[0]["key"]).isdisjoint(shards[1]["key"])
+    merged = merge_frames([read_rows(tmp_path / "shard1.csv"), read_rows(tmp_path / "shard0.csv")])
+    config_columns = ["spec_id", "config_index", "config_total", "key", "operator", "impl", "C", "N", "H", "W",
+                      "dtype", "device", "mode", "status"]
+    pd.testing.assert_frame_equal(merged[config_columns], whole[config_columns])
+    assert missing_configs(merged) == [] and missing_configs(shards[0]) == list(shards[1]["config_index"])
+
+    other = run_sweep(SweepSpec(ops=plain_pair, **{**TINY, "sizes": (4,)}), tmp_path / "other.csv")
+    with pytest.raises(ValueError, match="different sweep specs"):
+        merge_frames([whole, other])
+
+
+# -- failures become rows ---------------------------------------------------------------------
+def test_oom_and_error_rows_keep_the_sweep_going(plain_pair, monkeypatch):
+    spec = SweepSpec(ops=plain_pair, **{**TINY, "sizes": (4, 8, 12)})
+    failures = iter([torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
+                     RuntimeError("boom: first line\nsecond line"),
+                     RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")])
+    real = sweep_module.time_call
+
+    def failing_time_call(*args, **kwargs):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "time_call", failing_time_call)
+    rows = run_sweep(spec)
+    assert list(rows["status"]) == ["oom", "error", "oom"] + ["ok"] * (len(rows) - 3)
+    assert rows["message"][1] == "RuntimeError: boom: first line"
+    assert rows["message"][0].startswith("OutOfMemoryError: CUDA out of memory")
+    assert rows["macs_fvcore"].notna().all()  # what was measured before the failure stays
+    ok = rows[rows["status"] == "ok"]
+    assert (ok["latency_median_ms"] > 0).all() and (ok["peak_mem_bytes"] > 0).all() and (ok["runs"] >= 1).all()
+
+
+def test_a_row_over_its_budget_is_skipped_with_the_reason(plain):
+    rows = run_sweep(SweepSpec(ops=(plain,), row_budget_s=1e-9, **TINY))
+    assert list(rows["status"]) == ["skipped"]
+    assert "row budget" in rows["message"][0] and rows["runs"][0] == 1 and rows["latency_median_ms"][0] > 0
+
+
+def test_compiled_rows_are_skipped_when_the_kernels_are_not_built(compiled, monkeypatch):
+    monkeypatch.setattr("upbench.kernels.compiled_available", lambda: False)
+    rows = run_sweep(SweepSpec(ops=(compiled,), impls=("compiled",), **TINY))
+    assert list(rows["status"]) == ["skipped"]
+    assert "compiled_available() is False" in rows["message"][0]
+    assert rows["macs_paper"][0] > 0  # counts do not depend on the implementation
+
+
+# -- exports and the command line -------------------------------------------------------------
+def test_rows_round_trip_through_csv_and_json(tmp_path, plain_pair):
+    spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 6)})
+    rows = run_sweep(spec, tmp_path / "r.csv")
+    assert list(rows.columns) == spec.columns()
+    assert set(rows["status"]) == {"ok"} and rows["threads"].iloc[0] == torch.get_num_threads()
+    fwd = rows[rows["mode"] == "fwd"]
+    assert (fwd["gbytes_per_s"] > 0).all() and rows[rows["mode"] == "fwd+bwd"]["gbytes_per_s"].isna().all()
+    assert (rows["flops_fvcore"] == 2 * rows["macs_fvcore"]).all()
+    pd.testing.assert_frame_equal(read_rows(write_csv(rows, tmp_path / "copy.csv")), rows)
+    write_json(rows, tmp_path / "r.json")
+    pd.testing.assert_frame_equal(read_json_rows(tmp_path / "r.json"), rows, check_dtype=False)
+
+    written = write_outputs(rows, tmp_path / "r.csv")
+    assert sorted(p.suffix for p in written) == [".json", ".md", ".png"]
+    report = (tmp_path / "r.md").read_text()
+    assert "Latency median (ms) by operator x resolution" in report and "Peak memory (MiB)" in report
+    assert all(name in report for name in plain_pair)
+
+
+def test_ratio_view_pairs_reference_and_compiled(plain_pair, monkeypatch):
+    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    rows = run_sweep(SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **TINY))
+    compiled = rows.assign(impl="compiled", latency_median_ms=0.5)
+    view = ratio_view(pd.concat([rows, compiled], ignore_index=True))
+    assert len(view) == len(plain_pair) * 2 and (view["ms ref/compiled"] == 2.0).all()
+    assert "ms ref/compiled" in markdown_table(view) and "## extra" in to_markdown(rows, [("extra", view)])
+    assert math.isnan(ratio_view(rows)["ms ref/compiled"].iloc[0])
+
+
+def test_cli_sweep_resume_merge_and_errors(tmp_path, plain, capsys):
+    out = tmp_path / "cli.csv"
+    flags = ["--ops", plain, "--C", "4", "--size", "4,6x8", "--device", "cpu", "--min-run-time", "0.001",
+             "--warmup", "0", "--quiet"]
+    assert main(["sweep", *flags, "--out", str(out), "--formats", "markdown"]) == 0
+    assert out.exists() and out.with_suffix(".md").exists() and len(read_rows(out)) == 2
+    assert main(["sweep", *flags, "--out", str(out), "--resume", "--formats", "json"]) == 0
+    assert len(read_rows(out)) == 2 and out.with_suffix(".json").exists()
+    for i in range(2):
+        assert main(["sweep", *flags, "--out", str(tmp_path / f"s{i}.csv"), "--shard", f"{i}/2", "--formats", ""]) == 0
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--out", str(merged)]) == 0
+    assert list(read_rows(merged)["key"]) == list(read_rows(out)["key"])
+    (tmp_path / "spec.yaml").write_text(f"ops: {plain}\nC: 4\nsize: [4, 6x8]\ndevice: cpu\n")
+    from_file = tmp_path / "from_file.csv"
+    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--min-run-time", "0.001", "--warmup", "0",
+                 "--quiet", "--formats", "", "--out", str(from_file)]) == 0
+    assert read_rows(from_file)["spec_id"][0] == read_rows(out)["spec_id"][0]
+    capsys.readouterr()
+    assert main(["sweep", "--ops", "no-such-op", "--device", "cpu", "--quiet", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown operator 'no-such-op'" in capsys.readouterr().err
+    assert main(["sweep", *flags, "--out", str(out)]) == 2  # exists, no --resume
+    assert main(["merge", str(out), str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m2.csv")]) == 2

@@ -1,0 +1,46 @@
+"""bench.py compare: reference vs compiled implementation on the same shapes, as ratios."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..export import check_formats, markdown_table, ratio_view, write_outputs
+from ..registry import available, get
+from ..sweep import SweepSpec, run_sweep
+from .sweep import AXIS_FLAGS, add_axis_arguments, spec_mapping, summary
+
+HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
+DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_axis_arguments(parser, "default: the operators with a compiled path, C=256, size 64, each operator's "
+                               "default knobs, N=1, fp32, device auto")
+
+
+def operators_with_compiled_path() -> list[str]:
+    return [name for name in available() if get(name).compiled_ops]
+
+
+def run(args: argparse.Namespace) -> int:
+    mapping = {"ops": operators_with_compiled_path(), **DEFAULTS, **spec_mapping(args, AXIS_FLAGS)}
+    mapping.update(mode=["fwd", "fwd+bwd"], impl=["reference", "compiled"])
+    try:
+        if not mapping["ops"]:
+            raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
+        formats = check_formats(args.formats)
+        spec = SweepSpec.from_mapping(mapping, source="the command line")
+        rows = run_sweep(spec, args.out, progress=False if args.quiet else None)
+        ratios = ratio_view(rows)
+        written = []
+        if args.out:
+            written = [args.out, *write_outputs(rows, args.out, formats, [("Reference / compiled", ratios)])]
+    except (ValueError, FileExistsError) as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")
+    print(markdown_table(ratios))
+    if not args.quiet:
+        print(summary(rows, written), file=sys.stderr)
+    return 0

@@ -1,0 +1,126 @@
+"""bench.py sweep: measure FLOPs, params, latency and peak memory over a grid of configs.
+
+With no arguments (``python bench.py``) it runs the quick default sweep: every registered operator
+at its default knobs, C=64, sizes 16, 32, 64, N=1, fp32, fwd, on the best device present, and
+writes ``results/<device>/<timestamp>.{csv,md,json,png}``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..cli_args import int_list, size_list, str_list
+from ..environment import device_slug, file_timestamp
+from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
+from ..sweep import SweepSpec, parse_shard, read_spec_file, run_sweep
+
+HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
+RESULTS = Path("results")
+
+
+def knob_pair(text: str) -> tuple[str, list[int]]:
+    """'encoder_kernel=3,5' -> ('encoder_kernel', [3, 5])."""
+    name, equals, values = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2, got {text!r}")
+    return name.strip(), int_list(values)
+
+
+def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
+    """Axis and measurement flags shared with ``compare``; unset flags fall back to ``defaults``."""
+    axes = parser.add_argument_group("axes (comma lists)", defaults)
+    axes.add_argument("--ops", type=str_list, help="operators; default: all registered")
+    axes.add_argument("--C", type=int_list, help="channels")
+    axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
+    axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
+    axes.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
+                      help="any other knob, e.g. encoder_kernel=3,5 (repeatable)")
+    axes.add_argument("--size", type=size_list, help="low-res input sizes: 16 or 32x48")
+    axes.add_argument("--N", type=int_list, help="batch sizes")
+    axes.add_argument("--dtype", type=str_list, help="fp32, fp16, bf16")
+    axes.add_argument("--device", type=str_list, help="cpu, cuda, cuda:1, auto (the best present)")
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument("--warmup", type=int, help="untimed calls before timing (default 3)")
+    measure.add_argument("--min-run-time", type=float, dest="min_run_time", help="seconds of timed calls per row")
+    measure.add_argument("--budget", type=float, help="per-row time budget in seconds (default 60)")
+    measure.add_argument("--l2-flush", action="store_const", const=True, dest="l2_flush",
+                         help="GPU: flush L2 before every timed call (cold-cache numbers)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, help="the CSV to append rows to; .md, .json, .png go beside it")
+    output.add_argument("--formats", type=str_list, default=list(FORMATS),
+                        help=f"what to write beside the CSV at the end: {','.join(FORMATS)} (default all)")
+    output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", type=Path, help="a YAML or TOML sweep file; flags given here override it")
+    add_axis_arguments(parser, "default: all operators, C=64, size 16,32,64, N=1, fp32, mode fwd, impl auto, "
+                               "device auto, min-run-time 0.2 s")
+    parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
+    parser.add_argument("--impl", type=str_list, help="auto, reference, compiled (comma list)")
+    parser.add_argument("--resume", action="store_true", help="continue --out, skipping the rows it holds")
+    parser.add_argument("--shard", type=str, help="i/n: measure only configs i, i+n, ... (0 <= i < n)")
+
+
+def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The flags the user gave, under the sweep-file names."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    for name, values in args.knob:
+        given[name] = values
+    return given
+
+
+AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "warmup", "min_run_time",
+              "budget", "l2_flush")
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    mapping: dict[str, Any] = {}
+    if args.spec is not None:
+        mapping = read_spec_file(args.spec)
+        SweepSpec.from_mapping(mapping, source=str(args.spec))  # so a bad file is named as such
+    mapping.update(spec_mapping(args, AXIS_FLAGS))
+    return SweepSpec.from_mapping(mapping, source="the command line")
+
+
+def default_out(spec: SweepSpec, shard: tuple[int, int] | None) -> Path:
+    slug = "+".join(device_slug(d) for d in spec.devices)
+    suffix = f".shard{shard[0]}of{shard[1]}" if shard else ""
+    return RESULTS / slug / f"{file_timestamp()}{suffix}.csv"
+
+
+def summary(rows: pd.DataFrame, written: list[Path]) -> str:
+    """Status counts, every row that is not ok with its reason, and the files written."""
+    statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
+    lines = [f"{len(rows)} rows: {statuses}"]
+    problems = rows[rows["status"] != "ok"]
+    lines += [f"  {key}: {status}: {message}" for key, status, message
+              in zip(problems["key"], problems["status"], problems["message"].fillna(""))]
+    lines += [f"wrote {path}" for path in written]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        formats = check_formats(args.formats)
+        spec = spec_from_args(args)
+        shard = parse_shard(args.shard) if args.shard else None
+        if args.resume and args.out is None:
+            raise ValueError("--resume needs --out: the CSV to continue")
+        out = args.out or default_out(spec, shard)
+        rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None)
+        written = [out, *write_outputs(rows, out, formats)]
+    except (ValueError, FileExistsError) as error:
+        print(f"sweep: {error}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print("## Latency median (ms) by operator x resolution\n")
+        print(markdown_table(pivot(rows, "latency_median_ms")))
+        print("\n## Peak memory (MiB) by operator x resolution\n")
+        print(markdown_table(pivot(rows, "peak_mem_bytes", 2**-20)) + "\n")
+    print(summary(rows, written), file=sys.stderr)
+    return 0

@@ -1,0 +1,309 @@
+"""Sweep rows as files and views: CSV / JSON readers, merging shards, Markdown with pivot views,
+log-log plots, and the reference / compiled ratio view.
+
+Everything here takes the DataFrame of rows (the layout of :meth:`upbench.sweep.SweepSpec.columns`)
+and never measures anything.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import pandas as pd
+from tabulate import tabulate
+
+FORMATS = ("markdown", "json", "png")
+MIB = 2**20
+# Columns that are text whatever they look like (a hash of digits only must not become a number).
+TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "status", "message",
+                "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
+ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
+                       "git_commit")
+MODE_ORDER = ("fwd", "fwd+bwd")
+
+
+# -- reading and merging ----------------------------------------------------------------------
+def _text_dtypes(columns: Iterable[str]) -> dict[str, str]:
+    return {c: "str" for c in columns if c in TEXT_COLUMNS or c.startswith("zero_ops_")}
+
+
+def read_rows(source: str | Path | IO[str]) -> pd.DataFrame:
+    """Rows of a sweep CSV (a path or an open text stream), text columns kept as text."""
+    if not isinstance(source, (str, Path)):
+        source = io.StringIO(source.read())
+    header = pd.read_csv(source, nrows=0).columns
+    if isinstance(source, io.StringIO):
+        source.seek(0)
+    return pd.read_csv(source, dtype=_text_dtypes(header))
+
+
+def read_json_rows(path: str | Path) -> pd.DataFrame:
+    """Rows of a sweep JSON (records), text columns kept as text and timestamps as written."""
+    frame = pd.read_json(path, orient="records", dtype=False)
+    return frame.astype(_text_dtypes(frame.columns))
+
+
+def write_csv(rows: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, index=False)
+    return path
+
+
+def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    rows.to_json(path, orient="records", indent=1, double_precision=15)
+    return path
+
+
+def merge_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of several logs (shards, or a run and its resumption) of ONE spec, in sweep order.
+
+    Raises ValueError for logs of different specs or layouts. A config present in several logs
+    keeps its first row.
+    """
+    if not frames:
+        raise ValueError("nothing to merge")
+    spec_ids = sorted({s for frame in frames for s in frame["spec_id"].dropna()})
+    if len(spec_ids) > 1:
+        raise ValueError(f"refusing to merge rows of different sweep specs ({', '.join(spec_ids)}): "
+                         f"merge only the shards of one sweep")
+    layouts = {tuple(frame.columns) for frame in frames}
+    if len(layouts) > 1:
+        raise ValueError("refusing to merge files with different columns (written by different upbench versions)")
+    merged = pd.concat(frames, ignore_index=True)
+    merged = merged.drop_duplicates("key", keep="first")
+    return merged.sort_values("config_index", kind="stable").reset_index(drop=True)
+
+
+def missing_configs(rows: pd.DataFrame) -> list[int]:
+    """Indices of the sweep's configs that have no row."""
+    if rows.empty:
+        return []
+    total = int(rows["config_total"].max())
+    return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
+
+
+# -- display helpers --------------------------------------------------------------------------
+def knob_columns(rows: pd.DataFrame) -> list[str]:
+    """The row layout puts the knob columns between ``Cg`` and ``N``."""
+    columns = list(rows.columns)
+    return columns[columns.index("Cg") + 1 : columns.index("N")]
+
+
+def size_label(H: int, W: int) -> str:
+    return f"{H}" if H == W else f"{H}x{W}"
+
+
+def _format(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _axes(rows: pd.DataFrame) -> pd.DataFrame:
+    """The config axes as display text ("-" for a knob the operator lacks) plus a ``size`` label."""
+    frame = rows.copy()
+    for column in knob_columns(rows):
+        frame[column] = [_format(v) or "-" for v in rows[column]]
+    frame["size"] = [size_label(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])]
+    return frame
+
+
+def varying_axes(rows: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
+    """Config axes (besides operator and size) that take more than one value for some operator.
+
+    An axis that differs only between operators (K of 5 for one and absent for another, impl
+    compiled for one and reference for another) is told apart by the operator already.
+    """
+    candidates = ["impl", "C", *knob_columns(rows), "N", "dtype", "device", "mode"]
+    per_operator = rows.groupby("operator", sort=False)
+    return [a for a in candidates if a not in exclude and (per_operator[a].nunique(dropna=False) > 1).any()]
+
+
+def _size_order(rows: pd.DataFrame) -> list[str]:
+    pairs = sorted({(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])}, key=lambda p: (p[0] * p[1], p))
+    return [size_label(h, w) for h, w in pairs]
+
+
+def pivot(rows: pd.DataFrame, value: str, scale: float = 1.0) -> pd.DataFrame:
+    """``value`` of the ok rows by operator (and every other varying axis) x resolution."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    frame = _axes(ok).assign(**{value: ok[value].astype(float) * scale})
+    index = ["operator", *varying_axes(ok)]
+    table = frame.pivot_table(index=index, columns="size", values=value, aggfunc="first", sort=False)
+    return table[[s for s in _size_order(ok) if s in table.columns]].reset_index()
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(no ok rows)"
+    cells = [[_format(v) for v in record] for record in table.astype(object).itertuples(index=False)]
+    return tabulate(cells, headers=[str(c) for c in table.columns], tablefmt="pipe", disable_numparse=True)
+
+
+# -- tables -----------------------------------------------------------------------------------
+def row_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The main columns of every row, scaled for reading (MMACs, MiB)."""
+    frame = _axes(rows)
+    policies = [c.removeprefix("macs_") for c in rows.columns if c.startswith("macs_")]
+    table = frame[["operator", "impl", "C", *knob_columns(rows), "N", "size", "dtype", "device", "mode"]].copy()
+    for policy in policies:
+        table[f"MMACs {policy}"] = rows[f"macs_{policy}"] / 1e6
+    table["params"] = rows["params"]
+    table["ms median"] = rows["latency_median_ms"]
+    table["ms p20"] = rows["latency_p20_ms"]
+    table["ms p80"] = rows["latency_p80_ms"]
+    table["runs"] = rows["runs"]
+    table["peak MiB"] = rows["peak_mem_bytes"] / MIB
+    for policy in policies:
+        table[f"GFLOP/s {policy}"] = rows[f"gflops_per_s_{policy}"]
+    table["GB/s"] = rows["gbytes_per_s"]
+    table["status"] = rows["status"]
+    table["message"] = rows["message"]
+    return table
+
+
+def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Reference vs compiled on the same configs: latency and peak memory, and their ratios
+    (reference / compiled: above 1 means the compiled path is faster or leaner)."""
+    frame = _axes(rows)
+    keys = ["operator", *varying_axes(rows, exclude=("impl", "mode")), "size", "mode"]
+    records = []
+    for key, group in frame.groupby(keys, sort=False):
+        record = dict(zip(keys, key))
+        by_impl = {impl: group[group["impl"] == impl] for impl in ("reference", "compiled")}
+
+        def ok_value(impl: str, column: str) -> float:
+            chosen = by_impl[impl]
+            chosen = chosen[chosen["status"] == "ok"]
+            return float(chosen[column].iloc[0]) if len(chosen) else math.nan
+
+        for label, column, scale in (("ms", "latency_median_ms", 1.0), ("MiB", "peak_mem_bytes", 1 / MIB)):
+            reference, compiled = ok_value("reference", column), ok_value("compiled", column)
+            record[f"reference {label}"] = reference * scale
+            record[f"compiled {label}"] = compiled * scale
+            record[f"{label} ref/compiled"] = reference / compiled if compiled else math.nan
+        problems = group[group["status"] != "ok"]
+        record["note"] = "; ".join(dict.fromkeys(
+            f"{impl} {status}: {message}" for impl, status, message
+            in zip(problems["impl"], problems["status"], problems["message"].fillna(""))
+        ))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per environment, with the range of the load average seen while measuring."""
+    columns = list(ENVIRONMENT_COLUMNS)
+    table = rows.groupby(columns, sort=False, dropna=False)["load_1min"].agg(["min", "max"]).reset_index()
+    table["load (1 min)"] = [f"{low:g}-{high:g}" for low, high in zip(table["min"], table["max"])]
+    return table.drop(columns=["min", "max"])
+
+
+NOTES = """\
+CPU latencies are only as good as the machine was quiet: a load above the core count means other
+work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call).
+MACs, FLOPs (2 x MACs) and params are of one forward, under each counting policy. `fwd` is inference
+(eval mode, no_grad); `fwd+bwd` is a training step's forward and backward into inputs and weights.
+Latency is the median (p20, p80) of the timed calls; peak memory is above the inputs and weights.
+GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traffic (x, guide and
+weights read once, output written once) by the median, so it is a lower bound."""
+
+
+def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]] = ()) -> str:
+    """The report: environment, notes, pivot views, any extra ``sections``, then every row."""
+    spec_ids = ", ".join(sorted(rows["spec_id"].dropna().unique())) or "none"
+    statuses = rows["status"].value_counts()
+    parts = [
+        f"# upbench sweep {spec_ids}",
+        f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
+        markdown_table(_environment_table(rows)),
+        NOTES,
+        *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
+        "## Latency median (ms) by operator x resolution",
+        markdown_table(pivot(rows, "latency_median_ms")),
+        "## Peak memory (MiB) by operator x resolution",
+        markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)),
+        "## Rows",
+        markdown_table(row_table(rows)),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(rows: pd.DataFrame, path: str | Path) -> Path | None:
+    """Latency and peak memory against resolution, log-log, one line per operator (and per any
+    other axis that varies). None when no row is ok."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return None
+    frame = _axes(ok).assign(side=(ok["H"] * ok["W"]) ** 0.5)
+    series = ["operator", *varying_axes(ok)]
+    fixed = [f"{a}={frame[a].iloc[0]}" for a in ("impl", "C", *knob_columns(ok), "N", "dtype", "device", "mode")
+             if a not in series and frame[a].nunique() == 1]
+    figure = Figure(figsize=(12, 4.8))
+    FigureCanvasAgg(figure)
+    latency_axes, memory_axes = figure.subplots(1, 2)
+    for key, group in frame.groupby(series, sort=False):
+        group = group.sort_values("side")
+        label = " ".join(str(k) if a == "operator" else f"{a}={k}" for a, k in zip(series, key))
+        latency_axes.plot(group["side"], group["latency_median_ms"], marker="o", label=label)
+        positive = group[group["peak_mem_bytes"] > 0]
+        memory_axes.plot(positive["side"], positive["peak_mem_bytes"] / MIB, marker="o", label=label)
+    sides = sorted(frame["side"].unique())
+    labels = dict(zip(frame["side"], frame["size"]))
+    for axes, ylabel in ((latency_axes, "latency, median (ms)"), (memory_axes, "peak memory above inputs (MiB)")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xticks(sides, [labels[s] for s in sides])
+        axes.minorticks_off()
+        axes.set_xlabel("input resolution H (x W)")
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="major", alpha=0.3)
+    figure.suptitle(f"{ok['device_name'].iloc[0]}   " + ", ".join(fixed))
+    memory_axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    path = Path(path)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def check_formats(formats: Iterable[str]) -> list[str]:
+    """``formats`` if every one is known (checked before a sweep, not after it)."""
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}: expected some of {', '.join(FORMATS)}")
+    return formats
+
+
+def write_outputs(
+    rows: pd.DataFrame, csv_path: str | Path, formats: Iterable[str] = FORMATS,
+    sections: Sequence[tuple[str, pd.DataFrame]] = (),
+) -> list[Path]:
+    """Markdown, JSON and PNG beside ``csv_path`` (same stem), as ``formats`` asks."""
+    csv_path = Path(csv_path)
+    written = []
+    for fmt in check_formats(formats):
+        if fmt == "markdown":
+            path = csv_path.with_suffix(".md")
+            path.write_text(to_markdown(rows, sections))
+            written.append(path)
+        elif fmt == "json":
+            written.append(write_json(rows, csv_path.with_suffix(".json")))
+        elif fmt == "png":
+            plotted = plot(rows, csv_path.with_suffix(".png"))
+            written.extend([plotted] if plotted else [])
+    return written
