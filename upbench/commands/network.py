@@ -1,0 +1,97 @@
+"""bench.py network: what swapping the upsampler costs in a real decoder (the SAPA paper's Tables 2 and 3)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from ..cli_args import FORMATS, str_list
+from ..network import REPORT_DECIMALS, network_report
+from ..presets import PRESETS, Preset, get_preset
+
+HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
+
+FOOTNOTES = (
+    "Added = the operator's count minus the baseline's, summed over the stages; MACs in G (1e9) (the paper's "
+    "\"FLOPs\" column counts MACs), params in M (1e6).",
+    "table1_* = the operator's Table 1 formula summed over the same stages. Where a row has no note, the traced "
+    "count and Table 1's formula agree as printed, so a paper cell differing from both is the paper's own "
+    "rounding.",
+    "The paper's \"Params\" for the baseline rows is the whole model, which the upsampling stages alone "
+    "do not determine.",
+)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '800,1333' or '800x1333' -> (800, 1333): H then W."""
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected a size like 512, 800,1333 or 800x1333 (H then W), got {text!r}")
+    return size
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, choices=list(PRESETS), help="decoder preset")
+    parser.add_argument("--size", type=parse_size, default=None,
+                        help="input image size H,W or HxW (default: the preset's); padded as the model pads it")
+    parser.add_argument("--channels", type=int, default=None, help="decoder width C (default: the preset's)")
+    parser.add_argument("--ops", type=str_list, default=None, help="operators (comma list); default: all")
+    parser.add_argument("--batch", type=int, default=1, help="images per batch, default 1")
+    parser.add_argument("--measure", action="store_true",
+                        help="also time all upsampling stages back to back and take their peak memory")
+    parser.add_argument("--device", default="cpu", help="device for --measure, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--impl", choices=("auto", "reference", "compiled"), default="auto",
+                        help="implementation for --measure (counts do not depend on it)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+
+
+def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None) -> str:
+    """The preset and the stage shapes the report was computed at."""
+    shapes = preset.shapes(size, channels)
+    H, W = preset.size if size is None else size
+    stage_sizes = ", ".join(f"{s.H}x{s.W} (1/{s.input_stride})" for s in shapes)
+    pixels = sum(s.pixels for s in shapes)
+    return (
+        f"{preset.name}: {preset.description}\n\n"
+        f"input {H}x{W} (padded to a multiple of {preset.size_divisor}), C={shapes[0].channels}, "
+        f"baseline {preset.baseline}; {len(shapes)} x2 stages at input {stage_sizes} ({pixels:,} pixels)"
+    )
+
+
+def render(table: pd.DataFrame, fmt: str, header: str) -> str:
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    body = table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=f".{REPORT_DECIMALS}f")
+    notes = "\n".join(f"- {line}" for line in FOOTNOTES)
+    return f"{header}\n\n{body}\n\n{notes}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        preset = get_preset(args.preset)
+        header = describe(preset, args.size, args.channels)
+        table = network_report(preset, args.ops, args.size, args.channels, args.batch,
+                               measure=args.measure, device=args.device, impl=args.impl)
+    except ValueError as error:
+        print(f"network: {error}", file=sys.stderr)
+        return 2
+    text = render(table, args.format, header)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        print(f"network: {len(failed)} row(s) not ok: {', '.join(failed['operator'])}", file=sys.stderr)
+    return 0

@@ -1,0 +1,257 @@
+"""Network-level cost: what swapping the upsampler costs in a real decoder.
+
+For a preset (:mod:`upbench.presets`) and an operator, every x2 stage gets its own operator
+instance at that stage's shape; the stages are counted with :func:`upbench.counting.count_operator`
+under both policies and summed. "Added" is the operator's sum minus the model's own (baseline)
+upsampler's sum over the same stages, which is how the SAPA paper's Tables 2 and 3 report cost: its
+"FLOPs" column counts MACs, in G (1e9); "Params" in M (1e6).
+
+Beside the traced counts, each row carries what the operator's Table 1 formula (``formulas.paper``)
+gives summed over the same stages. Where the two differ at the report's rounding, the row's note
+says so, quoting the operator's own ``formulas.why``: the explanation lives with the operator, and
+nothing here depends on which operator a row is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from .base import Upsampler
+from .counting import POLICIES, Count, count_operator
+from .formulas import TOTAL, ZERO, Cost
+from .memory import peak_memory_bytes
+from .presets import Preset, StageShape
+from .registry import available, get, make
+from .timing import time_call
+
+GIGA = 1e9
+MEGA = 1e6
+# Tables 2 and 3 print G and M with two decimals; counts that agree at this rounding agree as printed.
+REPORT_DECIMALS = 2
+MIB = 2**20
+# Calls before timing: lazy initialisation, allocator growth, autotuning stay out of the median.
+WARMUP_CALLS = 2
+
+OK, OOM, ERROR = "ok", "oom", "error"
+
+COLUMNS = [
+    "operator", "preset", "size", "stages",
+    "added_gmacs_paper", "added_gmacs_fvcore", "added_params_m",
+    "table1_added_gmacs", "table1_added_params_m",
+    "baseline", "baseline_gmacs_paper", "baseline_gmacs_fvcore",
+    "zero_ops_paper", "status", "note",
+]
+MEASURE_COLUMNS = ["device", "latency_ms", "peak_mib"]
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """One operator in every upsampling stage of a preset, summed over the stages."""
+
+    operator: str
+    baseline: str
+    shapes: tuple[StageShape, ...]
+    macs: Mapping[str, int]  # policy -> MACs of the operator's stages
+    params: int
+    baseline_macs: Mapping[str, int]  # policy -> MACs of the baseline's stages
+    baseline_params: int
+    table1: Cost | None  # Table 1's formulas, operator minus baseline; None where either has no Table 1 row
+    zero_ops: tuple[str, ...]  # ops of the operator counted as zero under the paper policy
+    note: str
+
+    def added_macs(self, policy: str) -> int:
+        return self.macs[policy] - self.baseline_macs[policy]
+
+    @property
+    def added_params(self) -> int:
+        return self.params - self.baseline_params
+
+
+def guide_channels_for(operator: str, shape: StageShape) -> int | None:
+    """The guide width a stage hands ``operator``: the stage's guide if it reads one, else None."""
+    return shape.guide_channels if get(operator).needs_guide else None
+
+
+def _formula_view(operator: str, shape: StageShape) -> Upsampler:
+    """An instance to read formulas and dims from, built on the meta device: no weights are allocated."""
+    with torch.device("meta"):
+        return make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl="reference")
+
+
+def table1_cost(operator: str, shapes: Sequence[StageShape], batch: int = 1) -> Cost | None:
+    """Table 1's total formula summed over the stages; None where the operator has no Table 1 row."""
+    total = ZERO
+    for shape in shapes:
+        op = _formula_view(operator, shape)
+        if TOTAL not in op.formulas.paper:
+            return None
+        total = total + op.formulas.paper_cost(TOTAL, op.dims(batch, shape.H, shape.W))
+    return total
+
+
+def as_printed(value: int, unit: float) -> str:
+    """How the paper prints a count: in G or M with :data:`REPORT_DECIMALS` decimals."""
+    return f"{value / unit:.{REPORT_DECIMALS}f}"
+
+
+def table1_note(operator: str, counted: Cost, table1: Cost | None) -> str:
+    """Why the operator's traced cost and its Table 1 formula disagree as printed; '' where they agree."""
+    if table1 is None:
+        return "no Table 1 formula to compare with"
+    if (as_printed(counted.macs, GIGA), as_printed(counted.params, MEGA)) == (
+        as_printed(table1.macs, GIGA), as_printed(table1.params, MEGA)
+    ):
+        return ""
+    op_class = get(operator)
+    why = op_class.formulas.why
+    reasons = "; ".join(why[stage] for stage in (*op_class.stages, TOTAL) if stage in why)
+    return (
+        f"Table 1's formula gives +{as_printed(table1.macs, GIGA)} G MACs, +{as_printed(table1.params, MEGA)} M params "
+        f"over these stages: {reasons or 'no reason recorded with the operator'}"
+    )
+
+
+def _stage_counts(operator: str, shapes: Sequence[StageShape], batch: int, policy: str) -> list[Count]:
+    """``operator``'s Count in every stage under ``policy``: stages of equal shape are separate instances,
+    each counted (the cache makes the repeats free)."""
+    return [
+        count_operator(operator, s.channels, batch, s.H, s.W, policy, guide_channels_for(operator, s))
+        for s in shapes
+    ]
+
+
+def network_cost(
+    preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None, batch: int = 1
+) -> NetworkCost:
+    """What ``operator`` in every upsampling stage of ``preset`` costs, and adds over the preset's baseline."""
+    shapes = preset.shapes(size, channels)
+    macs, baseline_macs = {}, {}
+    params = baseline_params = 0
+    zero_ops: set[str] = set()
+    for policy in POLICIES:
+        counts = _stage_counts(operator, shapes, batch, policy)
+        baseline_counts = _stage_counts(preset.baseline, shapes, batch, policy)
+        macs[policy] = sum(c.macs for c in counts)
+        baseline_macs[policy] = sum(c.macs for c in baseline_counts)
+        # params do not depend on the policy: the last policy's sums are as good as any
+        params = sum(c.params for c in counts)
+        baseline_params = sum(c.params for c in baseline_counts)
+        if policy == "paper":
+            zero_ops.update(op for c in counts for op in c.zero_ops)
+    operator_table1 = table1_cost(operator, shapes, batch)
+    baseline_table1 = table1_cost(preset.baseline, shapes, batch)
+    table1 = None if operator_table1 is None or baseline_table1 is None else operator_table1 - baseline_table1
+    added = Cost(macs["paper"] - baseline_macs["paper"], params - baseline_params)
+    return NetworkCost(
+        operator=operator,
+        baseline=preset.baseline,
+        shapes=shapes,
+        macs=macs,
+        params=params,
+        baseline_macs=baseline_macs,
+        baseline_params=baseline_params,
+        table1=table1,
+        zero_ops=tuple(sorted(zero_ops)),
+        note=table1_note(operator, added, table1),
+    )
+
+
+# -- measurement ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measurement:
+    """Latency and peak memory of all of a preset's upsampling stages, run back to back."""
+
+    status: str  # OK, OOM or ERROR
+    latency_ms: float | None = None
+    peak_bytes: int | None = None
+    error: str = ""
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a RuntimeError naming the failure
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def measure_network(
+    preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None,
+    batch: int = 1, device: str | torch.device = "cpu", impl: str = "auto", min_run_time: float = 0.2,
+) -> Measurement:
+    """Run ``operator`` in every stage of ``preset`` (own instance, own inputs per stage); never raises."""
+    device = torch.device(device)
+    try:
+        stages = []
+        generator = torch.Generator(device=device).manual_seed(0)
+        for shape in preset.shapes(size, channels):
+            op = make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl=impl)
+            op = op.to(device).eval()
+            stages.append((op, op.example_inputs(batch, shape.H, shape.W, device=device, generator=generator)))
+
+        def run_stages() -> None:
+            with torch.inference_mode():
+                for op, (x, guide) in stages:
+                    op(x, guide)
+
+        timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)
+        peak = peak_memory_bytes(run_stages, device=device)
+        return Measurement(OK, latency_ms=timing.median_s * 1e3, peak_bytes=peak)
+    except Exception as error:  # a report row must survive any one operator failing
+        status = OOM if _is_out_of_memory(error) else ERROR
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return Measurement(status, error=f"{type(error).__name__}: {error}")
+
+
+# -- report -----------------------------------------------------------------------------------
+def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, channels: int | None, batch: int) -> dict:
+    H, W = preset.size if size is None else size
+    row: dict = {"operator": operator, "preset": preset.name, "size": f"{H}x{W}", "stages": len(preset.stages),
+                 "baseline": preset.baseline}
+    try:
+        cost = network_cost(preset, operator, size, channels, batch)
+    except Exception as error:  # one operator that cannot be built or counted leaves its row, not the report
+        return {**row, "status": ERROR, "note": f"counting failed: {type(error).__name__}: {error}"}
+    return {
+        **row,
+        "added_gmacs_paper": cost.added_macs("paper") / GIGA,
+        "added_gmacs_fvcore": cost.added_macs("fvcore") / GIGA,
+        "added_params_m": cost.added_params / MEGA,
+        "table1_added_gmacs": None if cost.table1 is None else cost.table1.macs / GIGA,
+        "table1_added_params_m": None if cost.table1 is None else cost.table1.params / MEGA,
+        "baseline_gmacs_paper": cost.baseline_macs["paper"] / GIGA,
+        "baseline_gmacs_fvcore": cost.baseline_macs["fvcore"] / GIGA,
+        "zero_ops_paper": " ".join(cost.zero_ops),
+        "status": OK,
+        "note": cost.note,
+    }
+
+
+def network_report(
+    preset: Preset, operators: Sequence[str] | None = None, size: tuple[int, int] | None = None,
+    channels: int | None = None, batch: int = 1, measure: bool = False, device: str = "cpu",
+    impl: str = "auto", min_run_time: float = 0.2,
+) -> pd.DataFrame:
+    """One row per operator (the baseline included, at +0): :data:`COLUMNS`, plus :data:`MEASURE_COLUMNS`
+    with ``measure``. Unknown operator names raise ValueError before any work; a failure of one
+    operator after that marks its row's status instead of losing the row."""
+    operators = list(available() if operators is None else operators)
+    for name in operators:
+        get(name)
+    preset.shapes(size, channels)  # a bad size or width fails before any work, naming what was given
+    if batch < 1:
+        raise ValueError(f"batch={batch}; expected a positive integer")
+    rows = []
+    for name in operators:
+        row = _cost_row(preset, name, size, channels, batch)
+        if measure:
+            measured = measure_network(preset, name, size, channels, batch, device, impl, min_run_time)
+            row["device"] = str(device)
+            row["latency_ms"] = measured.latency_ms
+            row["peak_mib"] = None if measured.peak_bytes is None else measured.peak_bytes / MIB
+            if measured.status != OK:
+                row["status"] = measured.status
+                row["note"] = "; ".join(filter(None, [row.get("note", ""), f"measurement: {measured.error}"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS + (MEASURE_COLUMNS if measure else []))
