@@ -12,6 +12,7 @@ from the ``feature_assembly`` stage: per-stage counts then merge ``inner_product
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,23 @@ def _upsample_nearest(t: torch.Tensor) -> torch.Tensor:
     return F.interpolate(t, scale_factor=2, mode="nearest")
 
 
+# Elements of one band of rows in apply_channelwise: 4 MiB of float32.
+BAND_ELEMENTS = 1 << 20
+
+
+def apply_channelwise(layers: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    """Per-pixel layers over the channel axis (LayerNorm, Linear) of an NCHW map, returned NCHW.
+
+    The layers need channels last; on the whole 2H x 2W guide that means a channels-last copy and a
+    normalised map as large as the guide, for a d-channel result. A band of rows at a time computes
+    the same numbers (the layers are per-pixel) with those two copies a band large.
+    """
+    n, c, h, w = t.shape
+    rows = max(1, BAND_ELEMENTS // (n * c * w))
+    bands = [_channels_first(layers(_channels_last(band))) for band in t.split(rows, dim=2)]
+    return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
+
+
 class InnerProductEmbedding(nn.Module):
     """Stage (SAPA-I): q = LN(y), k = LN(x), no projection (so d = C)."""
 
@@ -126,9 +144,7 @@ class InnerProductEmbedding(nn.Module):
         self.norm_guide = nn.LayerNorm(guide_channels)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query = _channels_first(self.norm_guide(_channels_last(guide)))
-        key = _channels_first(self.norm_x(_channels_last(x)))
-        return query, key
+        return apply_channelwise(self.norm_guide, guide), apply_channelwise(self.norm_x, x)
 
 
 class BilinearEmbedding(nn.Module):
@@ -142,9 +158,10 @@ class BilinearEmbedding(nn.Module):
         self.query_projection = nn.Linear(guide_channels, d)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query = _channels_first(self.query_projection(self.norm_guide(_channels_last(guide))))
-        key = _channels_first(self.key_projection(self.norm_x(_channels_last(x))))
-        return query, key
+        return self.guide_query(guide), apply_channelwise(lambda t: self.key_projection(self.norm_x(t)), x)
+
+    def guide_query(self, guide: torch.Tensor) -> torch.Tensor:
+        return apply_channelwise(lambda t: self.query_projection(self.norm_guide(t)), guide)
 
 
 class GatedEmbedding(BilinearEmbedding):
@@ -158,11 +175,10 @@ class GatedEmbedding(BilinearEmbedding):
         self, x: torch.Tensor, guide: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         normed_x = self.norm_x(_channels_last(x))
-        guide_query = _channels_first(self.query_projection(self.norm_guide(_channels_last(guide))))
         # the released code projects the raw x after upsampling it, not LN(x)
-        x_query = _channels_first(self.x_query_projection(_channels_last(_upsample_nearest(x))))
+        x_query = apply_channelwise(self.x_query_projection, _upsample_nearest(x))
         key = _channels_first(self.key_projection(normed_x))
-        return guide_query, x_query, key, normed_x
+        return self.guide_query(guide), x_query, key, normed_x
 
 
 class GatedAddition(nn.Module):

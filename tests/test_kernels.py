@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from operators.assembly import reference_assembly, reference_similarity
+import upbench
 from upbench import kernels
 from upbench.memory import cpu_peak_bytes
 
@@ -235,6 +236,25 @@ def test_sapa_fused_peak_memory(ops):
     output_bytes = N * C * 4 * H * W * 4
     assert compiled >= output_bytes  # the probe sees the op's allocations at all
     assert compiled * 5 <= reference, f"compiled peak {compiled / 2**20:.1f} MiB vs reference {reference / 2**20:.1f} MiB"
+
+
+def test_sapa_b_operator_peak_memory(ops):
+    """The issue's target, for the whole operator (embedding included): compiled SAPA-B forward at C=256,
+    64x64 -> 128x128, K=5, d=32 peaks at no more than 1/5 of the reference path."""
+    peaks = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for impl in ("reference", "compiled"):
+            torch.manual_seed(0)
+            op = upbench.make("sapa-b", 256, K=5, d=32, impl=impl).eval()
+            x, guide = op.example_inputs(1, 64, 64)
+            with torch.no_grad():
+                peaks[impl] = cpu_peak_bytes(op, x, guide)
+    finally:
+        torch.set_num_threads(threads)
+    assert peaks["compiled"] >= 256 * 128 * 128 * 4  # at least the output: the probe sees the allocations
+    assert peaks["compiled"] * 5 <= peaks["reference"], {k: f"{v / 2**20:.1f} MiB" for k, v in peaks.items()}
 
 
 def test_stale_lock_is_removed(tmp_path):
