@@ -67,3 +67,12 @@ def peak_memory_bytes(fn: Callable[..., Any], *args: Any, device: str | torch.de
     if device.type == "cpu":
         return cpu_peak_bytes(fn, *args, **kwargs)
     raise ValueError(f"peak memory: unsupported device {device}; expected cpu or cuda")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError ("can't allocate memory")."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -22,7 +22,7 @@ import torch
 from .base import Upsampler
 from .counting import POLICIES, Count, count_operator
 from .formulas import TOTAL, ZERO, Cost
-from .memory import peak_memory_bytes
+from .memory import is_out_of_memory, peak_memory_bytes
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .timing import time_call
@@ -170,11 +170,6 @@ class Measurement:
     error: str = ""
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a RuntimeError naming the failure
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
-
-
 def measure_network(
     preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None,
     batch: int = 1, device: str | torch.device = "cpu", impl: str = "auto", min_run_time: float = 0.2,
@@ -198,7 +193,7 @@ def measure_network(
         peak = peak_memory_bytes(run_stages, device=device)
         return Measurement(OK, latency_ms=timing.median_s * 1e3, peak_bytes=peak)
     except Exception as error:  # a report row must survive any one operator failing
-        status = OOM if _is_out_of_memory(error) else ERROR
+        status = OOM if is_out_of_memory(error) else ERROR
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return Measurement(status, error=f"{type(error).__name__}: {error}")

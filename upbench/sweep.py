@@ -37,7 +37,7 @@ from .counting import POLICIES, count_operator
 from .environment import best_device, check_device, environment
 from .export import read_rows
 from .formulas import compulsory_elements
-from .memory import peak_memory_bytes
+from .memory import is_out_of_memory, peak_memory_bytes
 from .registry import available, get, make
 from .timing import call_seconds, time_call
 
@@ -355,13 +355,6 @@ def shard_configs(configs: list[Config], shard: tuple[int, int] | None) -> list[
 
 
 # -- measuring one config ---------------------------------------------------------------------
-def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
