@@ -7,7 +7,8 @@ low-res parent and reassembles the raw x with those weights. Projections run cha
 
 With impl="compiled" the fused kernel does inner product, softmax and assembly in one op, called
 from the ``feature_assembly`` stage: per-stage counts then merge ``inner_product`` into
-``feature_assembly`` (inner_product counts zero); totals are unchanged.
+``feature_assembly`` (inner_product counts zero); totals are unchanged. Above the fused kernel's
+K cap, the compiled path runs the separate similarity and assembly ops instead.
 """
 from __future__ import annotations
 
@@ -198,15 +199,17 @@ class GatedAddition(nn.Module):
 class SimilarityKernels(nn.Module):
     """Stage: logits <q, k> over the K x K window of each low-res parent, softmax over the K^2 logits."""
 
-    def __init__(self, K: int):
+    def __init__(self, K: int, impl: str):
         super().__init__()
         self.K = K
+        self.impl = impl
 
     def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        return F.softmax(reference_similarity(query, key, self.K), dim=1)
+        similarity = kernels.local_similarity if self.impl == "compiled" else reference_similarity
+        return F.softmax(similarity(query, key, self.K), dim=1)
 
     def extra_repr(self) -> str:
-        return f"K={self.K}"
+        return f"K={self.K}, impl={self.impl}"
 
 
 class FusedSimilarityAssembly(nn.Module):
@@ -232,9 +235,10 @@ class _SAPA(Upsampler):
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__(channels, guide_channels, impl, **hparams)
         K = self.hparams["K"]
+        self.fused = self.impl == "compiled" and K <= kernels.FUSED_MAX_K
         self.feature_embedding = self.make_embedding()
-        self.inner_product = SimilarityKernels(K)
-        self.feature_assembly = FusedSimilarityAssembly(K) if self.impl == "compiled" else FeatureAssembly(K, self.impl)
+        self.inner_product = SimilarityKernels(K, self.impl)
+        self.feature_assembly = FusedSimilarityAssembly(K) if self.fused else FeatureAssembly(K, self.impl)
 
     def make_embedding(self) -> nn.Module:
         raise NotImplementedError
@@ -244,7 +248,7 @@ class _SAPA(Upsampler):
 
     def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         query, key = self.query_and_key(x, guide)
-        if self.impl == "compiled":  # fused: inner_product does not run, its cost lands in feature_assembly
+        if self.fused:  # inner_product does not run: its cost lands in feature_assembly
             return self.feature_assembly(query, key, x)
         return self.feature_assembly(self.inner_product(query, key), x)
 

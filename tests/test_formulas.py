@@ -317,6 +317,8 @@ def test_worked_example(name, per_pixel, quoted, unit):
     paper = op.formulas.paper_cost(TOTAL, op.dims(N, H, W))
     assert paper.macs % (N * H * W) == 0
     assert paper.macs // (N * H * W) == per_pixel
-    # the paper's rounding is not uniform: 99,584 is truncated to 99K, the others are rounded to nearest
-    assert quoted in {math.floor(per_pixel / unit) * unit, round(per_pixel / unit) * unit}
-    assert abs(per_pixel - quoted) < unit
+    # What the harness counts reproduces the paper's quoted figure (at 16 x 16, where A2U's per-image
+    # terms add about 108 MACs per pixel). The paper's rounding is not uniform: 99,584 is truncated to
+    # 99K, the others are rounded to nearest.
+    counted = count(op, op.example_inputs(1, 16, 16), "paper").macs / (16 * 16)
+    assert quoted in {math.floor(counted / unit) * unit, round(counted / unit) * unit}

@@ -238,6 +238,23 @@ def test_sapa_fused_peak_memory(ops):
     assert compiled * 5 <= reference, f"compiled peak {compiled / 2**20:.1f} MiB vs reference {reference / 2**20:.1f} MiB"
 
 
+@pytest.mark.parametrize("name", ["sapa-i", "sapa-b", "sapa-g"])
+@pytest.mark.parametrize("K", [5, kernels.FUSED_MAX_K + 2])
+def test_sapa_compiled_matches_reference_above_the_fused_cap(ops, name, K):
+    """Past the fused kernel's K cap the compiled path must still run (the separate ops), same numbers
+    and counts as the reference."""
+    from upbench.counting import count
+
+    torch.manual_seed(0)
+    reference = upbench.make(name, 6, K=K, impl="reference").double()
+    compiled = upbench.make(name, 6, K=K, impl="compiled").double()
+    compiled.load_state_dict(reference.state_dict())
+    assert compiled.fused == (K <= kernels.FUSED_MAX_K)
+    x, guide = reference.example_inputs(2, 5, 3, dtype=torch.float64)
+    assert_close(compiled(x, guide), reference(x, guide), 1e-10)
+    assert count(compiled, (x, guide)).macs == count(reference, (x, guide)).macs
+
+
 def test_sapa_b_operator_peak_memory(ops):
     """The issue's target, for the whole operator (embedding included): compiled SAPA-B forward at C=256,
     64x64 -> 128x128, K=5, d=32 peaks at no more than 1/5 of the reference path."""

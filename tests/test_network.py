@@ -15,6 +15,7 @@ import json
 from functools import lru_cache
 
 import pytest
+import torch
 
 from upbench.commands import main
 from upbench.formulas import TOTAL, Cost
@@ -262,6 +263,11 @@ def test_cli_errors(capsys: pytest.CaptureFixture) -> None:
         main(["network", "--preset", "mask2former-swinb", "--size", "64,x"])
     with pytest.raises(SystemExit):
         main(["network", "--preset", "no-such-model"])
+    assert main(["network", "--preset", "mask2former-swinb", "--measure", "--device", "gpu"]) == 2
+    assert "device 'gpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["network", "--preset", "mask2former-swinb", "--measure", "--device", "cuda"]) == 2
+        assert "torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_every_registered_operator_gets_a_row() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from .kernels import FUSED_MAX_K
+
 _registered = False
 
 
@@ -47,7 +49,7 @@ def _assembly_shape(op: str, weights: torch.Tensor, x: torch.Tensor, K: int) -> 
 
 def _sapa_shape(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> tuple:
     _similarity_shape(op, query, key, K)
-    _check(K <= 15, f"{op}: K={K} exceeds the fused kernel's cap of 15")
+    _check(K <= FUSED_MAX_K, f"{op}: K={K} exceeds the fused kernel's cap of {FUSED_MAX_K}")
     _check(value.dim() == 4 and value.shape[0] == key.shape[0] and value.shape[2:] == key.shape[2:],
            f"{op}: value must be (N, C, H, W) matching key, got {tuple(value.shape)} and {tuple(key.shape)}")
     return (value.shape[0], value.shape[1], query.shape[2], query.shape[3])

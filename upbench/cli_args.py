@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+import pandas as pd
 
 FORMATS = ("markdown", "csv", "json")
 
@@ -30,3 +33,21 @@ def size_list(text: str) -> list[tuple[int, int]]:
     if any(h < 1 or w < 1 for h, w in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
     return sizes
+
+
+def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
+    """A report table as csv, json (records) or Markdown, missing values blank."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    return table.astype(object).where(table.notna(), "").to_markdown(index=False, **markdown_options)
+
+
+def emit(text: str, out: str | None) -> None:
+    """Write ``text`` to the file ``out``, or to stdout without one."""
+    if out:
+        with open(out, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)

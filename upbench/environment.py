@@ -26,7 +26,10 @@ def device_from_environment(variable: str = "UPBENCH_DEVICE") -> str:
 
 def check_device(device: str) -> None:
     """Raise ValueError unless ``device`` can run here (a spec may be written on another machine)."""
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"device {device!r}: expected cpu, cuda or cuda:<index>") from None
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested, but torch.cuda.is_available() is False here")

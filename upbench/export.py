@@ -21,7 +21,6 @@ TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode",
                 "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
 ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
                        "git_commit")
-MODE_ORDER = ("fwd", "fwd+bwd")
 
 
 # -- reading and merging ----------------------------------------------------------------------

@@ -26,6 +26,10 @@ _CSRC = Path(__file__).resolve().parent.parent / "csrc"
 _STALE_LOCK_S = 10 * 60
 _ERROR_TAIL_CHARS = 3000
 
+# The fused SAPA kernel keeps one pixel's K*K logits on the stack; csrc/upbench_checks.h (kMaxFusedK)
+# enforces the same cap. Above it, SAPA runs the two separate compiled ops.
+FUSED_MAX_K = 15
+
 _lock = threading.RLock()
 _result: dict[str, Any] | None = None
 

@@ -13,6 +13,7 @@ nothing here depends on which operator a row is.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -21,17 +22,19 @@ import torch
 
 from .base import Upsampler
 from .counting import POLICIES, Count, count_operator
+from .environment import check_device
+from .export import MIB
 from .formulas import TOTAL, ZERO, Cost
 from .memory import is_out_of_memory, peak_memory_bytes
 from .presets import Preset, StageShape
 from .registry import available, get, make
+from .sweep import first_line
 from .timing import time_call
 
 GIGA = 1e9
 MEGA = 1e6
 # Tables 2 and 3 print G and M with two decimals; counts that agree at this rounding agree as printed.
 REPORT_DECIMALS = 2
-MIB = 2**20
 # Calls before timing: lazy initialisation, allocator growth, autotuning stay out of the median.
 WARMUP_CALLS = 2
 
@@ -53,7 +56,6 @@ class NetworkCost:
 
     operator: str
     baseline: str
-    shapes: tuple[StageShape, ...]
     macs: Mapping[str, int]  # policy -> MACs of the operator's stages
     params: int
     baseline_macs: Mapping[str, int]  # policy -> MACs of the baseline's stages
@@ -148,7 +150,6 @@ def network_cost(
     return NetworkCost(
         operator=operator,
         baseline=preset.baseline,
-        shapes=shapes,
         macs=macs,
         params=params,
         baseline_macs=baseline_macs,
@@ -176,8 +177,8 @@ def measure_network(
 ) -> Measurement:
     """Run ``operator`` in every stage of ``preset`` (own instance, own inputs per stage); never raises."""
     device = torch.device(device)
+    stages: list = []
     try:
-        stages = []
         generator = torch.Generator(device=device).manual_seed(0)
         for shape in preset.shapes(size, channels):
             op = make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl=impl)
@@ -193,10 +194,13 @@ def measure_network(
         peak = peak_memory_bytes(run_stages, device=device)
         return Measurement(OK, latency_ms=timing.median_s * 1e3, peak_bytes=peak)
     except Exception as error:  # a report row must survive any one operator failing
-        status = OOM if is_out_of_memory(error) else ERROR
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return Measurement(status, error=f"{type(error).__name__}: {error}")
+        failed = Measurement(OOM if is_out_of_memory(error) else ERROR, error=first_line(error))
+    # Only now, with the exception and its frames gone, are the stages' tensors garbage.
+    stages.clear()
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+    return failed
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -235,6 +239,8 @@ def network_report(
     for name in operators:
         get(name)
     preset.shapes(size, channels)  # a bad size or width fails before any work, naming what was given
+    if measure:
+        check_device(str(device))
     if batch < 1:
         raise ValueError(f"batch={batch}; expected a positive integer")
     rows = []

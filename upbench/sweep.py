@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 import torch
 
+from . import base
 from .base import Upsampler
 from .counting import POLICIES, count_operator
 from .environment import best_device, check_device, environment
@@ -39,13 +40,12 @@ from .export import read_rows
 from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes
 from .registry import available, get, make
-from .timing import call_seconds, time_call
+from .timing import MIN_CUDA_RUNS, call_seconds, time_call
 
 MODES = ("fwd", "fwd+bwd")
-IMPLS = ("auto", "reference", "compiled")
+IMPLS = ("auto",) + base.IMPLS
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-STATUSES = ("ok", "oom", "error", "skipped")
 MESSAGE_CHARS = 300
 # Calls a row makes after warm-up besides the timed ones: the timer's calibration, the memory probe.
 UNTIMED_CALLS = 2
@@ -308,6 +308,8 @@ class SweepSpec:
     def _impls_for(self, cls: type[Upsampler]) -> tuple[str, ...]:
         if not cls.compiled_ops:
             return ("reference",) if set(self.impls) - {"compiled"} else ()
+        if "auto" not in self.impls:  # no need to build the kernels just to resolve it
+            return _dedupe(self.impls)
         from .kernels import compiled_available
 
         auto = "compiled" if compiled_available() else "reference"
@@ -355,7 +357,8 @@ def shard_configs(configs: list[Config], shard: tuple[int, int] | None) -> list[
 
 
 # -- measuring one config ---------------------------------------------------------------------
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The error's type and first line, trimmed: what a row's message column holds."""
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
@@ -435,7 +438,8 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
             break
     spent = time.perf_counter() - started
     room = spec.row_budget_s - spent - last * UNTIMED_CALLS
-    if room < last:
+    fewest_timed_calls = MIN_CUDA_RUNS if device.type == "cuda" else 1  # the CUDA timer times at least that many
+    if room < fewest_timed_calls * last:
         row.update(latency_median_ms=last * 1e3, runs=1, cache="warm", status="skipped",
                    message=f"warm-up took {spent:.3g} s and its last call {last:.3g} s: timing and the memory probe "
                            f"would not fit the {spec.row_budget_s:g} s row budget; latency_median_ms is that last call")
@@ -463,7 +467,7 @@ def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> d
         _measure(config, spec, row)
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
-        row["message"] = _first_line(error)
+        row["message"] = first_line(error)
     if row["status"] == "oom" and torch.device(config.device).type == "cuda":
         # Only now, with the exception and its frames gone, are the row's tensors garbage.
         gc.collect()

@@ -74,7 +74,8 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
             "status": status, "note": note,
         })
     if counted.unattributed_macs:
-        raise RuntimeError(f"{operator}: {counted.unattributed_macs} MACs ran outside its stages {op.stages}")
+        raise ValueError(f"{operator}: {counted.unattributed_macs} MACs ran outside its stages {op.stages}; "
+                         "every op of an operator's forward must run inside one of its stage modules")
     return rows
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..export import check_formats, markdown_table, ratio_view, write_outputs
 from ..registry import available, get
 from ..sweep import SweepSpec, run_sweep
-from .sweep import AXIS_FLAGS, add_axis_arguments, spec_mapping, summary
+from .sweep import AXIS_FLAGS, add_axis_arguments, default_out, spec_mapping, summary
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -31,11 +31,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
         formats = check_formats(args.formats)
         spec = SweepSpec.from_mapping(mapping, source="the command line")
-        rows = run_sweep(spec, args.out, progress=False if args.quiet else None)
+        out = args.out or default_out(spec, None)  # rows go to a file as they finish, flag or not
+        rows = run_sweep(spec, out, progress=False if args.quiet else None)
         ratios = ratio_view(rows)
-        written = []
-        if args.out:
-            written = [args.out, *write_outputs(rows, args.out, formats, [("Reference / compiled", ratios)])]
+        written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
     except (ValueError, FileExistsError) as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2

@@ -6,9 +6,10 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, str_list
+from ..cli_args import FORMATS, emit, render_table, str_list
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
+from ..sweep import IMPLS
 
 HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="also time all upsampling stages back to back and take their peak memory")
     parser.add_argument("--device", default="cpu", help="device for --measure, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--impl", choices=("auto", "reference", "compiled"), default="auto",
+    parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="implementation for --measure (counts do not depend on it)")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
@@ -67,11 +68,9 @@ def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None)
 
 
 def render(table: pd.DataFrame, fmt: str, header: str) -> str:
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return table.to_json(orient="records", indent=1)
-    body = table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=f".{REPORT_DECIMALS}f")
+    body = render_table(table, fmt, floatfmt=f".{REPORT_DECIMALS}f")
+    if fmt != "markdown":
+        return body
     notes = "\n".join(f"- {line}" for line in FOOTNOTES)
     return f"{header}\n\n{body}\n\n{notes}"
 
@@ -85,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"network: {error}", file=sys.stderr)
         return 2
-    text = render(table, args.format, header)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        print(text)
+    emit(render(table, args.format, header), args.out)
     failed = table[table["status"] != "ok"]
     if len(failed):
         print(f"network: {len(failed)} row(s) not ok: {', '.join(failed['operator'])}", file=sys.stderr)

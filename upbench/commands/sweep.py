@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..cli_args import int_list, size_list, str_list
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
+from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
 from ..sweep import SweepSpec, parse_shard, read_spec_file, run_sweep
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
@@ -121,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
         print("## Latency median (ms) by operator x resolution\n")
         print(markdown_table(pivot(rows, "latency_median_ms")))
         print("\n## Peak memory (MiB) by operator x resolution\n")
-        print(markdown_table(pivot(rows, "peak_mem_bytes", 2**-20)) + "\n")
+        print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_args import FORMATS, int_list, size_list, str_list
+from ..cli_args import FORMATS, emit, int_list, render_table, size_list, str_list
 from ..table1 import MISMATCH, Grid, validation_table
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
@@ -21,26 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch")
 
 
-def render(table, fmt: str) -> str:
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return table.to_json(orient="records", indent=1)
-    return table.astype(object).where(table.notna(), "").to_markdown(index=False, intfmt=",")
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
     except ValueError as error:
         print(f"table1: {error}", file=sys.stderr)
         return 2
-    text = render(table, args.format)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        print(text)
+    emit(render_table(table, args.format, intfmt=","), args.out)
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     return 1 if args.check and (table["status"] == MISMATCH).any() else 0
