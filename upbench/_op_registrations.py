@@ -6,7 +6,7 @@ so a backward pass is one kernel call per op, not a Python loop. Double backward
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -87,35 +87,21 @@ def _fake_sapa_fused_backward(grad: torch.Tensor, query: torch.Tensor, key: torc
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (query, key, value))
 
 
-def _setup_two(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    a, b, K = inputs
-    ctx.save_for_backward(a, b)
+def _save_inputs(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    # Only the inputs are kept: the backward ops recompute what they need (sapa_fused its logits and
+    # softmax kernel), so nothing of the size of the (N, K*K, 2H, 2W) kernel is held between passes.
+    *tensors, K = inputs
+    ctx.save_for_backward(*tensors)
     ctx.K = K
 
 
-def _backward_local_similarity(ctx: Any, grad: torch.Tensor) -> tuple:
-    query, key = ctx.saved_tensors
-    grad_query, grad_key = torch.ops.upbench.local_similarity_backward(grad, query, key, ctx.K)
-    return grad_query, grad_key, None
+def _backward_through(name: str) -> Callable[[Any, torch.Tensor], tuple]:
+    """The autograd formula of op ``name``: its ``name_backward`` op on the saved inputs; K gets no grad."""
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        grads = getattr(torch.ops.upbench, f"{name}_backward")(grad, *ctx.saved_tensors, ctx.K)
+        return *grads, None
 
-
-def _backward_dynamic_assembly(ctx: Any, grad: torch.Tensor) -> tuple:
-    weights, x = ctx.saved_tensors
-    grad_weights, grad_x = torch.ops.upbench.dynamic_assembly_backward(grad, weights, x, ctx.K)
-    return grad_weights, grad_x, None
-
-
-def _setup_sapa(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    # Only the inputs are kept: the backward op recomputes the logits and the softmax kernel.
-    query, key, value, K = inputs
-    ctx.save_for_backward(query, key, value)
-    ctx.K = K
-
-
-def _backward_sapa_fused(ctx: Any, grad: torch.Tensor) -> tuple:
-    query, key, value = ctx.saved_tensors
-    grads = torch.ops.upbench.sapa_fused_backward(grad, query, key, value, ctx.K)
-    return *grads, None
+    return backward
 
 
 def register() -> None:
@@ -130,7 +116,6 @@ def register() -> None:
     lib.register_fake("upbench::dynamic_assembly_backward")(_fake_dynamic_assembly_backward)
     lib.register_fake("upbench::sapa_fused")(_fake_sapa_fused)
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
-    lib.register_autograd("upbench::local_similarity", _backward_local_similarity, setup_context=_setup_two)
-    lib.register_autograd("upbench::dynamic_assembly", _backward_dynamic_assembly, setup_context=_setup_two)
-    lib.register_autograd("upbench::sapa_fused", _backward_sapa_fused, setup_context=_setup_sapa)
+    for name in ("local_similarity", "dynamic_assembly", "sapa_fused"):
+        lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
     _registered = True

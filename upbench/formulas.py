@@ -14,7 +14,7 @@ Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 TOTAL = "total"
 
@@ -70,6 +70,11 @@ class Formulas:
     paper: Mapping[str, Formula]
     exact: Mapping[str, Formula]
     why: Mapping[str, str] = field(default_factory=dict)
+
+    def total_reason(self, stages: Sequence[str]) -> str:
+        """Why the paper's total differs from the exact one: each stage's reason, in stage order, then the
+        total's own (where the paper's total disagrees with its stage rows)."""
+        return "; ".join(f"[{stage}] {self.why[stage]}" for stage in (*stages, TOTAL) if stage in self.why)
 
     def paper_cost(self, stage: str, dims: Dims) -> Cost:
         return self.paper.get(stage, lambda s: ZERO)(dims)

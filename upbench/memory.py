@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from typing import Any, Callable, Iterator
@@ -76,3 +77,11 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_cached_memory(device: str | torch.device) -> None:
+    """Give the CUDA caching allocator's free blocks back after a failed measurement, so the next one
+    starts clean. Call it once the exception and its frames are gone: until then they hold the tensors."""
+    if torch.device(device).type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()

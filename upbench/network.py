@@ -13,7 +13,6 @@ nothing here depends on which operator a row is.
 """
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -25,7 +24,7 @@ from .counting import POLICIES, Count, count_operator
 from .environment import check_device
 from .export import MIB
 from .formulas import TOTAL, ZERO, Cost
-from .memory import is_out_of_memory, peak_memory_bytes
+from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .sweep import first_line
@@ -108,8 +107,7 @@ def table1_note(operator: str, counted: Cost, table1: Cost | None) -> str:
     ):
         return ""
     op_class = get(operator)
-    why = op_class.formulas.why
-    reasons = "; ".join(why[stage] for stage in (*op_class.stages, TOTAL) if stage in why)
+    reasons = op_class.formulas.total_reason(op_class.stages)
     return (
         f"Table 1's formula gives +{as_printed(table1.macs, GIGA)} G MACs, +{as_printed(table1.params, MEGA)} M params "
         f"over these stages: {reasons or 'no reason recorded with the operator'}"
@@ -195,11 +193,8 @@ def measure_network(
         return Measurement(OK, latency_ms=timing.median_s * 1e3, peak_bytes=peak)
     except Exception as error:  # a report row must survive any one operator failing
         failed = Measurement(OOM if is_out_of_memory(error) else ERROR, error=first_line(error))
-    # Only now, with the exception and its frames gone, are the stages' tensors garbage.
     stages.clear()
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
+    release_cached_memory(device)
     return failed
 
 

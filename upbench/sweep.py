@@ -16,7 +16,6 @@ is missing.
 from __future__ import annotations
 
 import csv
-import gc
 import hashlib
 import io
 import itertools
@@ -38,7 +37,7 @@ from .counting import POLICIES, count_operator
 from .environment import best_device, check_device, environment
 from .export import read_rows
 from .formulas import compulsory_elements
-from .memory import is_out_of_memory, peak_memory_bytes
+from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import available, get, make
 from .timing import MIN_CUDA_RUNS, call_seconds, time_call
 
@@ -468,10 +467,8 @@ def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> d
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
         row["message"] = first_line(error)
-    if row["status"] == "oom" and torch.device(config.device).type == "cuda":
-        # Only now, with the exception and its frames gone, are the row's tensors garbage.
-        gc.collect()
-        torch.cuda.empty_cache()
+    if row["status"] == "oom":
+        release_cached_memory(config.device)
     return row
 
 

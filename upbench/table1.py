@@ -62,9 +62,7 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         paper = formulas.paper_cost(stage, dims)
         exact = formulas.exact_cost(stage, dims)
         fv = Cost(*counted.stage(stage))
-        why = formulas.why.get(stage, "")
-        if stage == TOTAL:
-            why = " ".join([why] + [f"[{s}] {formulas.why[s]}" for s in op.stages if s in formulas.why]).strip()
+        why = formulas.total_reason(op.stages) if stage == TOTAL else formulas.why.get(stage, "")
         status, note = status_and_note(paper, exact, fv, why)
         rows.append({
             "operator": operator, "stage": stage, "C": C,
