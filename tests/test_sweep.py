@@ -9,13 +9,15 @@ import pytest
 import torch
 
 import upbench
+import upbench.measure as measure_module
 import upbench.sweep as sweep_module
 from upbench.commands import main
 from upbench.export import (
     markdown_table, merge_frames, missing_configs, ratio_view, read_json_rows, read_rows, to_markdown, write_csv, write_json,
     write_outputs,
 )
-from upbench.sweep import SweepSpec, parse_shard, run_sweep, shard_configs
+from upbench.spec import SweepSpec
+from upbench.sweep import parse_shard, run_sweep, shard_configs
 
 TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.001)
 
@@ -132,7 +134,7 @@ def test_shards_partition_the_sweep(plain_pair):
 
 # -- the row log: resume, shards, merge -------------------------------------------------------
 def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, monkeypatch):
-    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
     spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 8)})
     everything = [c.key for c in spec.expand()]
     out = tmp_path / "run.csv"
@@ -163,7 +165,7 @@ def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, mon
 
 
 def test_shards_merge_to_the_whole(tmp_path, plain_pair, monkeypatch):
-    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
     spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 8, 12)})
     whole = run_sweep(spec, tmp_path / "whole.csv")
     shards = [run_sweep(spec, tmp_path / f"shard{i}.csv", shard=(i, 2)) for i in range(2)]
@@ -185,7 +187,7 @@ def test_oom_and_error_rows_keep_the_sweep_going(plain_pair, monkeypatch):
     failures = iter([torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
                      RuntimeError("boom: first line\nsecond line"),
                      RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")])
-    real = sweep_module.time_call
+    real = measure_module.time_call
 
     def failing_time_call(*args, **kwargs):
         failure = next(failures, None)
@@ -193,7 +195,7 @@ def test_oom_and_error_rows_keep_the_sweep_going(plain_pair, monkeypatch):
             raise failure
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "time_call", failing_time_call)
+    monkeypatch.setattr(measure_module, "time_call", failing_time_call)
     rows = run_sweep(spec)
     assert list(rows["status"]) == ["oom", "error", "oom"] + ["ok"] * (len(rows) - 3)
     assert rows["message"][1] == "RuntimeError: boom: first line"
@@ -238,7 +240,7 @@ def test_rows_round_trip_through_csv_and_json(tmp_path, plain_pair):
 
 
 def test_ratio_view_pairs_reference_and_compiled(plain_pair, monkeypatch):
-    monkeypatch.setattr(sweep_module, "_measure", fake_measure)
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
     rows = run_sweep(SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **TINY))
     compiled = rows.assign(impl="compiled", latency_median_ms=0.5)
     view = ratio_view(pd.concat([rows, compiled], ignore_index=True))

@@ -1,7 +1,7 @@
 """Sweep rows as files and views: CSV / JSON readers, merging shards, Markdown with pivot views,
 log-log plots, and the reference / compiled ratio view.
 
-Everything here takes the DataFrame of rows (the layout of :meth:`upbench.sweep.SweepSpec.columns`)
+Everything here takes the DataFrame of rows (the layout of :meth:`upbench.spec.SweepSpec.columns`)
 and never measures anything.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .formulas import TOTAL, ZERO, Cost
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
-from .sweep import first_line
+from .measure import first_line
 from .timing import time_call
 
 GIGA = 1e9

@@ -13,7 +13,8 @@ import torch
 from upbench.counting import POLICIES
 from upbench.environment import device_from_environment
 from upbench.registry import make
-from upbench.sweep import DTYPES, SweepSpec, build_call, compulsory_bytes, count_config
+from upbench.measure import build_call, compulsory_bytes, count_config
+from upbench.spec import DTYPES, SweepSpec
 
 CONFIGS = SweepSpec(channels=(64,), sizes=(16, 32, 64), modes=("fwd", "fwd+bwd"),
                     devices=(device_from_environment(),)).expand()

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..export import check_formats, markdown_table, ratio_view, write_outputs
 from ..registry import available, get
-from ..sweep import SweepSpec, run_sweep
+from ..spec import SweepSpec
+from ..sweep import run_sweep
 from .sweep import AXIS_FLAGS, add_axis_arguments, default_out, spec_mapping, summary
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"

@@ -9,7 +9,7 @@ import pandas as pd
 from ..cli_args import FORMATS, emit, render_table, str_list
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
-from ..sweep import IMPLS
+from ..spec import IMPLS
 
 HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
 

@@ -16,7 +16,8 @@ import pandas as pd
 from ..cli_args import int_list, size_list, str_list
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
-from ..sweep import SweepSpec, parse_shard, read_spec_file, run_sweep
+from ..spec import SweepSpec, read_spec_file
+from ..sweep import parse_shard, run_sweep
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
 RESULTS = Path("results")

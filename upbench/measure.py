@@ -1,0 +1,140 @@
+"""Measuring one config into one row: counts, latency, peak memory, achieved rates.
+
+A row is filled step by step, so a failure keeps what was measured before it; :func:`measure_config`
+never raises for a failing row (its status says ``oom``, ``error`` or ``skipped``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from .base import Upsampler
+from .counting import count_operator
+from .environment import environment
+from .formulas import compulsory_elements
+from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
+from .registry import make
+from .spec import DTYPES, Config, SweepSpec
+from .timing import MIN_CUDA_RUNS, call_seconds, time_call
+
+MESSAGE_CHARS = 300
+# Calls a row makes after warm-up besides the timed ones: the timer's calibration, the memory probe.
+UNTIMED_CALLS = 2
+
+
+def first_line(error: BaseException) -> str:
+    """The error's type and first line, trimmed: what a row's message column holds."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def _output_shape(config: Config) -> tuple[int, int, int, int]:
+    """Every Upsampler maps (N, C, H, W) to (N, C, 2H, 2W)."""
+    return (config.N, config.C, 2 * config.H, 2 * config.W)
+
+
+def build_call(op: Upsampler, config: Config, generator: torch.Generator) -> Callable[[], object]:
+    """The work one timed call does, inputs made beforehand (so memory is measured above them).
+
+    ``fwd`` is inference: eval mode, under no_grad. ``fwd+bwd`` is training: train mode, inputs
+    requiring grad, and the backward of a fixed random output gradient into inputs and weights.
+    """
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    x, guide = op.example_inputs(config.N, config.H, config.W, dtype, device, generator)
+    if config.mode == "fwd":
+        op.eval()
+
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return op(x, guide)
+
+        return forward
+    op.train()
+    inputs = [t.requires_grad_() for t in (x, guide) if t is not None]
+    wrt = inputs + [p for p in op.parameters() if p.requires_grad]
+    grad_out = torch.randn(_output_shape(config), dtype=dtype, device=device, generator=generator)
+
+    def forward_backward() -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(op(x, guide), wrt, grad_out)
+
+    return forward_backward
+
+
+def compulsory_bytes(op: Upsampler, config: Config, params: int) -> int:
+    """Bytes any implementation of one forward must move (the analytic model in upbench.formulas)."""
+    itemsize = torch.empty((), dtype=DTYPES[config.dtype]).element_size()
+    return compulsory_elements(op.dims(config.N, config.H, config.W), params) * itemsize
+
+
+def count_config(config: Config, policies: tuple[str, ...]) -> dict[str, Any]:
+    """MACs, FLOPs, zero ops and params of one forward: counted once per shape (cached), never timed."""
+    row: dict[str, Any] = {}
+    for policy in policies:
+        counted = count_operator(config.operator, config.C, config.N, config.H, config.W, policy,
+                                 None, config.hparams)
+        row.update({f"macs_{policy}": counted.macs, f"flops_{policy}": counted.flops,
+                    f"zero_ops_{policy}": ";".join(counted.zero_ops), "params": counted.params})
+    return row
+
+
+def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
+    """Fill ``row`` in place, step by step, so a failure keeps what was measured before it."""
+    row.update(count_config(config, spec.policies))
+    if config.impl == "compiled":
+        from .kernels import compiled_available
+
+        if not compiled_available():
+            row["status"] = "skipped"
+            row["message"] = "compiled ops not built: upbench.kernels.compiled_available() is False"
+            return
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    op = make(config.operator, config.C, impl=config.impl, **dict(config.hparams)).to(device=device, dtype=dtype)
+    row["Cg"] = op.guide_channels
+    row["bytes_moved"] = compulsory_bytes(op, config, row["params"])
+    call = build_call(op, config, torch.Generator(device=device).manual_seed(spec.seed))
+
+    # Warm-up doubles as the budget check: the first calls can be far slower than the rest
+    # (allocator growth, autotuning, TorchScript profiling runs), so the last one sets the pace.
+    started = time.perf_counter()
+    for _ in range(max(spec.warmup, 1)):
+        last = call_seconds(call, device)
+        if time.perf_counter() - started > spec.row_budget_s:
+            break
+    spent = time.perf_counter() - started
+    room = spec.row_budget_s - spent - last * UNTIMED_CALLS
+    fewest_timed_calls = MIN_CUDA_RUNS if device.type == "cuda" else 1  # the CUDA timer times at least that many
+    if room < fewest_timed_calls * last:
+        row.update(latency_median_ms=last * 1e3, runs=1, cache="warm", status="skipped",
+                   message=f"warm-up took {spent:.3g} s and its last call {last:.3g} s: timing and the memory probe "
+                           f"would not fit the {spec.row_budget_s:g} s row budget; latency_median_ms is that last call")
+        return
+    timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush)
+    row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
+               latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache)
+    row["peak_mem_bytes"] = peak_memory_bytes(call, device=device)
+    if config.mode == "fwd":  # counts and the bytes model describe one forward; a backward has no model
+        for policy in spec.policies:
+            row[f"gflops_per_s_{policy}"] = row[f"flops_{policy}"] / timing.median_s / 1e9
+        row["gbytes_per_s"] = row["bytes_moved"] / timing.median_s / 1e9
+    row["status"] = "ok"
+
+
+def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+    """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
+    (except KeyboardInterrupt and the like, which stop the sweep)."""
+    row: dict[str, Any] = dict.fromkeys(spec.columns())
+    row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
+               operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
+               dtype=config.dtype, device=config.device, mode=config.mode, **dict(config.hparams))
+    row.update(environment(config.device))
+    try:
+        _measure(config, spec, row)
+    except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
+        row["status"] = "oom" if is_out_of_memory(error) else "error"
+        row["message"] = first_line(error)
+    if row["status"] == "oom":
+        release_cached_memory(config.device)
+    return row

@@ -1,0 +1,307 @@
+"""What a sweep is: its axes and settings (:class:`SweepSpec`), read from a file or flags, expanded to
+:class:`Config` rows in a fixed order. Nothing here measures."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from . import base
+from .base import Upsampler
+from .counting import POLICIES
+from .environment import best_device
+from .registry import available, get
+
+MODES = ("fwd", "fwd+bwd")
+IMPLS = ("auto",) + base.IMPLS
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+
+
+# -- the spec ---------------------------------------------------------------------------------
+def _as_tuple(value: Any) -> tuple:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        return tuple(value)
+    return (value,)
+
+
+def _positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
+    result = []
+    for value in values:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{axis}: {value!r} is not a positive integer")
+        result.append(value)
+    return tuple(result)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    """16 -> (16, 16); "32x48" or [32, 48] -> (32, 48)."""
+    if isinstance(value, str):
+        h, _, w = value.lower().partition("x")
+        pair: tuple = (h, w or h)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    return _positive_ints("size", pair)  # type: ignore[return-value]
+
+
+def _dedupe(values: Iterable[Any]) -> tuple:
+    return tuple(dict.fromkeys(values))
+
+
+def _dtype_name(name: str) -> str:
+    name = DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return name
+
+
+def _device_name(name: str) -> str:
+    if str(name).lower() in ("auto", "best"):
+        return best_device()
+    try:
+        device = torch.device(str(name).lower())
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: expected cpu, cuda, cuda:<index> or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: expected cpu, cuda, cuda:<index> or auto")
+    return str(device)
+
+
+def _choices(axis: str, values: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    allowed = tuple(allowed)
+    for value in values:
+        if value not in allowed:
+            raise ValueError(f"{axis} {value!r}: expected one of {', '.join(allowed)}")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of a sweep: an operator at one shape, dtype, device, mode and implementation.
+
+    ``hparams`` holds every knob the operator has (swept values, else the operator's defaults)
+    and no other; ``impl`` is concrete: ``reference`` or ``compiled``.
+    """
+
+    operator: str
+    impl: str
+    C: int
+    hparams: tuple[tuple[str, int], ...]
+    N: int
+    H: int
+    W: int
+    dtype: str
+    device: str
+    mode: str
+
+    @property
+    def key(self) -> str:
+        knobs = "".join(f"|{name}={value}" for name, value in self.hparams)
+        return (f"{self.operator}|{self.impl}|C={self.C}{knobs}|N={self.N}|{self.H}x{self.W}"
+                f"|{self.dtype}|{self.device}|{self.mode}")
+
+
+# File and CLI names of the axes and settings -> SweepSpec fields. Any other name must be a knob.
+AXIS_KEYS = {"ops": "ops", "C": "channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
+             "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
+SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
+                "l2_flush": "l2_flush", "seed": "seed"}
+
+
+def all_knob_names() -> tuple[str, ...]:
+    """Knob names of every registered operator, in registry order."""
+    return _dedupe(name for op in available() for name in get(op).knobs)
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML or TOML sweep file, unvalidated."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+    elif suffix == ".toml":
+        data = tomllib.loads(path.read_text())
+    else:
+        raise ValueError(f"{path}: expected a .yaml, .yml or .toml sweep file")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a mapping of axis names to values, got {type(data).__name__}")
+    return dict(data)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Axes of a sweep (each a tuple; the sweep is their Cartesian product) and how to measure.
+
+    ``knobs`` maps a knob name (``K``, ``d``, ...) to its values; an operator that lacks a knob is
+    not swept over it, and one that has a knob not listed runs at its default. ``ops`` empty means
+    every registered operator; a device of ``auto`` means the best one present. ``impls`` of
+    ``auto`` resolves, per operator, to ``compiled`` when the compiled ops are built, else
+    ``reference``; operators without a compiled path only run ``reference``.
+
+    Measurement: ``warmup`` calls (at least one) before timing; ``min_run_time`` seconds of timed
+    calls; ``row_budget_s``: seconds a row may spend measuring (counting aside): the timing is
+    shortened to fit, and a row whose warm-up leaves no room for one timed call and the memory
+    probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: zero a buffer larger than L2 before each
+    timed GPU call (cold-cache numbers; CPU rows are always warm). ``policies``: counting policies.
+    """
+
+    ops: tuple[str, ...] = ()
+    channels: tuple[int, ...] = (64,)
+    knobs: Any = ()  # Mapping[str, Iterable[int]] in; tuple of (name, values) pairs once built
+    sizes: tuple[tuple[int, int], ...] = ((16, 16), (32, 32), (64, 64))
+    batches: tuple[int, ...] = (1,)
+    dtypes: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("auto",)
+    modes: tuple[str, ...] = ("fwd",)
+    impls: tuple[str, ...] = ("auto",)
+    policies: tuple[str, ...] = POLICIES
+    warmup: int = 3
+    min_run_time: float = 0.2
+    row_budget_s: float = 60.0
+    l2_flush: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        ops = _dedupe(_as_tuple(self.ops)) or tuple(available())
+        for op in ops:
+            get(op)  # raises ValueError naming the known operators
+        put("ops", ops)
+        put("channels", _dedupe(_positive_ints("C", _as_tuple(self.channels))))
+        put("sizes", _dedupe(_size(s) for s in _as_tuple(self.sizes)))
+        put("batches", _dedupe(_positive_ints("N", _as_tuple(self.batches))))
+        put("dtypes", _dedupe(_dtype_name(d) for d in _as_tuple(self.dtypes)))
+        put("devices", _dedupe(_device_name(d) for d in _as_tuple(self.devices)))
+        put("modes", _choices("mode", _dedupe(_as_tuple(self.modes)), MODES))
+        put("impls", _choices("impl", _dedupe(_as_tuple(self.impls)), IMPLS))
+        put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), POLICIES))
+        put("knobs", self._checked_knobs(ops))
+        for f in fields(self):
+            if f.name not in ("knobs",) and isinstance(getattr(self, f.name), tuple) and not getattr(self, f.name):
+                raise ValueError(f"sweep axis {f.name!r} is empty")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup={self.warmup!r}: expected a non-negative integer")
+        for name in ("min_run_time", "row_budget_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name}={value!r}: expected a positive number of seconds")
+            put(name, float(value))
+        if not isinstance(self.l2_flush, bool):
+            raise ValueError(f"l2_flush={self.l2_flush!r}: expected true or false")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed={self.seed!r}: expected an integer")
+
+    def _checked_knobs(self, ops: tuple[str, ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        knobs = dict(self.knobs) if not isinstance(self.knobs, Mapping) else self.knobs
+        checked = []
+        for name, values in knobs.items():
+            owners = [get(op) for op in ops if name in get(op).knobs]
+            if not owners:
+                offered = {op: ", ".join(get(op).knobs) or "none" for op in ops}
+                listing = "; ".join(f"{op}: {names}" for op, names in offered.items())
+                raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {listing})")
+            values = _dedupe(_as_tuple(values))
+            if not values:
+                raise ValueError(f"knob {name!r} has no values")
+            values = tuple(int(v) if isinstance(v, str) and v.strip().isdigit() else v for v in values)
+            for cls in owners:
+                for value in values:
+                    cls.knobs[name].check(cls.name, name, value)
+            checked.append((name, values))
+        return tuple(checked)
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], source: str = "sweep spec") -> "SweepSpec":
+        """A spec from the file / CLI names: ops, C, size, N, dtype, device, mode, impl, policy,
+        warmup, min_run_time, budget, l2_flush, seed, and any knob name (K, d, ...)."""
+        kwargs: dict[str, Any] = {}
+        knobs: dict[str, Any] = {}
+        knob_names = all_knob_names()
+        for key, value in mapping.items():
+            if key in AXIS_KEYS:
+                kwargs[AXIS_KEYS[key]] = value
+            elif key in SETTING_KEYS:
+                kwargs[SETTING_KEYS[key]] = value
+            elif key in knob_names:
+                knobs[key] = value
+            else:
+                raise ValueError(
+                    f"unknown key {key!r} in {source}; axes: {', '.join(AXIS_KEYS)}; "
+                    f"settings: {', '.join(SETTING_KEYS)}; knobs: {', '.join(knob_names)}"
+                )
+        return cls(knobs=knobs, **kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SweepSpec":
+        """A spec from a YAML (.yaml, .yml) or TOML (.toml) file of the :meth:`from_mapping` names."""
+        return cls.from_mapping(read_spec_file(path), source=str(path))
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def spec_id(self) -> str:
+        """A stable hash of the axes and settings: rows of different specs are never merged."""
+        canonical = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def knob_columns(self) -> tuple[str, ...]:
+        """Knob columns of the rows: every knob any selected operator has."""
+        return _dedupe(name for op in self.ops for name in get(op).knobs)
+
+    def columns(self) -> list[str]:
+        policy_columns = [c for p in self.policies for c in (f"macs_{p}", f"flops_{p}", f"zero_ops_{p}")]
+        return [
+            "spec_id", "config_index", "config_total", "key",
+            "operator", "impl", "C", "Cg", *self.knob_columns(), "N", "H", "W", "dtype", "device", "mode",
+            *policy_columns, "params", "bytes_moved",
+            "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "peak_mem_bytes",
+            *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
+            "status", "message",
+            "device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
+            "git_commit", "timestamp",
+        ]
+
+    # -- expansion ------------------------------------------------------------------------
+    def _impls_for(self, cls: type[Upsampler]) -> tuple[str, ...]:
+        if not cls.compiled_ops:
+            return ("reference",) if set(self.impls) - {"compiled"} else ()
+        if "auto" not in self.impls:  # no need to build the kernels just to resolve it
+            return _dedupe(self.impls)
+        from .kernels import compiled_available
+
+        auto = "compiled" if compiled_available() else "reference"
+        return _dedupe(auto if impl == "auto" else impl for impl in self.impls)
+
+    def expand(self) -> list[Config]:
+        """Every config, in a fixed order, without duplicates."""
+        swept = dict(self.knobs)
+        configs = []
+        for op in self.ops:
+            cls = get(op)
+            knob_names = tuple(cls.knobs)
+            knob_values = [swept.get(name, (cls.knobs[name].default,)) for name in knob_names]
+            for C, combo, N, (H, W), dtype, device, mode, impl in itertools.product(
+                self.channels, itertools.product(*knob_values), self.batches, self.sizes,
+                self.dtypes, self.devices, self.modes, self._impls_for(cls),
+            ):
+                configs.append(Config(op, impl, C, tuple(zip(knob_names, combo)), N, H, W, dtype, device, mode))
+        configs = list(dict.fromkeys(configs))
+        if not configs:
+            raise ValueError(f"the sweep is empty: none of {', '.join(self.ops)} runs impl {', '.join(self.impls)}")
+        return configs
