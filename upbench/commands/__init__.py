@@ -5,8 +5,8 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 
 from . import compare, merge, network, sweep, table1
 

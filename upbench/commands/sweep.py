@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -102,7 +102,7 @@ def default_out(spec: SweepSpec, shard: tuple[int, int] | None) -> Path:
     return RESULTS / slug / f"{file_timestamp()}{suffix}.csv"
 
 
-def warn_once_on_suspect_timing(prefix: str):
+def warn_once_on_suspect_timing(prefix: str) -> Callable[[dict[str, Any]], None]:
     """An ``on_row`` callback: one line on stderr for the first row whose timing cannot be trusted."""
     warned = False
 
