@@ -6,9 +6,9 @@ low-res parent and reassembles the raw x with those weights. Projections run cha
 (nn.LayerNorm / nn.Linear normalize and mix the last axis); the window ops take NCHW.
 
 With impl="compiled" the fused kernel does inner product, softmax and assembly in one op, called
-from the ``feature_assembly`` stage: per-stage counts then merge ``inner_product`` into
-``feature_assembly`` (inner_product counts zero); totals are unchanged. Above the fused kernel's
-K cap, the compiled path runs the separate similarity and assembly ops instead.
+from the ``feature_assembly`` stage; ``op_stages`` gives its similarity part to ``inner_product``, so
+per-stage counts are those of the reference path. Above the fused kernel's K cap, the compiled path
+runs the separate similarity and assembly ops instead.
 """
 from __future__ import annotations
 
@@ -230,6 +230,8 @@ class _SAPA(Upsampler):
     needs_guide = True
     knobs = {"K": Knob(5, "odd"), "d": Knob(32)}
     stages = ("feature_embedding", "inner_product", "feature_assembly")
+    # the fused kernel runs in feature_assembly; the similarity part of its count is inner_product's work
+    op_stages = {"local_similarity": "inner_product", "dynamic_assembly": "feature_assembly"}
     compiled_ops = True
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
@@ -248,7 +250,7 @@ class _SAPA(Upsampler):
 
     def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         query, key = self.query_and_key(x, guide)
-        if self.fused:  # inner_product does not run: its cost lands in feature_assembly
+        if self.fused:  # inner_product does not run; op_stages gives it its share of the count
             return self.feature_assembly(query, key, x)
         return self.feature_assembly(self.inner_product(query, key), x)
 

@@ -281,3 +281,52 @@ def test_count_restores_training_mode():
     op.eval()
     count(op, op.example_inputs(2, 3, 3), "paper")
     assert not op.training
+
+
+def test_count_restores_every_module_training_flag():
+    """A frozen eval BatchNorm inside a training model comes back in eval, and the reverse."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Sequential(nn.Dropout(), nn.ReLU()))
+    model.train()
+    model[1].eval()
+    model[2][0].eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    count(model, (torch.randn(1, 3, 4, 4),), "paper")
+    assert {name: m.training for name, m in model.named_modules()} == before
+    model.eval()
+    model[2].train()
+    before = {name: m.training for name, m in model.named_modules()}
+    count(model, (torch.randn(1, 3, 4, 4),), "paper")
+    assert {name: m.training for name, m in model.named_modules()} == before
+
+
+@pytest.mark.parametrize("name", ["sapa-i", "sapa-b", "sapa-g"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_stage_counts_do_not_depend_on_the_implementation(name, policy):
+    from upbench import kernels
+
+    if not kernels.compiled_available():
+        pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
+    reference = make(name, 8, K=3, impl="reference")
+    compiled = make(name, 8, K=3, impl="compiled")
+    assert compiled.fused  # the case where one op does two stages' work
+    inputs = reference.example_inputs(1, 4, 5)
+    expected, counted = count(reference, inputs, policy), count(compiled, inputs, policy)
+    assert counted.stage_macs == expected.stage_macs
+    assert counted.stage_macs["inner_product"] > 0
+    assert counted.macs == expected.macs
+
+
+def test_op_stages_must_name_a_stage():
+    class Declared(nn.Module):
+        stages = ("inner",)
+        op_stages = {"local_similarity": "nowhere"}
+
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    with pytest.raises(ValueError, match="nowhere"):
+        count(Declared(), (torch.randn(1, 2),), "paper")

@@ -9,30 +9,64 @@ import pandas as pd
 FORMATS = ("markdown", "csv", "json")
 
 
+def str_list(text: str) -> list[str]:
+    """'a,b' -> ['a', 'b']; '' -> [] (e.g. no formats); an empty item ('a,,b', 'a,') is an error, not dropped."""
+    if not text.strip():
+        return []
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"empty item in the comma list {text!r}")
+    return parts
+
+
 def int_list(text: str) -> list[int]:
     """'16,64,256' -> [16, 64, 256]."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in str_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
 
 
-def str_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def size_list(text: str) -> list[tuple[int, int]]:
-    """'16,32x48' -> [(16, 16), (32, 48)]: square sizes or explicit HxW."""
+    """'16,32x48' -> [(16, 16), (32, 48)]: square sizes or explicit HxW ('32x' is an error)."""
     sizes = []
     for part in str_list(text):
+        h, x, w = part.lower().partition("x")
         try:
-            h, _, w = part.lower().partition("x")
-            sizes.append((int(h), int(w or h)))
+            sizes.append((int(h), int(w if x else h)))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected sizes like 16 or 32x48, got {part!r}") from None
     if any(h < 1 or w < 1 for h, w in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
     return sizes
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _integer_at_least(text: str, lowest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = lowest - 1
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {lowest}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _integer_at_least(text, 0)
 
 
 def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:

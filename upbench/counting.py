@@ -15,11 +15,18 @@ Policies:
 
 No count is silently zero: every op that ran and contributed nothing is listed in
 ``Count.zero_ops``, including the data-movement ops fvcore ignores without a word.
+
+Per-stage counts do not depend on the implementation. A compiled op whose work spans stages (the fused
+SAPA kernel runs inside ``feature_assembly`` but does the ``inner_product`` stage's similarity too)
+counts each part under its own name (``local_similarity``, ``dynamic_assembly``), and the module
+declares, as data, which stage each named part belongs to (``op_stages``, e.g.
+``{"local_similarity": "inner_product"}``); :func:`count` moves a part's count to its stage wherever it ran.
 One MAC is one multiply-add; FLOPs = 2 x MACs.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
@@ -35,7 +42,7 @@ from .formulas import TOTAL
 POLICIES = ("paper", "fvcore")
 # Ops on Python ints (shape arithmetic in the traced forward), not on data: never costs.
 SHAPE_ARITHMETIC = {"aten::Int", "aten::ScalarImplicit", "aten::size", "aten::numel", "aten::dim"}
-Handle = Callable[[list, list], int]
+Handle = Callable[[list, list], "int | Counter"]
 
 
 # -- counting rules: each a small pure function of the traced op's shapes --------------------
@@ -79,10 +86,12 @@ def dynamic_assembly_macs(inputs: list, outputs: list) -> int:
     return math.prod(get_shape(outputs[0])) * _window_size(inputs, 2)
 
 
-def sapa_fused_macs(inputs: list, outputs: list) -> int:
-    """Similarity, then assembly, in one op."""
+def sapa_fused_macs(inputs: list, outputs: list) -> Counter:
+    """Similarity, then assembly, in one op: each part under the name of the op that does it alone, so a
+    module's ``op_stages`` can attribute each part to its own stage."""
     K2 = _window_size(inputs, 3)
-    return math.prod(get_shape(inputs[0])) * K2 + math.prod(get_shape(outputs[0])) * K2
+    return Counter({"local_similarity": math.prod(get_shape(inputs[0])) * K2,
+                    "dynamic_assembly": math.prod(get_shape(outputs[0])) * K2})
 
 
 COMPILED_OP_HANDLES: Mapping[str, Handle] = {
@@ -147,19 +156,39 @@ def _recording(name: str, handle: Handle, zero_ops: set[str]) -> Handle:
         if not _tensor_shape(outputs[0]):  # a Python or 0-dim result is shape arithmetic, not data
             return 0
         result = handle(inputs, outputs)
-        macs = int(sum(result.values()) if isinstance(result, Mapping) else result)
+        macs = sum(result.values()) if isinstance(result, Mapping) else result
         if macs == 0:
             zero_ops.add(name)
-        return macs
+        return result
 
     return counted
+
+
+def _stage_macs(analysis: FlopCountAnalysis, stages: tuple[str, ...], op_stages: Mapping[str, str]) -> dict[str, int]:
+    """MACs per stage module, each op part named in ``op_stages`` moved to its declared stage."""
+    unknown = sorted(set(op_stages.values()) - set(stages))
+    if unknown:
+        raise ValueError(f"op_stages names stage(s) {', '.join(unknown)}, which are not among the module's "
+                         f"stages ({', '.join(stages) or 'none'})")
+    by_module = analysis.by_module()
+    stage_macs = {stage: int(by_module.get(stage, 0)) for stage in stages}
+    if not op_stages:
+        return stage_macs
+    by_operator = analysis.by_module_and_operator()
+    for stage in stages:
+        for part, target in op_stages.items():
+            moved = int(by_operator.get(stage, {}).get(part, 0))
+            stage_macs[stage] -= moved
+            stage_macs[target] += moved
+    return stage_macs
 
 
 def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple[str, ...] | None = None) -> Count:
     """Count one forward of ``module(*inputs)`` under ``policy``.
 
     ``stages`` names child modules to attribute counts to; by default the module's own
-    ``stages`` attribute (every Upsampler has one), else none.
+    ``stages`` attribute (every Upsampler has one), else none. The module's ``op_stages`` mapping, if
+    any, assigns named op parts to stages (see the module docstring).
     """
     if policy not in HANDLES:
         raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(POLICIES)}")
@@ -172,21 +201,22 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     # show up as unsupported, so the zero list below is complete.
     analysis._ignored_ops = set(SHAPE_ARITHMETIC)
     analysis.set_op_handle(**{op: _recording(op, h, zero_ops) for op, h in HANDLES[policy].items()})
-    was_training = module.training
+    # every module's own flag: a frozen eval BatchNorm inside a training model must come back in eval
+    was_training = {child: child.training for child in module.modules()}
     module.eval()
     try:
         with torch.no_grad():
             macs = int(analysis.total())
     finally:
-        module.train(was_training)
-    by_module = analysis.by_module()
+        for child, training in was_training.items():
+            child.training = training
     zero_ops.update(analysis.unsupported_ops().keys())
     params = parameter_count(module)
     return Count(
         policy=policy,
         macs=macs,
         params=int(params.get("", 0)),
-        stage_macs={s: int(by_module.get(s, 0)) for s in stages},
+        stage_macs=_stage_macs(analysis, stages, dict(getattr(module, "op_stages", {}))),
         stage_params={s: int(params.get(s, 0)) for s in stages},
         zero_ops=tuple(sorted(op.split("::")[-1] for op in zero_ops)),
     )

@@ -17,7 +17,8 @@ from tabulate import tabulate
 FORMATS = ("markdown", "json", "png")
 MIB = 2**20
 # Columns that are text whatever they look like (a hash of digits only must not become a number).
-TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "status", "message",
+TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
+                "status", "message",
                 "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
 ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
                        "git_commit")
@@ -83,6 +84,32 @@ def missing_configs(rows: pd.DataFrame) -> list[int]:
         return []
     total = int(rows["config_total"].max())
     return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
+
+
+def index_ranges(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    spans: list[list[int]] = []
+    for index in sorted(indices):
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return ", ".join(f"{low}" if low == high else f"{low}-{high}" for low, high in spans)
+
+
+class IncompleteSweep(ValueError):
+    """Merged rows that miss configs of their sweep (a shard not run, not finished or not given)."""
+
+
+def check_complete(rows: pd.DataFrame) -> None:
+    """Raise :class:`IncompleteSweep` listing the config indices that have no row (a partial merge)."""
+    if rows.empty:
+        raise IncompleteSweep("no rows at all")
+    missing = missing_configs(rows)
+    if missing:
+        total = int(rows["config_total"].max())
+        raise IncompleteSweep(f"{len(missing)} of {total} configs have no row: config indices {index_ranges(missing)} "
+                              f"(a shard not given, not finished or not run)")
 
 
 # -- display helpers --------------------------------------------------------------------------
@@ -168,9 +195,18 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
     for policy in policies:
         table[f"GFLOP/s {policy}"] = rows[f"gflops_per_s_{policy}"]
     table["GB/s"] = rows["gbytes_per_s"]
+    table["CPU util"] = rows["cpu_util"]
+    table["timing suspect"] = rows["timing_suspect"]
     table["status"] = rows["status"]
     table["message"] = rows["message"]
     return table
+
+
+def suspect_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose timing cannot be trusted, with the reason."""
+    suspect = rows[rows["timing_suspect"].fillna("") != ""]
+    return pd.DataFrame({"key": suspect["key"], "threads": suspect["threads"], "load (1 min)": suspect["load_1min"],
+                         "CPU util": suspect["cpu_util"], "why the timing is suspect": suspect["timing_suspect"]})
 
 
 def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
@@ -213,11 +249,23 @@ def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
 NOTES = """\
 CPU latencies are only as good as the machine was quiet: a load above the core count means other
 work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call).
+Each row measures it while timing: `CPU util` is the process's CPU time over the wall time of the timed
+calls (below 0.9: other work had the cores), and `timing suspect` gives the reason when that, a wide
+p20-p80 spread or more threads than usable cores means the latency cannot be trusted.
 MACs, FLOPs (2 x MACs) and params are of one forward, under each counting policy. `fwd` is inference
 (eval mode, no_grad); `fwd+bwd` is a training step's forward and backward into inputs and weights.
 Latency is the median (p20, p80) of the timed calls; peak memory is above the inputs and weights.
 GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traffic (x, guide and
 weights read once, output written once) by the median, so it is a lower bound."""
+
+
+def _suspect_section(rows: pd.DataFrame) -> list[str]:
+    suspect = suspect_rows(rows)
+    if suspect.empty:
+        return []
+    return [f"## Timing that cannot be trusted ({len(suspect)} of {len(rows)} rows)\n\n"
+            "Measure these rows again on a quiet machine before citing them.",
+            markdown_table(suspect)]
 
 
 def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]] = ()) -> str:
@@ -229,6 +277,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
         markdown_table(_environment_table(rows)),
         NOTES,
+        *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
         "## Latency median (ms) by operator x resolution",
         markdown_table(pivot(rows, "latency_median_ms")),

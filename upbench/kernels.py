@@ -70,6 +70,21 @@ def _remove_stale_lock(build_dir: Path) -> str | None:
     return f"removed a stale build lock ({age / 60:.0f} min old, left by a killed build): {lock}"
 
 
+def _needs_compiling(build_dir: Path, sources: list[str]) -> bool:
+    """Whether the library is missing or older than a source: then the build compiles (tens of seconds)."""
+    library = build_dir / f"{_NAME}.so"
+    if not library.exists():
+        return True
+    built = library.stat().st_mtime
+    headers = [str(p) for p in _CSRC.rglob("*.h")]
+    return any(Path(source).stat().st_mtime > built for source in [*sources, *headers])
+
+
+def _say(message: str) -> None:
+    """A progress line on stderr: a build that takes half a minute must not look like a hang."""
+    print(f"upbench: {message}", file=sys.stderr, flush=True)
+
+
 def _compile_flags() -> tuple[list[str], list[str]]:
     # at::parallel_for only runs in parallel when the extension itself is compiled with OpenMP
     # (ATen/ParallelOpenMP.h is header-only); torch's Linux wheels ship libgomp, which the dynamic
@@ -106,6 +121,12 @@ def _build() -> dict[str, Any]:
         if note:
             info["notes"].append(note)
         cflags, ldflags = _compile_flags()
+        compiling = _needs_compiling(build_dir, sources)
+        if (build_dir / "lock").exists():
+            _say(f"waiting for another process building the compiled ops in {build_dir} (its lock file exists)")
+        elif compiling:
+            _say(f"compiling the {'C++/CUDA' if with_cuda else 'C++'} window ops (first use or changed sources; "
+                 f"about 30 s{' or more with CUDA' if with_cuda else ''}) in {build_dir} ...")
         start = time.perf_counter()
         library = load(
             name=_NAME,
@@ -118,6 +139,8 @@ def _build() -> dict[str, Any]:
             verbose=False,
         )
         info["build_seconds"] = round(time.perf_counter() - start, 2)
+        if compiling:
+            _say(f"compiled ops ready in {info['build_seconds']:.0f} s")
         info["library"] = str(library) if library is not None else None
         from upbench import _op_registrations
 

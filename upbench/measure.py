@@ -17,7 +17,7 @@ from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import make
 from .spec import DTYPES, Config, SweepSpec
-from .timing import MIN_CUDA_RUNS, call_seconds, time_call
+from .timing import MIN_CUDA_RUNS, call_seconds, time_call, timing_doubts
 
 MESSAGE_CHARS = 300
 # Calls a row makes after warm-up besides the timed ones: the timer's calibration, the memory probe.
@@ -113,7 +113,8 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
         return
     timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush)
     row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
-               latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache)
+               latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
+               timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
     row["peak_mem_bytes"] = peak_memory_bytes(call, device=device)
     if config.mode == "fwd":  # counts and the bytes model describe one forward; a backward has no model
         for policy in spec.policies:
@@ -129,12 +130,17 @@ def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> d
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
                dtype=config.dtype, device=config.device, mode=config.mode, **dict(config.hparams))
-    row.update(environment(config.device))
+    threads_before = torch.get_num_threads()
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
     try:
+        row.update(environment(config.device))  # after set_num_threads: the row records the threads it ran with
         _measure(config, spec, row)
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
         row["message"] = first_line(error)
+    finally:
+        torch.set_num_threads(threads_before)
     if row["status"] == "oom":
         release_cached_memory(config.device)
     return row

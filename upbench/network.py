@@ -13,8 +13,9 @@ nothing here depends on which operator a row is.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -225,11 +226,12 @@ def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, chann
 def network_report(
     preset: Preset, operators: Sequence[str] | None = None, size: tuple[int, int] | None = None,
     channels: int | None = None, batch: int = 1, measure: bool = False, device: str = "cpu",
-    impl: str = "auto", min_run_time: float = 0.2,
+    impl: str = "auto", min_run_time: float = 0.2, progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """One row per operator (the baseline included, at +0): :data:`COLUMNS`, plus :data:`MEASURE_COLUMNS`
     with ``measure``. Unknown operator names raise ValueError before any work; a failure of one
-    operator after that marks its row's status instead of losing the row."""
+    operator after that marks its row's status instead of losing the row. ``progress`` hears one line
+    as each operator is measured (a measured report takes minutes)."""
     operators = list(available() if operators is None else operators)
     for name in operators:
         get(name)
@@ -239,10 +241,15 @@ def network_report(
     if batch < 1:
         raise ValueError(f"batch={batch}; expected a positive integer")
     rows = []
-    for name in operators:
+    for position, name in enumerate(operators, 1):
         row = _cost_row(preset, name, size, channels, batch)
         if measure:
+            if progress is not None:
+                progress(f"measuring {name} ({position}/{len(operators)}) in {len(preset.stages)} stages on {device} ...")
+            started = time.perf_counter()
             measured = measure_network(preset, name, size, channels, batch, device, impl, min_run_time)
+            if progress is not None:
+                progress(f"{name}: {measured.status} in {time.perf_counter() - started:.1f} s")
             row["device"] = str(device)
             row["latency_ms"] = measured.latency_ms
             row["peak_mib"] = None if measured.peak_bytes is None else measured.peak_bytes / MIB

@@ -1,5 +1,10 @@
 """The CSV row log a sweep appends to: one flushed and fsynced line per finished row, so a sweep killed
-at any point keeps every finished row; resuming reads back which configs it holds."""
+at any point keeps every finished row; resuming reads back which configs it holds.
+
+A log is locked (``<log>.lock``, with filelock) while a sweep writes it, so two sweeps resuming the same
+file cannot both append. A log is read back whole and checked line by line before anything is appended
+to it: a corrupted line is named by file and line number.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,19 +12,60 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
+from filelock import FileLock, Timeout
+
 from .export import read_rows
 from .spec import SweepSpec
 
+# Columns every upbench log has, whatever its spec: what merge and resume rely on.
+REQUIRED_COLUMNS = ("spec_id", "config_index", "config_total", "key", "status")
+REPORT_SUFFIXES = (".md", ".markdown", ".json", ".png")
+
+
+def log_path(out: str | Path) -> Path:
+    """The row log for ``--out``: always a .csv. ``x.md`` or ``x.json`` names the report, so the log is
+    ``x.csv`` beside it (a report never overwrites the rows); any other name gets ``.csv`` appended."""
+    path = Path(out)
+    if path.suffix.lower() == ".csv":
+        return path
+    if path.suffix.lower() in REPORT_SUFFIXES:
+        return path.with_suffix(".csv")
+    return path.with_name(path.name + ".csv")
+
+
+def prepare_parent(path: Path) -> None:
+    """Create ``path``'s folder, or raise ValueError saying why it cannot hold a file."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {path}: {ancestor} is not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: cannot create {path.parent}: {error.strerror}") from None
+
 
 class RowLog:
-    """The CSV a sweep appends its rows to, one flushed and fsynced line per finished row."""
+    """The CSV a sweep appends its rows to, locked against other writers, one fsynced line per row."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path = path
         self.columns = columns
-        fresh = not path.exists() or path.stat().st_size == 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", newline="")
+        prepare_parent(path)
+        self.lock = FileLock(path.with_name(path.name + ".lock"))
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise ValueError(f"{path} is being written by another sweep (it holds {self.lock.lock_file}); "
+                             f"wait for it to finish or choose another --out") from None
+        try:
+            fresh = not path.exists() or path.stat().st_size == 0
+            self.file = open(path, "a", newline="")
+        except OSError as error:
+            self.lock.release()
+            raise ValueError(f"cannot write the row log {path}: {error.strerror}") from None
         self.writer = csv.DictWriter(self.file, fieldnames=columns)
         if fresh:
             self.writer.writeheader()
@@ -35,6 +81,7 @@ class RowLog:
 
     def close(self) -> None:
         self.file.close()
+        self.lock.release()
 
 
 def drop_torn_line(path: Path) -> None:
@@ -45,16 +92,60 @@ def drop_torn_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+def _is_count(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
+    """The header of the log at ``path`` after checking every line, or ValueError naming the file and line.
+
+    ``columns``: the exact header expected (resuming); without it, any header with the upbench columns.
+    """
+    try:
+        handle = open(path, newline="")
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, [])
+            absent = [c for c in REQUIRED_COLUMNS if c not in header]
+            if absent:
+                raise ValueError(f"{path}: not an upbench sweep log (no {', '.join(absent)} column)")
+            if columns is not None and header != columns:
+                raise ValueError(f"{path}: its columns differ from this sweep's (another spec or upbench version); "
+                                 f"refusing to resume into it")
+            position = {c: header.index(c) for c in REQUIRED_COLUMNS}
+            for record in reader:
+                where = f"{path}, line {reader.line_num}"
+                if len(record) != len(header):
+                    raise ValueError(f"{where}: {len(record)} fields where the header has {len(header)}: "
+                                     f"a corrupted line (repair or delete it)")
+                for column in ("config_index", "config_total"):
+                    if not _is_count(record[position[column]]):
+                        raise ValueError(f"{where}: {column} {record[position[column]]!r} is not a count: "
+                                         f"a corrupted line (repair or delete it)")
+                if not record[position["spec_id"]] or not record[position["key"]]:
+                    raise ValueError(f"{where}: no spec_id or key: a corrupted line (repair or delete it)")
+        except csv.Error as error:
+            raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text CSV file") from None
+    return header
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """The rows of an upbench CSV log, every line checked first (see :func:`check_log`)."""
+    check_log(Path(path))
+    return read_rows(path)
+
+
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str]) -> set[str]:
-    """Keys of the rows already in ``path``, after checking they belong to ``spec``."""
+    """Keys of the rows already in ``path``, after checking every line and that they belong to ``spec``."""
     drop_torn_line(path)
     if path.stat().st_size == 0:
         return set()
-    with open(path, newline="") as handle:
-        header = next(csv.reader(handle), [])
-    if header != columns:
-        raise ValueError(f"{path}: its columns differ from this sweep's (another spec or upbench version); "
-                         f"refusing to resume into it")
+    check_log(path, columns)
     logged = read_rows(path)
     others = sorted(set(logged["spec_id"]) - {spec.spec_id})
     if others:

@@ -27,7 +27,10 @@ DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": 
 # -- the spec ---------------------------------------------------------------------------------
 def _as_tuple(value: Any) -> tuple:
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        parts = tuple(part.strip() for part in value.split(","))
+        if not all(parts):
+            raise ValueError(f"empty item in the comma list {value!r}")
+        return parts
     if isinstance(value, Iterable) and not isinstance(value, Mapping):
         return tuple(value)
     return (value,)
@@ -47,8 +50,8 @@ def _positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
 def _size(value: Any) -> tuple[int, int]:
     """16 -> (16, 16); "32x48" or [32, 48] -> (32, 48)."""
     if isinstance(value, str):
-        h, _, w = value.lower().partition("x")
-        pair: tuple = (h, w or h)
+        h, x, w = value.lower().partition("x")
+        pair: tuple = (h, w if x else h)
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         pair = tuple(value)
     else:
@@ -117,7 +120,9 @@ class Config:
 AXIS_KEYS = {"ops": "ops", "C": "channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
              "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
 SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
-                "l2_flush": "l2_flush", "seed": "seed"}
+                "l2_flush": "l2_flush", "seed": "seed", "threads": "threads"}
+# Errors name a setting as the user writes it (``budget``), not as the field is called.
+SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
 
 
 def all_knob_names() -> tuple[str, ...]:
@@ -129,14 +134,31 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML or TOML sweep file, unvalidated."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
+    if suffix not in (".yaml", ".yml", ".toml"):
+        raise ValueError(f"{path}: expected a .yaml, .yml or .toml sweep file")
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read the sweep file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML: {error}") from None
+    else:
         import yaml
 
-        data = yaml.safe_load(path.read_text()) or {}
-    elif suffix == ".toml":
-        data = tomllib.loads(path.read_text())
-    else:
-        raise ValueError(f"{path}: expected a .yaml, .yml or .toml sweep file")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(f"{path}{where}: not valid YAML: {problem}") from None
+    if data is None or data == {}:
+        raise ValueError(f"{path}: the sweep file is empty (an empty spec would silently run the default sweep)")
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: expected a mapping of axis names to values, got {type(data).__name__}")
     return dict(data)
@@ -157,6 +179,7 @@ class SweepSpec:
     shortened to fit, and a row whose warm-up leaves no room for one timed call and the memory
     probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: zero a buffer larger than L2 before each
     timed GPU call (cold-cache numbers; CPU rows are always warm). ``policies``: counting policies.
+    ``threads``: CPU threads torch uses for each row (``torch.set_num_threads``); None keeps torch's own.
     """
 
     ops: tuple[str, ...] = ()
@@ -174,6 +197,7 @@ class SweepSpec:
     row_budget_s: float = 60.0
     l2_flush: bool = False
     seed: int = 0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -199,9 +223,12 @@ class SweepSpec:
             raise ValueError(f"warmup={self.warmup!r}: expected a non-negative integer")
         for name in ("min_run_time", "row_budget_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}={value!r}: expected a positive number of seconds")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{SETTING_NAMES[name]}={value!r}: expected a positive number of seconds")
             put(name, float(value))
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads={self.threads!r}: expected a positive integer")
         if not isinstance(self.l2_flush, bool):
             raise ValueError(f"l2_flush={self.l2_flush!r}: expected true or false")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -270,7 +297,8 @@ class SweepSpec:
             "spec_id", "config_index", "config_total", "key",
             "operator", "impl", "C", "Cg", *self.knob_columns(), "N", "H", "W", "dtype", "device", "mode",
             *policy_columns, "params", "bytes_moved",
-            "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "peak_mem_bytes",
+            "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "cpu_util", "timing_suspect",
+            "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
             "status", "message",
             "device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",

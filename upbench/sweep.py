@@ -83,14 +83,14 @@ def run_sweep(
     log = None
     if out is not None:
         out = Path(out)
-        if out.exists() and out.stat().st_size > 0:
-            if not resume:
-                raise FileExistsError(f"{out} exists: resume it (--resume) or choose another output")
-            done = logged_keys(out, spec, columns)
-            todo = [(index, config) for index, config in todo if config.key not in done]
-        log = RowLog(out, columns)
+        if out.exists() and out.stat().st_size > 0 and not resume:
+            raise FileExistsError(f"{out} exists: resume it (--resume) or choose another output")
+        log = RowLog(out, columns)  # locked from here: a second sweep on this file is refused
     rows = []
     try:
+        if log is not None and resume:  # the whole log is read and checked before a row is appended
+            done = logged_keys(out, spec, columns)
+            todo = [(index, config) for index, config in todo if config.key not in done]
         with _progress_bar(len(todo), progress) as bar:
             for index, config in todo:
                 bar.set_postfix_str(config.key, refresh=False)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+from importlib import metadata
+from pathlib import Path
 
 from . import compare, merge, network, sweep, table1
 
@@ -10,8 +14,16 @@ COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": net
 DEFAULT_COMMAND = "sweep"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench.py", description="Benchmark and profile feature upsamplers.")
+def version() -> str:
+    try:
+        return metadata.version("upbench")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser(prog: str = "bench.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Benchmark and profile feature upsamplers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -20,12 +32,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
-    """``python bench.py`` alone runs the quick default sweep."""
-    args = build_parser().parse_args(argv or [DEFAULT_COMMAND])
-    return int(args.run(args) or 0)
+def resume_command(prog: str, argv: list[str], out: Path) -> str:
+    """The command line that continues an interrupted sweep: the same flags, ``--out`` the log, ``--resume``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--out="):
+            kept.append(arg)
+    launcher = ["upbench"] if prog == "upbench" else [Path(sys.executable).name, prog]
+    return shlex.join([*launcher, *kept, "--out", str(out), "--resume"])
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away (``| head``), point it at /dev/null so the flush at exit is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: list[str], prog: str = "bench.py") -> int:
+    """``python bench.py`` alone runs the quick default sweep. Every failure is one line on stderr and a
+    non-zero exit: 2 for a usage or file error, 130 for Ctrl-C (with the command that resumes), 141 for a
+    closed stdout pipe (silently)."""
+    argv = list(argv) or [DEFAULT_COMMAND]
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        log = getattr(args, "row_log", None)  # set by the commands that log rows, once they know the file
+        if log is None:
+            print(f"{args.command}: interrupted", file=sys.stderr)
+        elif args.command == "sweep":
+            print(f"sweep: interrupted; finished rows are in {log}; resume with: {resume_command(prog, argv, log)}",
+                  file=sys.stderr)
+        else:
+            print(f"{args.command}: interrupted; finished rows are in {log}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except (ValueError, OSError) as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 def cli() -> int:
     """Console-script entry point (``upbench ...`` is ``python bench.py ...``)."""
-    return main(sys.argv[1:])
+    return main(sys.argv[1:], prog="upbench")

@@ -9,7 +9,8 @@ from ..export import check_formats, markdown_table, ratio_view, write_outputs
 from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
-from .sweep import AXIS_FLAGS, add_axis_arguments, default_out, spec_mapping, summary
+from ..rowlog import log_path
+from .sweep import AXIS_FLAGS, add_axis_arguments, default_out, spec_mapping, summary, warn_once_on_suspect_timing
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -32,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
         formats = check_formats(args.formats)
         spec = SweepSpec.from_mapping(mapping, source="the command line")
-        out = args.out or default_out(spec, None)  # rows go to a file as they finish, flag or not
-        rows = run_sweep(spec, out, progress=False if args.quiet else None)
+        out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
+        args.row_log = out
+        rows = run_sweep(spec, out, progress=False if args.quiet else None,
+                         on_row=warn_once_on_suspect_timing("compare"))
         ratios = ratio_view(rows)
         written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
     except (ValueError, FileExistsError) as error:

@@ -6,33 +6,44 @@ import sys
 from pathlib import Path
 
 from ..cli_args import str_list
-from ..export import FORMATS, merge_frames, missing_configs, read_rows, write_csv, write_outputs
+from ..export import FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv, write_outputs
+from ..rowlog import log_path, prepare_parent, read_log
 
-HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs)"
+HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="sweep CSVs written with --shard (or --out)")
-    parser.add_argument("--out", type=Path, required=True, help="the merged CSV; .md, .json, .png go beside it")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the merged CSV (x.md or x.json: the CSV is x.csv); .md, .json, .png go beside it")
     parser.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV: {','.join(FORMATS)} (default all)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="write the merge even when configs of the sweep have no row (exit 0); "
+                             "without it a partial merge writes nothing and exits 1")
 
 
 def run(args: argparse.Namespace) -> int:
+    out = log_path(args.out)
     try:
-        if args.out.resolve() in {path.resolve() for path in args.inputs}:
-            raise ValueError(f"--out {args.out} is one of the inputs")
-        rows = merge_frames([read_rows(path) for path in args.inputs])
-        written = [write_csv(rows, args.out), *write_outputs(rows, args.out, args.formats)]
+        if out.resolve() in {path.resolve() for path in args.inputs}:
+            raise ValueError(f"--out {out} is one of the inputs")
+        rows = merge_frames([read_log(path) for path in args.inputs])
+        try:
+            check_complete(rows)
+        except IncompleteSweep as incomplete:
+            if not args.allow_partial:
+                print(f"merge: incomplete: {incomplete}; nothing written (--allow-partial writes it anyway)",
+                      file=sys.stderr)
+                return 1
+            print(f"merge: partial merge: {incomplete}", file=sys.stderr)
+        prepare_parent(out)
+        written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]
     except (ValueError, OSError) as error:
         print(f"merge: {error}", file=sys.stderr)
         return 2
-    missing = missing_configs(rows)
-    total = int(rows["config_total"].max()) if len(rows) else 0
-    print(f"merged {len(rows)} of {total} configs from {len(args.inputs)} files", file=sys.stderr)
-    if missing:
-        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-        print(f"missing config indices ({len(missing)}): {shown}", file=sys.stderr)
+    print(f"merged {len(rows)} of {int(rows['config_total'].max())} configs from {len(args.inputs)} files",
+          file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -75,12 +75,16 @@ def render(table: pd.DataFrame, fmt: str, header: str) -> str:
     return f"{header}\n\n{body}\n\n{notes}"
 
 
+def say(message: str) -> None:
+    print(f"network: {message}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         preset = get_preset(args.preset)
         header = describe(preset, args.size, args.channels)
         table = network_report(preset, args.ops, args.size, args.channels, args.batch,
-                               measure=args.measure, device=args.device, impl=args.impl)
+                               measure=args.measure, device=args.device, impl=args.impl, progress=say)
     except ValueError as error:
         print(f"network: {error}", file=sys.stderr)
         return 2

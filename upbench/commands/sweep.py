@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
-from ..cli_args import int_list, size_list, str_list
+from ..cli_args import int_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
 from ..spec import SweepSpec, read_spec_file
+from ..rowlog import log_path
 from ..sweep import parse_shard, run_sweep
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
@@ -45,13 +46,18 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
     axes.add_argument("--dtype", type=str_list, help="fp32, fp16, bf16")
     axes.add_argument("--device", type=str_list, help="cpu, cuda, cuda:1, auto (the best present)")
     measure = parser.add_argument_group("measurement")
-    measure.add_argument("--warmup", type=int, help="untimed calls before timing (default 3)")
-    measure.add_argument("--min-run-time", type=float, dest="min_run_time", help="seconds of timed calls per row")
-    measure.add_argument("--budget", type=float, help="per-row time budget in seconds (default 60)")
+    measure.add_argument("--warmup", type=non_negative_int, help="untimed calls before timing (default 3)")
+    measure.add_argument("--min-run-time", type=positive_float, dest="min_run_time",
+                         help="seconds of timed calls per row")
+    measure.add_argument("--budget", type=positive_float, help="per-row time budget in seconds (default 60)")
+    measure.add_argument("--threads", type=positive_int,
+                         help="CPU threads torch uses for each row (torch.set_num_threads; default: torch's own); "
+                              "recorded in the row's threads column")
     measure.add_argument("--l2-flush", action="store_const", const=True, dest="l2_flush",
                          help="GPU: flush L2 before every timed call (cold-cache numbers)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, help="the CSV to append rows to; .md, .json, .png go beside it")
+    output.add_argument("--out", type=Path, help="the CSV to append rows to; .md, .json, .png go beside it "
+                                                 "(x.md or x.json: the rows go to x.csv, the report beside it)")
     output.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV at the end: {','.join(FORMATS)} (default all)")
     output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
@@ -64,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
     parser.add_argument("--impl", type=str_list, help="auto, reference, compiled (comma list)")
     parser.add_argument("--resume", action="store_true", help="continue --out, skipping the rows it holds")
-    parser.add_argument("--shard", type=str, help="i/n: measure only configs i, i+n, ... (0 <= i < n)")
+    parser.add_argument("--shard", type=str,
+                        help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
+                             "4-way split are 0/4, 1/4, 2/4, 3/4)")
 
 
 def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -76,7 +84,7 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
 
 
 AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "warmup", "min_run_time",
-              "budget", "l2_flush")
+              "budget", "l2_flush", "threads")
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -94,10 +102,27 @@ def default_out(spec: SweepSpec, shard: tuple[int, int] | None) -> Path:
     return RESULTS / slug / f"{file_timestamp()}{suffix}.csv"
 
 
+def warn_once_on_suspect_timing(prefix: str) -> Callable[[dict[str, Any]], None]:
+    """An ``on_row`` callback: one line on stderr for the first row whose timing cannot be trusted."""
+    warned = False
+
+    def on_row(row: dict[str, Any]) -> None:
+        nonlocal warned
+        if row.get("timing_suspect") and not warned:
+            warned = True
+            print(f"{prefix}: warning: timing of {row['key']} cannot be trusted ({row['timing_suspect']}); "
+                  f"such rows are marked in the timing_suspect column and listed in the report", file=sys.stderr)
+
+    return on_row
+
+
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
-    """Status counts, every row that is not ok with its reason, and the files written."""
+    """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
     lines = [f"{len(rows)} rows: {statuses}"]
+    suspect = int((rows["timing_suspect"].fillna("") != "").sum())
+    if suspect:
+        lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect)")
     problems = rows[rows["status"] != "ok"]
     lines += [f"  {key}: {status}: {message}" for key, status, message
               in zip(problems["key"], problems["status"], problems["message"].fillna(""))]
@@ -112,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard) if args.shard else None
         if args.resume and args.out is None:
             raise ValueError("--resume needs --out: the CSV to continue")
-        out = args.out or default_out(spec, shard)
-        rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None)
+        out = log_path(args.out) if args.out else default_out(spec, shard)
+        args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
+        rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
+                         on_row=warn_once_on_suspect_timing("sweep"))
         written = [out, *write_outputs(rows, out, formats)]
     except (ValueError, FileExistsError) as error:
         print(f"sweep: {error}", file=sys.stderr)
