@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Knob, Upsampler, register
-from upbench.formulas import paper_is_exact
+from upbench import Cost, Dims, Knob, Upsampler, register
+from upbench.formulas import ZERO, paper_is_exact
 
 STATIC_SCOPE = 0.25
 DYNAMIC_SCOPE = 0.5  # times sigmoid(scope conv)
 OFFSET_INIT_STD = 0.001
 
 
-def _offset_conv_cost(s, in_channels: int, out_channels: int, pixels: int) -> Cost:
+def _offset_conv_cost(s: Dims, in_channels: int, out_channels: int, pixels: int) -> Cost:
     """The offset conv (bias) and, with the dynamic scope, the scope conv (no bias) and their product."""
     convs = 1 + s.dyscope
     return Cost(
@@ -41,11 +41,11 @@ def _offset_conv_cost(s, in_channels: int, out_channels: int, pixels: int) -> Co
 # under the paper policy, as interpolation does for every operator (the fvcore policy counts it).
 LP_FORMULAS = paper_is_exact({
     "offset_generation": lambda s: _offset_conv_cost(s, s.C, 8 * s.groups, s.pixels),
-    "grid_sampling": lambda s: Cost(0, 0),
+    "grid_sampling": lambda s: ZERO,
 })
 PL_FORMULAS = paper_is_exact({
     "offset_generation": lambda s: _offset_conv_cost(s, s.C // 4, 2 * s.groups, 4 * s.pixels),
-    "grid_sampling": lambda s: Cost(0, 0),
+    "grid_sampling": lambda s: ZERO,
 })
 
 

@@ -4,6 +4,8 @@ Every operator file carries two tables of formulas next to its module:
 
 * ``paper``: the SAPA paper's Table 1, verbatim, per stage plus its own ``total`` row (the
   paper's totals are not always the sum of its stages, so they are kept as printed).
+  Operators outside Table 1 whose own paper prints no per-stage formula use their exact rows
+  here (:func:`paper_is_exact`).
   Table 1 counts MACs per low-resolution pixel; :func:`per_pixel` scales them by N x H x W.
 * ``exact``: what the implemented modules really cost under the "paper" counting policy
   (biases and normalization parameters included in params, per-image terms included in MACs).
