@@ -7,3 +7,7 @@ from . import carafe  # noqa: F401  isort: skip
 from . import indexnet  # noqa: F401  isort: skip
 from . import a2u  # noqa: F401  isort: skip
 from . import sapa  # noqa: F401  isort: skip
+from . import dysample  # noqa: F401  isort: skip
+from . import fade  # noqa: F401  isort: skip
+from . import pixel_shuffle  # noqa: F401  isort: skip
+from . import deconv  # noqa: F401  isort: skip

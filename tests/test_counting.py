@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv",
 ]
 
 
@@ -189,6 +190,11 @@ EXPECTED_PAPER_ZERO_OPS = {
     "sapa-i": {"layer_norm", "softmax", "im2col", "permute"},
     "sapa-b": {"layer_norm", "softmax", "im2col", "permute"},
     "sapa-g": {"layer_norm", "softmax", "im2col", "permute", "sigmoid", "rsub", "add", "upsample_nearest2d"},
+    "dysample-lp": {"pixel_shuffle", "grid_sampler", "add", "stack"},
+    "dysample-pl": {"pixel_shuffle", "grid_sampler", "add", "stack"},
+    "fade": {"softmax", "im2col", "sigmoid", "rsub", "add", "upsample_nearest2d"},
+    "pixel-shuffle": {"pixel_shuffle"},
+    "deconv": set(),
 }
 
 

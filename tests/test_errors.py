@@ -10,12 +10,13 @@ from upbench import available, get, make
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv",
 ]
-GUIDED = [n for n in OPERATORS if n in ("indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g")]
+GUIDED = [n for n in OPERATORS if n in ("indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade")]
 UNGUIDED = [n for n in OPERATORS if n not in GUIDED]
-WITH_K = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g"]
-WITH_D = ["carafe", "sapa-b", "sapa-g"]
-MATCHING_GUIDE = ["indexnet-hin", "indexnet-m2o", "sapa-i"]
+WITH_K = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade"]
+WITH_D = ["carafe", "sapa-b", "sapa-g", "fade"]
+MATCHING_GUIDE = ["indexnet-hin", "indexnet-m2o", "sapa-i", "fade"]
 C = 8
 
 

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv",
 ]
-GUIDED = ["indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g"]
+GUIDED = ["indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade"]
 SMOOTH_WINDOW = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g"]
 
 
@@ -164,7 +165,7 @@ def test_a2u_group_norm_groups(C, generator):
         assert op(x, guide).shape == (2, C, 6, 8)
 
 
-@pytest.mark.parametrize("name", ["indexnet-hin", "indexnet-m2o", "sapa-i"])
+@pytest.mark.parametrize("name", ["indexnet-hin", "indexnet-m2o", "sapa-i", "fade"])
 def test_guide_channels_must_equal_channels(name):
     assert make(name, 8, impl="reference").guide_channels == 8
     assert make(name, 8, guide_channels=8, impl="reference").guide_channels == 8
@@ -189,6 +190,11 @@ def test_hyperparameter_defaults_are_the_papers(name):
         "sapa-i": {"K": 5},
         "sapa-b": {"K": 5, "d": 32},
         "sapa-g": {"K": 5, "d": 32},
+        "dysample-lp": {"groups": 4, "dyscope": 0},
+        "dysample-pl": {"groups": 4, "dyscope": 0},
+        "fade": {"K": 5, "d": 64, "encoder_kernel": 3},
+        "pixel-shuffle": {"conv_kernel": 3},
+        "deconv": {"deconv_kernel": 4},
     }.get(name, {})
     assert make(name, 8, impl="reference").hparams == paper
 

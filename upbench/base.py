@@ -21,19 +21,22 @@ class Knob:
     """A hyperparameter: its paper default and the rule its values obey."""
 
     default: int
-    rule: str = "positive"  # "positive", "odd" (positive odd) or "even" (positive even)
+    rule: str = "positive"  # "positive", "odd" (positive odd), "even" (positive even) or "flag" (0 or 1)
     dims_field: str = ""  # which Dims field it fills (defaults to the knob's own name)
 
     def check(self, operator: str, name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{operator}: {name}={value!r} is not an integer; expected a {self.describe()} integer")
-        bad = value < 1 or (self.rule == "odd" and value % 2 == 0) or (self.rule == "even" and value % 2 == 1)
+        if self.rule == "flag":  # an on/off architecture switch, kept an integer so sweeps and CSV columns stay ints
+            bad = value not in (0, 1)
+        else:
+            bad = value < 1 or (self.rule == "odd" and value % 2 == 0) or (self.rule == "even" and value % 2 == 1)
         if bad:
             raise ValueError(f"{operator}: {name}={value} is invalid; expected a {self.describe()} integer")
         return value
 
     def describe(self) -> str:
-        return {"positive": "positive", "odd": "positive odd", "even": "positive even"}[self.rule]
+        return {"positive": "positive", "odd": "positive odd", "even": "positive even", "flag": "0 or 1"}[self.rule]
 
 
 class Upsampler(nn.Module):

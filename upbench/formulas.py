@@ -4,6 +4,8 @@ Every operator file carries two tables of formulas next to its module:
 
 * ``paper``: the SAPA paper's Table 1, verbatim, per stage plus its own ``total`` row (the
   paper's totals are not always the sum of its stages, so they are kept as printed).
+  Operators outside Table 1 whose own paper prints no per-stage formula use their exact rows
+  here (:func:`paper_is_exact`).
   Table 1 counts MACs per low-resolution pixel; :func:`per_pixel` scales them by N x H x W.
 * ``exact``: what the implemented modules really cost under the "paper" counting policy
   (biases and normalization parameters included in params, per-image terms included in MACs).
@@ -14,7 +16,7 @@ Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 TOTAL = "total"
 
@@ -30,7 +32,9 @@ class Dims:
     K: int = 0
     d: int = 0
     Cg: int = 0  # guide channels (0 for decoder-only operators)
-    ke: int = 0  # encoder kernel size (CARAFE content encoder, A2U pooled filters)
+    ke: int = 0  # a learned conv's kernel: CARAFE/FADE content encoder, A2U pooled filters, pixel shuffle, deconv
+    groups: int = 0  # DySample sampling groups
+    dyscope: int = 0  # 1 where DySample's scope factor is dynamic (a second 1x1 conv), else 0
 
     @property
     def pixels(self) -> int:
@@ -59,6 +63,13 @@ def per_pixel(macs_per_pixel: Callable[[Dims], int], params: Callable[[Dims], in
     return lambda s: Cost(s.pixels * macs_per_pixel(s), params(s))
 
 
+def summed(formulas: Iterable[Formula], dims: Dims) -> Cost:
+    total = ZERO
+    for formula in formulas:
+        total = total + formula(dims)
+    return total
+
+
 @dataclass(frozen=True)
 class Formulas:
     """Paper and exact formulas of one operator, keyed by stage name.
@@ -81,14 +92,17 @@ class Formulas:
 
     def exact_cost(self, stage: str, dims: Dims) -> Cost:
         if stage == TOTAL:
-            total = ZERO
-            for formula in self.exact.values():
-                total = total + formula(dims)
-            return total
+            return summed(self.exact.values(), dims)
         return self.exact.get(stage, lambda s: ZERO)(dims)
 
 
 NO_COST = Formulas(paper={TOTAL: lambda s: ZERO}, exact={})
+
+
+def paper_is_exact(exact: Mapping[str, Formula]) -> Formulas:
+    """Formulas of an operator whose own paper prints no per-stage cost formula: its ``paper`` rows are its
+    exact ones (the validation then shows ``match`` and checks the exact rows against fvcore)."""
+    return Formulas(paper={**exact, TOTAL: lambda s: summed(exact.values(), s)}, exact=exact)
 
 
 def compulsory_elements(s: Dims, params: int) -> int:
