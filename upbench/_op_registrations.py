@@ -169,19 +169,14 @@ def _bilinear_backward_backward(name: str) -> Callable[..., tuple]:
     forward = getattr(torch.ops.upbench, name)
     backward_op = getattr(torch.ops.upbench, f"{name}_backward")
 
-    def backward(ctx: Any, u: torch.Tensor | None, v: torch.Tensor | None) -> tuple:
+    def backward(ctx: Any, u: torch.Tensor, v: torch.Tensor) -> tuple:
+        # u and v are never None: autograd materialises a missing cotangent as zeros.
         g, a, b = ctx.saved_tensors
         K = ctx.K
         need_g, need_a, need_b = ctx.needs_input_grad[:3]
-        grad_g = grad_a = grad_b = None
-        if need_g:
-            terms = [forward(u, b, K) if u is not None else None, forward(a, v, K) if v is not None else None]
-            present = [t for t in terms if t is not None]
-            grad_g = sum(present[1:], present[0]) if present else None
-        if need_a and v is not None:
-            grad_a = backward_op(g, a, v, K)[0]
-        if need_b and u is not None:
-            grad_b = backward_op(g, u, b, K)[1]
+        grad_g = forward(u, b, K) + forward(a, v, K) if need_g else None
+        grad_a = backward_op(g, a, v, K)[0] if need_a else None
+        grad_b = backward_op(g, u, b, K)[1] if need_b else None
         return grad_g, grad_a, grad_b, None
 
     return backward
@@ -199,7 +194,7 @@ def _sapa_backward_composite(grad: torch.Tensor, query: torch.Tensor, key: torch
     return grad_query, grad_key, grad_value
 
 
-def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor | None) -> tuple:
+def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
     """The autograd formula of sapa_fused_backward: the vector-Jacobian product of its composite form.
 
     Saved inputs that carry a graph are differentiated in place (not detached), so with
@@ -208,9 +203,7 @@ def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor | None) -> tuple
     inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
     with torch.enable_grad():
         outputs = _sapa_backward_composite(*inputs, ctx.K)
-    pairs = [(o, c) for o, c in zip(outputs, cotangents) if c is not None]
-    grads = torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs], allow_unused=True,
-                                create_graph=create_graph) if pairs else (None,) * len(inputs)
+    grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
     return *grads, None
 
 
