@@ -3,7 +3,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/safe_numerics.h>
 
+#include <initializer_list>
+#include <limits>
 #include <string>
 
 namespace upbench {
@@ -15,6 +18,29 @@ constexpr int64_t kMaxFusedK = 15;
 inline void check_k(const char* op, int64_t K) {
   TORCH_CHECK(K >= 1 && K % 2 == 1, op, ": K must be an odd integer >= 1 (the window is centred on the "
               "low-resolution parent), got K=", K);
+}
+
+// The product of `factors`, or an error when it does not fit int64_t: the kernels compute flat int64_t
+// offsets, so a size whose element count overflows would wrap around and index out of bounds.
+inline int64_t checked_product(const char* op, const char* what, std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    TORCH_CHECK(f >= 0 && !c10::mul_overflows(product, f, &product), op, ": ", what, " (the product of ",
+                c10::IntArrayRef(factors), ") exceeds ", std::numeric_limits<int64_t>::max(),
+                ", the largest size the kernels can index");
+  }
+  return product;
+}
+
+// Every offset the kernels form lies within the work they do: each of the N x K*K x 2H x 2W
+// (output pixel, tap) pairs reads `channels` values (at least one), so when that count fits int64_t
+// so do the output, the inputs, the per-pixel buffers and every index into them.
+inline void check_work(const char* op, const at::Tensor& lo, int64_t K, int64_t channels) {
+  const int64_t KK = checked_product(op, "the window size K*K", {K, K});
+  const int64_t Ho = checked_product(op, "2H", {2, lo.size(2)});
+  const int64_t Wo = checked_product(op, "2W", {2, lo.size(3)});
+  checked_product(op, "the window work N * K*K * 2H * 2W * channels",
+                  {lo.size(0), KK, Ho, Wo, std::max<int64_t>(channels, 1)});
 }
 
 inline void check_rank4(const char* op, const char* name, const at::Tensor& t) {
@@ -37,6 +63,8 @@ inline void check_hi_lo(const char* op, const char* hi_name, const at::Tensor& h
   check_same(op, hi_name, hi, lo_name, lo);
   TORCH_CHECK(hi.size(0) == lo.size(0), op, ": batch sizes differ: ", hi_name, " ", hi.sizes(), " vs ",
               lo_name, " ", lo.sizes());
+  checked_product(op, "2H", {2, lo.size(2)});
+  checked_product(op, "2W", {2, lo.size(3)});
   TORCH_CHECK(hi.size(2) == 2 * lo.size(2) && hi.size(3) == 2 * lo.size(3), op, ": ", hi_name,
               " must be 2H x 2W of ", lo_name, " (H x W = ", lo.size(2), " x ", lo.size(3),
               ", so expected ", 2 * lo.size(2), " x ", 2 * lo.size(3), "), got ", hi_name, " ", hi.sizes(),
@@ -63,12 +91,14 @@ inline void check_local_similarity(const char* op, const at::Tensor& query, cons
   check_k(op, K);
   check_hi_lo(op, "query (N, d, 2H, 2W)", query, "key (N, d, H, W)", key);
   check_channels(op, "query", query, "key", key);
+  check_work(op, key, K, key.size(1));
 }
 
 inline void check_dynamic_assembly(const char* op, const at::Tensor& weights, const at::Tensor& x,
                                    int64_t K) {
   check_k(op, K);
   check_hi_lo(op, "weights (N, K*K, 2H, 2W)", weights, "x (N, C, H, W)", x);
+  check_work(op, x, K, x.size(1));
   TORCH_CHECK(weights.size(1) == K * K, op, ": weights must have K*K = ", K * K, " channels for K=", K,
               ", got weights ", weights.sizes());
 }
@@ -86,6 +116,9 @@ inline void check_sapa_fused(const char* op, const at::Tensor& query, const at::
   TORCH_CHECK(value.size(0) == key.size(0) && value.size(2) == key.size(2) && value.size(3) == key.size(3),
               op, ": value (N, C, H, W) must match key's N, H, W, got value ", value.sizes(), " and key ",
               key.sizes());
+  int64_t channels = 0;
+  TORCH_CHECK(!c10::add_overflows(key.size(1), value.size(1), &channels), op, ": d + C overflows int64");
+  check_work(op, key, K, channels);
 }
 
 }  // namespace upbench

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Formulas, Knob, Upsampler, register
+from upbench.base import MAX_ENCODER_KERNEL, MAX_K
 from upbench.formulas import TOTAL, per_pixel
 
 from .assembly import FeatureAssembly
@@ -88,7 +89,7 @@ class AffinityKernels(nn.Module):
 class A2U(Upsampler):
     name = "a2u"
     needs_guide = True
-    knobs = {"K": Knob(3, "odd"), "encoder_kernel": Knob(6, "even", dims_field="ke")}
+    knobs = {"K": Knob(3, "odd", max=MAX_K), "encoder_kernel": Knob(6, "even", dims_field="ke", max=MAX_ENCODER_KERNEL)}
     stages = ("kernel_generation", "feature_assembly")
     formulas = FORMULAS
     compiled_ops = True

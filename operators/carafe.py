@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Formulas, Knob, Upsampler, register
+from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K
 from upbench.formulas import TOTAL, per_pixel
 
 from .assembly import FeatureAssembly
@@ -49,7 +50,11 @@ class CarafeKernels(nn.Module):
 @register
 class CARAFE(Upsampler):
     name = "carafe"
-    knobs = {"K": Knob(5, "odd"), "d": Knob(64), "encoder_kernel": Knob(3, "odd", dims_field="ke")}
+    knobs = {
+        "K": Knob(5, "odd", max=MAX_K),
+        "d": Knob(64, max=MAX_D),
+        "encoder_kernel": Knob(3, "odd", dims_field="ke", max=MAX_ENCODER_KERNEL),
+    }
     stages = ("kernel_generation", "feature_assembly")
     formulas = FORMULAS
     compiled_ops = True

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from upbench import Cost, Knob, Upsampler, register
+from upbench.base import MAX_ENCODER_KERNEL
 from upbench.formulas import paper_is_exact
 
 # A static learned baseline with no cost formula in its paper: paper = exact. Every input pixel
@@ -23,7 +24,7 @@ FORMULAS = paper_is_exact({
 @register
 class Deconv(Upsampler):
     name = "deconv"
-    knobs = {"deconv_kernel": Knob(4, "even", dims_field="ke")}
+    knobs = {"deconv_kernel": Knob(4, "even", dims_field="ke", max=MAX_ENCODER_KERNEL)}
     stages = ("transposed_convolution",)
     formulas = FORMULAS
 

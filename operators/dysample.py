@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Dims, Knob, Upsampler, register
+from upbench.base import MAX_D
 from upbench.formulas import ZERO, paper_is_exact
 
 STATIC_SCOPE = 0.25
@@ -101,7 +102,7 @@ class PointSampling(nn.Module):
 
 
 class _DySample(Upsampler):
-    knobs = {"groups": Knob(4), "dyscope": Knob(0, "flag")}
+    knobs = {"groups": Knob(4, max=MAX_D), "dyscope": Knob(0, "flag", max=1)}
     stages = ("offset_generation", "grid_sampling")
     pixel_shuffle_first: bool = False
 

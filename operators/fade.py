@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Knob, Upsampler, register
+from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K
 from upbench.formulas import paper_is_exact
 
 from .assembly import FeatureAssembly
@@ -80,7 +81,8 @@ class FADE(Upsampler):
     name = "fade"
     needs_guide = True
     guide_must_match = True
-    knobs = {"K": Knob(5, "odd"), "d": Knob(64), "encoder_kernel": Knob(3, "odd", dims_field="ke")}
+    knobs = {"K": Knob(5, "odd", max=MAX_K), "d": Knob(64, max=MAX_D),
+             "encoder_kernel": Knob(3, "odd", dims_field="ke", max=MAX_ENCODER_KERNEL)}
     stages = ("kernel_generation", "feature_assembly", "gated_addition")
     formulas = FORMULAS
     compiled_ops = True

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Knob, Upsampler, register
+from upbench.base import MAX_ENCODER_KERNEL
 from upbench.formulas import paper_is_exact
 
 # A static learned baseline with no cost formula in its paper: paper = exact. The shuffle is data movement.
@@ -36,7 +37,7 @@ class SubPixelConvolution(nn.Module):
 @register
 class PixelShuffle(Upsampler):
     name = "pixel-shuffle"
-    knobs = {"conv_kernel": Knob(3, "odd", dims_field="ke")}
+    knobs = {"conv_kernel": Knob(3, "odd", dims_field="ke", max=MAX_ENCODER_KERNEL)}
     stages = ("sub_pixel_convolution",)
     formulas = FORMULAS
 

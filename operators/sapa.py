@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import Cost, Dims, Formulas, Knob, Upsampler, kernels, register
+from upbench.base import MAX_D, MAX_K
 from upbench.formulas import TOTAL, Formula, per_pixel
 
 from .assembly import FeatureAssembly, reference_similarity
@@ -228,7 +229,7 @@ class FusedSimilarityAssembly(nn.Module):
 
 class _SAPA(Upsampler):
     needs_guide = True
-    knobs = {"K": Knob(5, "odd"), "d": Knob(32)}
+    knobs = {"K": Knob(5, "odd", max=MAX_K), "d": Knob(32, max=MAX_D)}
     stages = ("feature_embedding", "inner_product", "feature_assembly")
     # the fused kernel runs in feature_assembly; the similarity part of its count is inner_product's work
     op_stages = {"local_similarity": "inner_product", "dynamic_assembly": "feature_assembly"}
@@ -259,7 +260,7 @@ class _SAPA(Upsampler):
 class SAPAI(_SAPA):
     name = "sapa-i"
     guide_must_match = True
-    knobs = {"K": Knob(5, "odd")}
+    knobs = {"K": Knob(5, "odd", max=MAX_K)}
     formulas = SAPA_I_FORMULAS
 
     def make_embedding(self) -> nn.Module:

@@ -230,6 +230,28 @@ def test_a2u_odd_encoder_kernel(ke):
         make("a2u", C, encoder_kernel=ke, impl="reference")
 
 
+KNOBS = [(name, knob) for name in OPERATORS for knob in get(name).knobs]
+
+
+@pytest.mark.parametrize("name, knob", KNOBS, ids=[f"{n}-{k}" for n, k in KNOBS])
+def test_knob_above_its_max(name, knob):
+    """Every knob has an upper bound that the message states; the largest valid value passes."""
+    spec = get(name).knobs[knob]
+    largest = spec.max - (spec.rule == "odd" and spec.max % 2 == 0) - (spec.rule == "even" and spec.max % 2 == 1)
+    assert spec.check(name, knob, largest) == largest
+    step = 2 if spec.rule in ("odd", "even") else 1
+    bound = "0 or 1" if spec.rule == "flag" else f"<= {spec.max}"
+    for bad in (largest + step, 2**63 - 1 - (spec.rule == "even")):
+        with raises(name, f"{knob}={bad}", bound):
+            make(name, C, impl="reference", **{knob: bad})
+
+
+def test_huge_K_never_reaches_the_kernels():
+    """K*K of 2**63 - 1 overflows int64: the knob stops it before an operator is built."""
+    with raises("sapa-b", f"K={2**63 - 1}", "<= 63"):
+        make("sapa-b", 4, K=2**63 - 1, d=4, impl="compiled")
+
+
 def test_unknown_operator_lists_known():
     with pytest.raises(ValueError) as info:
         make("sapa-x", C)

@@ -141,13 +141,15 @@ def test_backward_matches_reference(ops, shape):
             assert_close(x.grad, y.grad, 1e-10)
 
 
+@pytest.mark.parametrize("check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=["grad", "gradgrad"])
 @pytest.mark.parametrize("shape", [(1, 3, 4, 3, 2, 3), (1, 2, 3, 2, 1, 5)], ids=["K3", "K5>H"])
-def test_gradcheck(ops, shape):
+def test_gradcheck(ops, shape, check):
+    """First and second derivatives (double backward used to return wrong numbers silently)."""
     K = shape[-1]
     q, k, v, w = (t.requires_grad_() for t in make_inputs(*shape))
-    assert torch.autograd.gradcheck(lambda a, b: ops.local_similarity(a, b, K), (q, k))
-    assert torch.autograd.gradcheck(lambda a, b: ops.dynamic_assembly(a, b, K), (w, v))
-    assert torch.autograd.gradcheck(lambda a, b, c: ops.sapa_fused(a, b, c, K), (q, k, v))
+    assert check(lambda a, b: ops.local_similarity(a, b, K), (q, k))
+    assert check(lambda a, b: ops.dynamic_assembly(a, b, K), (w, v))
+    assert check(lambda a, b, c: ops.sapa_fused(a, b, c, K), (q, k, v))
 
 
 def test_opcheck(ops):
@@ -217,6 +219,135 @@ def test_input_validation(ops, call, match):
     q, k, v, w = make_inputs(2, 3, 4, 5, 3, 3)
     with pytest.raises(RuntimeError, match=match):
         call(ops, q, k, v, w)
+
+
+# ---- sizes the kernels cannot index ---------------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("K", [INT64_MAX, 3037000499, 10**9 + 1], ids=["2^63-1", "KK-just-fits", "1e9+1"])
+def test_window_too_large_to_index(ops, device, K):
+    """K*K (or the work it multiplies) overflows int64: rejected by the kernels' own checks (cpu) and by
+    the fakes (meta), before any loop or allocation. K = 2**63 - 1 used to segfault / hang."""
+    q, k, v, w = (t.to(device) for t in make_inputs(1, 2, 3, 2, 1, 1))
+    calls = [
+        lambda: ops.local_similarity(q, k, K),
+        lambda: ops.dynamic_assembly(w, v, K),
+        lambda: ops.local_similarity_backward(w, q, k, K),
+        lambda: ops.dynamic_assembly_backward(torch.zeros_like(q[:, :1]).expand(1, 3, 4, 2), w, v, K),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError, match=f"exceeds {INT64_MAX}"):
+            call()
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_tensor_sizes_too_large_to_index(ops, device):
+    """Stride-0 (expanded) inputs can claim any size without memory: N * K*K * 2H * 2W * C past int64
+    must be an error, not a wrapped index."""
+    one = torch.zeros(1, 1, 1, 1, device=device)
+    big = 2**30  # N = C = 2^30: every tensor's numel fits int64, the 9 taps of each output pixel do not
+    x = one.expand(big, big, 1, 1)
+    with pytest.raises(RuntimeError, match=f"window work .* exceeds {INT64_MAX}"):
+        ops.dynamic_assembly(one.expand(big, 9, 2, 2), x, 3)
+    with pytest.raises(RuntimeError, match=f"window work .* exceeds {INT64_MAX}"):
+        ops.local_similarity(one.expand(big, big, 2, 2), x, 3)
+
+
+# ---- the fakes check what the kernels check ------------------------------------------------------
+
+def _rejected_calls(q, k, v, w):
+    """Calls every kernel rejects; q, k, v, w are float32 (N=2, d=3, C=4, H x W = 5 x 3, K=3)."""
+    g_sim = torch.zeros(2, 9, 10, 6, device=q.device)
+    g_out = torch.zeros(2, 4, 10, 6, device=q.device)
+    return {
+        "sapa-f64-value": lambda o: o.sapa_fused(q, k, v.double(), 3),
+        "assembly-f64-weights": lambda o: o.dynamic_assembly(w.double(), v, 3),
+        "similarity-int": lambda o: o.local_similarity(q.int(), k.int(), 3),
+        "similarity-channels": lambda o: o.local_similarity(q[:, :2], k, 3),
+        "similarity-even-K": lambda o: o.local_similarity(q, k, 4),
+        "sapa-K-cap": lambda o: o.sapa_fused(q, k, v, kernels.FUSED_MAX_K + 2),
+        "similarity-grad-shape": lambda o: o.local_similarity_backward(g_sim[:, :5], q, k, 3),
+        "similarity-grad-f64": lambda o: o.local_similarity_backward(g_sim.double(), q, k, 3),
+        "similarity-grad-rank": lambda o: o.local_similarity_backward(g_sim[0], q, k, 3),
+        "assembly-grad-shape": lambda o: o.dynamic_assembly_backward(g_out[:, :2], w, v, 3),
+        "sapa-grad-shape": lambda o: o.sapa_fused_backward(g_out[..., :-1], q, k, v, 3),
+        "sapa-grad-f64": lambda o: o.sapa_fused_backward(g_out.double(), q, k, v, 3),
+    }
+
+
+REJECTED = list(_rejected_calls(*make_inputs(2, 3, 4, 5, 3, 3, dtype=torch.float32)))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("case", REJECTED)
+def test_fake_rejects_what_the_kernel_rejects(ops, device, case):
+    q, k, v, w = (t.to(device) for t in make_inputs(2, 3, 4, 5, 3, 3, dtype=torch.float32))
+    with pytest.raises(RuntimeError, match="upbench::"):
+        _rejected_calls(q, k, v, w)[case](ops)
+
+
+def _all_op_calls(q, k, v, w):
+    g_sim = torch.zeros(2, 9, 10, 6, dtype=q.dtype)
+    g_out = torch.zeros(2, 4, 10, 6, dtype=q.dtype)
+    return {
+        "local_similarity": (q, k),
+        "local_similarity_backward": (g_sim, q, k),
+        "dynamic_assembly": (w, v),
+        "dynamic_assembly_backward": (g_out, w, v),
+        "sapa_fused": (q, k, v),
+        "sapa_fused_backward": (g_out, q, k, v),
+    }
+
+
+MIXED = [(name, i) for name, args in _all_op_calls(*make_inputs(2, 3, 4, 5, 3, 3)).items() for i in range(len(args))]
+
+
+@pytest.mark.parametrize("name, meta_arg", MIXED, ids=[f"{n}-arg{i}" for n, i in MIXED])
+def test_cpu_mixed_with_meta_is_an_error(ops, name, meta_arg):
+    """The dispatcher sends a call with any meta tensor to the fake, which used to return uninitialised
+    CPU memory (or a meta tensor) for a CPU caller."""
+    args = list(_all_op_calls(*make_inputs(2, 3, 4, 5, 3, 3))[name])
+    args[meta_arg] = args[meta_arg].to("meta")
+    with pytest.raises(RuntimeError, match="all inputs must be on one device"):
+        getattr(ops, name)(*args, 3)
+
+
+# ---- double backward -----------------------------------------------------------------------------
+
+def test_backward_ops_gradcheck(ops):
+    """The backward ops themselves, to second order (second and third order of the forward ops)."""
+    K = 3
+    q, k, v, w = (t.requires_grad_() for t in make_inputs(1, 2, 2, 2, 1, K))
+    g_sim = torch.randn(1, K * K, 4, 2, dtype=torch.float64, requires_grad=True)
+    g_out = torch.randn(1, 2, 4, 2, dtype=torch.float64, requires_grad=True)
+    for op, args in [
+        (ops.local_similarity_backward, (g_sim, q, k)),
+        (ops.dynamic_assembly_backward, (g_out, w, v)),
+        (ops.sapa_fused_backward, (g_out, q, k, v)),
+    ]:
+        assert torch.autograd.gradcheck(lambda *a, op=op: op(*a, K), args)
+        assert torch.autograd.gradgradcheck(lambda *a, op=op: op(*a, K), args)
+
+
+def test_carafe_gradient_penalty_matches_reference(ops):
+    """A gradient penalty (the gradient of a loss of the input gradient) needs double backward through
+    dynamic_assembly: the compiled path used to give 6.34 where the reference gives 19.07."""
+    torch.manual_seed(0)
+    reference = upbench.make("carafe", 4, K=3, d=4, impl="reference").double()
+    compiled = upbench.make("carafe", 4, K=3, d=4, impl="compiled").double()
+    compiled.load_state_dict(reference.state_dict())
+    x0 = torch.randn(2, 4, 5, 3, dtype=torch.float64)
+    results = []
+    for op in (reference, compiled):
+        x = x0.clone().requires_grad_()
+        (grad_x,) = torch.autograd.grad(op(x).pow(2).sum(), x, create_graph=True)
+        penalty = grad_x.pow(2).sum()
+        results.append([penalty, *torch.autograd.grad(penalty, [x, *op.parameters()])])
+    for expected, actual in zip(*results):
+        assert_close(actual, expected, 1e-10)
 
 
 def test_sapa_fused_peak_memory(ops):

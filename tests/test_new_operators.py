@@ -331,7 +331,7 @@ def test_no_compiled_path_is_refused(name):
 
 
 def test_flag_knob_rule():
-    flag = Knob(0, "flag")
+    flag = Knob(0, "flag", max=1)
     assert [flag.check("op", "f", v) for v in (0, 1)] == [0, 1]
     for bad in (2, -1):
         with pytest.raises(ValueError, match="expected a 0 or 1 integer"):

@@ -1,8 +1,17 @@
 """Fake (meta) and autograd registrations for torch.ops.upbench.*, applied once after the library loads.
 
 The C++ library defines the schemas and device kernels; shape propagation (meta device, FakeTensor,
-torch.compile) and the autograd formulas live here. The gradients call the compiled ``*_backward`` ops,
-so a backward pass is one kernel call per op, not a Python loop. Double backward is not supported.
+torch.compile) and the autograd formulas live here.
+
+The fakes accept exactly what the kernels accept (csrc/upbench_checks.h): a call that mixes a meta
+tensor with a CPU one dispatches to the fake, so a fake that checked less would hand back
+uninitialised memory where the kernel raises.
+
+Every op has an autograd formula, the ``*_backward`` ops included, so gradients of any order are
+exact. A first backward is one kernel call per op (the ``*_backward`` op). local_similarity and
+dynamic_assembly are bilinear, so the derivatives of their backward ops are the forward and backward
+ops again (:func:`_bilinear_backward_backward`); sapa_fused_backward is differentiated through its
+expression in those two ops (:func:`_sapa_backward_composite`).
 """
 from __future__ import annotations
 
@@ -14,45 +23,89 @@ from .kernels import FUSED_MAX_K
 
 _registered = False
 
+# The dtypes the device kernels take; every tensor argument of one call shares one dtype and one device.
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_INT64_MAX = 2**63 - 1
+
 
 def _check(cond: Any, msg: str) -> None:
     # torch._check also works on symbolic sizes under torch.compile's dynamic shapes.
     torch._check(cond, lambda: msg)
 
 
-def _check_k(op: str, K: int) -> None:
-    _check(K >= 1 and K % 2 == 1, f"{op}: K must be an odd integer >= 1, got K={K}")
+def _check_tensors(op: str, **tensors: torch.Tensor) -> None:
+    """Rank 4, one device, one dtype among DTYPES: what the kernels check before any shape."""
+    (first_name, first), *rest = tensors.items()
+    for name, t in tensors.items():
+        _check(t.dim() == 4, f"{op}: {name} must be a rank-4 NCHW tensor, got shape {tuple(t.shape)}")
+    for name, t in rest:
+        _check(t.device == first.device, f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+               "all inputs must be on one device")
+        _check(t.dtype == first.dtype, f"{op}: {name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}; "
+               "all inputs must share one dtype")
+    _check(first.dtype in DTYPES, f"{op}: dtype {first.dtype} is not supported; the kernels take "
+           + ", ".join(str(d).removeprefix("torch.") for d in DTYPES))
 
 
 def _check_hi_lo(op: str, hi: torch.Tensor, lo: torch.Tensor, hi_name: str, lo_name: str) -> None:
-    _check(hi.dim() == 4 and lo.dim() == 4,
-           f"{op}: {hi_name} and {lo_name} must be rank-4 NCHW, got {tuple(hi.shape)} and {tuple(lo.shape)}")
-    _check(hi.dtype == lo.dtype, f"{op}: {hi_name} has dtype {hi.dtype} but {lo_name} has {lo.dtype}")
-    _check(hi.shape[0] == lo.shape[0], f"{op}: batch sizes differ: {tuple(hi.shape)} vs {tuple(lo.shape)}")
+    _check(hi.shape[0] == lo.shape[0], f"{op}: batch sizes differ: {hi_name} {tuple(hi.shape)} vs "
+           f"{lo_name} {tuple(lo.shape)}")
     _check(hi.shape[2] == 2 * lo.shape[2] and hi.shape[3] == 2 * lo.shape[3],
            f"{op}: {hi_name} must be 2H x 2W of {lo_name}, got {tuple(hi.shape)} and {tuple(lo.shape)}")
 
 
-def _similarity_shape(op: str, query: torch.Tensor, key: torch.Tensor, K: int) -> tuple:
+def _check_work(op: str, lo: torch.Tensor, K: int, channels: Any) -> None:
+    """As check_work in csrc/upbench_checks.h: N * K*K * 2H * 2W * channels must fit int64."""
+    n, _, h, w = lo.shape
+    _check(K * K <= _INT64_MAX and n * K * K * 4 * h * w * torch.sym_max(channels, 1) <= _INT64_MAX,
+           f"{op}: the window work N * K*K * 2H * 2W * channels (N={n}, K={K}, H={h}, W={w}, "
+           f"channels={channels}) exceeds {_INT64_MAX}, the largest size the kernels can index")
+
+
+def _check_k(op: str, K: int) -> None:
+    _check(K >= 1 and K % 2 == 1, f"{op}: K must be an odd integer >= 1, got K={K}")
+
+
+def _check_grad(op: str, grad: torch.Tensor, expected: tuple) -> None:
+    _check(tuple(grad.shape) == tuple(expected),
+           f"{op}: grad must have the forward output's shape {tuple(expected)}, got {tuple(grad.shape)}")
+
+
+def _similarity_shape(op: str, query: torch.Tensor, key: torch.Tensor, K: int, **more: torch.Tensor) -> tuple:
     _check_k(op, K)
+    _check_tensors(op, query=query, key=key, **more)
     _check_hi_lo(op, query, key, "query", "key")
-    _check(query.shape[1] == key.shape[1], f"{op}: query and key channel counts differ")
+    _check(query.shape[1] == key.shape[1], f"{op}: query and key must have the same number of channels, got "
+           f"{tuple(query.shape)} and {tuple(key.shape)}")
+    _check_work(op, key, K, key.shape[1])
     return (query.shape[0], K * K, query.shape[2], query.shape[3])
 
 
-def _assembly_shape(op: str, weights: torch.Tensor, x: torch.Tensor, K: int) -> tuple:
+def _assembly_shape(op: str, weights: torch.Tensor, x: torch.Tensor, K: int, **more: torch.Tensor) -> tuple:
     _check_k(op, K)
+    _check_tensors(op, weights=weights, x=x, **more)
     _check_hi_lo(op, weights, x, "weights", "x")
-    _check(weights.shape[1] == K * K, f"{op}: weights must have K*K={K * K} channels, got {weights.shape[1]}")
+    _check_work(op, x, K, x.shape[1])
+    _check(weights.shape[1] == K * K, f"{op}: weights must have K*K = {K * K} channels for K={K}, got "
+           f"{tuple(weights.shape)}")
     return (x.shape[0], x.shape[1], weights.shape[2], weights.shape[3])
 
 
-def _sapa_shape(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> tuple:
-    _similarity_shape(op, query, key, K)
-    _check(K <= FUSED_MAX_K, f"{op}: K={K} exceeds the fused kernel's cap of {FUSED_MAX_K}")
-    _check(value.dim() == 4 and value.shape[0] == key.shape[0] and value.shape[2:] == key.shape[2:],
-           f"{op}: value must be (N, C, H, W) matching key, got {tuple(value.shape)} and {tuple(key.shape)}")
+def _sapa_shape(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int,
+                **more: torch.Tensor) -> tuple:
+    _check_k(op, K)
+    _check(K <= FUSED_MAX_K, f"{op}: K={K} exceeds the fused kernel's cap of K <= {FUSED_MAX_K}")
+    _check_tensors(op, query=query, key=key, value=value, **more)
+    _check_hi_lo(op, query, key, "query", "key")
+    _check(query.shape[1] == key.shape[1], f"{op}: query and key must have the same number of channels")
+    _check(value.shape[0] == key.shape[0] and value.shape[2:] == key.shape[2:],
+           f"{op}: value (N, C, H, W) must match key's N, H, W, got {tuple(value.shape)} and {tuple(key.shape)}")
+    _check_work(op, key, K, key.shape[1] + value.shape[1])
     return (value.shape[0], value.shape[1], query.shape[2], query.shape[3])
+
+
+def _empty_like(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors)
 
 
 def _fake_local_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
@@ -60,10 +113,10 @@ def _fake_local_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> to
 
 
 def _fake_local_similarity_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
-                                    K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    _similarity_shape("upbench::local_similarity_backward", query, key, K)
-    return torch.empty_like(query, memory_format=torch.contiguous_format), \
-        torch.empty_like(key, memory_format=torch.contiguous_format)
+                                    K: int) -> tuple[torch.Tensor, ...]:
+    op = "upbench::local_similarity_backward"
+    _check_grad(op, grad, _similarity_shape(op, query, key, K, grad=grad))
+    return _empty_like(query, key)
 
 
 def _fake_dynamic_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
@@ -71,10 +124,10 @@ def _fake_dynamic_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> to
 
 
 def _fake_dynamic_assembly_backward(grad: torch.Tensor, weights: torch.Tensor, x: torch.Tensor,
-                                    K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    _assembly_shape("upbench::dynamic_assembly_backward", weights, x, K)
-    return torch.empty_like(weights, memory_format=torch.contiguous_format), \
-        torch.empty_like(x, memory_format=torch.contiguous_format)
+                                    K: int) -> tuple[torch.Tensor, ...]:
+    op = "upbench::dynamic_assembly_backward"
+    _check_grad(op, grad, _assembly_shape(op, weights, x, K, grad=grad))
+    return _empty_like(weights, x)
 
 
 def _fake_sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
@@ -82,12 +135,15 @@ def _fake_sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 
 
 def _fake_sapa_fused_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                              K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _sapa_shape("upbench::sapa_fused_backward", query, key, value, K)
-    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (query, key, value))
+                              K: int) -> tuple[torch.Tensor, ...]:
+    op = "upbench::sapa_fused_backward"
+    _check_grad(op, grad, _sapa_shape(op, query, key, value, K, grad=grad))
+    return _empty_like(query, key, value)
 
 
-def _save_inputs(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+# ---- autograd ----------------------------------------------------------------------------------------
+
+def _save_inputs(ctx: Any, inputs: tuple, output: Any) -> None:
     # Only the inputs are kept: the backward ops recompute what they need (sapa_fused its logits and
     # softmax kernel), so nothing of the size of the (N, K*K, 2H, 2W) kernel is held between passes.
     *tensors, K = inputs
@@ -95,13 +151,60 @@ def _save_inputs(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
     ctx.K = K
 
 
-def _backward_through(name: str) -> Callable[[Any, torch.Tensor], tuple]:
+def _backward_through(name: str) -> Callable[..., tuple]:
     """The autograd formula of op ``name``: its ``name_backward`` op on the saved inputs; K gets no grad."""
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         grads = getattr(torch.ops.upbench, f"{name}_backward")(grad, *ctx.saved_tensors, ctx.K)
         return *grads, None
 
     return backward
+
+
+def _bilinear_backward_backward(name: str) -> Callable[..., tuple]:
+    """The autograd formula of ``name_backward`` for a bilinear op y = B(a, b) (local_similarity,
+    dynamic_assembly), whose backward op gives (grad_a, grad_b) = Bw(g, a, b) with <g, B(a, b)> =
+    <grad_a, a> = <grad_b, b>. With cotangents (u, v) of (grad_a, grad_b):
+    d/dg = B(u, b) + B(a, v), d/da = Bw(g, a, v)[0], d/db = Bw(g, u, b)[1]. All of them are the two
+    ops again, so every order of derivative goes through the compiled kernels."""
+    forward = getattr(torch.ops.upbench, name)
+    backward_op = getattr(torch.ops.upbench, f"{name}_backward")
+
+    def backward(ctx: Any, u: torch.Tensor, v: torch.Tensor) -> tuple:
+        # u and v are never None: autograd materialises a missing cotangent as zeros.
+        g, a, b = ctx.saved_tensors
+        K = ctx.K
+        need_g, need_a, need_b = ctx.needs_input_grad[:3]
+        grad_g = forward(u, b, K) + forward(a, v, K) if need_g else None
+        grad_a = backward_op(g, a, v, K)[0] if need_a else None
+        grad_b = backward_op(g, u, b, K)[1] if need_b else None
+        return grad_g, grad_a, grad_b, None
+
+    return backward
+
+
+def _sapa_backward_composite(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What sapa_fused_backward computes, in differentiable ops: P = softmax(local_similarity(q, k)),
+    out = dynamic_assembly(P, value)."""
+    ops = torch.ops.upbench
+    kernel = torch.softmax(ops.local_similarity(query, key, K), dim=1)
+    grad_kernel, grad_value = ops.dynamic_assembly_backward(grad, kernel, value, K)
+    grad_logits = kernel * (grad_kernel - (kernel * grad_kernel).sum(dim=1, keepdim=True))
+    grad_query, grad_key = ops.local_similarity_backward(grad_logits, query, key, K)
+    return grad_query, grad_key, grad_value
+
+
+def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+    """The autograd formula of sapa_fused_backward: the vector-Jacobian product of its composite form.
+
+    Saved inputs that carry a graph are differentiated in place (not detached), so with
+    create_graph the result stays differentiable to every order."""
+    create_graph = torch.is_grad_enabled()
+    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+    with torch.enable_grad():
+        outputs = _sapa_backward_composite(*inputs, ctx.K)
+    grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
+    return *grads, None
 
 
 def register() -> None:
@@ -118,4 +221,8 @@ def register() -> None:
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
     for name in ("local_similarity", "dynamic_assembly", "sapa_fused"):
         lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
+    for name in ("local_similarity", "dynamic_assembly"):
+        lib.register_autograd(f"upbench::{name}_backward", _bilinear_backward_backward(name),
+                              setup_context=_save_inputs)
+    lib.register_autograd("upbench::sapa_fused_backward", _sapa_backward_backward, setup_context=_save_inputs)
     _registered = True

@@ -1,7 +1,7 @@
 """The one interface every upsampler implements."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
 import torch
@@ -11,6 +11,13 @@ from .formulas import NO_COST, Dims, Formulas
 
 IMPLS = ("reference", "compiled")
 
+# Largest knob values, shared by the operators. A 63 x 63 window already covers the whole low-resolution
+# map at every size the paper benchmarks, and keeps every window size and kernel index far inside int64;
+# 4096 embedding channels and 32 x 32 encoder filters are past any published configuration.
+MAX_K = 63
+MAX_D = 4096
+MAX_ENCODER_KERNEL = 32
+
 
 def _describe(value: object) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
@@ -18,25 +25,30 @@ def _describe(value: object) -> str:
 
 @dataclass(frozen=True)
 class Knob:
-    """A hyperparameter: its paper default and the rule its values obey."""
+    """A hyperparameter: its paper default, the rule its values obey and its largest sensible value."""
 
     default: int
     rule: str = "positive"  # "positive", "odd" (positive odd), "even" (positive even) or "flag" (0 or 1)
     dims_field: str = ""  # which Dims field it fills (defaults to the knob's own name)
+    # Required: an unbounded knob let K = 2**63 - 1 reach the kernels, whose K*K overflows.
+    max: int = field(kw_only=True)
 
     def check(self, operator: str, name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{operator}: {name}={value!r} is not an integer; expected a {self.describe()} integer")
+            raise ValueError(f"{operator}: {name}={value!r} is not an integer; expected a {self.describe()}")
         if self.rule == "flag":  # an on/off architecture switch, kept an integer so sweeps and CSV columns stay ints
             bad = value not in (0, 1)
         else:
             bad = value < 1 or (self.rule == "odd" and value % 2 == 0) or (self.rule == "even" and value % 2 == 1)
-        if bad:
-            raise ValueError(f"{operator}: {name}={value} is invalid; expected a {self.describe()} integer")
+        if bad or value > self.max:
+            raise ValueError(f"{operator}: {name}={value} is invalid; expected a {self.describe()}")
         return value
 
     def describe(self) -> str:
-        return {"positive": "positive", "odd": "positive odd", "even": "positive even", "flag": "0 or 1"}[self.rule]
+        if self.rule == "flag":
+            return "0 or 1 integer"
+        kind = {"positive": "positive", "odd": "positive odd", "even": "positive even"}[self.rule]
+        return f"{kind} integer <= {self.max}"
 
 
 class Upsampler(nn.Module):
