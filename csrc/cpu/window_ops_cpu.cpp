@@ -8,6 +8,13 @@
 // Work is split over (n, low-resolution row p): the four children (2p+a, 2q+b) of a low-resolution
 // pixel (p, q) share one window, so each window pixel is loaded once for four outputs.
 //
+// Out-of-map taps follow the reference's zero padding under IEEE arithmetic: the missing neighbour is
+// a zero that is multiplied in, so it adds nothing unless the other factor is NaN or Inf, and then it
+// adds NaN (0 * Inf = NaN). Skipping those taps would turn a NaN input into a finite output.
+//
+// float16 / bfloat16 inputs are widened to float32 in the same pass as the layout copies, computed and
+// accumulated in float32, and the results rounded once to the input dtype.
+//
 // The scatter that appears in the backward passes (every output pixel adds into K*K input pixels) is
 // written as a gather over the children whose windows contain an input pixel, so threads never write
 // to the same location and no atomics are needed.
@@ -37,6 +44,8 @@ struct Geom {
   int64_t N, H, W, Ho, Wo, K, R, KK;
   Geom(int64_t n, int64_t h, int64_t w, int64_t k)
       : N(n), H(h), W(w), Ho(2 * h), Wo(2 * w), K(k), R(k / 2), KK(k * k) {}
+  // Whether the window of low-resolution pixel (p, q) reaches outside the map.
+  bool border(int64_t p, int64_t q) const { return p < R || p + R >= H || q < R || q + R >= W; }
 };
 
 // dst[b] (cols x rows) = transpose of src[b] (rows x cols), in cache-sized tiles, in parallel.
@@ -58,9 +67,25 @@ void transpose_batched(const T* src, T* dst, int64_t B, int64_t rows, int64_t co
   });
 }
 
-// (N, C, H, W) -> contiguous (N, H, W, C): the layout every kernel below reads channels from.
+// float16 / bfloat16 are computed in float32; float32 and float64 in themselves.
+at::ScalarType compute_type(const at::Tensor& t) {
+  const at::ScalarType st = t.scalar_type();
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// t as a contiguous tensor of the compute dtype (one pass when it must be widened).
+at::Tensor contiguous_compute(const at::Tensor& t) {
+  if (compute_type(t) == t.scalar_type()) return t.contiguous();
+  return at::empty(t.sizes(), t.options().dtype(compute_type(t))).copy_(t);
+}
+
+// (N, C, H, W) -> contiguous (N, H, W, C) of the compute dtype: the layout every kernel below reads
+// channels from.
 at::Tensor to_nhwc(const at::Tensor& t_) {
   at::Tensor nhwc = t_.permute({0, 2, 3, 1});
+  if (compute_type(t_) != t_.scalar_type()) {  // widened anyway: copy_ transposes in the same pass
+    return at::empty(nhwc.sizes(), t_.options().dtype(compute_type(t_))).copy_(nhwc);
+  }
   if (nhwc.is_contiguous()) return nhwc;  // channels-last input: already the layout we want
   const at::Tensor t = t_.contiguous();
   at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)}, t.options());
@@ -71,19 +96,30 @@ at::Tensor to_nhwc(const at::Tensor& t_) {
   return out;
 }
 
-// Contiguous (N, H, W, C) -> contiguous (N, C, H, W).
-at::Tensor from_nhwc(const at::Tensor& t) {
+// Contiguous (N, H, W, C) -> contiguous (N, C, H, W) of dtype `like`.
+at::Tensor from_nhwc(const at::Tensor& t, const at::Tensor& like) {
   at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)}, t.options());
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::from_nhwc", [&] {
     transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1) * t.size(2),
                       t.size(3));
   });
-  return out;
+  return out.to(like.scalar_type());
 }
 
 void check_cpu_dtype(const char* op, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
-              " (CPU): dtype ", t.scalar_type(), " is not supported; the CPU kernels take float32 and float64");
+  const at::ScalarType st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
+              " (CPU): dtype ", st, " is not supported; the CPU kernels take float32, float64, float16 and "
+              "bfloat16");
+}
+
+// <a, 0> in IEEE arithmetic: 0, or NaN when a holds a NaN or an Inf. What an out-of-map tap (a zero of
+// the padding) contributes to a dot product with a.
+template <typename T>
+inline T times_zero(const T* a, int64_t n) {
+  T r = 0;
+  for (int64_t c = 0; c < n; ++c) r += a[c] * T(0);
+  return r;
 }
 
 // Explicit 16-byte vectors (SSE2 on x86-64, NEON on arm64: the baseline, no -march needed). GCC does
@@ -160,6 +196,23 @@ inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __
   out[1] = r1;
   out[2] = r2;
   out[3] = r3;
+}
+
+// out[t] = <a_t, 0>: what an out-of-map tap gives the four children's dot products. Only pixels whose
+// window crosses the border need it.
+template <typename T>
+inline void zero_products4(const T* a0, const T* a1, const T* a2, const T* a3, int64_t n, bool border,
+                           T* out) {
+  out[0] = border ? times_zero(a0, n) : T(0);
+  out[1] = border ? times_zero(a1, n) : T(0);
+  out[2] = border ? times_zero(a2, n) : T(0);
+  out[3] = border ? times_zero(a3, n) : T(0);
+}
+
+// Adds pad (0 or NaN: the out-of-map taps' w * 0) to acc[0:n].
+template <typename T>
+inline void add_padding(T* acc, int64_t n, T pad) {
+  if (std::isnan(pad)) std::fill(acc, acc + n, pad);
 }
 
 // acc_t[0:n] = sum_e w[4e + t] * src[e][0:n] for the four children t (overwrites acc_t). The sum over
@@ -283,6 +336,8 @@ void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
       for (int64_t q = 0; q < g.W; ++q) {
         const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
         const T* a2 = a0 + g.Wo * Ca;
+        T pad[4];
+        zero_products4(a0, a0 + Ca, a2, a2 + Ca, Ca, g.border(p, q), pad);
         for (int64_t ky = 0; ky < g.K; ++ky) {
           const int64_t y = p + ky - g.R;
           for (int64_t kx = 0; kx < g.K; ++kx) {
@@ -290,7 +345,7 @@ void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
             if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
               dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
             } else {
-              r[0] = r[1] = r[2] = r[3] = T(0);
+              std::copy(pad, pad + 4, r);
             }
             T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
             o[0] = r[0];
@@ -314,13 +369,19 @@ void window_gather(const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
       const int64_t n = task / g.H, p = task % g.H;
       for (int64_t q = 0; q < g.W; ++q) {
         int64_t count = 0;
+        T pad[4] = {0, 0, 0, 0};
         for (int64_t ky = 0; ky < g.K; ++ky) {
           const int64_t y = p + ky - g.R;
-          if (y < 0 || y >= g.H) continue;
           for (int64_t kx = 0; kx < g.K; ++kx) {
             const int64_t x = q + kx - g.R;
-            if (x < 0 || x >= g.W) continue;
             const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+            if (y < 0 || y >= g.H || x < 0 || x >= g.W) {
+              pad[0] += wk[0] * T(0);
+              pad[1] += wk[1] * T(0);
+              pad[2] += wk[g.Wo] * T(0);
+              pad[3] += wk[g.Wo + 1] * T(0);
+              continue;
+            }
             src[count] = xT + ((n * g.H + y) * g.W + x) * C;
             T* we = wts.data() + 4 * count;
             we[0] = wk[0];
@@ -333,6 +394,10 @@ void window_gather(const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
         T* acc0 = rows.data() + 2 * q * C;
         T* acc2 = acc0 + g.Wo * C;
         gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
+        add_padding(acc0, C, pad[0]);
+        add_padding(acc0 + C, C, pad[1]);
+        add_padding(acc2, C, pad[2]);
+        add_padding(acc2 + C, C, pad[3]);
       }
       store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
     }
@@ -372,12 +437,13 @@ void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) 
   });
 }
 
-// For the four children of (p, q): logits of the window (0 outside the map, as the reference's zero
-// padding gives), softmax over the window, written to P[t * KK + k].
+// For the four children of (p, q): logits of the window (<query, 0> outside the map, as the reference's
+// zero padding gives), softmax over the window, written to P[t * KK + k].
 template <typename T>
 inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
                              int64_t p, int64_t q, int64_t d, const Geom& g, T* P) {
-  T r[4];
+  T r[4], pad[4];
+  zero_products4(q0, q1, q2, q3, d, g.border(p, q), pad);
   for (int64_t ky = 0; ky < g.K; ++ky) {
     const int64_t y = p + ky - g.R;
     for (int64_t kx = 0; kx < g.K; ++kx) {
@@ -386,7 +452,7 @@ inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3,
       if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
         dot4(q0, q1, q2, q3, kT + ((n * g.H + y) * g.W + x) * d, d, r);
       } else {
-        r[0] = r[1] = r[2] = r[3] = T(0);
+        std::copy(pad, pad + 4, r);
       }
       for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
     }
@@ -424,6 +490,7 @@ void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& 
           if (y < 0 || y >= g.H) continue;
           for (int64_t kx = 0; kx < g.K; ++kx) {
             const int64_t x = q + kx - g.R;
+            // An out-of-map tap would add P * 0, NaN only when P is, and then every P of the child is.
             if (x < 0 || x >= g.W) continue;
             const int64_t k = ky * g.K + kx;
             src[count] = vT + ((n * g.H + y) * g.W + x) * C;
@@ -458,6 +525,8 @@ void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T*
         children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
         const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
         const T* g2 = g0 + g.Wo * C;
+        T pad[4];
+        zero_products4(g0, g0 + C, g2, g2 + C, C, g.border(p, q), pad);
         for (int64_t ky = 0; ky < g.K; ++ky) {
           const int64_t y = p + ky - g.R;
           for (int64_t kx = 0; kx < g.K; ++kx) {
@@ -466,7 +535,7 @@ void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T*
             if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
               dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
             } else {
-              r[0] = r[1] = r[2] = r[3] = T(0);
+              std::copy(pad, pad + 4, r);
             }
             for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
           }
@@ -505,7 +574,7 @@ at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_
   AT_DISPATCH_FLOATING_TYPES(qT.scalar_type(), op, [&] {
     window_dot(qT.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, d);
   });
-  return out;
+  return out.to(key_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tensor& grad_,
@@ -518,7 +587,7 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
   const int64_t d = key_.size(1);
   check_grad(op, grad_, {g.N, g.KK, g.Ho, g.Wo}, key_);
   // d/dquery = window_gather(grad, key); d/dkey = window_scatter(grad, query).
-  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor grad = contiguous_compute(grad_);
   const at::Tensor kT = to_nhwc(key_);
   const at::Tensor qT = to_nhwc(query_);
   at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, grad.options());
@@ -527,14 +596,14 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
     window_gather(grad.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
     window_scatter(grad.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
   });
-  return {grad_query, from_nhwc(grad_keyT)};
+  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_)};
 }
 
 at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
   constexpr const char* op = "upbench::dynamic_assembly";
   check_dynamic_assembly(op, weights_, x_, K);
   check_cpu_dtype(op, x_);
-  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor weights = contiguous_compute(weights_);
   const at::Tensor xT = to_nhwc(x_);
   const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
   const int64_t C = x_.size(1);
@@ -542,7 +611,7 @@ at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_
   AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), op, [&] {
     window_gather(weights.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, C);
   });
-  return out;
+  return out.to(x_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tensor& grad_,
@@ -556,7 +625,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
   check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, x_);
   // d/dweights = window_dot(grad, x); d/dx = window_scatter(weights, grad).
   const at::Tensor gT = to_nhwc(grad_);
-  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor weights = contiguous_compute(weights_);
   const at::Tensor xT = to_nhwc(x_);
   at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, gT.options());
   at::Tensor grad_xT = at::empty({g.N, g.H, g.W, C}, gT.options());
@@ -564,7 +633,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
     window_dot(gT.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
     window_scatter(weights.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_xT.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_weights, from_nhwc(grad_xT)};
+  return {grad_weights.to(x_.scalar_type()), from_nhwc(grad_xT, x_)};
 }
 
 at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, const at::Tensor& value_,
@@ -572,17 +641,17 @@ at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, cons
   constexpr const char* op = "upbench::sapa_fused";
   check_sapa_fused(op, query_, key_, value_, K);
   check_cpu_dtype(op, key_);
-  const at::Tensor query = query_.contiguous();
+  const at::Tensor query = contiguous_compute(query_);
   const at::Tensor kT = to_nhwc(key_);
   const at::Tensor vT = to_nhwc(value_);
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1), C = value_.size(1);
-  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, value_.options());
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, vT.options());
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
     sapa_forward(query.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(),
                  out.data_ptr<scalar_t>(), g, d, C);
   });
-  return out;
+  return out.to(value_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at::Tensor& grad_,
@@ -612,7 +681,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
     window_scatter(G.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
     window_scatter(P.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_valueT.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_query, from_nhwc(grad_keyT), from_nhwc(grad_valueT)};
+  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_), from_nhwc(grad_valueT, value_)};
 }
 
 }  // namespace
