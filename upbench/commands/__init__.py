@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import compare, merge, network, sweep, table1
+from . import compare, merge, network, roofline, sweep, table1
 
-COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge}
+COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
+            "roofline": roofline}
 DEFAULT_COMMAND = "sweep"
 
 
