@@ -122,25 +122,37 @@ inline T times_zero(const T* a, int64_t n) {
   return r;
 }
 
-// Explicit 16-byte vectors (SSE2 on x86-64, NEON on arm64: the baseline, no -march needed). GCC does
-// not vectorise float reductions without -ffast-math and gives up on loops with many possibly aliasing
-// accumulators, so the hot loops say what they mean. Other compilers get the scalar loops.
+// Explicit 32-byte vectors. GCC does not vectorise float reductions without -ffast-math and gives up
+// on loops with many possibly aliasing accumulators, so the hot loops say what they mean. Other
+// compilers get the scalar loops.
+//
+// Per-ISA code without per-ISA build flags: the per-task bodies below are compiled three times
+// (target_clones: x86-64-v4 = AVX-512, x86-64-v3 = AVX2 + FMA, and the baseline, where each vector
+// operation becomes two SSE2 ones) and the dynamic loader picks one for the CPU it runs on. The helpers
+// they call are inline and compiled into each clone.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define UPBENCH_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define UPBENCH_ISA_CLONES
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define UPBENCH_VEC 1
+constexpr int64_t kVecBytes = 32;
 template <typename T>
 struct VecOf;
 template <>
 struct VecOf<float> {
-  typedef float type __attribute__((vector_size(16)));
+  typedef float type __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecOf<double> {
-  typedef double type __attribute__((vector_size(16)));
+  typedef double type __attribute__((vector_size(kVecBytes)));
 };
 template <typename T>
 using Vec = typename VecOf<T>::type;
 template <typename T>
-constexpr int64_t kV = 16 / sizeof(T);
+constexpr int64_t kV = kVecBytes / sizeof(T);
 template <typename T>
 inline Vec<T> vload(const T* p) {
   Vec<T> v;
@@ -328,112 +340,127 @@ void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_
 
 // out (N, KK, Ho, Wo) = <aT (N, Ho, Wo, Ca), windows of bT (N, H, W, Ca)>, both NHWC.
 template <typename T>
-void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * Ca), [&](int64_t begin, int64_t end) {
-    T r[4];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
-        const T* a2 = a0 + g.Wo * Ca;
-        T pad[4];
-        zero_products4(a0, a0 + Ca, a2, a2 + Ca, Ca, g.border(p, q), pad);
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-              dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
-            } else {
-              std::copy(pad, pad + 4, r);
-            }
-            T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            o[0] = r[0];
-            o[1] = r[1];
-            o[g.Wo] = r[2];
-            o[g.Wo + 1] = r[3];
+UPBENCH_ISA_CLONES void window_dot_tasks(int64_t begin, int64_t end, const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
+  T r[4];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
+      const T* a2 = a0 + g.Wo * Ca;
+      T pad[4];
+      zero_products4(a0, a0 + Ca, a2, a2 + Ca, Ca, g.border(p, q), pad);
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+            dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
+          } else {
+            std::copy(pad, pad + 4, r);
           }
+          T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          o[0] = r[0];
+          o[1] = r[1];
+          o[g.Wo] = r[2];
+          o[g.Wo + 1] = r[3];
         }
       }
     }
+  }
+}
+
+template <typename T>
+void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * Ca), [&](int64_t begin, int64_t end) {
+    window_dot_tasks(begin, end, aT, bT, out, g, Ca);
   });
 }
 
 // out (N, C, Ho, Wo) NCHW = sum_k w (N, KK, Ho, Wo) * windows of xT (N, H, W, C) NHWC.
 template <typename T>
+UPBENCH_ISA_CLONES void window_gather_tasks(int64_t begin, int64_t end, const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
+  std::vector<T> rows(2 * g.Wo * C), wts(4 * g.KK);
+  std::vector<const T*> src(g.KK);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      int64_t count = 0;
+      T pad[4] = {0, 0, 0, 0};
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          if (y < 0 || y >= g.H || x < 0 || x >= g.W) {
+            pad[0] += wk[0] * T(0);
+            pad[1] += wk[1] * T(0);
+            pad[2] += wk[g.Wo] * T(0);
+            pad[3] += wk[g.Wo + 1] * T(0);
+            continue;
+          }
+          src[count] = xT + ((n * g.H + y) * g.W + x) * C;
+          T* we = wts.data() + 4 * count;
+          we[0] = wk[0];
+          we[1] = wk[1];
+          we[2] = wk[g.Wo];
+          we[3] = wk[g.Wo + 1];
+          ++count;
+        }
+      }
+      T* acc0 = rows.data() + 2 * q * C;
+      T* acc2 = acc0 + g.Wo * C;
+      gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
+      add_padding(acc0, C, pad[0]);
+      add_padding(acc0 + C, C, pad[1]);
+      add_padding(acc2, C, pad[2]);
+      add_padding(acc2 + C, C, pad[3]);
+    }
+    store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+  }
+}
+
+template <typename T>
 void window_gather(const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    std::vector<T> rows(2 * g.Wo * C), wts(4 * g.KK);
-    std::vector<const T*> src(g.KK);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        int64_t count = 0;
-        T pad[4] = {0, 0, 0, 0};
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            if (y < 0 || y >= g.H || x < 0 || x >= g.W) {
-              pad[0] += wk[0] * T(0);
-              pad[1] += wk[1] * T(0);
-              pad[2] += wk[g.Wo] * T(0);
-              pad[3] += wk[g.Wo + 1] * T(0);
-              continue;
-            }
-            src[count] = xT + ((n * g.H + y) * g.W + x) * C;
-            T* we = wts.data() + 4 * count;
-            we[0] = wk[0];
-            we[1] = wk[1];
-            we[2] = wk[g.Wo];
-            we[3] = wk[g.Wo + 1];
-            ++count;
-          }
-        }
-        T* acc0 = rows.data() + 2 * q * C;
-        T* acc2 = acc0 + g.Wo * C;
-        gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
-        add_padding(acc0, C, pad[0]);
-        add_padding(acc0 + C, C, pad[1]);
-        add_padding(acc2, C, pad[2]);
-        add_padding(acc2 + C, C, pad[3]);
-      }
-      store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
-    }
+    window_gather_tasks(begin, end, w, xT, out, g, C);
   });
 }
 
 // Adjoint of window_gather with respect to x: outT (N, H, W, C) NHWC receives, for each pixel,
 // sum over the children (i, j) whose window holds it of w[k, i, j] * gT[i, j]. gT is (N, Ho, Wo, C).
 template <typename T>
-void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    std::vector<T> wts(4 * g.KK);
-    std::vector<const T*> src(4 * g.KK);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, h = task % g.H;
-      for (int64_t x = 0; x < g.W; ++x) {
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
-          if (p < 0 || p >= g.H) continue;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t q = x - kx + g.R;
-            if (q < 0 || q >= g.W) continue;
-            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-            const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
-            for (int t = 0; t < 4; ++t) {
-              wts[count] = wk[offs[t]];
-              src[count] = g0 + offs[t] * C;
-              ++count;
-            }
+UPBENCH_ISA_CLONES void window_scatter_tasks(int64_t begin, int64_t end, const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
+  std::vector<T> wts(4 * g.KK);
+  std::vector<const T*> src(4 * g.KK);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, h = task % g.H;
+    for (int64_t x = 0; x < g.W; ++x) {
+      int64_t count = 0;
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
+        if (p < 0 || p >= g.H) continue;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t q = x - kx + g.R;
+          if (q < 0 || q >= g.W) continue;
+          const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
+          for (int t = 0; t < 4; ++t) {
+            wts[count] = wk[offs[t]];
+            src[count] = g0 + offs[t] * C;
+            ++count;
           }
         }
-        gather1(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
       }
+      gather1(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
     }
+  }
+}
+
+template <typename T>
+void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
+    window_scatter_tasks(begin, end, w, gT, outT, g, C);
   });
 }
 
@@ -471,39 +498,44 @@ inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3,
 }
 
 template <typename T>
+UPBENCH_ISA_CLONES void sapa_forward_tasks(int64_t begin, int64_t end, const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
+  std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
+  T P[4 * kMaxFusedK * kMaxFusedK];
+  T wts[4 * kMaxFusedK * kMaxFusedK];
+  const T* src[kMaxFusedK * kMaxFusedK];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* q0 = qrows.data() + 2 * q * d;
+      const T* q2 = q0 + g.Wo * d;
+      children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+      int64_t count = 0;
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        if (y < 0 || y >= g.H) continue;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          // An out-of-map tap would add P * 0, NaN only when P is, and then every P of the child is.
+          if (x < 0 || x >= g.W) continue;
+          const int64_t k = ky * g.K + kx;
+          src[count] = vT + ((n * g.H + y) * g.W + x) * C;
+          for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
+          ++count;
+        }
+      }
+      T* acc0 = orows.data() + 2 * q * C;
+      T* acc2 = acc0 + g.Wo * C;
+      gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
+    }
+    store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+  }
+}
+
+template <typename T>
 void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-    std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
-    T P[4 * kMaxFusedK * kMaxFusedK];
-    T wts[4 * kMaxFusedK * kMaxFusedK];
-    const T* src[kMaxFusedK * kMaxFusedK];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* q0 = qrows.data() + 2 * q * d;
-        const T* q2 = q0 + g.Wo * d;
-        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          if (y < 0 || y >= g.H) continue;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            // An out-of-map tap would add P * 0, NaN only when P is, and then every P of the child is.
-            if (x < 0 || x >= g.W) continue;
-            const int64_t k = ky * g.K + kx;
-            src[count] = vT + ((n * g.H + y) * g.W + x) * C;
-            for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
-            ++count;
-          }
-        }
-        T* acc0 = orows.data() + 2 * q * C;
-        T* acc2 = acc0 + g.Wo * C;
-        gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
-      }
-      store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
-    }
+    sapa_forward_tasks(begin, end, query, kT, vT, out, g, d, C);
   });
 }
 
@@ -511,52 +543,57 @@ void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& 
 // G = P * (dL/dP - <P, dL/dP>), where dL/dP[k] = <grad_out, value window k>. Both are written as
 // (N, KK, Ho, Wo) so the remaining gradients are window_gather / window_scatter calls.
 template <typename T>
-void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout,
-                          const Geom& g, int64_t d, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-    T P[4 * kMaxFusedK * kMaxFusedK];
-    T GP[4 * kMaxFusedK * kMaxFusedK];
-    T r[4];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
-        const T* q2 = q0 + g.Wo * d;
-        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
-        const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-        const T* g2 = g0 + g.Wo * C;
-        T pad[4];
-        zero_products4(g0, g0 + C, g2, g2 + C, C, g.border(p, q), pad);
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            const int64_t k = ky * g.K + kx;
-            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-              dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
-            } else {
-              std::copy(pad, pad + 4, r);
-            }
-            for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
+UPBENCH_ISA_CLONES void sapa_backward_kernel_tasks(int64_t begin, int64_t end, const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout, const Geom& g, int64_t d, int64_t C) {
+  T P[4 * kMaxFusedK * kMaxFusedK];
+  T GP[4 * kMaxFusedK * kMaxFusedK];
+  T r[4];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
+      const T* q2 = q0 + g.Wo * d;
+      children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+      const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+      const T* g2 = g0 + g.Wo * C;
+      T pad[4];
+      zero_products4(g0, g0 + C, g2, g2 + C, C, g.border(p, q), pad);
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          const int64_t k = ky * g.K + kx;
+          if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+            dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
+          } else {
+            std::copy(pad, pad + 4, r);
           }
+          for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
         }
+      }
+      for (int t = 0; t < 4; ++t) {
+        const T* pt = P + t * g.KK;
+        T* gp = GP + t * g.KK;
+        T s = 0;
+        for (int64_t k = 0; k < g.KK; ++k) s += pt[k] * gp[k];
+        for (int64_t k = 0; k < g.KK; ++k) gp[k] = pt[k] * (gp[k] - s);
+      }
+      for (int64_t k = 0; k < g.KK; ++k) {
+        const int64_t base = ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
+        const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
         for (int t = 0; t < 4; ++t) {
-          const T* pt = P + t * g.KK;
-          T* gp = GP + t * g.KK;
-          T s = 0;
-          for (int64_t k = 0; k < g.KK; ++k) s += pt[k] * gp[k];
-          for (int64_t k = 0; k < g.KK; ++k) gp[k] = pt[k] * (gp[k] - s);
-        }
-        for (int64_t k = 0; k < g.KK; ++k) {
-          const int64_t base = ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
-          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
-          for (int t = 0; t < 4; ++t) {
-            Pout[base + offs[t]] = P[t * g.KK + k];
-            Gout[base + offs[t]] = GP[t * g.KK + k];
-          }
+          Pout[base + offs[t]] = P[t * g.KK + k];
+          Gout[base + offs[t]] = GP[t * g.KK + k];
         }
       }
     }
+  }
+}
+
+template <typename T>
+void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout,
+                          const Geom& g, int64_t d, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
+    sapa_backward_kernel_tasks(begin, end, qT, kT, vT, gT, Pout, Gout, g, d, C);
   });
 }
 
