@@ -30,6 +30,14 @@
 
 #include "../upbench_checks.h"
 
+// The helpers must be inlined into each clone: called out of line they would run the baseline code,
+// with 32-byte vectors passed through memory.
+#if defined(__GNUC__) || defined(__clang__)
+#define UPBENCH_INLINE inline __attribute__((always_inline))
+#else
+#define UPBENCH_INLINE inline
+#endif
+
 namespace upbench {
 namespace {
 
@@ -116,7 +124,7 @@ void check_cpu_dtype(const char* op, const at::Tensor& t) {
 // <a, 0> in IEEE arithmetic: 0, or NaN when a holds a NaN or an Inf. What an out-of-map tap (a zero of
 // the padding) contributes to a dot product with a.
 template <typename T>
-inline T times_zero(const T* a, int64_t n) {
+UPBENCH_INLINE T times_zero(const T* a, int64_t n) {
   T r = 0;
   for (int64_t c = 0; c < n; ++c) r += a[c] * T(0);
   return r;
@@ -154,17 +162,17 @@ using Vec = typename VecOf<T>::type;
 template <typename T>
 constexpr int64_t kV = kVecBytes / sizeof(T);
 template <typename T>
-inline Vec<T> vload(const T* p) {
+UPBENCH_INLINE Vec<T> vload(const T* p) {
   Vec<T> v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 template <typename T>
-inline void vstore(T* p, Vec<T> v) {
+UPBENCH_INLINE void vstore(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 template <typename T>
-inline T hsum(Vec<T> v) {
+UPBENCH_INLINE T hsum(Vec<T> v) {
   T s = 0;
   for (int64_t l = 0; l < kV<T>; ++l) s += v[l];
   return s;
@@ -173,7 +181,7 @@ inline T hsum(Vec<T> v) {
 
 // out[t] = <a_t, s> for the four children t of one window pixel s.
 template <typename T>
-inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __restrict__ a2,
+UPBENCH_INLINE void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __restrict__ a2,
                  const T* __restrict__ a3, const T* __restrict__ s, int64_t n, T* out) {
   int64_t c = 0;
   T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
@@ -213,7 +221,7 @@ inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __
 // out[t] = <a_t, 0>: what an out-of-map tap gives the four children's dot products. Only pixels whose
 // window crosses the border need it.
 template <typename T>
-inline void zero_products4(const T* a0, const T* a1, const T* a2, const T* a3, int64_t n, bool border,
+UPBENCH_INLINE void zero_products4(const T* a0, const T* a1, const T* a2, const T* a3, int64_t n, bool border,
                            T* out) {
   out[0] = border ? times_zero(a0, n) : T(0);
   out[1] = border ? times_zero(a1, n) : T(0);
@@ -223,14 +231,14 @@ inline void zero_products4(const T* a0, const T* a1, const T* a2, const T* a3, i
 
 // Adds pad (0 or NaN: the out-of-map taps' w * 0) to acc[0:n].
 template <typename T>
-inline void add_padding(T* acc, int64_t n, T pad) {
+UPBENCH_INLINE void add_padding(T* acc, int64_t n, T pad) {
   if (std::isnan(pad)) std::fill(acc, acc + n, pad);
 }
 
 // acc_t[0:n] = sum_e w[4e + t] * src[e][0:n] for the four children t (overwrites acc_t). The sum over
 // the window runs innermost so the accumulators stay in registers for a block of channels.
 template <typename T>
-inline void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc0,
+UPBENCH_INLINE void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc0,
                     T* __restrict__ acc1, T* __restrict__ acc2, T* __restrict__ acc3) {
   int64_t c = 0;
 #ifdef UPBENCH_VEC
@@ -280,7 +288,7 @@ inline void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T
 
 // acc[0:n] = sum_e w[e] * src[e][0:n] (overwrites acc).
 template <typename T>
-inline void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
+UPBENCH_INLINE void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
   int64_t c = 0;
 #ifdef UPBENCH_VEC
   constexpr int64_t V = kV<T>;
@@ -310,7 +318,7 @@ inline void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T
 
 // Copies rows [row0, row0 + 2) of plane-major src (C, Ho, Wo) into dst (2, Wo, C).
 template <typename T>
-void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+UPBENCH_INLINE void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
   for (int64_t r = 0; r < 2; ++r) {
     T* d = dst + r * Wo * C;
     for (int64_t c = 0; c < C; ++c) {
@@ -323,7 +331,7 @@ void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t
 // Inverse of load_two_rows_nhwc: src (2, Wo, C) -> rows [row0, row0 + 2) of dst (C, Ho, Wo).
 // Channel blocks keep the reads sequential and the writes in a few sequential streams.
 template <typename T>
-void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+UPBENCH_INLINE void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
   constexpr int64_t kBlock = 8;  // 8 write streams: one per L1 way, whatever the plane stride
   for (int64_t r = 0; r < 2; ++r) {
     const T* s = src + r * Wo * C;
@@ -467,7 +475,7 @@ void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) 
 // For the four children of (p, q): logits of the window (<query, 0> outside the map, as the reference's
 // zero padding gives), softmax over the window, written to P[t * KK + k].
 template <typename T>
-inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
+UPBENCH_INLINE void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
                              int64_t p, int64_t q, int64_t d, const Geom& g, T* P) {
   T r[4], pad[4];
   zero_products4(q0, q1, q2, q3, d, g.border(p, q), pad);
