@@ -479,3 +479,16 @@ def test_nan_and_inf_propagate_like_zero_padding(ops, shape):
             ref(*b, K).backward(grad)
             for x, y in zip(a, b):
                 torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+def test_roofline_command_reports_every_ratio(ops, capsys):
+    from upbench.commands import main
+
+    assert main(["roofline", "--C", "8", "--size", "4", "--min-run-time", "0.01", "--format", "csv"]) == 0
+    table = capsys.readouterr().out
+    for quantity in ("matmul 2048^3", "copy", "sapa_fused time / memory floor", "sapa-b forward / matmul",
+                     "carafe forward+backward / forward", "forward speedup 1 -> 2 threads"):
+        assert quantity in table
+    f64_rows = [line for line in table.splitlines() if "float64" in line]
+    assert len(f64_rows) == 2 and all(line.endswith(",yes") for line in f64_rows)
+    assert main(["roofline", "--size", "4,4,4"]) == 2
