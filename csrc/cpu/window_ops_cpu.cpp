@@ -229,6 +229,27 @@ UPBENCH_INLINE void zero_products4(const T* a0, const T* a1, const T* a2, const 
   out[3] = border ? times_zero(a3, n) : T(0);
 }
 
+// For the four children a0, a0 + n, a2, a2 + n of low-resolution pixel (p, q) of image `img`:
+// store(k, r) with r[t] = <a_t, bT at window tap k>, or <a_t, 0> where the tap is outside the map.
+template <typename T, typename Store>
+UPBENCH_INLINE void window_dots4(const T* a0, const T* a2, const T* bT, int64_t img, int64_t p, int64_t q,
+                                 int64_t n, const Geom& g, Store store) {
+  T r[4], pad[4];
+  zero_products4(a0, a0 + n, a2, a2 + n, n, g.border(p, q), pad);
+  for (int64_t ky = 0; ky < g.K; ++ky) {
+    const int64_t y = p + ky - g.R;
+    for (int64_t kx = 0; kx < g.K; ++kx) {
+      const int64_t x = q + kx - g.R;
+      if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+        dot4(a0, a0 + n, a2, a2 + n, bT + ((img * g.H + y) * g.W + x) * n, n, r);
+        store(ky * g.K + kx, r);
+      } else {
+        store(ky * g.K + kx, pad);
+      }
+    }
+  }
+}
+
 // Adds pad (0 or NaN: the out-of-map taps' w * 0) to acc[0:n].
 template <typename T>
 UPBENCH_INLINE void add_padding(T* acc, int64_t n, T pad) {
@@ -349,30 +370,17 @@ UPBENCH_INLINE void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int
 // out (N, KK, Ho, Wo) = <aT (N, Ho, Wo, Ca), windows of bT (N, H, W, Ca)>, both NHWC.
 template <typename T>
 UPBENCH_ISA_CLONES void window_dot_tasks(int64_t begin, int64_t end, const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
-  T r[4];
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     for (int64_t q = 0; q < g.W; ++q) {
       const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
-      const T* a2 = a0 + g.Wo * Ca;
-      T pad[4];
-      zero_products4(a0, a0 + Ca, a2, a2 + Ca, Ca, g.border(p, q), pad);
-      for (int64_t ky = 0; ky < g.K; ++ky) {
-        const int64_t y = p + ky - g.R;
-        for (int64_t kx = 0; kx < g.K; ++kx) {
-          const int64_t x = q + kx - g.R;
-          if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-            dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
-          } else {
-            std::copy(pad, pad + 4, r);
-          }
-          T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-          o[0] = r[0];
-          o[1] = r[1];
-          o[g.Wo] = r[2];
-          o[g.Wo + 1] = r[3];
-        }
-      }
+      window_dots4(a0, a0 + g.Wo * Ca, bT, n, p, q, Ca, g, [&](int64_t k, const T* r) {
+        T* o = out + ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
+        o[0] = r[0];
+        o[1] = r[1];
+        o[g.Wo] = r[2];
+        o[g.Wo + 1] = r[3];
+      });
     }
   }
 }
@@ -475,23 +483,11 @@ void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) 
 // For the four children of (p, q): logits of the window (<query, 0> outside the map, as the reference's
 // zero padding gives), softmax over the window, written to P[t * KK + k].
 template <typename T>
-UPBENCH_INLINE void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
-                             int64_t p, int64_t q, int64_t d, const Geom& g, T* P) {
-  T r[4], pad[4];
-  zero_products4(q0, q1, q2, q3, d, g.border(p, q), pad);
-  for (int64_t ky = 0; ky < g.K; ++ky) {
-    const int64_t y = p + ky - g.R;
-    for (int64_t kx = 0; kx < g.K; ++kx) {
-      const int64_t x = q + kx - g.R;
-      const int64_t k = ky * g.K + kx;
-      if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-        dot4(q0, q1, q2, q3, kT + ((n * g.H + y) * g.W + x) * d, d, r);
-      } else {
-        std::copy(pad, pad + 4, r);
-      }
-      for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
-    }
-  }
+UPBENCH_INLINE void children_softmax(const T* q0, const T* q2, const T* kT, int64_t n, int64_t p, int64_t q,
+                                    int64_t d, const Geom& g, T* P) {
+  window_dots4(q0, q2, kT, n, p, q, d, g, [&](int64_t k, const T* r) {
+    for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
+  });
   for (int t = 0; t < 4; ++t) {
     T* l = P + t * g.KK;
     const T m = *std::max_element(l, l + g.KK);
@@ -517,7 +513,7 @@ UPBENCH_ISA_CLONES void sapa_forward_tasks(int64_t begin, int64_t end, const T* 
     for (int64_t q = 0; q < g.W; ++q) {
       const T* q0 = qrows.data() + 2 * q * d;
       const T* q2 = q0 + g.Wo * d;
-      children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+      children_softmax(q0, q2, kT, n, p, q, d, g, P);
       int64_t count = 0;
       for (int64_t ky = 0; ky < g.K; ++ky) {
         const int64_t y = p + ky - g.R;
@@ -554,30 +550,16 @@ template <typename T>
 UPBENCH_ISA_CLONES void sapa_backward_kernel_tasks(int64_t begin, int64_t end, const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout, const Geom& g, int64_t d, int64_t C) {
   T P[4 * kMaxFusedK * kMaxFusedK];
   T GP[4 * kMaxFusedK * kMaxFusedK];
-  T r[4];
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     for (int64_t q = 0; q < g.W; ++q) {
       const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
       const T* q2 = q0 + g.Wo * d;
-      children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
+      children_softmax(q0, q2, kT, n, p, q, d, g, P);
       const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-      const T* g2 = g0 + g.Wo * C;
-      T pad[4];
-      zero_products4(g0, g0 + C, g2, g2 + C, C, g.border(p, q), pad);
-      for (int64_t ky = 0; ky < g.K; ++ky) {
-        const int64_t y = p + ky - g.R;
-        for (int64_t kx = 0; kx < g.K; ++kx) {
-          const int64_t x = q + kx - g.R;
-          const int64_t k = ky * g.K + kx;
-          if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-            dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
-          } else {
-            std::copy(pad, pad + 4, r);
-          }
-          for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
-        }
-      }
+      window_dots4(g0, g0 + g.Wo * C, vT, n, p, q, C, g, [&](int64_t k, const T* r) {
+        for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
+      });
       for (int t = 0; t < 4; ++t) {
         const T* pt = P + t * g.KK;
         T* gp = GP + t * g.KK;
