@@ -3,7 +3,8 @@
 //
 // Shared convention: output pixel (i, j) of a 2H x 2W map reads the K x K window of the H x W map
 // centred on its parent (i / 2, j / 2); window index k = ky * K + kx has offset (ky - K/2, kx - K/2);
-// neighbours outside the map contribute zero.
+// a neighbour outside the map is a zero that is multiplied in, as zero padding is: it adds nothing to
+// finite values and NaN to a NaN or Inf factor (0 * Inf = NaN), so both paths propagate NaN and Inf alike.
 #include <torch/library.h>
 
 TORCH_LIBRARY(upbench, m) {

@@ -2,8 +2,11 @@
 
 Conventions (shared with the compiled ops in csrc/): for high-resolution position (i, j) the window
 is centred on the low-resolution parent (i // 2, j // 2); window index k = ky * K + kx has offset
-(ky - K // 2, kx - K // 2); a neighbour outside the map contributes zero (zero key -> logit 0, zero
-value). The reference path materialises the unfolded window, which is what costs memory.
+(ky - K // 2, kx - K // 2); a neighbour outside the map is a zero that is multiplied in (zero key ->
+logit <q, 0>, zero value -> w * 0). Under IEEE arithmetic that zero still meets NaN and Inf: a NaN or
+Inf query, weight or gradient at a border pixel gives NaN there (0 * Inf = NaN), on both paths, in the
+forward and the backward. The reference path materialises the unfolded window, which is what costs
+memory.
 """
 from __future__ import annotations
 

@@ -211,7 +211,7 @@ def test_kernels_api_dispatches_to_compiled(ops):
         (lambda o, q, k, v, w: o.dynamic_assembly(w, v, 5), r"weights must have K\*K = 25 channels for K=5"),
         (lambda o, q, k, v, w: o.dynamic_assembly(w.float(), v, 3), r"dynamic_assembly: weights .* has dtype Float"),
         (lambda o, q, k, v, w: o.sapa_fused(q, k, v[..., :2], 3), r"sapa_fused: value \(N, C, H, W\) must match"),
-        (lambda o, q, k, v, w: o.dynamic_assembly(w.half(), v.half(), 3), r"dynamic_assembly \(CPU\): dtype Half"),
+        (lambda o, q, k, v, w: o.dynamic_assembly(w.int(), v.int(), 3), r"dynamic_assembly \(CPU\): dtype Int"),
         (lambda o, q, k, v, w: o.dynamic_assembly_backward(v, w, v, 3), r"grad must have the forward output's"),
     ],
 )
@@ -533,3 +533,93 @@ def test_cuda_noncontiguous_and_meta(ops):
     q, k, v, w = make_inputs(3, 5, 33, 7, 3, 5, layout="sliced", device="cuda")
     assert_close(ops.sapa_fused(q, k, v, 5).cpu(), reference_sapa(q.cpu(), k.cpu(), v.cpu(), 5), 1e-10)
     assert_close(ops.dynamic_assembly(w, v, 5).cpu(), reference_assembly(w.cpu(), v.cpu(), 5), 1e-10)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)], ids=["f16", "bf16"])
+def test_cpu_half_precision(ops, dtype, tol):
+    """fp16 / bf16 on CPU: float accumulation, results in the input dtype, gradients too."""
+    shape = (2, 8, 33, 5, 7, 5)
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape, dtype=torch.float32, layout="channels_last")
+    q, k = q / 3, k / 3  # keep the softmax out of saturation so the comparison means something
+    for op, ref, args in [
+        (ops.local_similarity, reference_similarity, (q, k)),
+        (ops.dynamic_assembly, reference_assembly, (w, v)),
+        (ops.sapa_fused, reference_sapa, (q, k, v)),
+    ]:
+        low = [t.to(dtype).requires_grad_() for t in args]
+        out = op(*low, K)
+        assert out.dtype == dtype
+        rounded = [t.to(dtype).float().requires_grad_() for t in args]
+        expected = ref(*rounded, K)  # same rounded inputs, fp32 math
+        assert_close(out.float(), expected, tol)
+        grad = torch.randn_like(expected)
+        out.backward(grad.to(dtype))
+        expected.backward(grad.to(dtype).float())
+        for a, b in zip(low, rounded):
+            assert a.grad.dtype == dtype
+            assert_close(a.grad.float(), b.grad, tol)
+
+
+@pytest.mark.parametrize("name", ["sapa-b", "carafe"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_auto_impl_runs_every_dtype_on_cpu(ops, name, dtype):
+    auto = upbench.make(name, 8, impl="auto")
+    reference = upbench.make(name, 8, impl="reference")
+    reference.load_state_dict(auto.state_dict())
+    auto, reference = auto.to(dtype), reference.to(dtype)
+    x, guide = auto.example_inputs(1, 5, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    out = auto(x, guide)
+    assert out.dtype == dtype
+    assert_close(out.float(), reference(x, guide).float(), 5e-2)
+
+
+def nan_inf_cases(shape, K):
+    """Inputs holding a NaN or an Inf at a border pixel, whose window reaches outside the map."""
+    cases = []
+    for bad in (float("nan"), float("inf")):
+        q, k, v, w = make_inputs(*shape)
+        q[0, 1, 0, 0] = bad  # a query at the corner: some of its taps are out of the map
+        w[0, 0, -1, -1] = bad  # tap 0 of the last pixel lies outside the map
+        cases.append((bad, q, k, v, w))
+    return cases
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 3, 4, 3), (2, 2, 5, 2, 3, 5)], ids=["K3", "K5>H"])
+def test_nan_and_inf_propagate_like_zero_padding(ops, shape):
+    """One semantic on both paths: an out-of-map tap is a zero that is multiplied in, so 0 * NaN and
+    0 * Inf give NaN there, as the reference's zero padding does."""
+    K = shape[-1]
+    for bad, q, k, v, w in nan_inf_cases(shape, K):
+        cases = [
+            (ops.local_similarity, reference_similarity, (q, k)),
+            (ops.dynamic_assembly, reference_assembly, (w, v)),
+            (ops.sapa_fused, reference_sapa, (q, k, v)),
+        ]
+        for op, ref, args in cases:
+            expected = ref(*args, K)
+            assert not torch.isfinite(expected).all()
+            torch.testing.assert_close(op(*args, K), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+        # Gradients: a non-finite grad at a border pixel meets the padding too.
+        for op, ref, args in cases:
+            a = [t.detach().requires_grad_() for t in args]
+            b = [t.detach().requires_grad_() for t in args]
+            grad = torch.randn_like(ref(*args, K))
+            grad[0, 0, 0, 0] = bad
+            op(*a, K).backward(grad)
+            ref(*b, K).backward(grad)
+            for x, y in zip(a, b):
+                torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+def test_roofline_command_reports_every_ratio(ops, capsys):
+    from upbench.commands import main
+
+    assert main(["roofline", "--C", "8", "--size", "4", "--min-run-time", "0.01", "--format", "csv"]) == 0
+    table = capsys.readouterr().out
+    for quantity in ("matmul 2048^3", "copy", "sapa_fused time / memory floor", "sapa-b forward / matmul",
+                     "carafe forward+backward / forward", "forward speedup 1 -> 2 threads"):
+        assert quantity in table
+    f64_rows = [line for line in table.splitlines() if "float64" in line]
+    assert len(f64_rows) == 2 and all(line.endswith(",yes") for line in f64_rows)
+    assert main(["roofline", "--size", "4,4,4"]) == 2

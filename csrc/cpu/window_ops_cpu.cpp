@@ -8,6 +8,13 @@
 // Work is split over (n, low-resolution row p): the four children (2p+a, 2q+b) of a low-resolution
 // pixel (p, q) share one window, so each window pixel is loaded once for four outputs.
 //
+// Out-of-map taps follow the reference's zero padding under IEEE arithmetic: the missing neighbour is
+// a zero that is multiplied in, so it adds nothing unless the other factor is NaN or Inf, and then it
+// adds NaN (0 * Inf = NaN). Skipping those taps would turn a NaN input into a finite output.
+//
+// float16 / bfloat16 inputs are widened to float32 in the same pass as the layout copies, computed and
+// accumulated in float32, and the results rounded once to the input dtype.
+//
 // The scatter that appears in the backward passes (every output pixel adds into K*K input pixels) is
 // written as a gather over the children whose windows contain an input pixel, so threads never write
 // to the same location and no atomics are needed.
@@ -23,6 +30,14 @@
 
 #include "../upbench_checks.h"
 
+// The helpers must be inlined into each clone: called out of line they would run the baseline code,
+// with 32-byte vectors passed through memory.
+#if defined(__GNUC__) || defined(__clang__)
+#define UPBENCH_INLINE inline __attribute__((always_inline))
+#else
+#define UPBENCH_INLINE inline
+#endif
+
 namespace upbench {
 namespace {
 
@@ -37,6 +52,8 @@ struct Geom {
   int64_t N, H, W, Ho, Wo, K, R, KK;
   Geom(int64_t n, int64_t h, int64_t w, int64_t k)
       : N(n), H(h), W(w), Ho(2 * h), Wo(2 * w), K(k), R(k / 2), KK(k * k) {}
+  // Whether the window of low-resolution pixel (p, q) reaches outside the map.
+  bool border(int64_t p, int64_t q) const { return p < R || p + R >= H || q < R || q + R >= W; }
 };
 
 // dst[b] (cols x rows) = transpose of src[b] (rows x cols), in cache-sized tiles, in parallel.
@@ -58,9 +75,25 @@ void transpose_batched(const T* src, T* dst, int64_t B, int64_t rows, int64_t co
   });
 }
 
-// (N, C, H, W) -> contiguous (N, H, W, C): the layout every kernel below reads channels from.
+// float16 / bfloat16 are computed in float32; float32 and float64 in themselves.
+at::ScalarType compute_type(const at::Tensor& t) {
+  const at::ScalarType st = t.scalar_type();
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// t as a contiguous tensor of the compute dtype (one pass when it must be widened).
+at::Tensor contiguous_compute(const at::Tensor& t) {
+  if (compute_type(t) == t.scalar_type()) return t.contiguous();
+  return at::empty(t.sizes(), t.options().dtype(compute_type(t))).copy_(t);
+}
+
+// (N, C, H, W) -> contiguous (N, H, W, C) of the compute dtype: the layout every kernel below reads
+// channels from.
 at::Tensor to_nhwc(const at::Tensor& t_) {
   at::Tensor nhwc = t_.permute({0, 2, 3, 1});
+  if (compute_type(t_) != t_.scalar_type()) {  // widened anyway: copy_ transposes in the same pass
+    return at::empty(nhwc.sizes(), t_.options().dtype(compute_type(t_))).copy_(nhwc);
+  }
   if (nhwc.is_contiguous()) return nhwc;  // channels-last input: already the layout we want
   const at::Tensor t = t_.contiguous();
   at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)}, t.options());
@@ -71,52 +104,75 @@ at::Tensor to_nhwc(const at::Tensor& t_) {
   return out;
 }
 
-// Contiguous (N, H, W, C) -> contiguous (N, C, H, W).
-at::Tensor from_nhwc(const at::Tensor& t) {
+// Contiguous (N, H, W, C) -> contiguous (N, C, H, W) of dtype `like`.
+at::Tensor from_nhwc(const at::Tensor& t, const at::Tensor& like) {
   at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)}, t.options());
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::from_nhwc", [&] {
     transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1) * t.size(2),
                       t.size(3));
   });
-  return out;
+  return out.to(like.scalar_type());
 }
 
 void check_cpu_dtype(const char* op, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
-              " (CPU): dtype ", t.scalar_type(), " is not supported; the CPU kernels take float32 and float64");
+  const at::ScalarType st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
+              " (CPU): dtype ", st, " is not supported; the CPU kernels take float32, float64, float16 and "
+              "bfloat16");
 }
 
-// Explicit 16-byte vectors (SSE2 on x86-64, NEON on arm64: the baseline, no -march needed). GCC does
-// not vectorise float reductions without -ffast-math and gives up on loops with many possibly aliasing
-// accumulators, so the hot loops say what they mean. Other compilers get the scalar loops.
+// <a, 0> in IEEE arithmetic: 0, or NaN when a holds a NaN or an Inf. What an out-of-map tap (a zero of
+// the padding) contributes to a dot product with a.
+template <typename T>
+UPBENCH_INLINE T times_zero(const T* a, int64_t n) {
+  T r = 0;
+  for (int64_t c = 0; c < n; ++c) r += a[c] * T(0);
+  return r;
+}
+
+// Explicit 32-byte vectors. GCC does not vectorise float reductions without -ffast-math and gives up
+// on loops with many possibly aliasing accumulators, so the hot loops say what they mean. Other
+// compilers get the scalar loops.
+//
+// Per-ISA code without per-ISA build flags: the per-task bodies below are compiled three times
+// (target_clones: x86-64-v4 = AVX-512, x86-64-v3 = AVX2 + FMA, and the baseline, where each vector
+// operation becomes two SSE2 ones) and the dynamic loader picks one for the CPU it runs on. The helpers
+// they call are inline and compiled into each clone.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define UPBENCH_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define UPBENCH_ISA_CLONES
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define UPBENCH_VEC 1
+constexpr int64_t kVecBytes = 32;
 template <typename T>
 struct VecOf;
 template <>
 struct VecOf<float> {
-  typedef float type __attribute__((vector_size(16)));
+  typedef float type __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecOf<double> {
-  typedef double type __attribute__((vector_size(16)));
+  typedef double type __attribute__((vector_size(kVecBytes)));
 };
 template <typename T>
 using Vec = typename VecOf<T>::type;
 template <typename T>
-constexpr int64_t kV = 16 / sizeof(T);
+constexpr int64_t kV = kVecBytes / sizeof(T);
 template <typename T>
-inline Vec<T> vload(const T* p) {
+UPBENCH_INLINE Vec<T> vload(const T* p) {
   Vec<T> v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 template <typename T>
-inline void vstore(T* p, Vec<T> v) {
+UPBENCH_INLINE void vstore(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 template <typename T>
-inline T hsum(Vec<T> v) {
+UPBENCH_INLINE T hsum(Vec<T> v) {
   T s = 0;
   for (int64_t l = 0; l < kV<T>; ++l) s += v[l];
   return s;
@@ -125,7 +181,7 @@ inline T hsum(Vec<T> v) {
 
 // out[t] = <a_t, s> for the four children t of one window pixel s.
 template <typename T>
-inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __restrict__ a2,
+UPBENCH_INLINE void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __restrict__ a2,
                  const T* __restrict__ a3, const T* __restrict__ s, int64_t n, T* out) {
   int64_t c = 0;
   T r0 = 0, r1 = 0, r2 = 0, r3 = 0;
@@ -162,10 +218,48 @@ inline void dot4(const T* __restrict__ a0, const T* __restrict__ a1, const T* __
   out[3] = r3;
 }
 
+// out[t] = <a_t, 0>: what an out-of-map tap gives the four children's dot products. Only pixels whose
+// window crosses the border need it.
+template <typename T>
+UPBENCH_INLINE void zero_products4(const T* a0, const T* a1, const T* a2, const T* a3, int64_t n, bool border,
+                           T* out) {
+  out[0] = border ? times_zero(a0, n) : T(0);
+  out[1] = border ? times_zero(a1, n) : T(0);
+  out[2] = border ? times_zero(a2, n) : T(0);
+  out[3] = border ? times_zero(a3, n) : T(0);
+}
+
+// For the four children a0, a0 + n, a2, a2 + n of low-resolution pixel (p, q) of image `img`:
+// store(k, r) with r[t] = <a_t, bT at window tap k>, or <a_t, 0> where the tap is outside the map.
+template <typename T, typename Store>
+UPBENCH_INLINE void window_dots4(const T* a0, const T* a2, const T* bT, int64_t img, int64_t p, int64_t q,
+                                 int64_t n, const Geom& g, Store store) {
+  T r[4], pad[4];
+  zero_products4(a0, a0 + n, a2, a2 + n, n, g.border(p, q), pad);
+  for (int64_t ky = 0; ky < g.K; ++ky) {
+    const int64_t y = p + ky - g.R;
+    for (int64_t kx = 0; kx < g.K; ++kx) {
+      const int64_t x = q + kx - g.R;
+      if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
+        dot4(a0, a0 + n, a2, a2 + n, bT + ((img * g.H + y) * g.W + x) * n, n, r);
+        store(ky * g.K + kx, r);
+      } else {
+        store(ky * g.K + kx, pad);
+      }
+    }
+  }
+}
+
+// Adds pad (0 or NaN: the out-of-map taps' w * 0) to acc[0:n].
+template <typename T>
+UPBENCH_INLINE void add_padding(T* acc, int64_t n, T pad) {
+  if (std::isnan(pad)) std::fill(acc, acc + n, pad);
+}
+
 // acc_t[0:n] = sum_e w[4e + t] * src[e][0:n] for the four children t (overwrites acc_t). The sum over
 // the window runs innermost so the accumulators stay in registers for a block of channels.
 template <typename T>
-inline void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc0,
+UPBENCH_INLINE void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc0,
                     T* __restrict__ acc1, T* __restrict__ acc2, T* __restrict__ acc3) {
   int64_t c = 0;
 #ifdef UPBENCH_VEC
@@ -215,7 +309,7 @@ inline void gather4(const T* const* src, const T* w, int64_t count, int64_t n, T
 
 // acc[0:n] = sum_e w[e] * src[e][0:n] (overwrites acc).
 template <typename T>
-inline void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
+UPBENCH_INLINE void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
   int64_t c = 0;
 #ifdef UPBENCH_VEC
   constexpr int64_t V = kV<T>;
@@ -245,7 +339,7 @@ inline void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T
 
 // Copies rows [row0, row0 + 2) of plane-major src (C, Ho, Wo) into dst (2, Wo, C).
 template <typename T>
-void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+UPBENCH_INLINE void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
   for (int64_t r = 0; r < 2; ++r) {
     T* d = dst + r * Wo * C;
     for (int64_t c = 0; c < C; ++c) {
@@ -258,7 +352,7 @@ void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t
 // Inverse of load_two_rows_nhwc: src (2, Wo, C) -> rows [row0, row0 + 2) of dst (C, Ho, Wo).
 // Channel blocks keep the reads sequential and the writes in a few sequential streams.
 template <typename T>
-void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
+UPBENCH_INLINE void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
   constexpr int64_t kBlock = 8;  // 8 write streams: one per L1 way, whatever the plane stride
   for (int64_t r = 0; r < 2; ++r) {
     const T* s = src + r * Wo * C;
@@ -275,122 +369,125 @@ void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_
 
 // out (N, KK, Ho, Wo) = <aT (N, Ho, Wo, Ca), windows of bT (N, H, W, Ca)>, both NHWC.
 template <typename T>
+UPBENCH_ISA_CLONES void window_dot_tasks(int64_t begin, int64_t end, const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
+      window_dots4(a0, a0 + g.Wo * Ca, bT, n, p, q, Ca, g, [&](int64_t k, const T* r) {
+        T* o = out + ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
+        o[0] = r[0];
+        o[1] = r[1];
+        o[g.Wo] = r[2];
+        o[g.Wo + 1] = r[3];
+      });
+    }
+  }
+}
+
+template <typename T>
 void window_dot(const T* aT, const T* bT, T* out, const Geom& g, int64_t Ca) {
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * Ca), [&](int64_t begin, int64_t end) {
-    T r[4];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* a0 = aT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * Ca;
-        const T* a2 = a0 + g.Wo * Ca;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-              dot4(a0, a0 + Ca, a2, a2 + Ca, bT + ((n * g.H + y) * g.W + x) * Ca, Ca, r);
-            } else {
-              r[0] = r[1] = r[2] = r[3] = T(0);
-            }
-            T* o = out + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            o[0] = r[0];
-            o[1] = r[1];
-            o[g.Wo] = r[2];
-            o[g.Wo + 1] = r[3];
-          }
-        }
-      }
-    }
+    window_dot_tasks(begin, end, aT, bT, out, g, Ca);
   });
 }
 
 // out (N, C, Ho, Wo) NCHW = sum_k w (N, KK, Ho, Wo) * windows of xT (N, H, W, C) NHWC.
 template <typename T>
+UPBENCH_ISA_CLONES void window_gather_tasks(int64_t begin, int64_t end, const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
+  std::vector<T> rows(2 * g.Wo * C), wts(4 * g.KK);
+  std::vector<const T*> src(g.KK);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      int64_t count = 0;
+      T pad[4] = {0, 0, 0, 0};
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          if (y < 0 || y >= g.H || x < 0 || x >= g.W) {
+            pad[0] += wk[0] * T(0);
+            pad[1] += wk[1] * T(0);
+            pad[2] += wk[g.Wo] * T(0);
+            pad[3] += wk[g.Wo + 1] * T(0);
+            continue;
+          }
+          src[count] = xT + ((n * g.H + y) * g.W + x) * C;
+          T* we = wts.data() + 4 * count;
+          we[0] = wk[0];
+          we[1] = wk[1];
+          we[2] = wk[g.Wo];
+          we[3] = wk[g.Wo + 1];
+          ++count;
+        }
+      }
+      T* acc0 = rows.data() + 2 * q * C;
+      T* acc2 = acc0 + g.Wo * C;
+      gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
+      add_padding(acc0, C, pad[0]);
+      add_padding(acc0 + C, C, pad[1]);
+      add_padding(acc2, C, pad[2]);
+      add_padding(acc2 + C, C, pad[3]);
+    }
+    store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+  }
+}
+
+template <typename T>
 void window_gather(const T* w, const T* xT, T* out, const Geom& g, int64_t C) {
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    std::vector<T> rows(2 * g.Wo * C), wts(4 * g.KK);
-    std::vector<const T*> src(g.KK);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          if (y < 0 || y >= g.H) continue;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            if (x < 0 || x >= g.W) continue;
-            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            src[count] = xT + ((n * g.H + y) * g.W + x) * C;
-            T* we = wts.data() + 4 * count;
-            we[0] = wk[0];
-            we[1] = wk[1];
-            we[2] = wk[g.Wo];
-            we[3] = wk[g.Wo + 1];
-            ++count;
-          }
-        }
-        T* acc0 = rows.data() + 2 * q * C;
-        T* acc2 = acc0 + g.Wo * C;
-        gather4(src.data(), wts.data(), count, C, acc0, acc0 + C, acc2, acc2 + C);
-      }
-      store_two_rows_nchw(rows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
-    }
+    window_gather_tasks(begin, end, w, xT, out, g, C);
   });
 }
 
 // Adjoint of window_gather with respect to x: outT (N, H, W, C) NHWC receives, for each pixel,
 // sum over the children (i, j) whose window holds it of w[k, i, j] * gT[i, j]. gT is (N, Ho, Wo, C).
 template <typename T>
-void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    std::vector<T> wts(4 * g.KK);
-    std::vector<const T*> src(4 * g.KK);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, h = task % g.H;
-      for (int64_t x = 0; x < g.W; ++x) {
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
-          if (p < 0 || p >= g.H) continue;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t q = x - kx + g.R;
-            if (q < 0 || q >= g.W) continue;
-            const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-            const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-            const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
-            for (int t = 0; t < 4; ++t) {
-              wts[count] = wk[offs[t]];
-              src[count] = g0 + offs[t] * C;
-              ++count;
-            }
+UPBENCH_ISA_CLONES void window_scatter_tasks(int64_t begin, int64_t end, const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
+  std::vector<T> wts(4 * g.KK);
+  std::vector<const T*> src(4 * g.KK);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, h = task % g.H;
+    for (int64_t x = 0; x < g.W; ++x) {
+      int64_t count = 0;
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
+        if (p < 0 || p >= g.H) continue;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t q = x - kx + g.R;
+          if (q < 0 || q >= g.W) continue;
+          const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
+          const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
+          for (int t = 0; t < 4; ++t) {
+            wts[count] = wk[offs[t]];
+            src[count] = g0 + offs[t] * C;
+            ++count;
           }
         }
-        gather1(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
       }
+      gather1(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
     }
+  }
+}
+
+template <typename T>
+void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
+    window_scatter_tasks(begin, end, w, gT, outT, g, C);
   });
 }
 
-// For the four children of (p, q): logits of the window (0 outside the map, as the reference's zero
-// padding gives), softmax over the window, written to P[t * KK + k].
+// For the four children of (p, q): logits of the window (<query, 0> outside the map, as the reference's
+// zero padding gives), softmax over the window, written to P[t * KK + k].
 template <typename T>
-inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3, const T* kT, int64_t n,
-                             int64_t p, int64_t q, int64_t d, const Geom& g, T* P) {
-  T r[4];
-  for (int64_t ky = 0; ky < g.K; ++ky) {
-    const int64_t y = p + ky - g.R;
-    for (int64_t kx = 0; kx < g.K; ++kx) {
-      const int64_t x = q + kx - g.R;
-      const int64_t k = ky * g.K + kx;
-      if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-        dot4(q0, q1, q2, q3, kT + ((n * g.H + y) * g.W + x) * d, d, r);
-      } else {
-        r[0] = r[1] = r[2] = r[3] = T(0);
-      }
-      for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
-    }
-  }
+UPBENCH_INLINE void children_softmax(const T* q0, const T* q2, const T* kT, int64_t n, int64_t p, int64_t q,
+                                    int64_t d, const Geom& g, T* P) {
+  window_dots4(q0, q2, kT, n, p, q, d, g, [&](int64_t k, const T* r) {
+    for (int t = 0; t < 4; ++t) P[t * g.KK + k] = r[t];
+  });
   for (int t = 0; t < 4; ++t) {
     T* l = P + t * g.KK;
     const T m = *std::max_element(l, l + g.KK);
@@ -405,38 +502,44 @@ inline void children_softmax(const T* q0, const T* q1, const T* q2, const T* q3,
 }
 
 template <typename T>
+UPBENCH_ISA_CLONES void sapa_forward_tasks(int64_t begin, int64_t end, const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
+  std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
+  T P[4 * kMaxFusedK * kMaxFusedK];
+  T wts[4 * kMaxFusedK * kMaxFusedK];
+  const T* src[kMaxFusedK * kMaxFusedK];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* q0 = qrows.data() + 2 * q * d;
+      const T* q2 = q0 + g.Wo * d;
+      children_softmax(q0, q2, kT, n, p, q, d, g, P);
+      int64_t count = 0;
+      for (int64_t ky = 0; ky < g.K; ++ky) {
+        const int64_t y = p + ky - g.R;
+        if (y < 0 || y >= g.H) continue;
+        for (int64_t kx = 0; kx < g.K; ++kx) {
+          const int64_t x = q + kx - g.R;
+          // An out-of-map tap would add P * 0, NaN only when P is, and then every P of the child is.
+          if (x < 0 || x >= g.W) continue;
+          const int64_t k = ky * g.K + kx;
+          src[count] = vT + ((n * g.H + y) * g.W + x) * C;
+          for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
+          ++count;
+        }
+      }
+      T* acc0 = orows.data() + 2 * q * C;
+      T* acc2 = acc0 + g.Wo * C;
+      gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
+    }
+    store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
+  }
+}
+
+template <typename T>
 void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-    std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
-    T P[4 * kMaxFusedK * kMaxFusedK];
-    T wts[4 * kMaxFusedK * kMaxFusedK];
-    const T* src[kMaxFusedK * kMaxFusedK];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* q0 = qrows.data() + 2 * q * d;
-        const T* q2 = q0 + g.Wo * d;
-        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          if (y < 0 || y >= g.H) continue;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            if (x < 0 || x >= g.W) continue;
-            const int64_t k = ky * g.K + kx;
-            src[count] = vT + ((n * g.H + y) * g.W + x) * C;
-            for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
-            ++count;
-          }
-        }
-        T* acc0 = orows.data() + 2 * q * C;
-        T* acc2 = acc0 + g.Wo * C;
-        gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
-      }
-      store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
-    }
+    sapa_forward_tasks(begin, end, query, kT, vT, out, g, d, C);
   });
 }
 
@@ -444,50 +547,43 @@ void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& 
 // G = P * (dL/dP - <P, dL/dP>), where dL/dP[k] = <grad_out, value window k>. Both are written as
 // (N, KK, Ho, Wo) so the remaining gradients are window_gather / window_scatter calls.
 template <typename T>
-void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout,
-                          const Geom& g, int64_t d, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-    T P[4 * kMaxFusedK * kMaxFusedK];
-    T GP[4 * kMaxFusedK * kMaxFusedK];
-    T r[4];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.H, p = task % g.H;
-      for (int64_t q = 0; q < g.W; ++q) {
-        const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
-        const T* q2 = q0 + g.Wo * d;
-        children_softmax(q0, q0 + d, q2, q2 + d, kT, n, p, q, d, g, P);
-        const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-        const T* g2 = g0 + g.Wo * C;
-        for (int64_t ky = 0; ky < g.K; ++ky) {
-          const int64_t y = p + ky - g.R;
-          for (int64_t kx = 0; kx < g.K; ++kx) {
-            const int64_t x = q + kx - g.R;
-            const int64_t k = ky * g.K + kx;
-            if (y >= 0 && y < g.H && x >= 0 && x < g.W) {
-              dot4(g0, g0 + C, g2, g2 + C, vT + ((n * g.H + y) * g.W + x) * C, C, r);
-            } else {
-              r[0] = r[1] = r[2] = r[3] = T(0);
-            }
-            for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
-          }
-        }
+UPBENCH_ISA_CLONES void sapa_backward_kernel_tasks(int64_t begin, int64_t end, const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout, const Geom& g, int64_t d, int64_t C) {
+  T P[4 * kMaxFusedK * kMaxFusedK];
+  T GP[4 * kMaxFusedK * kMaxFusedK];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t q = 0; q < g.W; ++q) {
+      const T* q0 = qT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * d;
+      const T* q2 = q0 + g.Wo * d;
+      children_softmax(q0, q2, kT, n, p, q, d, g, P);
+      const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
+      window_dots4(g0, g0 + g.Wo * C, vT, n, p, q, C, g, [&](int64_t k, const T* r) {
+        for (int t = 0; t < 4; ++t) GP[t * g.KK + k] = r[t];
+      });
+      for (int t = 0; t < 4; ++t) {
+        const T* pt = P + t * g.KK;
+        T* gp = GP + t * g.KK;
+        T s = 0;
+        for (int64_t k = 0; k < g.KK; ++k) s += pt[k] * gp[k];
+        for (int64_t k = 0; k < g.KK; ++k) gp[k] = pt[k] * (gp[k] - s);
+      }
+      for (int64_t k = 0; k < g.KK; ++k) {
+        const int64_t base = ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
+        const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
         for (int t = 0; t < 4; ++t) {
-          const T* pt = P + t * g.KK;
-          T* gp = GP + t * g.KK;
-          T s = 0;
-          for (int64_t k = 0; k < g.KK; ++k) s += pt[k] * gp[k];
-          for (int64_t k = 0; k < g.KK; ++k) gp[k] = pt[k] * (gp[k] - s);
-        }
-        for (int64_t k = 0; k < g.KK; ++k) {
-          const int64_t base = ((n * g.KK + k) * g.Ho + 2 * p) * g.Wo + 2 * q;
-          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
-          for (int t = 0; t < 4; ++t) {
-            Pout[base + offs[t]] = P[t * g.KK + k];
-            Gout[base + offs[t]] = GP[t * g.KK + k];
-          }
+          Pout[base + offs[t]] = P[t * g.KK + k];
+          Gout[base + offs[t]] = GP[t * g.KK + k];
         }
       }
     }
+  }
+}
+
+template <typename T>
+void sapa_backward_kernel(const T* qT, const T* kT, const T* vT, const T* gT, T* Pout, T* Gout,
+                          const Geom& g, int64_t d, int64_t C) {
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
+    sapa_backward_kernel_tasks(begin, end, qT, kT, vT, gT, Pout, Gout, g, d, C);
   });
 }
 
@@ -505,7 +601,7 @@ at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_
   AT_DISPATCH_FLOATING_TYPES(qT.scalar_type(), op, [&] {
     window_dot(qT.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, d);
   });
-  return out;
+  return out.to(key_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tensor& grad_,
@@ -518,7 +614,7 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
   const int64_t d = key_.size(1);
   check_grad(op, grad_, {g.N, g.KK, g.Ho, g.Wo}, key_);
   // d/dquery = window_gather(grad, key); d/dkey = window_scatter(grad, query).
-  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor grad = contiguous_compute(grad_);
   const at::Tensor kT = to_nhwc(key_);
   const at::Tensor qT = to_nhwc(query_);
   at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, grad.options());
@@ -527,14 +623,14 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
     window_gather(grad.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
     window_scatter(grad.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
   });
-  return {grad_query, from_nhwc(grad_keyT)};
+  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_)};
 }
 
 at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
   constexpr const char* op = "upbench::dynamic_assembly";
   check_dynamic_assembly(op, weights_, x_, K);
   check_cpu_dtype(op, x_);
-  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor weights = contiguous_compute(weights_);
   const at::Tensor xT = to_nhwc(x_);
   const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
   const int64_t C = x_.size(1);
@@ -542,7 +638,7 @@ at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_
   AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), op, [&] {
     window_gather(weights.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, C);
   });
-  return out;
+  return out.to(x_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tensor& grad_,
@@ -556,7 +652,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
   check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, x_);
   // d/dweights = window_dot(grad, x); d/dx = window_scatter(weights, grad).
   const at::Tensor gT = to_nhwc(grad_);
-  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor weights = contiguous_compute(weights_);
   const at::Tensor xT = to_nhwc(x_);
   at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, gT.options());
   at::Tensor grad_xT = at::empty({g.N, g.H, g.W, C}, gT.options());
@@ -564,7 +660,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
     window_dot(gT.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
     window_scatter(weights.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_xT.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_weights, from_nhwc(grad_xT)};
+  return {grad_weights.to(x_.scalar_type()), from_nhwc(grad_xT, x_)};
 }
 
 at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, const at::Tensor& value_,
@@ -572,17 +668,17 @@ at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, cons
   constexpr const char* op = "upbench::sapa_fused";
   check_sapa_fused(op, query_, key_, value_, K);
   check_cpu_dtype(op, key_);
-  const at::Tensor query = query_.contiguous();
+  const at::Tensor query = contiguous_compute(query_);
   const at::Tensor kT = to_nhwc(key_);
   const at::Tensor vT = to_nhwc(value_);
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1), C = value_.size(1);
-  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, value_.options());
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, vT.options());
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
     sapa_forward(query.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(),
                  out.data_ptr<scalar_t>(), g, d, C);
   });
-  return out;
+  return out.to(value_.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at::Tensor& grad_,
@@ -612,7 +708,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
     window_scatter(G.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
     window_scatter(P.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_valueT.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_query, from_nhwc(grad_keyT), from_nhwc(grad_valueT)};
+  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_), from_nhwc(grad_valueT, value_)};
 }
 
 }  // namespace

@@ -8,9 +8,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, merge, network, sweep, table1
+from . import compare, merge, network, roofline, sweep, table1
 
-COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge}
+COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
+            "roofline": roofline}
 DEFAULT_COMMAND = "sweep"
 
 
