@@ -91,11 +91,14 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         else:
             status, note = NO_FORMULA, "no formulas stated with the operator: fvcore and torch counts shown"
         note = "; ".join(filter(None, [note, zero_note]))
+        stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
             "operator": operator, "stage": stage, "C": C,
             "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None, "H": H, "W": W,
-            "paper_macs": paper.macs, "exact_macs": exact.macs, "fvcore_macs": fv.macs, "torch_macs": torch_macs,
-            "paper_params": paper.params, "exact_params": exact.params, "fvcore_params": fv.params,
+            "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
+            "fvcore_macs": fv.macs, "torch_macs": torch_macs,
+            "paper_params": paper.params if stated else None, "exact_params": exact.params if stated else None,
+            "fvcore_params": fv.params,
             "status": status, "note": note,
         })
     if counted.unattributed_macs:
@@ -115,4 +118,5 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
             for hparams in grid.points(name):
                 rows.extend(validate_operator(name, C, H, W, hparams))
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.astype({"K": "Int64", "d": "Int64"})
+    counts = {c: "Int64" for c in COLUMNS if c.endswith(("_macs", "_params"))}
+    return table.astype({"K": "Int64", "d": "Int64", **counts})
