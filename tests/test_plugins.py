@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import warnings
+import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import upbench
-from upbench import counting, registry, rules
+from upbench import registry, rules
 from upbench.commands import main
 from upbench.counting import count, count_operator
 from upbench.latex import booktabs, count_unit, escape
@@ -67,24 +67,29 @@ def test_operators_import_no_names_from_the_package_root():
                 assert names <= submodules, f"{path.name} imports {names - submodules} from the upbench root"
 
 
-STALE_OR_DECLARED = """
-import warnings
-from importlib.metadata import EntryPoint
+STALE_METADATA = """
 import upbench.registry as registry
-declared = {declared!r}
-registry.entry_points = lambda group: [EntryPoint("builtin", "operators", group)] if declared else []
+registry.entry_points = lambda group: []  # metadata installed before the built-ins had their entry point
 import upbench
 print(upbench.available())
 print(registry.origin("carafe"))
 """
 
 
-@pytest.mark.parametrize("declared", [False, True], ids=["stale-metadata", "declared-entry-point"])
-def test_builtins_load_with_or_without_their_entry_point(declared, tmp_path):
-    done = _run(["-c", STALE_OR_DECLARED.format(declared=declared)], _env(), tmp_path)
-    names, origin = done.stdout.strip().splitlines()
+def test_builtins_load_where_the_installed_metadata_is_stale(tmp_path):
+    names, origin = _run(["-c", STALE_METADATA], _env(), tmp_path).stdout.strip().splitlines()
     assert eval(names) == BUILTINS  # noqa: S307  (our own printout)
-    assert origin == ("entry point builtin = operators" if declared else "built-in module operators")
+    assert origin == "built-in module operators"
+
+
+def test_builtins_are_declared_as_an_entry_point_and_load_first(monkeypatch):
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert declared[registry.ENTRY_POINT_GROUP] == {"builtin": registry.BUILTIN_SOURCE}
+    group = registry.ENTRY_POINT_GROUP
+    points = [EntryPoint("aaa", "zz_plugin", group), EntryPoint("builtin", "operators", group),
+              EntryPoint("again", "operators", group)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points)
+    assert [ep.value for ep in registry._declared_entry_points()] == ["operators", "zz_plugin"]
 
 
 def test_a_broken_entry_point_warns_and_the_rest_load(monkeypatch):
@@ -106,15 +111,20 @@ def installed_package(tmp_path_factory) -> Path:
     return target
 
 
+ENTRY_POINT_RUN = """
+import upbench
+from upbench.commands import main
+print(upbench.available())
+print(upbench.registry.origin("bilinear-dw"))
+main(["table1", "--ops", "bilinear-dw,sapa-b", "--C", "8", "--size", "4", "--format", "csv"])
+"""
+
+
 def test_entry_point_package_end_to_end(installed_package, tmp_path):
-    env = _env(installed_package)
-    listed = _run(["-c", "import upbench; print(upbench.available()); print(upbench.registry.origin('bilinear-dw'))"],
-                  env, tmp_path).stdout.splitlines()
-    assert eval(listed[0]) == BUILTINS + ["bilinear-dw"]  # noqa: S307
-    assert listed[1] == "entry point bilinear-dw = upbench_example_plugin of upbench-example-plugin"
-    table = _run([str(REPO / "bench.py"), "table1", "--ops", "bilinear-dw,sapa-b", "--C", "8", "--size", "4",
-                  "--format", "csv"], env, tmp_path).stdout
-    frame = pd.read_csv(io.StringIO(table))
+    names, origin, *table = _run(["-c", ENTRY_POINT_RUN], _env(installed_package), tmp_path).stdout.splitlines()
+    assert eval(names) == BUILTINS + ["bilinear-dw"]  # noqa: S307
+    assert origin == "entry point bilinear-dw = upbench_example_plugin of upbench-example-plugin"
+    frame = pd.read_csv(io.StringIO("\n".join(table)))
     mine = frame[frame["operator"] == "bilinear-dw"]
     assert list(mine["status"]) == ["match", "match"]
     assert list(mine["fvcore_macs"]) == [4 * 16 * 9 * 8] * 2  # 4HW pixels x ke^2 x C

@@ -23,7 +23,7 @@ OPERATORS = [
 ]
 ISSUE_COLUMNS = [
     "operator", "stage", "C", "K", "d", "H", "W",
-    "paper_macs", "exact_macs", "fvcore_macs", "paper_params", "exact_params", "fvcore_params",
+    "paper_macs", "exact_macs", "fvcore_macs", "torch_macs", "paper_params", "exact_params", "fvcore_params",
     "status", "note",
 ]
 
