@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Formulas, Knob, Upsampler, register
-from upbench.base import MAX_ENCODER_KERNEL, MAX_K
-from upbench.formulas import TOTAL, per_pixel
+from upbench.base import MAX_ENCODER_KERNEL, MAX_K, Knob, Upsampler
+from upbench.formulas import TOTAL, Cost, Formulas, per_pixel
+from upbench.registry import register
 
 from .assembly import FeatureAssembly
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from upbench import Cost, Knob, Upsampler, register
-from upbench.base import MAX_ENCODER_KERNEL
-from upbench.formulas import paper_is_exact
+from upbench.base import MAX_ENCODER_KERNEL, Knob, Upsampler
+from upbench.formulas import Cost, paper_is_exact
+from upbench.registry import register
 
 # A static learned baseline with no cost formula in its paper: paper = exact. Every input pixel
 # scatters a k x k x C kernel per input channel: C * C * k^2 MACs per low-res pixel.

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Dims, Knob, Upsampler, register
-from upbench.base import MAX_D
-from upbench.formulas import ZERO, paper_is_exact
+from upbench.base import MAX_D, Knob, Upsampler
+from upbench.formulas import ZERO, Cost, Dims, paper_is_exact
+from upbench.registry import register
 
 STATIC_SCOPE = 0.25
 DYNAMIC_SCOPE = 0.5  # times sigmoid(scope conv)

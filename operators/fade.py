@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Knob, Upsampler, register
-from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K
-from upbench.formulas import paper_is_exact
+from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K, Knob, Upsampler
+from upbench.formulas import Cost, paper_is_exact
+from upbench.registry import register
 
 from .assembly import FeatureAssembly
 

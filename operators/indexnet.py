@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Formulas, Upsampler, register
-from upbench.formulas import TOTAL, per_pixel
+from upbench.base import Upsampler
+from upbench.formulas import TOTAL, Cost, Formulas, per_pixel
+from upbench.registry import register
 
 HIN_FORMULAS = Formulas(
     paper={

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Formulas, Upsampler, register
-from upbench.formulas import TOTAL, ZERO
+from upbench.base import Upsampler
+from upbench.formulas import TOTAL, ZERO, Formulas
+from upbench.registry import register
 
 # Table 1 has no rows for them; under the paper policy fixed-weight resampling is data movement.
 INTERPOLATION = Formulas(

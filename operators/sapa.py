@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upbench import Cost, Dims, Formulas, Knob, Upsampler, kernels, register
-from upbench.base import MAX_D, MAX_K
-from upbench.formulas import TOTAL, Formula, per_pixel
+from upbench import kernels
+from upbench.base import MAX_D, MAX_K, Knob, Upsampler
+from upbench.formulas import TOTAL, Cost, Dims, Formula, Formulas, per_pixel
+from upbench.registry import register
 
 from .assembly import FeatureAssembly, reference_similarity
 

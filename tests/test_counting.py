@@ -9,7 +9,7 @@ from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from upbench import get, make
-from upbench.counting import POLICIES, Count, count, count_operator
+from upbench.counting import ALL_POLICIES, POLICIES, Count, count, count_operator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -289,24 +289,25 @@ def test_count_restores_training_mode():
     assert not op.training
 
 
-def test_count_restores_every_module_training_flag():
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_count_restores_every_module_training_flag(policy):
     """A frozen eval BatchNorm inside a training model comes back in eval, and the reverse."""
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Sequential(nn.Dropout(), nn.ReLU()))
     model.train()
     model[1].eval()
     model[2][0].eval()
     before = {name: m.training for name, m in model.named_modules()}
-    count(model, (torch.randn(1, 3, 4, 4),), "paper")
+    count(model, (torch.randn(1, 3, 4, 4),), policy)
     assert {name: m.training for name, m in model.named_modules()} == before
     model.eval()
     model[2].train()
     before = {name: m.training for name, m in model.named_modules()}
-    count(model, (torch.randn(1, 3, 4, 4),), "paper")
+    count(model, (torch.randn(1, 3, 4, 4),), policy)
     assert {name: m.training for name, m in model.named_modules()} == before
 
 
 @pytest.mark.parametrize("name", ["sapa-i", "sapa-b", "sapa-g"])
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
 def test_stage_counts_do_not_depend_on_the_implementation(name, policy):
     from upbench import kernels
 

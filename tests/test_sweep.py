@@ -233,7 +233,7 @@ def test_rows_round_trip_through_csv_and_json(tmp_path, plain_pair):
     pd.testing.assert_frame_equal(read_json_rows(tmp_path / "r.json"), rows, check_dtype=False)
 
     written = write_outputs(rows, tmp_path / "r.csv")
-    assert sorted(p.suffix for p in written) == [".json", ".md", ".png"]
+    assert sorted(p.suffix for p in written) == [".json", ".md", ".png", ".tex"]
     report = (tmp_path / "r.md").read_text()
     assert "Latency median (ms) by operator x resolution" in report and "Peak memory (MiB)" in report
     assert all(name in report for name in plain_pair)

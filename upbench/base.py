@@ -7,7 +7,7 @@ from typing import ClassVar, Mapping
 import torch
 from torch import nn
 
-from .formulas import NO_COST, Dims, Formulas
+from .formulas import NO_FORMULAS, Dims, Formulas
 
 IMPLS = ("reference", "compiled")
 
@@ -73,7 +73,7 @@ class Upsampler(nn.Module):
     guide_must_match: ClassVar[bool] = False
     knobs: ClassVar[Mapping[str, Knob]] = {}
     stages: ClassVar[tuple[str, ...]] = ()
-    formulas: ClassVar[Formulas] = NO_COST
+    formulas: ClassVar[Formulas] = NO_FORMULAS
     compiled_ops: ClassVar[bool] = False
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):

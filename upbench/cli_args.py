@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-FORMATS = ("markdown", "csv", "json")
+FORMATS = ("markdown", "csv", "json", "latex")  # latex: each report renders its own (upbench.latex)
 
 
 def str_list(text: str) -> list[str]:

@@ -12,6 +12,11 @@ Policies:
   bilinear interpolation and adaptive pooling counted, elementwise products not), with two
   corrections: einsum counted exactly (fvcore's generic einsum handle parses a rounded printout)
   and handles for the compiled window ops (fvcore would count any custom op as zero).
+* ``torch``: torch.utils.flop_counter.FlopCounterMode (:mod:`upbench.torch_counting`), an independent
+  cross-check that does not trace with torch.jit. Not in the default :data:`POLICIES` of a sweep.
+
+Under every policy, a plugin's counting rules (:mod:`upbench.rules`) count its custom ops; a custom op
+without a rule counts zero and keeps its namespace in the zero list (``mylib::blend``).
 
 No count is silently zero: every op that ran and contributed nothing is listed in
 ``Count.zero_ops``, including the data-movement ops fvcore ignores without a word.
@@ -38,8 +43,10 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .formulas import TOTAL
+from .rules import Rule, rules, short_op_name
 
-POLICIES = ("paper", "fvcore")
+POLICIES = ("paper", "fvcore")  # a sweep's default
+ALL_POLICIES = POLICIES + ("torch",)
 # Ops on Python ints (shape arithmetic in the traced forward), not on data: never costs.
 SHAPE_ARITHMETIC = {"aten::Int", "aten::ScalarImplicit", "aten::size", "aten::numel", "aten::dim"}
 Handle = Callable[[list, list], "int | Counter"]
@@ -123,6 +130,15 @@ FVCORE_HANDLES: Mapping[str, Handle] = {
 HANDLES = {"paper": PAPER_HANDLES, "fvcore": FVCORE_HANDLES}
 
 
+def rule_handle(rule: Rule) -> Handle:
+    """A plugin's rule (:mod:`upbench.rules`) as an fvcore handle: tensors as shapes, the rest as values."""
+    def handle(inputs: list, outputs: list) -> int:
+        args = [tuple(shape) if (shape := _tensor_shape(v)) is not None else v.toIValue() for v in inputs]
+        return int(rule(*args, out_shape=tuple(get_shape(outputs[0]))))
+
+    return handle
+
+
 # -- results --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Count:
@@ -190,9 +206,11 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     ``stages`` attribute (every Upsampler has one), else none. The module's ``op_stages`` mapping, if
     any, assigns named op parts to stages (see the module docstring).
     """
-    if policy not in HANDLES:
-        raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if policy not in ALL_POLICIES:
+        raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(ALL_POLICIES)}")
     stages = tuple(getattr(module, "stages", ())) if stages is None else stages
+    if policy == "torch":
+        return _count_torch(module, inputs, stages)
     zero_ops: set[str] = set()
     analysis = FlopCountAnalysis(module, inputs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -200,7 +218,8 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     # fvcore skips its "truly zero" ops without a word; with only shape arithmetic ignored they
     # show up as unsupported, so the zero list below is complete.
     analysis._ignored_ops = set(SHAPE_ARITHMETIC)
-    analysis.set_op_handle(**{op: _recording(op, h, zero_ops) for op, h in HANDLES[policy].items()})
+    handles = {**HANDLES[policy], **{op: rule_handle(rule) for op, rule in rules().items()}}
+    analysis.set_op_handle(**{op: _recording(op, h, zero_ops) for op, h in handles.items()})
     # every module's own flag: a frozen eval BatchNorm inside a training model must come back in eval
     was_training = {child: child.training for child in module.modules()}
     module.eval()
@@ -218,8 +237,17 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
         params=int(params.get("", 0)),
         stage_macs=_stage_macs(analysis, stages, dict(getattr(module, "op_stages", {}))),
         stage_params={s: int(params.get(s, 0)) for s in stages},
-        zero_ops=tuple(sorted(op.split("::")[-1] for op in zero_ops)),
+        zero_ops=tuple(sorted(short_op_name(op) for op in zero_ops)),
     )
+
+
+def _count_torch(module: nn.Module, inputs: tuple, stages: tuple[str, ...]) -> Count:
+    from .torch_counting import count_torch
+
+    macs, stage_macs, zero_ops = count_torch(module, inputs, stages)
+    params = parameter_count(module)
+    return Count(policy="torch", macs=macs, params=int(params.get("", 0)), stage_macs=stage_macs,
+                 stage_params={s: int(params.get(s, 0)) for s in stages}, zero_ops=zero_ops)
 
 
 @lru_cache(maxsize=512)

@@ -1,5 +1,5 @@
 """Sweep rows as files and views: CSV / JSON readers, merging shards, Markdown with pivot views,
-log-log plots, and the reference / compiled ratio view.
+LaTeX (one operator per row), log-log plots, and the reference / compiled ratio view.
 
 Everything here takes the DataFrame of rows (the layout of :meth:`upbench.spec.SweepSpec.columns`)
 and never measures anything.
@@ -14,7 +14,10 @@ from typing import IO, Iterable, Sequence
 import pandas as pd
 from tabulate import tabulate
 
-FORMATS = ("markdown", "json", "png")
+from .latex import booktabs
+from .rules import counted_as_zero_note
+
+FORMATS = ("markdown", "json", "png", "latex")
 MIB = 2**20
 # Columns that are text whatever they look like (a hash of digits only must not become a number).
 TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
@@ -238,6 +241,52 @@ def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per operator (and per other varying axis), as in the SAPA paper's Tables 2 and 3: params,
+    then MACs (the first counting policy of the rows), latency and peak memory at every resolution.
+
+    Columns are (resolution, quantity) pairs; latency and memory are blank where a row is not ok.
+    """
+    frame = _axes(rows)
+    macs_column = next(c for c in rows.columns if c.startswith("macs_"))
+    ok = rows["status"] == "ok"
+    frame["MACs"] = rows[macs_column]
+    frame["Latency"] = rows["latency_median_ms"].where(ok)
+    frame["Memory"] = (rows["peak_mem_bytes"] / MIB).where(ok)
+    index = ["operator", *varying_axes(rows)]
+    wide = frame.pivot_table(index=index, columns="size", values=["MACs", "Latency", "Memory"], aggfunc="first",
+                             sort=False, dropna=False)
+    params = frame.groupby(index, sort=False)["params"].first()
+    table = pd.DataFrame({("", name): wide.index.get_level_values(name) for name in index})
+    table[("", "Params")] = params.reindex(wide.index).to_numpy()
+    for size in [s for s in _size_order(rows) if ("MACs", s) in wide.columns]:
+        for quantity in ("MACs", "Latency", "Memory"):
+            table[(size, quantity)] = wide[(quantity, size)].to_numpy()
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def to_latex(rows: pd.DataFrame) -> str:
+    """The sweep as a booktabs table: :func:`paper_table`, units and rounding stated under it."""
+    table = paper_table(rows)
+    kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
+             **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
+    policy = next(c for c in rows.columns if c.startswith("macs_")).removeprefix("macs_")
+    devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
+    notes = [f"MACs under the {policy} counting policy; latency and memory on {devices}, batch and dtype as "
+             f"in the rows; resolutions are the low-resolution input H x W."]
+    zero_note = _counted_as_zero(rows)
+    return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)",
+                    notes=notes + ([zero_note] if zero_note else []))
+
+
+def _counted_as_zero(rows: pd.DataFrame) -> str:
+    """'counted as zero: mylib::op' for the custom ops of any row that no counting rule covered."""
+    ops = {op for column in rows.columns if column.startswith("zero_ops_")
+           for cell in rows[column].dropna() for op in str(cell).split(";") if op}
+    return counted_as_zero_note(sorted(ops))
+
+
 def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per environment, with the range of the load average seen while measuring."""
     columns = list(ENVIRONMENT_COLUMNS)
@@ -275,6 +324,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
     parts = [
         f"# upbench sweep {spec_ids}",
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
+        *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
         NOTES,
         *_suspect_section(rows),
@@ -341,7 +391,7 @@ def write_outputs(
     rows: pd.DataFrame, csv_path: str | Path, formats: Iterable[str] = FORMATS,
     sections: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> list[Path]:
-    """Markdown, JSON and PNG beside ``csv_path`` (same stem), as ``formats`` asks."""
+    """Markdown, JSON, PNG and LaTeX (.tex) beside ``csv_path`` (same stem), as ``formats`` asks."""
     csv_path = Path(csv_path)
     written = []
     for fmt in check_formats(formats):
@@ -351,6 +401,10 @@ def write_outputs(
             written.append(path)
         elif fmt == "json":
             written.append(write_json(rows, csv_path.with_suffix(".json")))
+        elif fmt == "latex":
+            path = csv_path.with_suffix(".tex")
+            path.write_text(to_latex(rows))
+            written.append(path)
         elif fmt == "png":
             plotted = plot(rows, csv_path.with_suffix(".png"))
             written.extend([plotted] if plotted else [])

@@ -82,6 +82,11 @@ class Formulas:
     exact: Mapping[str, Formula]
     why: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def declared(self) -> bool:
+        """Whether the operator states any formula (a wrapped module may state none)."""
+        return bool(self.paper or self.exact)
+
     def total_reason(self, stages: Sequence[str]) -> str:
         """Why the paper's total differs from the exact one: each stage's reason, in stage order, then the
         total's own (where the paper's total disagrees with its stage rows)."""
@@ -96,7 +101,8 @@ class Formulas:
         return self.exact.get(stage, lambda s: ZERO)(dims)
 
 
-NO_COST = Formulas(paper={TOTAL: lambda s: ZERO}, exact={})
+# An operator without formulas: its counts are reported, never matched against a formula.
+NO_FORMULAS = Formulas(paper={}, exact={})
 
 
 def paper_is_exact(exact: Mapping[str, Formula]) -> Formulas:

@@ -1,35 +1,189 @@
-"""Name -> Upsampler class. Operators register themselves once, in their own file."""
+"""Name -> Upsampler class, and where each came from.
+
+Every operator, built-in or not, arrives by one path: a *plugin source* is imported (or called) and
+the classes it registers are recorded under that source's label. Sources are
+
+* the entry points of the group ``upbench.operators`` of every installed distribution (upbench's own
+  built-ins are the entry point ``builtin = "operators"`` of its pyproject.toml), loaded on first use;
+* ``load_plugin("path/to/file.py")`` or ``load_plugin("package.module")`` (``bench.py --plugin``).
+
+An entry point may name a module (importing it registers its operators), an Upsampler subclass (it is
+registered) or a callable taking no arguments (called; it registers what it makes, e.g. with
+:func:`upbench.wrap`). A source that fails to load is reported with a warning and skipped, except the
+built-ins, which fail loudly. The built-ins load even where the installed metadata predates their
+entry point (a source checkout run from an older install): :data:`BUILTIN_SOURCE` is loaded first
+whether or not an entry point declares it.
+"""
 from __future__ import annotations
 
-from typing import TypeVar
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from contextlib import contextmanager
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
 
 from .base import Upsampler
 
+ENTRY_POINT_GROUP = "upbench.operators"
+BUILTIN_SOURCE = "operators"
+
 _REGISTRY: dict[str, type[Upsampler]] = {}
+_ORIGINS: dict[str, str] = {}  # operator name -> label of the source that registered it
+_loaded_sources: dict[str, str] = {}  # resolved plugin target -> its label
+_loading: list[str] = []  # labels of the sources being loaded (innermost last)
+_entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
 
 def register(cls: U) -> U:
+    """Add an Upsampler class under its ``name``; the same class twice is a no-op, another class under a
+    taken name is a ValueError naming both sources."""
+    if not (isinstance(cls, type) and issubclass(cls, Upsampler)):
+        raise ValueError(f"register: expected an Upsampler subclass, got {cls!r}")
     if not cls.name:
         raise ValueError(f"{cls.__qualname__}: an Upsampler needs a name to be registered")
+    origin = _loading[-1] if _loading else f"module {cls.__module__}"
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"{cls.name}: already registered by {_REGISTRY[cls.name].__qualname__}")
+        taken = _REGISTRY[cls.name]
+        raise ValueError(
+            f"operator {cls.name!r} is claimed twice: by {_ORIGINS[cls.name]} ({taken.__module__}.{taken.__qualname__}) "
+            f"and by {origin} ({cls.__module__}.{cls.__qualname__}); rename one of them"
+        )
     _REGISTRY[cls.name] = cls
+    _ORIGINS.setdefault(cls.name, origin)
     return cls
 
 
-def _load_operators() -> None:
-    import operators  # noqa: F401  (importing registers every family)
+def origin(name: str) -> str:
+    """Which plugin source registered operator ``name``."""
+    get(name)
+    return _ORIGINS[name]
 
 
+# -- loading sources ----------------------------------------------------------------------------
+@contextmanager
+def _source(label: str) -> Iterator[None]:
+    _loading.append(label)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def _adopt(obj: Any, label: str) -> None:
+    """What an entry point or plugin resolved to: a module registered while importing, a class, or a callable."""
+    if inspect.ismodule(obj):
+        return
+    if isinstance(obj, type) and issubclass(obj, Upsampler):
+        register(obj)
+    elif callable(obj):
+        obj()
+    else:
+        raise ValueError(f"{label}: expected a module, an Upsampler subclass or a callable, got {type(obj).__name__}")
+
+
+def _import_file(path: Path) -> Any:
+    # a name unique per file, so two plugin files both called plugin.py do not shadow each other
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    module_name = f"upbench_plugin_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"plugin file {path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def load_plugin(target: str | Path) -> list[str]:
+    """Register the operators of a plugin: a Python file (``path/to/file.py``) or an importable module
+    (``package.module``), optionally ``module:attribute`` naming a class or callable in it.
+
+    Returns the names it registered (none when it was loaded before). Raises ValueError when the target
+    cannot be found or imported, or claims a name another source registered.
+    """
+    _load_entry_points()
+    text = str(target)
+    is_file = text.endswith(".py") or Path(text).is_file()
+    key = str(Path(text).resolve()) if is_file else text
+    if key in _loaded_sources:
+        return []
+    label = f"plugin file {text}" if is_file else f"plugin module {text}"
+    before = set(_REGISTRY)
+    with _source(label):
+        try:
+            if is_file:
+                if not Path(text).is_file():
+                    raise ValueError(f"{label}: no such file")
+                obj = _import_file(Path(text).resolve())
+            else:
+                module_name, _, attribute = text.partition(":")
+                obj = importlib.import_module(module_name)
+                for part in filter(None, attribute.split(".")):
+                    obj = getattr(obj, part)
+        except ValueError:
+            raise
+        except Exception as error:  # an import error of the user's code: name the plugin and the cause
+            raise ValueError(f"{label}: failed to load: {type(error).__name__}: {error}") from error
+        _adopt(obj, label)
+    _loaded_sources[key] = label
+    return [name for name in _REGISTRY if name not in before]
+
+
+def _entry_point_label(entry_point: EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    owner = f" of {dist.name}" if dist is not None else ""
+    return f"entry point {entry_point.name} = {entry_point.value}{owner}"
+
+
+def _declared_entry_points() -> list[EntryPoint]:
+    """The group's entry points, one per value (an editable and a regular install may both declare one)."""
+    unique: dict[str, EntryPoint] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        unique.setdefault(entry_point.value, entry_point)
+    return sorted(unique.values(), key=lambda ep: (ep.value != BUILTIN_SOURCE, ep.name))
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True  # set first: a plugin that asks the registry while loading must not recurse
+    declared = _declared_entry_points()
+    if not any(ep.value == BUILTIN_SOURCE for ep in declared):  # stale metadata: the built-ins load regardless
+        with _source(f"built-in module {BUILTIN_SOURCE}"):
+            importlib.import_module(BUILTIN_SOURCE)
+    for entry_point in declared:
+        label = _entry_point_label(entry_point)
+        with _source(label):
+            if entry_point.value == BUILTIN_SOURCE:
+                _adopt(entry_point.load(), label)
+                continue
+            try:
+                _adopt(entry_point.load(), label)
+            except Exception as error:  # one broken third-party plugin must not take the built-ins down
+                warnings.warn(f"upbench: skipped {label}: {type(error).__name__}: {error}", stacklevel=2)
+        _loaded_sources[entry_point.value] = label
+
+
+# -- lookup -------------------------------------------------------------------------------------
 def available() -> list[str]:
-    """Registered operator names, in registration order."""
-    _load_operators()
+    """Registered operator names: the built-ins, then entry-point plugins, then loaded plugins."""
+    _load_entry_points()
     return list(_REGISTRY)
 
 
 def get(name: str) -> type[Upsampler]:
-    _load_operators()
+    _load_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:

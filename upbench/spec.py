@@ -14,7 +14,7 @@ import torch
 
 from . import base
 from .base import Upsampler
-from .counting import POLICIES
+from .counting import ALL_POLICIES, POLICIES
 from .environment import best_device
 from .registry import available, get
 
@@ -214,7 +214,7 @@ class SweepSpec:
         put("devices", _dedupe(_device_name(d) for d in _as_tuple(self.devices)))
         put("modes", _choices("mode", _dedupe(_as_tuple(self.modes)), MODES))
         put("impls", _choices("impl", _dedupe(_as_tuple(self.impls)), IMPLS))
-        put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), POLICIES))
+        put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), ALL_POLICIES))
         put("knobs", self._checked_knobs(ops))
         for f in fields(self):
             if f.name not in ("knobs",) and isinstance(getattr(self, f.name), tuple) and not getattr(self, f.name):

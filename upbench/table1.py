@@ -1,4 +1,9 @@
-"""The Table 1 validation: paper formula vs exact formula vs fvcore count, per operator and stage."""
+"""The Table 1 validation: paper formula vs exact formula vs fvcore count, per operator and stage, with
+FlopCounterMode's count (the ``torch`` policy) beside them as an independent cross-check.
+
+An operator without formulas (a wrapped module, say) gets status ``no formula``: its counts are shown,
+never matched. Custom ops no counting rule covers are named in the note ("counted as zero: mylib::op").
+"""
 from __future__ import annotations
 
 import itertools
@@ -8,16 +13,19 @@ from typing import Iterator, Sequence
 import pandas as pd
 import torch
 
-from .counting import count
+from .counting import PAPER_HANDLES, Count, count
 from .formulas import TOTAL, Cost
 from .registry import available, get, make
+from .rules import counted_as_zero_note, is_custom_op, short_op_name
 
 COLUMNS = [
     "operator", "stage", "C", "K", "d", "H", "W",
-    "paper_macs", "exact_macs", "fvcore_macs", "paper_params", "exact_params", "fvcore_params",
+    "paper_macs", "exact_macs", "fvcore_macs", "torch_macs", "paper_params", "exact_params", "fvcore_params",
     "status", "note",
 ]
-MATCH, EXPLAINED, MISMATCH = "match", "explained", "mismatch"
+MATCH, EXPLAINED, MISMATCH, NO_FORMULA = "match", "explained", "mismatch", "no formula"
+# The ops the paper policy gives MACs to: where FlopCounterMode differs, these are the ones to name.
+PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,23 @@ def status_and_note(paper: Cost, exact: Cost, counted: Cost, why: str) -> tuple[
     return EXPLAINED, f"exact - paper: MACs {_signed(delta.macs)}, params {_signed(delta.params)}; {why or 'NO REASON RECORDED'}"
 
 
+def torch_note(torch_macs: int, exact_macs: int, torch_count: Count) -> str:
+    """Where FlopCounterMode's count differs from exact: by how much, and which ops it counted as zero that
+    the paper policy counts (all its zero ops when none of those is among them)."""
+    if torch_macs == exact_macs:
+        return ""
+    uncounted = [op for op in torch_count.zero_ops if op in PAPER_COUNTED_OPS or is_custom_op(op)]
+    return (f"torch - exact: MACs {_signed(torch_macs - exact_macs)}; FlopCounterMode counts no MACs for "
+            f"{', '.join(uncounted or torch_count.zero_ops) or 'no op it saw'}")
+
+
 def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, int]) -> list[dict]:
     """One row per stage plus ``total``, for a batch of one at H x W."""
     op = make(operator, C, impl="reference", **hparams)
-    counted = count(op, op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0)), "paper")
+    inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
+    counted = count(op, inputs, "paper")
+    torch_counted = count(op, inputs, "torch")
+    zero_note = counted_as_zero_note(counted.zero_ops)
     dims = op.dims(1, H, W)
     formulas = op.formulas
     rows = []
@@ -62,13 +83,22 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         paper = formulas.paper_cost(stage, dims)
         exact = formulas.exact_cost(stage, dims)
         fv = Cost(*counted.stage(stage))
-        why = formulas.total_reason(op.stages) if stage == TOTAL else formulas.why.get(stage, "")
-        status, note = status_and_note(paper, exact, fv, why)
+        torch_macs = torch_counted.stage(stage)[0]
+        if formulas.declared:
+            why = formulas.total_reason(op.stages) if stage == TOTAL else formulas.why.get(stage, "")
+            status, note = status_and_note(paper, exact, fv, why)
+            note = "; ".join(filter(None, [note, torch_note(torch_macs, exact.macs, torch_counted)]))
+        else:
+            status, note = NO_FORMULA, "no formulas stated with the operator: fvcore and torch counts shown"
+        note = "; ".join(filter(None, [note, zero_note]))
+        stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
             "operator": operator, "stage": stage, "C": C,
             "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None, "H": H, "W": W,
-            "paper_macs": paper.macs, "exact_macs": exact.macs, "fvcore_macs": fv.macs,
-            "paper_params": paper.params, "exact_params": exact.params, "fvcore_params": fv.params,
+            "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
+            "fvcore_macs": fv.macs, "torch_macs": torch_macs,
+            "paper_params": paper.params if stated else None, "exact_params": exact.params if stated else None,
+            "fvcore_params": fv.params,
             "status": status, "note": note,
         })
     if counted.unattributed_macs:
@@ -88,4 +118,5 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
             for hparams in grid.points(name):
                 rows.extend(validate_operator(name, C, H, W, hparams))
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.astype({"K": "Int64", "d": "Int64"})
+    counts = {c: "Int64" for c in COLUMNS if c.endswith(("_macs", "_params"))}
+    return table.astype({"K": "Int64", "d": "Int64", **counts})

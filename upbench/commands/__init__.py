@@ -8,11 +8,20 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, merge, network, roofline, sweep, table1
+from ..registry import load_plugin
+from . import compare, merge, network, report, roofline, sweep, table1
 
 COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
-            "roofline": roofline}
+            "report": report, "roofline": roofline}
 DEFAULT_COMMAND = "sweep"
+PLUGIN_HELP = ("register the operators of a plugin: a Python file (path/to/file.py) or an importable module "
+               "(package.module); repeatable, before or after the command")
+
+
+def _add_plugin_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    # The main parser and each subcommand write different dests: a subparser's defaults would
+    # otherwise overwrite the plugins given before the command.
+    parser.add_argument("--plugin", action="append", dest=dest, default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
 
 
 def version() -> str:
@@ -25,10 +34,12 @@ def version() -> str:
 def build_parser(prog: str = "bench.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Benchmark and profile feature upsamplers.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_plugin_option(parser, "plugins_before")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
+        _add_plugin_option(command, "plugins_after")
         command.set_defaults(run=module.run)
     return parser
 
@@ -54,11 +65,21 @@ def _silence_stdout() -> None:
 
 
 def main(argv: list[str], prog: str = "bench.py") -> int:
-    """``python bench.py`` alone runs the quick default sweep. Every failure is one line on stderr and a
+    """``python bench.py`` alone (or with only --plugin options) runs the quick default sweep. Every failure is one line on stderr and a
     non-zero exit: 2 for a usage or file error, 130 for Ctrl-C (with the command that resumes), 141 for a
     closed stdout pipe (silently)."""
-    argv = list(argv) or [DEFAULT_COMMAND]
-    args = build_parser(prog).parse_args(argv)
+    argv = list(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        argv.append(DEFAULT_COMMAND)
+        args = parser.parse_args(argv)
+    for plugin in [*args.plugins_before, *getattr(args, "plugins_after", [])]:
+        try:
+            load_plugin(plugin)
+        except ValueError as error:
+            print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
+            return 2
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ import sys
 import pandas as pd
 
 from ..cli_args import FORMATS, emit, render_table, str_list
+from ..latex import booktabs
+from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
 from ..spec import IMPLS
@@ -67,7 +69,24 @@ def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None)
     )
 
 
+# The LaTeX report: one operator per row, as in the SAPA paper's Tables 2 and 3; notes go under the table.
+LATEX_COLUMNS = {"operator": ("Operator", "text"), "added_gmacs_paper": ("Added MACs", "G"),
+                 "added_params_m": ("Added params", "M"), "latency_ms": ("Latency", "ms"), "peak_mib": ("Memory", "mib")}
+
+
+def render_latex(table: pd.DataFrame, header: str) -> str:
+    columns = {name: label for name, (label, _) in LATEX_COLUMNS.items() if name in table.columns}
+    latex_table = table[list(columns)].rename(columns=columns)
+    notes = [f"{operator}: " + "; ".join(filter(None, [note, counted_as_zero_note(str(zero_ops).split())]))
+             for operator, note, zero_ops in zip(table["operator"], table["note"].fillna(""), table["zero_ops_paper"].fillna(""))
+             if note or counted_as_zero_note(str(zero_ops).split())]
+    return booktabs(latex_table.astype(object), {label: kind for label, kind in LATEX_COLUMNS.values()},
+                    caption=header.splitlines()[0], notes=[*FOOTNOTES[:1], *notes])
+
+
 def render(table: pd.DataFrame, fmt: str, header: str) -> str:
+    if fmt == "latex":
+        return render_latex(table, header)
     body = render_table(table, fmt, floatfmt=f".{REPORT_DECIMALS}f")
     if fmt != "markdown":
         return body

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..cli_args import int_list, non_negative_int, positive_float, positive_int, size_list, str_list
+from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
 from ..spec import SweepSpec, read_spec_file
@@ -45,6 +46,8 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
     axes.add_argument("--N", type=int_list, help="batch sizes")
     axes.add_argument("--dtype", type=str_list, help="fp32, fp16, bf16")
     axes.add_argument("--device", type=str_list, help="cpu, cuda, cuda:1, auto (the best present)")
+    axes.add_argument("--policy", type=str_list,
+                      help=f"counting policies: {', '.join(ALL_POLICIES)} (default {','.join(POLICIES)})")
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--warmup", type=non_negative_int, help="untimed calls before timing (default 3)")
     measure.add_argument("--min-run-time", type=positive_float, dest="min_run_time",
@@ -83,7 +86,7 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
     return given
 
 
-AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "warmup", "min_run_time",
+AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "policy", "warmup", "min_run_time",
               "budget", "l2_flush", "threads")
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
 from ..cli_args import FORMATS, emit, int_list, render_table, size_list, str_list
+from ..latex import booktabs
 from ..table1 import MISMATCH, Grid, validation_table
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
@@ -21,13 +24,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch")
 
 
+def latex_name(column: str) -> str:
+    return column.replace("_macs", " MACs").replace("_params", " params")
+
+
+LATEX_KINDS = {"operator": "text", "stage": "text", "C": "int", "K": "int", "d": "int", "H": "int", "W": "int",
+               "status": "text", **{latex_name(f"{source}_macs"): "macs" for source in ("paper", "exact", "fvcore", "torch")},
+               **{latex_name(f"{source}_params"): "params" for source in ("paper", "exact", "fvcore")}}
+
+
+def render_latex(table: pd.DataFrame) -> str:
+    """Every stage row, MACs and params in one unit each; the notes (why rows differ) go under the table."""
+    notes = [f"{op} / {stage}: {note}" for op, stage, note in zip(table["operator"], table["stage"], table["note"]) if note]
+    latex_table = table.drop(columns="note").astype(object).rename(columns=latex_name)
+    return booktabs(latex_table, LATEX_KINDS,
+                    caption="Table 1 formulas (paper, exact) against traced counts (fvcore, torch)", notes=notes)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
     except ValueError as error:
         print(f"table1: {error}", file=sys.stderr)
         return 2
-    emit(render_table(table, args.format, intfmt=","), args.out)
+    text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
+    emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     return 1 if args.check and (table["status"] == MISMATCH).any() else 0

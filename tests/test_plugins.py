@@ -1,0 +1,356 @@
+"""Operators from outside the repository: entry points, --plugin files and modules, wrap, counting rules
+for custom ops, the torch counting policy, and the paper-ready outputs (LaTeX, bench.py report)."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import upbench
+from upbench import registry, rules
+from upbench.commands import main
+from upbench.counting import count, count_operator
+from upbench.latex import booktabs, count_unit, escape
+from upbench.table1 import NO_FORMULA, validation_table
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_FILE = REPO / "examples" / "my_upsampler.py"
+EXAMPLE_PACKAGE = REPO / "examples" / "plugin_package"
+BLEND_PLUGIN = REPO / "tests" / "plugins" / "blend_plugin.py"
+BUILTINS = ["nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g"]
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """Whatever a test registers is gone after it, so the other test files see the built-ins only."""
+    available = registry.available()  # the built-ins load before the snapshot
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ORIGINS", dict(registry._ORIGINS))
+    monkeypatch.setattr(registry, "_loaded_sources", dict(registry._loaded_sources))
+    monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
+    yield available
+    count_operator.cache_clear()
+
+
+def _env(*paths: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO)])
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# -- one registration path ----------------------------------------------------------------------
+def test_operators_import_no_names_from_the_package_root():
+    submodules = {path.stem for path in (REPO / "upbench").glob("*.py")}
+    for path in (REPO / "operators").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "upbench":
+                names = {alias.name for alias in node.names}
+                assert names <= submodules, f"{path.name} imports {names - submodules} from the upbench root"
+
+
+STALE_METADATA = """
+import upbench.registry as registry
+registry.entry_points = lambda group: []  # metadata installed before the built-ins had their entry point
+import upbench
+print(upbench.available())
+print(registry.origin("carafe"))
+"""
+
+
+def test_builtins_load_where_the_installed_metadata_is_stale(tmp_path):
+    names, origin = _run(["-c", STALE_METADATA], _env(), tmp_path).stdout.strip().splitlines()
+    assert eval(names) == BUILTINS  # noqa: S307  (our own printout)
+    assert origin == "built-in module operators"
+
+
+def test_builtins_are_declared_as_an_entry_point_and_load_first(monkeypatch):
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert declared[registry.ENTRY_POINT_GROUP] == {"builtin": registry.BUILTIN_SOURCE}
+    group = registry.ENTRY_POINT_GROUP
+    points = [EntryPoint("aaa", "zz_plugin", group), EntryPoint("builtin", "operators", group),
+              EntryPoint("again", "operators", group)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points)
+    assert [ep.value for ep in registry._declared_entry_points()] == ["operators", "zz_plugin"]
+
+
+def test_a_broken_entry_point_warns_and_the_rest_load(monkeypatch):
+    broken = EntryPoint("broken", "no_such_plugin_module_xyz", registry.ENTRY_POINT_GROUP)
+    builtin = EntryPoint("builtin", "operators", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [broken, builtin])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    with pytest.warns(UserWarning, match="skipped entry point broken = no_such_plugin_module_xyz"):
+        names = registry.available()
+    assert names[: len(BUILTINS)] == BUILTINS
+
+
+@pytest.fixture(scope="module")
+def installed_package(tmp_path_factory) -> Path:
+    """examples/plugin_package installed (with its entry point) into a throwaway directory."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(EXAMPLE_PACKAGE)], check=True, capture_output=True, timeout=300)
+    return target
+
+
+ENTRY_POINT_RUN = """
+import upbench
+from upbench.commands import main
+print(upbench.available())
+print(upbench.registry.origin("bilinear-dw"))
+main(["table1", "--ops", "bilinear-dw,sapa-b", "--C", "8", "--size", "4", "--format", "csv"])
+"""
+
+
+def test_entry_point_package_end_to_end(installed_package, tmp_path):
+    names, origin, *table = _run(["-c", ENTRY_POINT_RUN], _env(installed_package), tmp_path).stdout.splitlines()
+    assert eval(names) == BUILTINS + ["bilinear-dw"]  # noqa: S307
+    assert origin == "entry point bilinear-dw = upbench_example_plugin of upbench-example-plugin"
+    frame = pd.read_csv(io.StringIO("\n".join(table)))
+    mine = frame[frame["operator"] == "bilinear-dw"]
+    assert list(mine["status"]) == ["match", "match"]
+    assert list(mine["fvcore_macs"]) == [4 * 16 * 9 * 8] * 2  # 4HW pixels x ke^2 x C
+
+
+def test_plugin_file_end_to_end_on_the_command_line(tmp_path):
+    """--plugin before the command: the file's operator is swept beside the built-ins and rendered to LaTeX."""
+    out = tmp_path / "mine.csv"
+    _run([str(REPO / "bench.py"), "--plugin", str(EXAMPLE_FILE), "sweep", "--ops", "subpixel,nearest", "--C", "4",
+          "--size", "4,8", "--device", "cpu", "--warmup", "1", "--min-run-time", "0.01", "--policy", "paper,torch",
+          "--out", str(out), "--formats", "latex,markdown", "--quiet"], _env(), tmp_path)
+    rows = pd.read_csv(out)
+    assert list(rows["status"]) == ["ok"] * 4
+    assert list(rows["macs_torch"]) == list(rows["macs_paper"])
+    assert rows.loc[rows["operator"] == "subpixel", "macs_paper"].tolist() == [16 * 9 * 4 * 16, 64 * 9 * 4 * 16]
+    latex = out.with_suffix(".tex").read_text()
+    assert r"\toprule" in latex and r"\bottomrule" in latex
+    assert "subpixel &" in latex and r"\multicolumn{3}{c}{8}" in latex
+
+
+def test_plugin_after_the_command_and_in_every_report(tmp_path, capsys):
+    args = ["--plugin", str(EXAMPLE_FILE)]
+    assert main(["table1", "--ops", "subpixel,carafe", "--C", "8", "--size", "4", "--format", "latex", *args]) == 0
+    assert "subpixel & body" in capsys.readouterr().out
+    assert main(["network", "--preset", "segformer-b1", "--ops", "subpixel,sapa-b", "--format", "latex", *args]) == 0
+    network = capsys.readouterr().out
+    assert "subpixel &" in network and "Added MACs (G)" in network
+    out = tmp_path / "compare.csv"
+    assert main(["compare", "--ops", "subpixel", "--C", "4", "--size", "4", "--device", "cpu", "--warmup", "1",
+                 "--min-run-time", "0.01", "--out", str(out), "--formats", "markdown", "--quiet", *args]) == 0
+    rows = pd.read_csv(out)
+    assert set(rows["operator"]) == {"subpixel"} and set(rows["impl"]) == {"reference"}
+    assert set(rows["status"]) == {"ok"}
+
+
+def test_unknown_plugin_exits_2_naming_it(capsys):
+    assert main(["--plugin", "no/such/file.py", "table1"]) == 2
+    assert "no/such/file.py" in capsys.readouterr().err
+    assert main(["table1", "--plugin", "no_such_module_xyz"]) == 2
+    assert "no_such_module_xyz" in capsys.readouterr().err
+
+
+def test_two_plugins_claiming_one_name_is_an_error_naming_both(tmp_path):
+    for stem in ("first", "second"):
+        (tmp_path / f"{stem}.py").write_text(
+            "import upbench\nfrom torch import nn\n"
+            "upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name='dup')\n")
+    upbench.load_plugin(tmp_path / "first.py")
+    with pytest.raises(ValueError) as caught:
+        upbench.load_plugin(str(tmp_path / "second.py"))
+    message = str(caught.value)
+    assert "'dup' is claimed twice" in message
+    assert f"plugin file {tmp_path / 'first.py'}" in message and f"plugin file {tmp_path / 'second.py'}" in message
+    assert upbench.load_plugin(tmp_path / "first.py") == []  # loading a plugin again is a no-op
+
+
+def test_a_plugin_cannot_take_a_builtin_name():
+    with pytest.raises(ValueError, match="'carafe' is claimed twice: by .*operators"):
+        upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name="carafe")
+
+
+# -- wrap -----------------------------------------------------------------------------------------
+class Guided(nn.Module):
+    def __init__(self, channels: int, guide_channels: int, width: int):
+        super().__init__()
+        self.mix = nn.Conv2d(guide_channels, channels, 1)
+        self.width = width
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2) + self.mix(guide)
+
+
+def test_wrap_builds_a_guided_operator_with_knobs(generator):
+    cls = upbench.wrap(Guided, name="guided-test", needs_guide=True, knobs={"width": 7})
+    op = upbench.make("guided-test", 4, guide_channels=6, width=3)
+    assert op.body.width == 3 and op.hparams == {"width": 3} and cls.stages == ("body",)
+    x, guide = op.example_inputs(2, 3, 5, generator=generator)
+    assert op(x, guide).shape == (2, 4, 6, 10)
+    counted = count(op, (x, guide))
+    assert counted.macs == 2 * 6 * 10 * 6 * 4 and counted.stage_macs == {"body": counted.macs}
+    with pytest.raises(ValueError, match="guided-test: unknown hyperparameter"):
+        upbench.make("guided-test", 4, depth=2)
+
+
+def test_wrap_rejects_a_module_that_does_not_upsample_by_two(generator):
+    upbench.wrap(lambda channels: nn.Identity(), name="identity-test")
+    op = upbench.make("identity-test", 3)
+    with pytest.raises(ValueError, match=r"identity-test: the wrapped module returned \(1, 3, 4, 4\); expected"):
+        op(*op.example_inputs(1, 4, 4, generator=generator))
+    with pytest.raises(ValueError, match="knob depth='2'"):
+        upbench.wrap(lambda channels: nn.Identity(), name="bad-knob", knobs={"depth": "2"})
+
+
+def test_table1_without_formulas_says_no_formula_never_match():
+    upbench.wrap(lambda channels: nn.ConvTranspose2d(channels, channels, 2, stride=2), name="deconv-test")
+    table = validation_table(["deconv-test"])
+    assert set(table["status"]) == {NO_FORMULA}
+    assert table["paper_macs"].isna().all() and table["exact_params"].isna().all()
+    assert (table["fvcore_macs"] == 256 * 256 * 4 * 16 * 16).all()
+
+
+# -- custom ops and counting rules --------------------------------------------------------------
+def test_custom_op_is_counted_as_zero_by_name_until_a_plugin_gives_a_rule(generator, capsys):
+    upbench.load_plugin(BLEND_PLUGIN)
+    op = upbench.make("test-blend", 3)
+    inputs = op.example_inputs(1, 4, 4, generator=generator)
+    for policy in ("paper", "fvcore", "torch"):
+        counted = count(op, inputs, policy)
+        assert (counted.macs, counted.zero_ops) == (0, ("upbench_test::blend",)), policy
+    assert main(["table1", "--ops", "test-blend", "--C", "3", "--size", "4", "--format", "csv"]) == 0
+    notes = pd.read_csv(io.StringIO(capsys.readouterr().out))["note"]
+    assert all("counted as zero: upbench_test::blend" in note for note in notes)
+
+    sys.modules[[m for m in sys.modules if m.startswith("upbench_plugin_blend_plugin")][0]].add_rule()
+    for policy in ("paper", "fvcore", "torch"):
+        counted = count(op, inputs, policy)
+        assert (counted.macs, counted.zero_ops) == (3 * 8 * 8, ()), policy
+    with pytest.raises(ValueError, match="registered twice"):
+        upbench.counting_rule("upbench_test::blend", lambda *args, out_shape: 0)
+    with pytest.raises(ValueError, match="expected a custom op name"):
+        upbench.counting_rule("aten::mul", lambda *args, out_shape: 0)
+
+
+def test_sweep_report_names_custom_ops_counted_as_zero(tmp_path, capsys):
+    out = tmp_path / "blend.csv"
+    assert main(["--plugin", str(BLEND_PLUGIN), "sweep", "--ops", "test-blend", "--C", "2", "--size", "2",
+                 "--device", "cpu", "--warmup", "1", "--min-run-time", "0.01", "--out", str(out),
+                 "--formats", "markdown", "--quiet"]) == 0
+    assert pd.read_csv(out)["zero_ops_paper"].tolist() == ["upbench_test::blend"]
+    assert "counted as zero: upbench_test::blend" in out.with_suffix(".md").read_text()
+
+
+# -- the torch policy ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["carafe", "sapa-b", "indexnet-hin"])
+def test_torch_policy_agrees_with_the_paper_policy_except_elementwise_products(name, generator):
+    op = upbench.make(name, 8, impl="reference")
+    inputs = op.example_inputs(1, 4, 4, generator=generator)
+    paper, torch_count = count(op, inputs, "paper"), count(op, inputs, "torch")
+    products = 8 * 8 * 8 if name == "indexnet-hin" else 0  # index map x upsampled feature: FlopCounterMode skips it
+    assert torch_count.macs == paper.macs - products
+    assert torch_count.params == paper.params
+    assert ("mul" in torch_count.zero_ops) == bool(products)
+
+
+def test_torch_policy_counts_the_compiled_ops(generator):
+    from upbench.kernels import compiled_available
+
+    if not compiled_available():
+        pytest.skip("compiled ops not built")
+    for name in ("carafe", "sapa-b"):
+        reference = upbench.make(name, 8, impl="reference")
+        compiled = upbench.make(name, 8, impl="compiled")
+        compiled.load_state_dict(reference.state_dict())
+        inputs = reference.example_inputs(1, 4, 4, generator=generator)
+        assert count(compiled, inputs, "torch").macs == count(reference, inputs, "torch").macs > 0
+
+
+def test_table1_names_the_ops_flop_counter_mode_leaves_out():
+    table = validation_table(["indexnet-hin"], upbench.table1.Grid(C=(8,), sizes=((4, 4),)))
+    total = table[table["stage"] == "total"].iloc[0]
+    assert total["torch_macs"] == total["exact_macs"] - 4 * 8 * 16
+    assert "torch - exact: MACs -512; FlopCounterMode counts no MACs for mul" in total["note"]
+
+
+def test_unknown_policy_names_the_torch_policy():
+    with pytest.raises(ValueError, match="expected one of paper, fvcore, torch"):
+        upbench.SweepSpec(policies=("flops",))
+    with pytest.raises(ValueError, match="expected one of paper, fvcore, torch"):
+        count(nn.Identity(), (torch.zeros(1),), "flops")
+
+
+# -- LaTeX and bench.py report ------------------------------------------------------------------
+def test_count_unit_and_escaping():
+    assert count_unit([0, 2.5e9, 1e6]) == ("G", 1e9)
+    assert count_unit([999, None, float("nan")]) == ("", 1.0)
+    assert count_unit([1000]) == ("K", 1e3)
+    assert escape("sapa_b & 5% #1") == r"sapa\_b \& 5\% \#1"
+
+
+def test_booktabs_groups_units_and_missing_values():
+    columns = pd.MultiIndex.from_tuples([("", "operator"), ("64", "MACs"), ("64", "Latency"), ("128", "MACs")])
+    table = pd.DataFrame([["a_b", 2.0e9, 1.234, 8.0e9], ["c", 5.0e8, None, None]], columns=columns)
+    text = booktabs(table, {"operator": "text", "MACs": "macs", "Latency": "ms"}, caption="Cost")
+    lines = text.splitlines()
+    assert r" & \multicolumn{2}{c}{64} & \multicolumn{1}{c}{128} \\" in lines
+    assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-4}" in lines
+    assert r"operator & MACs (G) & Latency (ms) & MACs (G) \\" in lines
+    assert r"a\_b & 2.00 & 1.23 & 8.00 \\" in lines and r"c & 0.50 & -- & -- \\" in lines
+    assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
+    assert "rounded to 2 decimals" in text
+    with pytest.raises(ValueError, match="no known kind"):
+        booktabs(table, {"operator": "text"})
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "rows.csv"
+    spec = upbench.SweepSpec(ops=("nearest", "carafe"), channels=(4,), sizes=((4, 4), (8, 8)), devices=("cpu",),
+                             impls=("reference",), warmup=1, min_run_time=0.01)
+    upbench.run_sweep(spec, out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["latex", "markdown", "csv", "json"])
+def test_report_rerenders_a_finished_sweep(fmt, finished_sweep, capsys):
+    assert main(["report", str(finished_sweep), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    rows = pd.read_csv(finished_sweep)
+    if fmt == "csv":
+        assert pd.read_csv(io.StringIO(out))["key"].tolist() == rows["key"].tolist()
+    elif fmt == "json":
+        assert [r["key"] for r in json.loads(out)] == rows["key"].tolist()
+    elif fmt == "latex":
+        body = [line for line in out.splitlines() if line.startswith(("nearest &", "carafe &"))]
+        assert len(body) == 2  # one operator per row
+    else:
+        assert out.startswith("# upbench sweep") and "carafe" in out
+
+
+def test_report_pivot(finished_sweep, capsys):
+    assert main(["report", str(finished_sweep), "--pivot", "macs", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    rows = pd.read_csv(finished_sweep)
+    carafe = rows[rows["operator"] == "carafe"]
+    assert table.loc[table["operator"] == "carafe", ["4", "8"]].values.tolist() == [carafe["macs_paper"].tolist()]
+    assert main(["report", str(finished_sweep), "--pivot", "latency", "--format", "latex"]) == 0
+    assert r"operator & 4 (ms) & 8 (ms) \\" in capsys.readouterr().out
+    assert main(["report", str(finished_sweep.with_suffix(".nope"))]) == 2
+    assert "no such file" in capsys.readouterr().err

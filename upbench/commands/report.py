@@ -1,0 +1,70 @@
+"""bench.py report: re-render a finished sweep's CSV (or JSON) without measuring again."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..cli_args import emit, render_table
+from ..export import MIB, markdown_table, pivot, read_json_rows, read_rows, to_latex, to_markdown
+from ..latex import booktabs
+
+HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
+FORMATS = ("latex", "markdown", "csv", "json")
+# --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
+PIVOTS = {
+    "latency": ("latency_median_ms", 1.0, "ms"),
+    "memory": ("peak_mem_bytes", 1 / MIB, "mib"),
+    "macs": (None, 1.0, "macs"),  # the rows' first counting policy
+    "params": ("params", 1.0, "params"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rows", type=Path, help="a sweep's rows: the .csv (or .json) it wrote")
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--pivot", choices=list(PIVOTS), default=None,
+                        help="only this quantity, operator x resolution (default: the whole report)")
+    parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+
+
+def read_any(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    return read_json_rows(path) if path.suffix.lower() == ".json" else read_rows(path)
+
+
+def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
+    column, scale, kind = PIVOTS[quantity]
+    column = column or next(c for c in rows.columns if c.startswith("macs_"))
+    table = pivot(rows, column, scale)
+    if table.empty:
+        raise ValueError("no ok rows to pivot")
+    if fmt == "latex":
+        sizes = [c for c in table.columns if c not in rows.columns and c != "operator"]
+        kinds = {c: (kind if c in sizes else "text") for c in table.columns}
+        return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution")
+    return markdown_table(table) if fmt == "markdown" else render_table(table, fmt)
+
+
+def render(rows: pd.DataFrame, fmt: str) -> str:
+    if fmt == "latex":
+        return to_latex(rows)
+    if fmt == "markdown":
+        return to_markdown(rows)
+    return render_table(rows, fmt)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        rows = read_any(args.rows)
+        if rows.empty:
+            raise ValueError(f"{args.rows}: holds no rows")
+        text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
+    except (ValueError, OSError, KeyError) as error:
+        print(f"report: {error}", file=sys.stderr)
+        return 2
+    emit(text.rstrip("\n"), args.out)
+    return 0

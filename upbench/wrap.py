@@ -1,0 +1,74 @@
+"""Any x2 upsampling module as a registered operator, without subclassing :class:`Upsampler`."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from .base import Knob, Upsampler
+from .formulas import NO_FORMULAS, Formulas
+from .registry import register
+
+# The wrapped module is one stage: every op of its forward is attributed to it.
+WRAPPED_STAGE = "body"
+
+
+def _knob(operator: str, name: str, value: Knob | int) -> Knob:
+    if isinstance(value, Knob):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{operator}: knob {name}={value!r}; expected a Knob or an integer default")
+    return Knob(value)
+
+
+def wrap(
+    factory: Callable[..., nn.Module], name: str, needs_guide: bool = False,
+    knobs: Mapping[str, Knob | int] | None = None, formulas: Formulas | None = None,
+    guide_must_match: bool = False,
+) -> type[Upsampler]:
+    """Register ``factory`` as operator ``name`` and return the operator class.
+
+    ``factory(channels, **knobs)`` (with ``needs_guide``: ``factory(channels, guide_channels=Cg, **knobs)``)
+    builds a module whose ``forward(x)`` (or ``forward(x, guide)``) maps (N, C, H, W) to (N, C, 2H, 2W).
+    ``knobs`` maps each hyperparameter the factory takes to its default (an int, or a :class:`Knob` with a
+    rule). ``formulas`` is optional; without it the counts are reported with status ``no formula``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"wrap: name={name!r}; expected a non-empty operator name")
+    if not callable(factory):
+        raise ValueError(f"wrap {name!r}: factory={factory!r} is not callable; expected a function or nn.Module class")
+    if formulas is not None and not isinstance(formulas, Formulas):
+        raise ValueError(f"wrap {name!r}: formulas must be an upbench.Formulas, got {type(formulas).__name__}")
+    checked_knobs = {knob: _knob(name, knob, value) for knob, value in (knobs or {}).items()}
+    if "guide_channels" in checked_knobs or "channels" in checked_knobs:
+        raise ValueError(f"wrap {name!r}: channels and guide_channels are given by upbench, not knobs")
+
+    def __init__(self: Upsampler, channels: int, guide_channels: int | None = None, impl: str = "auto",
+                 **hparams: int) -> None:
+        Upsampler.__init__(self, channels, guide_channels, impl, **hparams)
+        extra = {"guide_channels": self.guide_channels} if self.needs_guide else {}
+        body = factory(channels, **extra, **self.hparams)
+        if not isinstance(body, nn.Module):
+            raise ValueError(f"{name}: the factory returned {type(body).__name__}; expected a torch.nn.Module")
+        setattr(self, WRAPPED_STAGE, body)
+
+    def upsample(self: Upsampler, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        body = getattr(self, WRAPPED_STAGE)
+        out = body(x, guide) if self.needs_guide else body(x)
+        expected = (x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"{name}: the wrapped module returned {got}; expected x2 upsampled {expected}")
+        return out
+
+    namespace = {
+        "name": name, "needs_guide": needs_guide, "guide_must_match": guide_must_match, "knobs": checked_knobs,
+        "stages": (WRAPPED_STAGE,), "formulas": formulas or NO_FORMULAS, "compiled_ops": False,
+        "__init__": __init__, "upsample": upsample,
+        "__doc__": inspect.getdoc(factory) or f"{name}: a wrapped module",
+        "__module__": getattr(factory, "__module__", __name__),
+    }
+    class_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part) or "Wrapped"
+    return register(type(class_name, (Upsampler,), namespace))
