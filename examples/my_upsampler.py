@@ -33,6 +33,6 @@ def subpixel_cost(s: upbench.Dims) -> Cost:
 # the stage "body"; "paper" is the formula a paper would print, "exact" what the code computes.
 upbench.wrap(
     SubPixel, name="subpixel",
-    knobs={"kernel": upbench.Knob(3, "odd", dims_field="ke")},
+    knobs={"kernel": upbench.Knob(3, "odd", dims_field="ke", max=31)},
     formulas=upbench.Formulas(paper={"body": subpixel_cost, TOTAL: subpixel_cost}, exact={"body": subpixel_cost}),
 )

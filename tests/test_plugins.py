@@ -6,6 +6,7 @@ import ast
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_FILE = REPO / "examples" / "my_upsampler.py"
 EXAMPLE_PACKAGE = REPO / "examples" / "plugin_package"
 BLEND_PLUGIN = REPO / "tests" / "plugins" / "blend_plugin.py"
-BUILTINS = ["nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g"]
+BUILTINS = ["nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
+            "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv"]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -106,8 +108,10 @@ def test_a_broken_entry_point_warns_and_the_rest_load(monkeypatch):
 def installed_package(tmp_path_factory) -> Path:
     """examples/plugin_package installed (with its entry point) into a throwaway directory."""
     target = tmp_path_factory.mktemp("site")
+    # Built from a copy: a build writes build/ and *.egg-info beside the sources it is given.
+    source = shutil.copytree(EXAMPLE_PACKAGE, tmp_path_factory.mktemp("src") / EXAMPLE_PACKAGE.name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE_PACKAGE)], check=True, capture_output=True, timeout=300)
+                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
     return target
 
 

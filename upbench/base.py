@@ -17,6 +17,8 @@ IMPLS = ("reference", "compiled")
 MAX_K = 63
 MAX_D = 4096
 MAX_ENCODER_KERNEL = 32
+# A plugin's knob that states no bound of its own still has one: no knob is unbounded.
+MAX_KNOB = 1 << 16
 
 
 def _describe(value: object) -> str:
@@ -30,8 +32,8 @@ class Knob:
     default: int
     rule: str = "positive"  # "positive", "odd" (positive odd), "even" (positive even) or "flag" (0 or 1)
     dims_field: str = ""  # which Dims field it fills (defaults to the knob's own name)
-    # Required: an unbounded knob let K = 2**63 - 1 reach the kernels, whose K*K overflows.
-    max: int = field(kw_only=True)
+    # Never unbounded: an unbounded knob let K = 2**63 - 1 reach the kernels, whose K*K overflows.
+    max: int = field(default=MAX_KNOB, kw_only=True)
 
     def check(self, operator: str, name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):

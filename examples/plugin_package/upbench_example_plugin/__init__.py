@@ -27,7 +27,7 @@ class Refine(nn.Module):
 @register
 class BilinearDepthwise(Upsampler):
     name = "bilinear-dw"
-    knobs = {"kernel": Knob(3, "odd", dims_field="ke")}
+    knobs = {"kernel": Knob(3, "odd", dims_field="ke", max=31)}
     stages = ("refine",)
     formulas = Formulas(paper={"refine": _refine_cost, TOTAL: _refine_cost}, exact={"refine": _refine_cost})
 
