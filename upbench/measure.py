@@ -122,14 +122,20 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     row["status"] = "ok"
 
 
-def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
-    """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
-    (except KeyboardInterrupt and the like, which stop the sweep)."""
+def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+    """A row with the config and the environment filled in and nothing measured yet."""
     row: dict[str, Any] = dict.fromkeys(spec.columns())
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
                dtype=config.dtype, device=config.device, mode=config.mode, **dict(config.hparams))
     row.update(environment(config.device))
+    return row
+
+
+def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+    """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
+    (except KeyboardInterrupt and the like, which stop the sweep)."""
+    row = config_row(config, spec, index, total)
     try:
         _measure(config, spec, row)
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on

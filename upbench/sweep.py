@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ import pandas as pd
 
 from .environment import check_device
 from .export import read_rows
+from .isolate import IsolatedMeasurer
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys
 from .spec import Config, SweepSpec
@@ -67,14 +69,20 @@ def run_sweep(
     shard: tuple[int, int] | None = None,
     progress: bool | None = False,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    isolate: bool = False,
+    row_timeout: float | None = None,
 ) -> pd.DataFrame:
     """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
 
     With ``out``, each row is appended to that CSV as it finishes; an existing file is refused
     unless ``resume``, which skips the configs it already holds (whatever their status) and returns
     its old rows with the new. ``progress``: a bar with ETA on stderr (None: only on a terminal).
-    ``on_row`` sees every new row after it is logged.
+    ``on_row`` sees every new row after it is logged. ``isolate``: each row in a worker process
+    (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
+    recorded ``crash`` / ``timeout`` and the sweep goes on.
     """
+    if row_timeout is not None and not isolate:
+        raise ValueError("a row timeout needs isolation (--isolate): a hung row can only be stopped in a child process")
     for device in spec.devices:
         check_device(device)
     configs = spec.expand()
@@ -91,10 +99,16 @@ def run_sweep(
         log = RowLog(out, columns)
     rows = []
     try:
-        with _progress_bar(len(todo), progress) as bar:
+        with _progress_bar(len(todo), progress) as bar, ExitStack() as stack:
+            if isolate:
+                load_kernels = any(config.impl == "compiled" for _, config in todo)
+                measure = stack.enter_context(IsolatedMeasurer(spec, row_timeout, load_kernels)).measure
+            else:
+                def measure(config: Config, index: int, total: int) -> dict[str, Any]:
+                    return measure_config(config, spec, index, total)
             for index, config in todo:
                 bar.set_postfix_str(config.key, refresh=False)
-                row = measure_config(config, spec, index, len(configs))
+                row = measure(config, index, len(configs))
                 rows.append(row)
                 if log is not None:
                     log.write(row)
