@@ -84,7 +84,8 @@ class IsolatedMeasurer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _start(self) -> Connection:
+    def start(self) -> Connection:
+        """Start a worker and wait until it is ready (measure starts one when it needs one)."""
         parent_end, child_end = self.context.Pipe()
         process = self.context.Process(
             target=_serve, args=(child_end, self.modules, torch.get_num_threads(), self.load_kernels),
@@ -124,7 +125,7 @@ class IsolatedMeasurer:
 
     def measure(self, config: Config, index: int, total: int) -> dict[str, Any]:
         """One finished row, whatever happens to the worker."""
-        connection = self.connection or self._start()
+        connection = self.connection or self.start()
         connection.send((config, self.spec, index, total))
         if not connection.poll(self.row_timeout):
             self.stop(kill=True)
