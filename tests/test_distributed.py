@@ -58,9 +58,13 @@ def test_isolated_rows_survive_a_segfault_a_cuda_error_and_a_hang(tmp_path, plan
     assert last["macs_fvcore"] == count_config(spec.expand()[-1], spec.policies)["macs_fvcore"]
 
 
-def test_a_row_timeout_needs_isolation(plain_pair):
+def test_a_row_timeout_needs_isolation_and_a_positive_value(tmp_path, plain_pair):
+    spec = SweepSpec(ops=plain_pair[:1], **TINY)
     with pytest.raises(ValueError, match="needs isolation"):
-        run_sweep(SweepSpec(ops=plain_pair[:1], **TINY), row_timeout=1.0)
+        run_sweep(spec, row_timeout=1.0)
+    with pytest.raises(ValueError, match="row_timeout=0: expected a positive number of seconds"):
+        run_sweep(spec, tmp_path / "never.csv", isolate=True, row_timeout=0)
+    assert not (tmp_path / "never.csv").exists()
 
 
 # -- --launcher submitit ----------------------------------------------------------------------

@@ -87,6 +87,8 @@ def run_sweep(
         check_device(device)
     configs = spec.expand()
     todo = shard_configs(configs, shard)
+    # Built (and its arguments checked) before the log is opened; its worker starts with the first row.
+    isolated = IsolatedMeasurer(spec, row_timeout, any(c.impl == "compiled" for _, c in todo)) if isolate else None
     columns = spec.columns()
     log = None
     if out is not None:
@@ -100,9 +102,8 @@ def run_sweep(
     rows = []
     try:
         with _progress_bar(len(todo), progress) as bar, ExitStack() as stack:
-            if isolate:
-                load_kernels = any(config.impl == "compiled" for _, config in todo)
-                measure = stack.enter_context(IsolatedMeasurer(spec, row_timeout, load_kernels)).measure
+            if isolated is not None:
+                measure = stack.enter_context(isolated).measure
             else:
                 def measure(config: Config, index: int, total: int) -> dict[str, Any]:
                     return measure_config(config, spec, index, total)

@@ -139,7 +139,7 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def launch(args: argparse.Namespace, spec: SweepSpec, out: Path, formats: list[str]) -> Launched:
+def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
     """The sweep as ``--shards`` submitit jobs; each job resolves the spec (devices) where it runs."""
     if args.shard:
         raise ValueError("--shard is for one process; with --launcher, --shards N makes the shards")
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = args.out or default_out(spec, shard)
         if args.launcher:
-            launched = launch(args, spec, out, formats)
+            launched = launch(args, out, formats)
             rows, written, problems = launched.rows, launched.written, launched.problems
         else:
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
