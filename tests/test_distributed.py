@@ -4,6 +4,8 @@ planted operators that crash or hang a worker live in planted_operators.py."""
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +13,13 @@ import upbench
 from upbench import registry
 from upbench.commands import main
 from upbench.export import read_rows
-from upbench.launch import Resources, launch_sweep, shard_logs
+from upbench.launch import Resources, job_error, launch_sweep, shard_logs
 from upbench.measure import count_config
 from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
 
 TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.01)
-ROW_TIMEOUT_S = 10.0  # far above a tiny row's few hundred ms, even on a loaded machine
+ROW_TIMEOUT_S = 6.0  # far above a tiny row's few hundred ms, even on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,40 @@ def test_local_shards_resume_a_killed_shard_and_merge_to_the_one_process_rows(tm
     shard0 = read_rows(killed)
     assert shard0["key"].is_unique and len(shard0) == len(expected[::2])
     assert shard0.iloc[0]["timestamp"] == first_row["timestamp"]  # resumed, not measured again
+
+
+def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_path, planted, plain_pair, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "launched.csv"
+    launch = ["sweep", "--ops", f"{plain_pair[0]},planted-segfault", "--C", "4", "--size", "4,6", "--device", "cpu",
+              "--warmup", "0", "--min-run-time", "0.01", "--quiet", "--formats", "", "--launcher", "submitit",
+              "--shards", "2", "--cluster", "local", "--out", str(out)]
+    # Each shard measures one plain row, then its planted row kills the job.
+    assert main(launch) == 1
+    err = capsys.readouterr().err
+    assert "shard 0/2 (job" in err and "shard 1/2 (job" in err
+    assert "failed: the job has not produced any output (state:" in err and "_log.err" in err
+    assert "2 configs have no row (indices 2, 3)" in err
+    assert list(read_rows(out)["operator"]) == [plain_pair[0]] * 2  # what the shards measured is merged
+
+    assert main([*launch, "--resume", "--isolate"]) == 0
+    rows = read_rows(out)
+    assert list(rows["status"]) == ["ok", "ok", "crash", "crash"]
+    assert (rows["message"][2:] == "the worker process died of SIGSEGV (signal 11)").all()
+    for log in shard_logs(out, 2):
+        assert read_rows(log)["key"].is_unique  # the plain rows were not measured again
+
+
+def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
+    # The layout of submitit's FailedJobError message (submitit/core/core.py).
+    text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "
+            "last):\n  File \"x.py\", line 1, in <module>\nValueError: device 'cuda' requested, but "
+            "torch.cuda.is_available() is False here\n----------------------\nYou can check full logs with "
+            "'job.stderr(0)'")
+    assert job_error(RuntimeError(text)) == ("ValueError: device 'cuda' requested, but torch.cuda.is_available() "
+                                             "is False here")
+    assert job_error(RuntimeError("plain\nsecond")) == "RuntimeError: plain"
 
 
 def test_local_shards_need_a_gpu_each(tmp_path, plain_pair, monkeypatch):

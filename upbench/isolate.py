@@ -9,7 +9,6 @@ use CUDA, and a spawned one starts clean whatever the parent did.
 """
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import re
 import signal
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 
 from .measure import config_row, measure_config
-from .registry import get
+from .registry import defining_modules, import_modules
 from .spec import Config, SweepSpec
 
 # Errors after which the CUDA context of the process is unusable: every later call would fail too.
@@ -32,8 +31,7 @@ def _serve(connection: Connection, modules: list[str], threads: int, load_kernel
     """The worker: measure each (config, spec, index, total) it receives until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
     torch.set_num_threads(threads)
-    for module in modules:  # operators registered outside the operators package, e.g. by a user's script
-        importlib.import_module(module)
+    import_modules(modules)  # operators registered outside the operators package
     if load_kernels:
         from .kernels import compiled_available
 
@@ -72,7 +70,7 @@ class IsolatedMeasurer:
         self.spec = spec
         self.row_timeout = row_timeout
         self.load_kernels = load_kernels
-        self.modules = sorted({get(op).__module__ for op in spec.ops} - {"__main__"})
+        self.modules = defining_modules(spec.ops)
         self.context = multiprocessing.get_context("spawn")
         self.process: Any = None
         self.connection: Connection | None = None

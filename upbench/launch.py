@@ -20,6 +20,7 @@ import pandas as pd
 
 from .export import FORMATS, merge_frames, missing_configs, read_rows, write_csv, write_outputs
 from .measure import MESSAGE_CHARS, first_line
+from .registry import defining_modules, import_modules
 from .spec import SweepSpec
 from .sweep import run_sweep
 
@@ -47,8 +48,10 @@ class ShardTask:
     shard: tuple[int, int]
     isolate: bool = False
     row_timeout: float | None = None
+    modules: tuple[str, ...] = ()  # where the operators are registered, for those outside the operators package
 
     def __call__(self) -> int:
+        import_modules(self.modules)
         rows = run_sweep(as_spec(self.spec), self.log, resume=True, shard=self.shard, isolate=self.isolate,
                          row_timeout=self.row_timeout)
         return len(rows)
@@ -173,13 +176,15 @@ def follow(jobs: list[Any], logs: list[Path], progress: bool | None, poll_s: flo
             time.sleep(poll_s)
 
 
-def _job_error(error: BaseException) -> str:
-    """The last line of the job's traceback (submitit wraps it between dashed lines), else the error's first line."""
+def job_error(error: BaseException) -> str:
+    """One line on why a job failed: the last line of its traceback (submitit puts it between dashed
+    lines), or, for a job that died without a result (killed, or crashed outside Python), its state."""
     lines = [line.strip() for line in str(error).splitlines()]
     dashed = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
     if len(dashed) >= 2 and dashed[1] > dashed[0] + 1:
         return lines[dashed[1] - 1][:MESSAGE_CHARS]
-    return first_line(error)
+    ended = next((line for line in lines if "(state:" in line), None)
+    return f"the job {ended}; it was killed or crashed" if ended else first_line(error)
 
 
 def merge_logs(logs: Iterable[Path], out: Path, formats: Iterable[str]) -> tuple[pd.DataFrame, list[Path]]:
@@ -223,7 +228,8 @@ def launch_sweep(
     gpus = resources.gpus
     if gpus is None:
         gpus = int(any(device.startswith("cuda") for device in local_spec.devices))
-    tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout) for index, log in enumerate(logs)]
+    modules = tuple(defining_modules(local_spec.ops))
+    tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout, modules) for index, log in enumerate(logs)]
     jobs = submit_shards(tasks, out, resources, gpus)
     try:
         follow(jobs, logs, progress, poll_s)
@@ -235,7 +241,7 @@ def launch_sweep(
     for index, job in enumerate(jobs):
         error = job.exception()
         if error is not None:
-            problems.append(f"shard {index}/{shards} (job {job.job_id}) failed: {_job_error(error)}; "
+            problems.append(f"shard {index}/{shards} (job {job.job_id}) failed: {job_error(error)}; "
                             f"its log: {job.paths.stderr}")
     rows, written = merge_logs(logs, out, formats)
     missing = missing_configs(rows)

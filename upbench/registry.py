@@ -1,7 +1,8 @@
 """Name -> Upsampler class. Operators register themselves once, in their own file."""
 from __future__ import annotations
 
-from typing import TypeVar
+import importlib
+from typing import Iterable, TypeVar
 
 from .base import Upsampler
 
@@ -39,3 +40,14 @@ def get(name: str) -> type[Upsampler]:
 def make(name: str, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int) -> Upsampler:
     """Build operator ``name`` for ``channels`` decoder channels."""
     return get(name)(channels, guide_channels=guide_channels, impl=impl, **hparams)
+
+
+def defining_modules(names: Iterable[str]) -> list[str]:
+    """The modules that register operators ``names``: what a fresh process (an isolated worker, a shard's
+    job) imports to know them. ``__main__`` is left out: it cannot be imported by name."""
+    return sorted({get(name).__module__ for name in names} - {"__main__"})
+
+
+def import_modules(modules: Iterable[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
