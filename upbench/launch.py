@@ -10,7 +10,6 @@ job files and job stdout/stderr under ``results/x.shards/submitit/``, the merged
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from .export import FORMATS, merge_frames, missing_configs, read_rows, write_csv
 from .measure import MESSAGE_CHARS, first_line
 from .registry import defining_modules, import_modules
 from .spec import SweepSpec
-from .sweep import run_sweep
+from .sweep import progress_bar, run_sweep
 
 CLUSTERS = ("auto", "slurm", "local")
 # submitit's local executor kills a job after 2 minutes unless told otherwise: a week, for local runs.
@@ -156,11 +155,7 @@ def _logged(path: Path) -> tuple[int, int | None]:
 
 def follow(jobs: list[Any], logs: list[Path], progress: bool | None, poll_s: float) -> None:
     """Wait for the jobs, with one progress bar over the rows of all shard logs."""
-    from tqdm import tqdm
-
-    enabled = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=None, disable=not enabled, unit="row", desc=f"{len(jobs)} shards", file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with progress_bar(None, progress, desc=f"{len(jobs)} shards") as bar:
         while True:
             finished = all(job.done() for job in jobs)  # read before the logs, so the last rows are counted
             counts = [_logged(path) for path in logs]

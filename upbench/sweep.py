@@ -54,11 +54,12 @@ def shard_configs(configs: list[Config], shard: tuple[int, int] | None) -> list[
     return indexed[index::count]
 
 
-def _progress_bar(total: int, enabled: bool | None):
+def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep"):
+    """A bar of rows on stderr (``enabled`` None: only on a terminal)."""
     from tqdm import tqdm
 
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=total, disable=not enabled, unit="row", desc="sweep", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, disable=not enabled, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
 def run_sweep(
@@ -101,7 +102,7 @@ def run_sweep(
         log = RowLog(out, columns)
     rows = []
     try:
-        with _progress_bar(len(todo), progress) as bar, ExitStack() as stack:
+        with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:
                 measure = stack.enter_context(isolated).measure
             else:
