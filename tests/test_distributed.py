@@ -144,3 +144,10 @@ def test_local_shards_need_a_gpu_each(tmp_path, plain_pair, monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
     with pytest.raises(ValueError, match="2 local shards x 1 GPU.* need 2 GPUs; this machine has 1"):
         launch_sweep(dict(ops=plain_pair[0], device="cpu"), tmp_path / "x.csv", 2, Resources(cluster="local", gpus=1))
+
+
+def test_a_cluster_launch_needs_the_device_said(tmp_path, plain_pair):
+    """device auto resolves on the measuring node: the submitting one cannot size the jobs' GPUs."""
+    with pytest.raises(ValueError, match="device auto on slurm: .* give --device cuda"):
+        launch_sweep(dict(ops=plain_pair[0]), tmp_path / "x.csv", 2, Resources(cluster="slurm"))
+    assert not (tmp_path / "x.shards").exists()  # refused before anything was submitted

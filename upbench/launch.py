@@ -96,13 +96,37 @@ def shard_logs(out: Path, shards: int) -> list[Path]:
     return [folder / f"shard{index}of{shards}.csv" for index in range(shards)]
 
 
-def _executor(out: Path, resources: Resources, gpus: int, shards: int) -> Any:
+def _submitit() -> Any:
     try:
         import submitit
     except ImportError:
         raise ValueError("--launcher submitit needs submitit: pip install 'upbench[cluster]' (or submitit)") from None
-    executor = submitit.AutoExecutor(folder=out.with_suffix(".shards") / "submitit",
-                                     cluster=None if resources.cluster == "auto" else resources.cluster)
+    return submitit
+
+
+def cluster_name(resources: Resources) -> str:
+    """The executor the jobs go to: ``auto`` is Slurm where it is present, else local processes."""
+    return _submitit().AutoExecutor.which() if resources.cluster == "auto" else resources.cluster
+
+
+def gpus_per_shard(spec: SweepSpec | Mapping[str, Any], resources: Resources, cluster: str) -> int:
+    """The GPUs each job asks for: as given, else one when the sweep measures on CUDA.
+
+    A mapping's ``device: auto`` resolves on the measuring node; on a cluster the submitting node
+    cannot tell what that will be, so it must be said (``--device cuda`` or ``cpu``).
+    """
+    if resources.gpus is not None:
+        return resources.gpus
+    if not isinstance(spec, SweepSpec):
+        requested = str(spec.get("device", "auto")).lower()  # a name, a comma list or a list
+        if cluster != "local" and ("auto" in requested or "best" in requested):
+            raise ValueError(f"device auto on {cluster}: the submitting node cannot tell whether the jobs get a GPU; "
+                             f"give --device cuda (or cpu), or --gpus-per-shard")
+    return int(any(device.startswith("cuda") for device in as_spec(spec).devices))
+
+
+def _executor(out: Path, resources: Resources, cluster: str, gpus: int, shards: int) -> Any:
+    executor = _submitit().AutoExecutor(folder=out.with_suffix(".shards") / "submitit", cluster=cluster)
     executor.update_parameters(
         name=f"upbench-{out.stem}", tasks_per_node=1, gpus_per_node=gpus, cpus_per_task=resources.cpus,
         mem_gb=resources.mem_gb, timeout_min=resources.timeout_min,
@@ -122,10 +146,10 @@ def _local_gpu_sets(shards: int, gpus: int) -> list[list[int]]:
     return [list(range(index * gpus, (index + 1) * gpus)) for index in range(shards)]
 
 
-def submit_shards(tasks: list[ShardTask], out: Path, resources: Resources, gpus: int) -> list[Any]:
+def submit_shards(tasks: list[ShardTask], out: Path, resources: Resources, cluster: str, gpus: int) -> list[Any]:
     """One job per task: a job array on Slurm; on the local executor each job gets its own GPUs."""
-    executor = _executor(out, resources, gpus, len(tasks))
-    if executor.cluster == "local":
+    executor = _executor(out, resources, cluster, gpus, len(tasks))
+    if cluster == "local":
         jobs = []
         gpu_sets = _local_gpu_sets(len(tasks), gpus) if gpus else [[]] * len(tasks)
         for task, gpu_set in zip(tasks, gpu_sets):
@@ -220,12 +244,11 @@ def launch_sweep(
     earlier = [path for path in [out, *logs] if path.exists() and path.stat().st_size > 0]
     if earlier and not resume:
         raise FileExistsError(f"{earlier[0]} exists: resume the launch (--resume) or choose another --out")
-    gpus = resources.gpus
-    if gpus is None:
-        gpus = int(any(device.startswith("cuda") for device in local_spec.devices))
+    cluster = cluster_name(resources)
+    gpus = gpus_per_shard(spec, resources, cluster)
     modules = tuple(defining_modules(local_spec.ops))
     tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout, modules) for index, log in enumerate(logs)]
-    jobs = submit_shards(tasks, out, resources, gpus)
+    jobs = submit_shards(tasks, out, resources, cluster, gpus)
     try:
         follow(jobs, logs, progress, poll_s)
     except BaseException:  # Ctrl-C: no job may go on writing a log that a --resume would write too
