@@ -67,6 +67,10 @@ def test_a_row_timeout_needs_isolation_and_a_positive_value(tmp_path, plain_pair
     with pytest.raises(ValueError, match="row_timeout=0: expected a positive number of seconds"):
         run_sweep(spec, tmp_path / "never.csv", isolate=True, row_timeout=0)
     assert not (tmp_path / "never.csv").exists()
+    with pytest.raises(ValueError, match="needs isolation"):  # refused before any job is submitted
+        launch_sweep(dict(ops=plain_pair[0], device="cpu"), tmp_path / "l.csv", 2, Resources(cluster="local"),
+                     row_timeout=5.0)
+    assert not (tmp_path / "l.shards").exists()
 
 
 # -- --launcher submitit ----------------------------------------------------------------------

@@ -47,6 +47,16 @@ def _serve(connection: Connection, modules: list[str], threads: int, load_kernel
         connection.send(measure_config(*job))
 
 
+def check_row_timeout(row_timeout: float | None, isolate: bool = True) -> None:
+    """Raise ValueError unless ``row_timeout`` is None or a positive number of seconds, with isolation."""
+    if row_timeout is None:
+        return
+    if not isolate:
+        raise ValueError("a row timeout needs isolation (--isolate): a hung row can only be stopped in a child process")
+    if isinstance(row_timeout, bool) or not isinstance(row_timeout, (int, float)) or not row_timeout > 0:
+        raise ValueError(f"row_timeout={row_timeout!r}: expected a positive number of seconds")
+
+
 def describe_exit(exitcode: int | None) -> str:
     """How a worker process ended, for a row's message."""
     if exitcode is None:
@@ -65,8 +75,7 @@ class IsolatedMeasurer:
     ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
 
     def __init__(self, spec: SweepSpec, row_timeout: float | None = None, load_kernels: bool = False):
-        if row_timeout is not None and (isinstance(row_timeout, bool) or not row_timeout > 0):
-            raise ValueError(f"row_timeout={row_timeout!r}: expected a positive number of seconds")
+        check_row_timeout(row_timeout)
         self.spec = spec
         self.row_timeout = row_timeout
         self.load_kernels = load_kernels

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from .export import FORMATS, merge_frames, missing_configs, read_rows, write_csv, write_outputs
+from .isolate import check_row_timeout
 from .measure import MESSAGE_CHARS, first_line
 from .registry import defining_modules, import_modules
 from .spec import SweepSpec
@@ -181,16 +182,15 @@ def follow(jobs: list[Any], logs: list[Path], progress: bool | None, poll_s: flo
     """Wait for the jobs, with one progress bar over the rows of all shard logs."""
     with progress_bar(None, progress, desc=f"{len(jobs)} shards") as bar:
         while True:
-            finished = all(job.done() for job in jobs)  # read before the logs, so the last rows are counted
+            done = [job.done() for job in jobs]  # read before the logs, so the last rows are counted
             counts = [_logged(path) for path in logs]
             totals = {total for _, total in counts if total is not None}
             if totals and bar.total is None:
                 bar.total = totals.pop()
             bar.n = sum(rows for rows, _ in counts)
-            running = sum(not job.done() for job in jobs)
-            bar.set_postfix_str(f"{running} running", refresh=False)
+            bar.set_postfix_str(f"{len(done) - sum(done)} running", refresh=False)
             bar.refresh()
-            if finished:
+            if all(done):
                 return
             time.sleep(poll_s)
 
@@ -240,6 +240,7 @@ def launch_sweep(
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards={shards!r}: expected a positive integer")
     local_spec = as_spec(spec)  # checked here, before anything is submitted
+    check_row_timeout(row_timeout, isolate)
     logs = shard_logs(out, shards)
     earlier = [path for path in [out, *logs] if path.exists() and path.stat().st_size > 0]
     if earlier and not resume:

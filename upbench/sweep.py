@@ -27,7 +27,7 @@ import pandas as pd
 
 from .environment import check_device
 from .export import read_rows
-from .isolate import IsolatedMeasurer
+from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys
 from .spec import Config, SweepSpec
@@ -82,8 +82,7 @@ def run_sweep(
     (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
     recorded ``crash`` / ``timeout`` and the sweep goes on.
     """
-    if row_timeout is not None and not isolate:
-        raise ValueError("a row timeout needs isolation (--isolate): a hung row can only be stopped in a child process")
+    check_row_timeout(row_timeout, isolate)
     for device in spec.devices:
         check_device(device)
     configs = spec.expand()
