@@ -123,18 +123,26 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     row["status"] = "ok"
 
 
-def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
-    """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
-    (except KeyboardInterrupt and the like, which stop the sweep)."""
+def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+    """A row with the config and the environment filled in and nothing measured yet."""
     row: dict[str, Any] = dict.fromkeys(spec.columns())
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
                dtype=config.dtype, device=config.device, mode=config.mode, **dict(config.hparams))
+    row.update(environment(config.device))
+    if spec.threads is not None:  # what the row runs with, also for a row the measuring process never returns
+        row["threads"] = spec.threads
+    return row
+
+
+def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+    """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
+    (except KeyboardInterrupt and the like, which stop the sweep)."""
     threads_before = torch.get_num_threads()
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
+    row = config_row(config, spec, index, total)
     try:
-        row.update(environment(config.device))  # after set_num_threads: the row records the threads it ran with
         _measure(config, spec, row)
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"

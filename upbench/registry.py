@@ -25,7 +25,7 @@ import warnings
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
 
@@ -36,6 +36,7 @@ _REGISTRY: dict[str, type[Upsampler]] = {}
 _ORIGINS: dict[str, str] = {}  # operator name -> label of the source that registered it
 _loaded_sources: dict[str, str] = {}  # resolved plugin target -> its label
 _loading: list[str] = []  # labels of the sources being loaded (innermost last)
+_REPLAY: dict[str, str] = {}  # operator name -> the load_plugin target that brings it into a fresh process
 _entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
@@ -56,6 +57,8 @@ def register(cls: U) -> U:
         )
     _REGISTRY[cls.name] = cls
     _ORIGINS.setdefault(cls.name, origin)
+    if not _loading and cls.__module__ != "__main__":  # registered by importing a module: importing it again replays it
+        _REPLAY.setdefault(cls.name, cls.__module__)
     return cls
 
 
@@ -136,7 +139,10 @@ def load_plugin(target: str | Path) -> list[str]:
             raise ValueError(f"{label}: failed to load: {type(error).__name__}: {error}") from error
         _adopt(obj, label)
     _loaded_sources[key] = label
-    return [name for name in _REGISTRY if name not in before]
+    added = [name for name in _REGISTRY if name not in before]
+    for name in added:
+        _REPLAY[name] = key
+    return added
 
 
 def _entry_point_label(entry_point: EntryPoint) -> str:
@@ -193,3 +199,16 @@ def get(name: str) -> type[Upsampler]:
 def make(name: str, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int) -> Upsampler:
     """Build operator ``name`` for ``channels`` decoder channels."""
     return get(name)(channels, guide_channels=guide_channels, impl=impl, **hparams)
+
+
+def replay_sources(names: Iterable[str]) -> list[str]:
+    """What a fresh process (an isolated worker, a shard's job) must load to know operators ``names``, as
+    :func:`load_plugins` takes it: the plugin files and modules they came from, and the modules that
+    registered them on import. Entry points load by themselves there; ``__main__`` cannot be imported by name."""
+    _load_entry_points()
+    return sorted({_REPLAY[name] for name in names if name in _REPLAY})
+
+
+def load_plugins(sources: Iterable[str]) -> None:
+    for source in sources:
+        load_plugin(source)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ import pandas as pd
 
 from .environment import check_device
 from .export import read_rows
+from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys
 from .spec import Config, SweepSpec
@@ -52,11 +54,12 @@ def shard_configs(configs: list[Config], shard: tuple[int, int] | None) -> list[
     return indexed[index::count]
 
 
-def _progress_bar(total: int, enabled: bool | None):
+def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep"):
+    """A bar of rows on stderr (``enabled`` None: only on a terminal)."""
     from tqdm import tqdm
 
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=total, disable=not enabled, unit="row", desc="sweep", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, disable=not enabled, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
 def run_sweep(
@@ -67,18 +70,25 @@ def run_sweep(
     shard: tuple[int, int] | None = None,
     progress: bool | None = False,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    isolate: bool = False,
+    row_timeout: float | None = None,
 ) -> pd.DataFrame:
     """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
 
     With ``out``, each row is appended to that CSV as it finishes; an existing file is refused
     unless ``resume``, which skips the configs it already holds (whatever their status) and returns
     its old rows with the new. ``progress``: a bar with ETA on stderr (None: only on a terminal).
-    ``on_row`` sees every new row after it is logged.
+    ``on_row`` sees every new row after it is logged. ``isolate``: each row in a worker process
+    (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
+    recorded ``crash`` / ``timeout`` and the sweep goes on.
     """
+    check_row_timeout(row_timeout, isolate)
     for device in spec.devices:
         check_device(device)
     configs = spec.expand()
     todo = shard_configs(configs, shard)
+    # Built (and its arguments checked) before the log is opened; its worker starts with the first row.
+    isolated = IsolatedMeasurer(spec, row_timeout, any(c.impl == "compiled" for _, c in todo)) if isolate else None
     columns = spec.columns()
     log = None
     if out is not None:
@@ -91,10 +101,15 @@ def run_sweep(
         if log is not None and resume:  # the whole log is read and checked before a row is appended
             done = logged_keys(out, spec, columns)
             todo = [(index, config) for index, config in todo if config.key not in done]
-        with _progress_bar(len(todo), progress) as bar:
+        with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
+            if isolated is not None:
+                measure = stack.enter_context(isolated).measure
+            else:
+                def measure(config: Config, index: int, total: int) -> dict[str, Any]:
+                    return measure_config(config, spec, index, total)
             for index, config in todo:
                 bar.set_postfix_str(config.key, refresh=False)
-                row = measure_config(config, spec, index, len(configs))
+                row = measure(config, index, len(configs))
                 rows.append(row)
                 if log is not None:
                     log.write(row)

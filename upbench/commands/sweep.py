@@ -17,6 +17,7 @@ from ..cli_args import int_list, non_negative_int, positive_float, positive_int,
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
+from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import SweepSpec, read_spec_file
 from ..rowlog import log_path
 from ..sweep import parse_shard, run_sweep
@@ -76,6 +77,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
+    isolation = parser.add_argument_group("isolation")
+    isolation.add_argument("--isolate", action="store_true",
+                           help="measure each row in a worker process: a row that segfaults, raises a CUDA error "
+                                "or outlives --row-timeout is recorded (status crash / timeout) and the sweep goes on")
+    isolation.add_argument("--row-timeout", type=positive_float, dest="row_timeout", metavar="S",
+                           help="with --isolate: seconds a row may take, counting included, before its worker is killed")
+    launch = parser.add_argument_group("launching shards as jobs (submitit)")
+    launch.add_argument("--launcher", choices=("submitit",), help="run --shards jobs and merge their logs into --out")
+    launch.add_argument("--shards", type=positive_int, help="how many jobs share the sweep")
+    launch.add_argument("--cluster", choices=CLUSTERS, default="auto",
+                        help="slurm, local (processes on this machine), auto (slurm where present; default)")
+    launch.add_argument("--partition", help="Slurm partition")
+    launch.add_argument("--gpus-per-shard", type=non_negative_int, dest="gpus_per_shard", metavar="G",
+                        help="GPUs per job (default: 1 when the sweep measures on CUDA, else 0)")
+    launch.add_argument("--cpus-per-shard", type=positive_int, dest="cpus_per_shard", metavar="C", help="CPU cores per job")
+    launch.add_argument("--mem-gb", type=positive_float, dest="mem_gb", help="memory per job")
+    launch.add_argument("--timeout", type=positive_int, dest="timeout_min", metavar="MIN",
+                        help="minutes per job (Slurm requeues a job that runs out; it resumes from its log)")
+    launch.add_argument("--slurm-param", type=slurm_pair, action="append", default=[], metavar="KEY=VALUE",
+                        help="any other submitit Slurm parameter, e.g. qos=high, account=lab (repeatable)")
+
+
+def slurm_pair(text: str) -> tuple[str, str]:
+    """'qos=high' -> ('slurm_qos', 'high')."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return f"slurm_{key.strip()}", value.strip()
 
 
 def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -90,13 +119,18 @@ AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "imp
               "budget", "l2_flush", "threads")
 
 
-def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+def spec_file_and_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep file's mapping with the flags laid over it, unvalidated."""
     mapping: dict[str, Any] = {}
     if args.spec is not None:
         mapping = read_spec_file(args.spec)
         SweepSpec.from_mapping(mapping, source=str(args.spec))  # so a bad file is named as such
     mapping.update(spec_mapping(args, AXIS_FLAGS))
-    return SweepSpec.from_mapping(mapping, source="the command line")
+    return mapping
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    return SweepSpec.from_mapping(spec_file_and_flags(args), source="the command line")
 
 
 def default_out(spec: SweepSpec, shard: tuple[int, int] | None) -> Path:
@@ -133,25 +167,52 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
+    """The sweep as ``--shards`` submitit jobs; each job resolves the spec (devices) where it runs."""
+    if args.shard:
+        raise ValueError("--shard is for one process; with --launcher, --shards N makes the shards")
+    if args.shards is None:
+        raise ValueError("--launcher submitit needs --shards N")
+    resources = Resources(cluster=args.cluster, partition=args.partition, gpus=args.gpus_per_shard,
+                          cpus=args.cpus_per_shard, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
+                          extra=dict(args.slurm_param))
+    return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
+                        isolate=args.isolate, row_timeout=args.row_timeout, formats=formats,
+                        progress=False if args.quiet else None)
+
+
 def run(args: argparse.Namespace) -> int:
+    problems: list[str] = []
     try:
         formats = check_formats(args.formats)
         spec = spec_from_args(args)
         shard = parse_shard(args.shard) if args.shard else None
         if args.resume and args.out is None:
             raise ValueError("--resume needs --out: the CSV to continue")
+        if args.launcher is None and args.shards is not None:
+            raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
-        rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
-                         on_row=warn_once_on_suspect_timing("sweep"))
-        written = [out, *write_outputs(rows, out, formats)]
+        if args.launcher:
+            launched = launch(args, out, formats)
+            rows, written, problems = launched.rows, launched.written, launched.problems
+        else:
+            rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
+                             on_row=warn_once_on_suspect_timing("sweep"), isolate=args.isolate,
+                             row_timeout=args.row_timeout)
+            written = [out, *write_outputs(rows, out, formats)]
     except (ValueError, FileExistsError) as error:
         print(f"sweep: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start
+        print(f"sweep: {error}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print("## Latency median (ms) by operator x resolution\n")
         print(markdown_table(pivot(rows, "latency_median_ms")))
         print("\n## Peak memory (MiB) by operator x resolution\n")
         print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
-    return 0
+    for problem in problems:
+        print(f"sweep: {problem}", file=sys.stderr)
+    return 1 if problems else 0

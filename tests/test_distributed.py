@@ -1,0 +1,169 @@
+"""Sweeps beyond one process: rows isolated in a worker process (--isolate) and shards launched as
+submitit jobs on the local executor (--launcher submitit). Real measurements at tiny shapes; the
+planted operators that crash or hang a worker live in planted_operators.py."""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+import upbench
+from upbench import registry
+from upbench.commands import main
+from upbench.export import read_rows
+from upbench.launch import Resources, job_error, launch_sweep, shard_logs
+from upbench.measure import count_config
+from upbench.spec import SweepSpec
+from upbench.sweep import run_sweep
+
+TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.01)
+ROW_TIMEOUT_S = 6.0  # far above a tiny row's few hundred ms, even on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def plain_pair() -> tuple[str, str]:
+    """Two operators without knobs or guide: the cheapest to measure."""
+    names = [n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide]
+    if len(names) < 2:
+        pytest.skip("needs two operators without knobs or guide")
+    return names[0], names[1]
+
+
+@pytest.fixture
+def planted():
+    """The planted operators, registered for one test only (a worker registers them by importing
+    their module, which the sweep names to it)."""
+    module = importlib.import_module("planted_operators")
+    for cls in module.PLANTED:
+        registry.register(cls)
+    yield {cls.name: cls for cls in module.PLANTED}
+    for cls in module.PLANTED:
+        registry._REGISTRY.pop(cls.name)
+
+
+# -- --isolate --------------------------------------------------------------------------------
+def test_isolated_rows_survive_a_segfault_a_cuda_error_and_a_hang(tmp_path, planted, plain_pair):
+    ops = ("planted-segfault", "planted-cuda-error", "planted-hang", plain_pair[0])
+    spec = SweepSpec(ops=ops, **TINY)
+    out = tmp_path / "isolated.csv"
+    rows = run_sweep(spec, out, isolate=True, row_timeout=ROW_TIMEOUT_S)
+    assert list(rows["operator"]) == list(ops)
+    assert list(rows["status"]) == ["crash", "crash", "timeout", "ok"]
+    assert rows["message"][0] == "the worker process died of SIGSEGV (signal 11)"
+    assert rows["message"][1] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert f"outlived the {ROW_TIMEOUT_S:g} s row timeout" in rows["message"][2]
+    assert list(read_rows(out)["status"]) == list(rows["status"])  # every row is in the log
+    last = rows.iloc[-1]  # measured by a fresh worker, with the counts an in-process row has
+    assert last["latency_median_ms"] > 0 and last["runs"] >= 1
+    assert last["macs_fvcore"] == count_config(spec.expand()[-1], spec.policies)["macs_fvcore"]
+
+
+def test_a_row_timeout_needs_isolation_and_a_positive_value(tmp_path, plain_pair):
+    spec = SweepSpec(ops=plain_pair[:1], **TINY)
+    with pytest.raises(ValueError, match="needs isolation"):
+        run_sweep(spec, row_timeout=1.0)
+    with pytest.raises(ValueError, match="row_timeout=0: expected a positive number of seconds"):
+        run_sweep(spec, tmp_path / "never.csv", isolate=True, row_timeout=0)
+    assert not (tmp_path / "never.csv").exists()
+    with pytest.raises(ValueError, match="needs isolation"):  # refused before any job is submitted
+        launch_sweep(dict(ops=plain_pair[0], device="cpu"), tmp_path / "l.csv", 2, Resources(cluster="local"),
+                     row_timeout=5.0)
+    assert not (tmp_path / "l.shards").exists()
+
+
+# -- --launcher submitit ----------------------------------------------------------------------
+def test_local_shards_resume_a_killed_shard_and_merge_to_the_one_process_rows(tmp_path, plain_pair):
+    flags = ["--ops", ",".join(plain_pair), "--C", "4", "--size", "4,6,8", "--device", "cpu", "--warmup", "0",
+             "--min-run-time", "0.01", "--quiet"]
+    single = tmp_path / "single.csv"
+    assert main(["sweep", *flags, "--out", str(single), "--formats", ""]) == 0
+    expected = read_rows(single)
+
+    # Shard 0 of a launch was killed after its first row, in the middle of writing the second.
+    out = tmp_path / "launched.csv"
+    killed = shard_logs(out, 2)[0]
+    spec = SweepSpec.from_mapping(dict(ops=list(plain_pair), C=4, size=[4, 6, 8], device="cpu", warmup=0,
+                                       min_run_time=0.01))
+
+    def killed_after_one(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, killed, shard=(0, 2), on_row=killed_after_one)
+    with open(killed, "a") as handle:
+        handle.write("torn,row")
+    first_row = read_rows(killed.open()).iloc[0]
+
+    launch = ["sweep", *flags, "--launcher", "submitit", "--shards", "2", "--cluster", "local", "--out", str(out),
+              "--formats", "markdown"]
+    assert main(launch) == 2  # the killed shard's log is there: only --resume continues it
+    assert main([*launch, "--resume"]) == 0
+
+    merged = read_rows(out)
+    same = ["spec_id", "config_index", "config_total", "key", "status"]
+    assert merged[same].equals(expected[same])
+    assert out.with_suffix(".md").exists()
+    shard0 = read_rows(killed)
+    assert shard0["key"].is_unique and len(shard0) == len(expected[::2])
+    assert shard0.iloc[0]["timestamp"] == first_row["timestamp"]  # resumed, not measured again
+
+
+def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_path, planted, plain_pair, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "launched.csv"
+    launch = ["sweep", "--ops", f"{plain_pair[0]},planted-segfault", "--C", "4", "--size", "4,6", "--device", "cpu",
+              "--warmup", "0", "--min-run-time", "0.01", "--quiet", "--formats", "", "--launcher", "submitit",
+              "--shards", "2", "--cluster", "local", "--out", str(out)]
+    # Each shard measures one plain row, then its planted row kills the job.
+    assert main(launch) == 1
+    err = capsys.readouterr().err
+    assert "shard 0/2 (job" in err and "shard 1/2 (job" in err
+    assert "failed: the job has not produced any output (state:" in err and "_log.err" in err
+    assert "2 of 4 configs have no row: config indices 2-3" in err
+    assert list(read_rows(out)["operator"]) == [plain_pair[0]] * 2  # what the shards measured is merged
+
+    assert main([*launch, "--resume", "--isolate"]) == 0
+    rows = read_rows(out)
+    assert list(rows["status"]) == ["ok", "ok", "crash", "crash"]
+    assert (rows["message"][2:] == "the worker process died of SIGSEGV (signal 11)").all()
+    for log in shard_logs(out, 2):
+        assert read_rows(log)["key"].is_unique  # the plain rows were not measured again
+
+
+def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
+    # The layout of submitit's FailedJobError message (submitit/core/core.py).
+    text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "
+            "last):\n  File \"x.py\", line 1, in <module>\nValueError: device 'cuda' requested, but "
+            "torch.cuda.is_available() is False here\n----------------------\nYou can check full logs with "
+            "'job.stderr(0)'")
+    assert job_error(RuntimeError(text)) == ("ValueError: device 'cuda' requested, but torch.cuda.is_available() "
+                                             "is False here")
+    assert job_error(RuntimeError("plain\nsecond")) == "RuntimeError: plain"
+
+
+def test_local_shards_need_a_gpu_each(tmp_path, plain_pair, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(ValueError, match="2 local shards x 1 GPU.* need 2 GPUs; this machine has 1"):
+        launch_sweep(dict(ops=plain_pair[0], device="cpu"), tmp_path / "x.csv", 2, Resources(cluster="local", gpus=1))
+
+
+def test_a_cluster_launch_needs_the_device_said(tmp_path, plain_pair):
+    """device auto resolves on the measuring node: the submitting one cannot size the jobs' GPUs."""
+    with pytest.raises(ValueError, match="device auto on slurm: .* give --device cuda"):
+        launch_sweep(dict(ops=plain_pair[0]), tmp_path / "x.csv", 2, Resources(cluster="slurm"))
+    assert not (tmp_path / "x.shards").exists()  # refused before anything was submitted
+
+
+def test_an_isolated_worker_loads_the_plugin_files_of_the_swept_operators(tmp_path):
+    """An operator from a --plugin file is known in the worker process, which never saw the command line."""
+    plugin = Path(__file__).resolve().parent.parent / "examples" / "my_upsampler.py"
+    registered = registry.load_plugin(plugin)
+    assert registry.replay_sources(registered) == [str(plugin)]
+    out = tmp_path / "rows.csv"
+    assert main(["--plugin", str(plugin), "sweep", "--ops", registered[0], "--C", "4", "--size", "4", "--device",
+                 "cpu", "--warmup", "0", "--min-run-time", "0.01", "--quiet", "--formats", "", "--isolate",
+                 "--out", str(out)]) == 0
+    assert list(read_rows(out)["status"]) == ["ok"]

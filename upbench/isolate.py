@@ -1,0 +1,154 @@
+"""Measuring rows in a child process, so that a row which kills its process (a segfault, an abort, a
+CUDA error that poisons the context, a hung kernel) becomes a recorded row and the sweep goes on.
+
+One persistent worker measures row after row, so its imports, CUDA context and compiled kernels are
+paid for once, not per row. When a row kills the worker, raises a CUDA error or outlives the row
+timeout, the row is recorded with status ``crash`` or ``timeout`` and a fresh worker takes the next
+row. Workers are started with ``spawn``: a forked child of a process that has touched CUDA cannot
+use CUDA, and a spawned one starts clean whatever the parent did.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import re
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+
+from .measure import config_row, measure_config
+from .registry import load_plugins, replay_sources
+from .spec import Config, SweepSpec
+
+# Errors after which the CUDA context of the process is unusable: every later call would fail too.
+CUDA_ERROR = re.compile(r"CUDA error|AcceleratorError|CUBLAS_STATUS|CUDNN_STATUS|device-side assert")
+STARTUP_TIMEOUT_S = 1800.0  # a worker's first kernel build can take minutes
+STOP_GRACE_S = 5.0
+
+
+def _serve(connection: Connection, plugin_sources: list[str], threads: int, load_kernels: bool) -> None:
+    """The worker: measure each (config, spec, index, total) it receives until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
+    torch.set_num_threads(threads)
+    load_plugins(plugin_sources)  # operators from plugins and modules outside the operators package
+    if load_kernels:
+        from .kernels import compiled_available
+
+        compiled_available()
+    connection.send("ready")
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:  # the parent is gone
+            return
+        if job is None:
+            return
+        connection.send(measure_config(*job))
+
+
+def check_row_timeout(row_timeout: float | None, isolate: bool = True) -> None:
+    """Raise ValueError unless ``row_timeout`` is None or a positive number of seconds, with isolation."""
+    if row_timeout is None:
+        return
+    if not isolate:
+        raise ValueError("a row timeout needs isolation (--isolate): a hung row can only be stopped in a child process")
+    if isinstance(row_timeout, bool) or not isinstance(row_timeout, (int, float)) or not row_timeout > 0:
+        raise ValueError(f"row_timeout={row_timeout!r}: expected a positive number of seconds")
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker process ended, for a row's message."""
+    if exitcode is None:
+        return "the worker process did not exit"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"the worker process died of {name} (signal {-exitcode})"
+    return f"the worker process exited with code {exitcode}"
+
+
+class IsolatedMeasurer:
+    """Measures each config in a worker process; a row that crashes or hangs it is a ``crash`` /
+    ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
+
+    def __init__(self, spec: SweepSpec, row_timeout: float | None = None, load_kernels: bool = False):
+        check_row_timeout(row_timeout)
+        self.spec = spec
+        self.row_timeout = row_timeout
+        self.load_kernels = load_kernels
+        self.plugin_sources = replay_sources(spec.ops)
+        self.context = multiprocessing.get_context("spawn")
+        self.process: Any = None
+        self.connection: Connection | None = None
+        self.starts = 0  # workers started: 1 plus one per crash or timeout
+
+    def __enter__(self) -> "IsolatedMeasurer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> Connection:
+        """Start a worker and wait until it is ready (measure starts one when it needs one)."""
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(
+            target=_serve, args=(child_end, self.plugin_sources, torch.get_num_threads(), self.load_kernels),
+            name="upbench-row-worker", daemon=True,
+        )
+        process.start()
+        child_end.close()  # so the worker's death reads as end-of-file here
+        self.process, self.connection = process, parent_end
+        self.starts += 1
+        ready = parent_end.poll(STARTUP_TIMEOUT_S)
+        try:
+            if ready and parent_end.recv() == "ready":
+                return parent_end
+        except EOFError:
+            pass
+        exitcode = self.stop(kill=True)
+        raise RuntimeError(f"the isolated row worker did not start: {describe_exit(exitcode)} "
+                           f"(its traceback, if any, is on stderr above)")
+
+    def stop(self, kill: bool = False) -> int | None:
+        """End the worker (asked to leave, killed if ``kill`` or if it does not) and return its exit code."""
+        process, connection = self.process, self.connection
+        if process is None or connection is None:
+            return None
+        if not kill:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+            process.join(STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
+        process.join()
+        connection.close()
+        self.process = self.connection = None
+        return process.exitcode
+
+    def measure(self, config: Config, index: int, total: int) -> dict[str, Any]:
+        """One finished row, whatever happens to the worker."""
+        connection = self.connection or self.start()
+        connection.send((config, self.spec, index, total))
+        if not connection.poll(self.row_timeout):
+            self.stop(kill=True)
+            return self._failed_row(config, index, total, "timeout",
+                                    f"the row outlived the {self.row_timeout:g} s row timeout; its worker was killed")
+        try:
+            row = connection.recv()
+        except EOFError:
+            exitcode = self.stop(kill=True)
+            return self._failed_row(config, index, total, "crash", describe_exit(exitcode))
+        if row["status"] == "error" and CUDA_ERROR.search(row["message"] or ""):
+            self.stop(kill=True)  # its CUDA context is unusable: the next row gets a fresh worker
+            row["status"] = "crash"
+        return row
+
+    def _failed_row(self, config: Config, index: int, total: int, status: str, message: str) -> dict[str, Any]:
+        row = config_row(config, self.spec, index, total)
+        row.update(status=status, message=message)
+        return row
