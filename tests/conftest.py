@@ -1,8 +1,8 @@
 """Shared fixtures for the formula / counting / operator / error / Table 1 tests.
 
-Kept deliberately small: it only makes the repository root importable (so ``pytest`` works from any
-directory without an install) and offers a seeded generator. Nothing here changes how other test
-files behave.
+It makes the repository root importable (so ``pytest`` works from any directory without an install),
+offers a seeded generator and a registry that forgets what a test registered. Nothing here changes how
+other test files behave unless they ask for a fixture.
 """
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Whatever a test registers (operators, plugin sources, counting rules) is gone after it, so the other
+    test files see the built-ins only. Yields the built-in operator names."""
+    from upbench import registry, rules
+    from upbench.counting import count_operator
+
+    available = registry.available()  # the built-ins load before the snapshot
+    for name in ("_REGISTRY", "_ORIGINS", "_loaded_sources", "_REPLAY"):
+        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
+    monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
+    yield available
+    count_operator.cache_clear()

@@ -157,7 +157,7 @@ def test_a_cluster_launch_needs_the_device_said(tmp_path, plain_pair):
     assert not (tmp_path / "x.shards").exists()  # refused before anything was submitted
 
 
-def test_an_isolated_worker_loads_the_plugin_files_of_the_swept_operators(tmp_path):
+def test_an_isolated_worker_loads_the_plugin_files_of_the_swept_operators(tmp_path, isolated_registry):
     """An operator from a --plugin file is known in the worker process, which never saw the command line."""
     plugin = Path(__file__).resolve().parent.parent / "examples" / "my_upsampler.py"
     registered = registry.load_plugin(plugin)

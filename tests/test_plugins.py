@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 import upbench
-from upbench import registry, rules
+from upbench import registry
 from upbench.commands import main
-from upbench.counting import count, count_operator
+from upbench.counting import count
 from upbench.latex import booktabs, count_unit, escape
 from upbench.table1 import NO_FORMULA, validation_table
 
@@ -36,15 +36,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    """Whatever a test registers is gone after it, so the other test files see the built-ins only."""
-    available = registry.available()  # the built-ins load before the snapshot
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_ORIGINS", dict(registry._ORIGINS))
-    monkeypatch.setattr(registry, "_loaded_sources", dict(registry._loaded_sources))
-    monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
-    yield available
-    count_operator.cache_clear()
+def registry_per_test(isolated_registry):
+    yield isolated_registry
 
 
 def _env(*paths: Path) -> dict[str, str]:
