@@ -351,3 +351,11 @@ def test_report_pivot(finished_sweep, capsys):
     assert r"operator & 4 (ms) & 8 (ms) \\" in capsys.readouterr().out
     assert main(["report", str(finished_sweep.with_suffix(".nope"))]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_report_of_a_csv_that_is_not_an_upbench_log_says_so(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert main(["report", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (f"report: {other}: not an upbench sweep log "
+                                               "(no spec_id, config_index, config_total, key, status column)")

@@ -17,10 +17,11 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .export import FORMATS, IncompleteSweep, check_complete, merge_frames, read_rows, write_csv, write_outputs
+from .export import FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv, write_outputs
 from .isolate import check_row_timeout
 from .measure import MESSAGE_CHARS, first_line
 from .registry import load_plugins, replay_sources
+from .rowlog import read_log
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
 
@@ -208,7 +209,7 @@ def job_error(error: BaseException) -> str:
 
 def merge_logs(logs: Iterable[Path], out: Path, formats: Iterable[str]) -> tuple[pd.DataFrame, list[Path]]:
     """The shard logs as one CSV at ``out`` plus the ``formats`` beside it."""
-    frames = [read_rows(path) for path in logs if path.exists() and path.stat().st_size > 0]
+    frames = [read_log(path) for path in logs if path.exists() and path.stat().st_size > 0]
     if not frames:
         raise RuntimeError("no shard wrote its log: nothing to merge (see the job logs under "
                            f"{out.with_suffix('.shards') / 'submitit'})")

@@ -28,20 +28,16 @@ def operators_with_compiled_path() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     mapping = {"ops": operators_with_compiled_path(), **DEFAULTS, **spec_mapping(args, AXIS_FLAGS)}
     mapping.update(mode=["fwd", "fwd+bwd"], impl=["reference", "compiled"])
-    try:
-        if not mapping["ops"]:
-            raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
-        formats = check_formats(args.formats)
-        spec = SweepSpec.from_mapping(mapping, source="the command line")
-        out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
-        args.row_log = out
-        rows = run_sweep(spec, out, progress=False if args.quiet else None,
-                         on_row=warn_once_on_suspect_timing("compare"))
-        ratios = ratio_view(rows)
-        written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
-    except (ValueError, FileExistsError) as error:
-        print(f"compare: {error}", file=sys.stderr)
-        return 2
+    if not mapping["ops"]:
+        raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
+    formats = check_formats(args.formats)
+    spec = SweepSpec.from_mapping(mapping, source="the command line")
+    out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
+    args.row_log = out
+    rows = run_sweep(spec, out, progress=False if args.quiet else None,
+                     on_row=warn_once_on_suspect_timing("compare"))
+    ratios = ratio_view(rows)
+    written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
     print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")
     print(markdown_table(ratios))
     if not args.quiet:

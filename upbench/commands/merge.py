@@ -25,23 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
+    if out.resolve() in {path.resolve() for path in args.inputs}:
+        raise ValueError(f"--out {out} is one of the inputs")
+    rows = merge_frames([read_log(path) for path in args.inputs])
     try:
-        if out.resolve() in {path.resolve() for path in args.inputs}:
-            raise ValueError(f"--out {out} is one of the inputs")
-        rows = merge_frames([read_log(path) for path in args.inputs])
-        try:
-            check_complete(rows)
-        except IncompleteSweep as incomplete:
-            if not args.allow_partial:
-                print(f"merge: incomplete: {incomplete}; nothing written (--allow-partial writes it anyway)",
-                      file=sys.stderr)
-                return 1
-            print(f"merge: partial merge: {incomplete}", file=sys.stderr)
-        prepare_parent(out)
-        written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]
-    except (ValueError, OSError) as error:
-        print(f"merge: {error}", file=sys.stderr)
-        return 2
+        check_complete(rows)
+    except IncompleteSweep as incomplete:
+        if not args.allow_partial:
+            print(f"merge: incomplete: {incomplete}; nothing written (--allow-partial writes it anyway)",
+                  file=sys.stderr)
+            return 1
+        print(f"merge: partial merge: {incomplete}", file=sys.stderr)
+    prepare_parent(out)
+    written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]
     print(f"merged {len(rows)} of {int(rows['config_total'].max())} configs from {len(args.inputs)} files",
           file=sys.stderr)
     for path in written:

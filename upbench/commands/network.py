@@ -77,9 +77,11 @@ LATEX_COLUMNS = {"operator": ("Operator", "text"), "added_gmacs_paper": ("Added 
 def render_latex(table: pd.DataFrame, header: str) -> str:
     columns = {name: label for name, (label, _) in LATEX_COLUMNS.items() if name in table.columns}
     latex_table = table[list(columns)].rename(columns=columns)
-    notes = [f"{operator}: " + "; ".join(filter(None, [note, counted_as_zero_note(str(zero_ops).split())]))
-             for operator, note, zero_ops in zip(table["operator"], table["note"].fillna(""), table["zero_ops_paper"].fillna(""))
-             if note or counted_as_zero_note(str(zero_ops).split())]
+    notes = []
+    for operator, note, zero_ops in zip(table["operator"], table["note"].fillna(""), table["zero_ops_paper"].fillna("")):
+        said = "; ".join(filter(None, [note, counted_as_zero_note(str(zero_ops).split())]))
+        if said:
+            notes.append(f"{operator}: {said}")
     return booktabs(latex_table.astype(object), {label: kind for label, kind in LATEX_COLUMNS.values()},
                     caption=header.splitlines()[0], notes=[*FOOTNOTES[:1], *notes])
 
@@ -99,14 +101,10 @@ def say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        preset = get_preset(args.preset)
-        header = describe(preset, args.size, args.channels)
-        table = network_report(preset, args.ops, args.size, args.channels, args.batch,
-                               measure=args.measure, device=args.device, impl=args.impl, progress=say)
-    except ValueError as error:
-        print(f"network: {error}", file=sys.stderr)
-        return 2
+    preset = get_preset(args.preset)
+    header = describe(preset, args.size, args.channels)
+    table = network_report(preset, args.ops, args.size, args.channels, args.batch,
+                           measure=args.measure, device=args.device, impl=args.impl, progress=say)
     emit(render(table, args.format, header), args.out)
     failed = table[table["status"] != "ok"]
     if len(failed):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import emit, render_table
-from ..export import MIB, markdown_table, pivot, read_json_rows, read_rows, to_latex, to_markdown
+from ..export import MIB, markdown_table, pivot, read_json_rows, to_latex, to_markdown
 from ..latex import booktabs
+from ..rowlog import read_log
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 FORMATS = ("latex", "markdown", "csv", "json")
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_any(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    return read_json_rows(path) if path.suffix.lower() == ".json" else read_rows(path)
+    return read_json_rows(path) if path.suffix.lower() == ".json" else read_log(path)
 
 
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if rows.empty:
             raise ValueError(f"{args.rows}: holds no rows")
         text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
-    except (ValueError, OSError, KeyError) as error:
+    except KeyError as error:  # JSON rows without a column the report reads
         print(f"report: {error}", file=sys.stderr)
         return 2
     emit(text.rstrip("\n"), args.out)

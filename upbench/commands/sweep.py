@@ -201,9 +201,6 @@ def run(args: argparse.Namespace) -> int:
                              on_row=warn_once_on_suspect_timing("sweep"), isolate=args.isolate,
                              row_timeout=args.row_timeout)
             written = [out, *write_outputs(rows, out, formats)]
-    except (ValueError, FileExistsError) as error:
-        print(f"sweep: {error}", file=sys.stderr)
-        return 2
     except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start
         print(f"sweep: {error}", file=sys.stderr)
         return 1

@@ -42,11 +42,7 @@ def render_latex(table: pd.DataFrame) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
-    except ValueError as error:
-        print(f"table1: {error}", file=sys.stderr)
-        return 2
+    table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
     text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
     emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
