@@ -43,7 +43,7 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .formulas import TOTAL
-from .rules import Rule, rules, short_op_name
+from .rules import COMPILED_OP_PARTS, Rule, rules, short_op_name
 
 POLICIES = ("paper", "fvcore")  # a sweep's default
 ALL_POLICIES = POLICIES + ("torch",)
@@ -78,34 +78,32 @@ def elementwise_product_macs(inputs: list, outputs: list) -> int:
     return math.prod(get_shape(outputs[0]))
 
 
-def _window_size(inputs: list, k_index: int) -> int:
-    K = inputs[k_index].toIValue()
-    return K * K
+def _rule_arguments(inputs: list, outputs: list) -> tuple[list, tuple]:
+    """A traced op's arguments as :mod:`upbench.rules` rules take them: tensors as shapes, the rest as values."""
+    args = [tuple(shape) if (shape := _tensor_shape(v)) is not None else v.toIValue() for v in inputs]
+    return args, tuple(get_shape(outputs[0]))
 
 
-def local_similarity_macs(inputs: list, outputs: list) -> int:
-    """query (N, d, 2H, 2W) dotted with K*K keys per output pixel."""
-    return math.prod(get_shape(inputs[0])) * _window_size(inputs, 2)
+def rule_handle(rule: Rule) -> Handle:
+    """A plugin's rule (:mod:`upbench.rules`) as an fvcore handle."""
+    def handle(inputs: list, outputs: list) -> int:
+        args, out_shape = _rule_arguments(inputs, outputs)
+        return int(rule(*args, out_shape=out_shape))
+
+    return handle
 
 
-def dynamic_assembly_macs(inputs: list, outputs: list) -> int:
-    """Every output element (N, C, 2H, 2W) is a K*K-term weighted sum."""
-    return math.prod(get_shape(outputs[0])) * _window_size(inputs, 2)
+def parts_handle(parts: Mapping[str, Rule]) -> Handle:
+    """A compiled op's rules as an fvcore handle counting each part under its own name, so a module's
+    ``op_stages`` can attribute each part to its own stage."""
+    def handle(inputs: list, outputs: list) -> Counter:
+        args, out_shape = _rule_arguments(inputs, outputs)
+        return Counter({part: int(rule(*args, out_shape=out_shape)) for part, rule in parts.items()})
+
+    return handle
 
 
-def sapa_fused_macs(inputs: list, outputs: list) -> Counter:
-    """Similarity, then assembly, in one op: each part under the name of the op that does it alone, so a
-    module's ``op_stages`` can attribute each part to its own stage."""
-    K2 = _window_size(inputs, 3)
-    return Counter({"local_similarity": math.prod(get_shape(inputs[0])) * K2,
-                    "dynamic_assembly": math.prod(get_shape(outputs[0])) * K2})
-
-
-COMPILED_OP_HANDLES: Mapping[str, Handle] = {
-    "upbench::local_similarity": local_similarity_macs,
-    "upbench::dynamic_assembly": dynamic_assembly_macs,
-    "upbench::sapa_fused": sapa_fused_macs,
-}
+COMPILED_OP_HANDLES: Mapping[str, Handle] = {op: parts_handle(parts) for op, parts in COMPILED_OP_PARTS.items()}
 
 PAPER_HANDLES: Mapping[str, Handle] = {
     **{op: _DEFAULT_SUPPORTED_OPS[op] for op in ("aten::_convolution", "aten::addmm", "aten::bmm",
@@ -128,15 +126,6 @@ FVCORE_HANDLES: Mapping[str, Handle] = {
 }
 
 HANDLES = {"paper": PAPER_HANDLES, "fvcore": FVCORE_HANDLES}
-
-
-def rule_handle(rule: Rule) -> Handle:
-    """A plugin's rule (:mod:`upbench.rules`) as an fvcore handle: tensors as shapes, the rest as values."""
-    def handle(inputs: list, outputs: list) -> int:
-        args = [tuple(shape) if (shape := _tensor_shape(v)) is not None else v.toIValue() for v in inputs]
-        return int(rule(*args, out_shape=tuple(get_shape(outputs[0]))))
-
-    return handle
 
 
 # -- results --------------------------------------------------------------------------------

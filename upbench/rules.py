@@ -6,14 +6,42 @@ serves every counting policy: the fvcore policies (``paper``, ``fvcore``) call i
 the ``torch`` policy from FlopCounterMode (which counts FLOPs: 2 x the rule's MACs).
 
 Without a rule, a custom op counts zero and is named in the row and the reports ("counted as zero").
+
+upbench's own compiled window ops are counted by rules of the same form (:data:`COMPILED_OP_PARTS`), the
+one place their MACs are written down for every policy.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 Rule = Callable[..., int]
 
 _RULES: dict[str, Rule] = {}
+
+
+def _similarity_macs(query: tuple, *rest: Any, out_shape: tuple) -> int:
+    """The query (N, d, 2H, 2W) dotted with K*K keys per output pixel (K is the last argument)."""
+    return math.prod(query) * rest[-1] ** 2
+
+
+def _assembly_macs(*args: Any, out_shape: tuple) -> int:
+    """Every output element (N, C, 2H, 2W) a K*K-term weighted sum (K is the last argument)."""
+    return math.prod(out_shape) * args[-1] ** 2
+
+
+# MACs of each compiled op, split into the parts it does. A part is named after the op that does it alone,
+# so the fused SAPA op's similarity and assembly can each be given its own stage (``op_stages``).
+COMPILED_OP_PARTS: Mapping[str, Mapping[str, Rule]] = {
+    "upbench::local_similarity": {"local_similarity": _similarity_macs},
+    "upbench::dynamic_assembly": {"dynamic_assembly": _assembly_macs},
+    "upbench::sapa_fused": {"local_similarity": _similarity_macs, "dynamic_assembly": _assembly_macs},
+}
+
+
+def whole(parts: Mapping[str, Rule]) -> Rule:
+    """One rule for an op: the sum of its parts."""
+    return lambda *args, out_shape: sum(rule(*args, out_shape=out_shape) for rule in parts.values())
 
 
 def _check_op_name(op: str) -> None:

@@ -8,7 +8,6 @@ as zero, so a difference from the exact formulas can be traced to the ops FlopCo
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -16,29 +15,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
-from .rules import Rule, rules, short_op_name
-
-
-def _window(K: int) -> int:
-    return K * K
-
-
-# MACs of the compiled window ops, as functions of their argument shapes (see upbench.counting for the fvcore side).
-COMPILED_OP_RULES: dict[str, Rule] = {
-    "upbench::local_similarity": lambda query, key, K, out_shape: math.prod(query) * _window(K),
-    "upbench::dynamic_assembly": lambda weights, x, K, out_shape: math.prod(out_shape) * _window(K),
-    "upbench::sapa_fused": lambda query, key, value, K, out_shape: (math.prod(query) + math.prod(out_shape)) * _window(K),
-}
-
-
-# A compiled op whose work spans stages, split into the parts the ops that do each alone would count: a
-# module's ``op_stages`` moves each part to its stage, as upbench.counting does on the fvcore side.
-COMPILED_OP_PARTS: dict[str, dict[str, Rule]] = {
-    "upbench::sapa_fused": {
-        "local_similarity": lambda query, key, value, K, out_shape: math.prod(query) * _window(K),
-        "dynamic_assembly": lambda query, key, value, K, out_shape: math.prod(out_shape) * _window(K),
-    },
-}
+from .rules import COMPILED_OP_PARTS, Rule, rules, short_op_name, whole
 
 
 def _shape_args(args: tuple) -> list[Any]:
@@ -63,7 +40,7 @@ def _as_flop_formula(rule: Rule) -> Callable[..., int]:
 
 def register_rules() -> None:
     """Hand FlopCounterMode a formula for every rule whose op is loaded (once per op)."""
-    for op, rule in {**COMPILED_OP_RULES, **rules()}.items():
+    for op, rule in {**{op: whole(parts) for op, parts in COMPILED_OP_PARTS.items()}, **rules()}.items():
         packet = _op_packet(op)
         if packet is not None and packet not in flop_registry:
             register_flop_formula(packet)(_as_flop_formula(rule))
