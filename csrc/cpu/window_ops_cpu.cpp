@@ -29,14 +29,8 @@
 #include <vector>
 
 #include "../upbench_checks.h"
-
-// The helpers must be inlined into each clone: called out of line they would run the baseline code,
-// with 32-byte vectors passed through memory.
-#if defined(__GNUC__) || defined(__clang__)
-#define UPBENCH_INLINE inline __attribute__((always_inline))
-#else
-#define UPBENCH_INLINE inline
-#endif
+#include "row_pair.h"
+#include "simd.h"
 
 namespace upbench {
 namespace {
@@ -337,19 +331,7 @@ UPBENCH_INLINE void gather1(const T* const* src, const T* w, int64_t count, int6
   }
 }
 
-// Copies rows [row0, row0 + 2) of plane-major src (C, Ho, Wo) into dst (2, Wo, C).
-template <typename T>
-UPBENCH_INLINE void load_two_rows_nhwc(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
-  for (int64_t r = 0; r < 2; ++r) {
-    T* d = dst + r * Wo * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const T* s = src + (c * Ho + row0 + r) * Wo;
-      for (int64_t j = 0; j < Wo; ++j) d[j * C + c] = s[j];
-    }
-  }
-}
-
-// Inverse of load_two_rows_nhwc: src (2, Wo, C) -> rows [row0, row0 + 2) of dst (C, Ho, Wo).
+// src (2, Wo, C) -> rows [row0, row0 + 2) of dst (C, Ho, Wo).
 // Channel blocks keep the reads sequential and the writes in a few sequential streams.
 template <typename T>
 UPBENCH_INLINE void store_two_rows_nchw(const T* src, int64_t C, int64_t Ho, int64_t Wo, int64_t row0, T* dst) {
@@ -501,47 +483,72 @@ UPBENCH_INLINE void children_softmax(const T* q0, const T* q2, const T* kT, int6
   }
 }
 
-template <typename T>
-UPBENCH_ISA_CLONES void sapa_forward_tasks(int64_t begin, int64_t end, const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
-  std::vector<T> qrows(2 * g.Wo * d), orows(2 * g.Wo * C);
-  T P[4 * kMaxFusedK * kMaxFusedK];
-  T wts[4 * kMaxFusedK * kMaxFusedK];
-  const T* src[kMaxFusedK * kMaxFusedK];
+// ---- forward passes: NCHW in and out, one low-resolution row per task (csrc/cpu/row_pair.h) ----
+
+// local_similarity: out (N, KK, Ho, Wo) = <query (N, d, Ho, Wo), windows of key (N, d, H, W)>.
+template <typename T, int B>
+UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, const T* query, const T* key, T* out, Geom g,
+                                    int64_t d) {
+  constexpr int L = simd::lanes<T, B>();
+  const row_pair::Shape s(g.H, g.W, g.K, L);
+  row_pair::Scratch<T> buf(s, d, d);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    load_two_rows_nhwc(query + n * d * g.Ho * g.Wo, d, g.Ho, g.Wo, 2 * p, qrows.data());
-    for (int64_t q = 0; q < g.W; ++q) {
-      const T* q0 = qrows.data() + 2 * q * d;
-      const T* q2 = q0 + g.Wo * d;
-      children_softmax(q0, q2, kT, n, p, q, d, g, P);
-      int64_t count = 0;
-      for (int64_t ky = 0; ky < g.K; ++ky) {
-        const int64_t y = p + ky - g.R;
-        if (y < 0 || y >= g.H) continue;
-        for (int64_t kx = 0; kx < g.K; ++kx) {
-          const int64_t x = q + kx - g.R;
-          // An out-of-map tap would add P * 0, NaN only when P is, and then every P of the child is.
-          if (x < 0 || x >= g.W) continue;
-          const int64_t k = ky * g.K + kx;
-          src[count] = vT + ((n * g.H + y) * g.W + x) * C;
-          for (int t = 0; t < 4; ++t) wts[4 * count + t] = P[t * g.KK + k];
-          ++count;
-        }
+    row_pair::split_children<T, B>(query + n * d * g.Ho * g.Wo, d, p, s, buf.children.data());
+    row_pair::window_dots<T, B>(buf.children.data(), key + n * d * g.H * g.W, d, p, s, buf.lines.data(),
+                                buf.zero_line.data(), buf.line_ptrs.data(), buf.taps.data());
+    for (int64_t k = 0; k < g.KK; ++k) {
+      for (int a = 0; a < 2; ++a) {
+        const T* even = buf.taps.data() + ((2 * a) * g.KK + k) * s.Wp;
+        const T* odd = even + g.KK * s.Wp;
+        T* row = out + ((n * g.KK + k) * g.Ho + 2 * p + a) * g.Wo;
+        for (int64_t qb = 0; qb < s.Wp; qb += L)
+          row_pair::store_zipped<T, B>(row + 2 * qb, simd::load<T, B>(even + qb), simd::load<T, B>(odd + qb),
+                                       std::min<int64_t>(2 * L, g.Wo - 2 * qb));
       }
-      T* acc0 = orows.data() + 2 * q * C;
-      T* acc2 = acc0 + g.Wo * C;
-      gather4(src, wts, count, C, acc0, acc0 + C, acc2, acc2 + C);
     }
-    store_two_rows_nchw(orows.data(), C, g.Ho, g.Wo, 2 * p, out + n * C * g.Ho * g.Wo);
   }
 }
+UPBENCH_PER_ISA(similarity_rows)
 
-template <typename T>
-void sapa_forward(const T* query, const T* kT, const T* vT, T* out, const Geom& g, int64_t d, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-    sapa_forward_tasks(begin, end, query, kT, vT, out, g, d, C);
-  });
+// dynamic_assembly: out (N, C, Ho, Wo) = sum_k weights (N, KK, Ho, Wo) * windows of x (N, C, H, W).
+template <typename T, int B>
+UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, const T* weights, const T* x, T* out, Geom g,
+                                  int64_t C) {
+  const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
+  row_pair::Scratch<T> buf(s, 0, 0);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    for (int64_t k = 0; k < g.KK; ++k) {
+      for (int a = 0; a < 2; ++a) {
+        T* even = buf.taps.data() + ((2 * a) * g.KK + k) * s.Wp;
+        row_pair::split_row<T, B>(weights + ((n * g.KK + k) * g.Ho + 2 * p + a) * g.Wo, s, even, even + g.KK * s.Wp);
+      }
+    }
+    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, C, p, s, buf.lines.data(),
+                                  buf.zero_line.data(), buf.line_ptrs.data(), out + n * C * g.Ho * g.Wo);
+  }
 }
+UPBENCH_PER_ISA(assembly_rows)
+
+// sapa_fused: logits <query, windows of key>, softmax over each window, assembly of value's windows.
+// Out-of-map taps: a logit <q, 0> (NaN when q holds NaN or Inf) and a weight times zero.
+template <typename T, int B>
+UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
+                                      T* out, Geom g, int64_t d, int64_t C) {
+  const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
+  row_pair::Scratch<T> buf(s, d, d);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    row_pair::split_children<T, B>(query + n * d * g.Ho * g.Wo, d, p, s, buf.children.data());
+    row_pair::window_dots<T, B>(buf.children.data(), key + n * d * g.H * g.W, d, p, s, buf.lines.data(),
+                                buf.zero_line.data(), buf.line_ptrs.data(), buf.taps.data());
+    row_pair::softmax_taps<T, B>(buf.taps.data(), s);
+    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, C, p, s, buf.lines.data(),
+                                  buf.zero_line.data(), buf.line_ptrs.data(), out + n * C * g.Ho * g.Wo);
+  }
+}
+UPBENCH_PER_ISA(sapa_forward_rows)
 
 // First backward pass: recompute each pixel's softmax kernel P and the gradient of its logits,
 // G = P * (dL/dP - <P, dL/dP>), where dL/dP[k] = <grad_out, value window k>. Both are written as
@@ -593,13 +600,17 @@ at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_
   constexpr const char* op = "upbench::local_similarity";
   check_local_similarity(op, query_, key_, K);
   check_cpu_dtype(op, key_);
-  const at::Tensor qT = to_nhwc(query_);
-  const at::Tensor kT = to_nhwc(key_);
+  const at::Tensor query = contiguous_compute(query_);
+  const at::Tensor key = contiguous_compute(key_);
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1);
-  at::Tensor out = at::empty({g.N, g.KK, g.Ho, g.Wo}, qT.options());
-  AT_DISPATCH_FLOATING_TYPES(qT.scalar_type(), op, [&] {
-    window_dot(qT.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, d);
+  at::Tensor out = at::empty({g.N, g.KK, g.Ho, g.Wo}, query.options());
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
+    const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * d), [&](int64_t begin, int64_t end) {
+      similarity_rows_dispatch<scalar_t>(begin, end, q, k, o, g, d);
+    });
   });
   return out.to(key_.scalar_type());
 }
@@ -631,12 +642,16 @@ at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_
   check_dynamic_assembly(op, weights_, x_, K);
   check_cpu_dtype(op, x_);
   const at::Tensor weights = contiguous_compute(weights_);
-  const at::Tensor xT = to_nhwc(x_);
+  const at::Tensor x = contiguous_compute(x_);
   const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
   const int64_t C = x_.size(1);
   at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, weights.options());
   AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), op, [&] {
-    window_gather(weights.data_ptr<scalar_t>(), xT.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, C);
+    const scalar_t *w = weights.data_ptr<scalar_t>(), *xs = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
+      assembly_rows_dispatch<scalar_t>(begin, end, w, xs, o, g, C);
+    });
   });
   return out.to(x_.scalar_type());
 }
@@ -669,14 +684,17 @@ at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, cons
   check_sapa_fused(op, query_, key_, value_, K);
   check_cpu_dtype(op, key_);
   const at::Tensor query = contiguous_compute(query_);
-  const at::Tensor kT = to_nhwc(key_);
-  const at::Tensor vT = to_nhwc(value_);
+  const at::Tensor key = contiguous_compute(key_);
+  const at::Tensor value = contiguous_compute(value_);
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1), C = value_.size(1);
-  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, vT.options());
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, value.options());
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
-    sapa_forward(query.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(),
-                 out.data_ptr<scalar_t>(), g, d, C);
+    const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
+      sapa_forward_rows_dispatch<scalar_t>(begin, end, q, k, v, o, g, d, C);
+    });
   });
   return out.to(value_.scalar_type());
 }

@@ -1,0 +1,218 @@
+// Forward window ops computed on NCHW in place, one low-resolution row at a time, vectorised along
+// the row.
+//
+// Low-resolution row p has four child rows' worth of outputs: child t = 2a + b of pixel (p, q) is
+// output pixel (2p + a, 2q + b). For a fixed channel, the values a window tap (ky, kx) reads for
+// consecutive q are consecutive in an NCHW row, so one vector load serves L pixels, and the four
+// children's results are interleaved back into the two output rows with shuffles: vector stores, no
+// NHWC copies of any input or output. Per row the kernels keep:
+//   - "lines": a low-resolution row of one channel with R zeros on each side, so every tap of every
+//     lane is an in-bounds load; rows outside the map are a line of zeros. An out-of-map tap is thus
+//     the reference's zero padding, multiplied in (0 * Inf = NaN) with no special case.
+//   - the children's per-tap values, [child t][tap k][q], q padded to a whole number of vectors.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "simd.h"
+
+namespace upbench {
+namespace row_pair {
+
+using simd::lanes;
+using simd::load;
+using simd::store;
+using simd::Vec;
+
+// Sizes of one low-resolution row's work, for vectors of L lanes.
+struct Shape {
+  int64_t H, W, K, R, KK, Wo;
+  int64_t Wp;  // W rounded up to whole vectors: the length of a per-child row
+  int64_t Wl;  // Wp + 2R: the length of a zero-padded line
+  Shape(int64_t h, int64_t w, int64_t k, int64_t L)
+      : H(h), W(w), K(k), R(k / 2), KK(k * k), Wo(2 * w), Wp((w + L - 1) / L * L), Wl((w + L - 1) / L * L + k - 1) {}
+};
+
+// Per-thread buffers of the row kernels. Line buffers are zeroed once so their padding stays zero.
+template <typename T>
+struct Scratch {
+  static constexpr int64_t kMaxChannelBlock = 4;  // assemble_rows' NC
+  std::vector<T> children, taps, lines, zero_line;
+  std::vector<const T*> line_ptrs;
+  // children: 4 x `hi_channels` split rows; lines: one window row of `dot_channels` channels, or the
+  // K rows of a block of channels
+  Scratch(const Shape& s, int64_t hi_channels, int64_t dot_channels)
+      : children(4 * hi_channels * s.Wp),
+        taps(4 * s.KK * s.Wp),
+        lines(std::max(dot_channels, s.K * kMaxChannelBlock) * s.Wl),
+        zero_line(s.Wl),
+        line_ptrs(std::max(dot_channels, s.K * kMaxChannelBlock)) {}
+};
+
+// even[q] = row[2q], odd[q] = row[2q + 1] for q < W; zero up to Wp.
+template <typename T, int B>
+UPBENCH_INLINE void split_row(const T* row, const Shape& s, T* even, T* odd) {
+  constexpr int L = lanes<T, B>();
+  int64_t q = 0;
+  for (; q + L <= s.W; q += L) {
+    Vec<T, B> e, o;
+    simd::unzip<T, B>(load<T, B>(row + 2 * q), load<T, B>(row + 2 * q + L), e, o);
+    store<T, B>(even + q, e);
+    store<T, B>(odd + q, o);
+  }
+  for (; q < s.W; ++q) {
+    even[q] = row[2 * q];
+    odd[q] = row[2 * q + 1];
+  }
+  std::fill(even + s.W, even + s.Wp, T(0));
+  std::fill(odd + s.W, odd + s.Wp, T(0));
+}
+
+// row[2q + j] for the first n of the 2L values: zip of even (j = 0) and odd (j = 1).
+template <typename T, int B>
+UPBENCH_INLINE void store_zipped(T* row, Vec<T, B> even, Vec<T, B> odd, int64_t n) {
+  constexpr int L = lanes<T, B>();
+  Vec<T, B> low, high;
+  simd::zip<T, B>(even, odd, low, high);
+  if (n >= 2 * L) {
+    store<T, B>(row, low);
+    store<T, B>(row + L, high);
+  } else if (n > L) {
+    store<T, B>(row, low);
+    simd::store_first<T, B>(row + L, high, n - L);
+  } else {
+    simd::store_first<T, B>(row, low, n);
+  }
+}
+
+// Zero-padded lines of channels [0, channels) of an NCHW image (channels, H, W), for `rows` rows from
+// y0: lines[r * channels + c] is row y0 + r of channel c. buffer has room for rows * channels lines
+// whose padding is already zero (only the interiors are written); zero_line stands for rows outside
+// the map.
+template <typename T>
+UPBENCH_INLINE void window_lines(const T* image, int64_t channels, int64_t y0, int64_t rows, const Shape& s,
+                                 T* buffer, const T* zero_line, const T** lines) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t y = y0 + r;
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t slot = r * channels + c;
+      if (y < 0 || y >= s.H) {
+        lines[slot] = zero_line;
+      } else {
+        T* line = buffer + slot * s.Wl;
+        std::memcpy(line + s.R, image + (c * s.H + y) * s.W, s.W * sizeof(T));
+        lines[slot] = line;
+      }
+    }
+  }
+}
+
+// logits[t][k][q] = <child t of (p, q), tap k of its window> over `channels` channels, for the taps
+// k of window row ky, from the children split per channel (children[(t * channels + c) * Wp + q])
+// and that row's lines (lines[c]).
+template <typename T, int B>
+UPBENCH_INLINE void window_row_dots(const T* children, const T* const* lines, int64_t channels, int64_t ky,
+                                    const Shape& s, T* logits) {
+  constexpr int L = lanes<T, B>();
+  const int64_t plane = channels * s.Wp;
+  for (int64_t kx = 0; kx < s.K; ++kx) {
+    const int64_t k = ky * s.K + kx;
+    for (int64_t qb = 0; qb < s.Wp; qb += L) {
+      Vec<T, B> acc[4] = {};
+      for (int64_t c = 0; c < channels; ++c) {
+        const Vec<T, B> tap = load<T, B>(lines[c] + qb + kx);
+        const T* child = children + c * s.Wp + qb;
+        for (int t = 0; t < 4; ++t) acc[t] += load<T, B>(child + t * plane) * tap;
+      }
+      for (int t = 0; t < 4; ++t) store<T, B>(logits + (t * s.KK + k) * s.Wp + qb, acc[t]);
+    }
+  }
+}
+
+// window_row_dots over every window row: the K*K logits of every child of low-resolution row p.
+template <typename T, int B>
+UPBENCH_INLINE void window_dots(const T* children, const T* image, int64_t channels, int64_t p, const Shape& s,
+                                T* line_buffer, const T* zero_line, const T** lines, T* logits) {
+  for (int64_t ky = 0; ky < s.K; ++ky) {
+    window_lines(image, channels, p + ky - s.R, 1, s, line_buffer, zero_line, lines);
+    window_row_dots<T, B>(children, lines, channels, ky, s, logits);
+  }
+}
+
+// Softmax over the taps k of logits[t][k][q], in place, for every child and pixel.
+template <typename T, int B>
+UPBENCH_INLINE void softmax_taps(T* logits, const Shape& s) {
+  constexpr int L = lanes<T, B>();
+  for (int t = 0; t < 4; ++t) {
+    T* lt = logits + t * s.KK * s.Wp;
+    for (int64_t qb = 0; qb < s.Wp; qb += L) {
+      Vec<T, B> m = load<T, B>(lt + qb);
+      for (int64_t k = 1; k < s.KK; ++k) m = simd::vmax<T, B>(m, load<T, B>(lt + k * s.Wp + qb));
+      Vec<T, B> sum = {};
+      for (int64_t k = 0; k < s.KK; ++k) {
+        const Vec<T, B> e = simd::exp_nonpositive<T, B>(load<T, B>(lt + k * s.Wp + qb) - m);
+        store<T, B>(lt + k * s.Wp + qb, e);
+        sum += e;
+      }
+      const Vec<T, B> inv = T(1) / sum;
+      for (int64_t k = 0; k < s.KK; ++k) store<T, B>(lt + k * s.Wp + qb, load<T, B>(lt + k * s.Wp + qb) * inv);
+    }
+  }
+}
+
+// Output rows 2p and 2p + 1 of every channel of an NCHW image (C, 2H, 2W):
+// out[c][2p + a][2q + b] = sum_k weights[2a + b][k][q] * (tap k of (p, q) in channel c of `image`).
+// Channels go NC at a time so each weight vector loaded serves NC channels.
+template <typename T, int B>
+UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, int64_t C, int64_t p, const Shape& s,
+                                  T* line_buffer, const T* zero_line, const T** lines, T* out) {
+  constexpr int L = lanes<T, B>();
+  constexpr int NC = B >= 64 ? 4 : 2;  // AVX-512 has the registers for 4 x 4 accumulators
+  static_assert(NC <= Scratch<T>::kMaxChannelBlock);
+  const int64_t tap_stride = s.Wp, child_stride = s.KK * s.Wp;
+  for (int64_t c0 = 0; c0 < C; c0 += NC) {
+    const int64_t nc = std::min<int64_t>(NC, C - c0);
+    window_lines(image + c0 * s.H * s.W, nc, p - s.R, s.K, s, line_buffer, zero_line, lines);
+    for (int64_t qb = 0; qb < s.Wp; qb += L) {
+      Vec<T, B> acc[NC][4] = {};
+      for (int64_t ky = 0; ky < s.K; ++ky) {
+        const T* line[NC];  // a channel past C repeats the last one; its sums are not stored
+        for (int j = 0; j < NC; ++j) line[j] = lines[ky * nc + std::min<int64_t>(j, nc - 1)] + qb;
+        for (int64_t kx = 0; kx < s.K; ++kx) {
+          const T* w = weights + (ky * s.K + kx) * tap_stride + qb;
+          Vec<T, B> wt[4];
+          for (int t = 0; t < 4; ++t) wt[t] = load<T, B>(w + t * child_stride);
+          for (int j = 0; j < NC; ++j) {
+            const Vec<T, B> v = load<T, B>(line[j] + kx);
+            for (int t = 0; t < 4; ++t) acc[j][t] += wt[t] * v;
+          }
+        }
+      }
+      const int64_t n = std::min<int64_t>(2 * L, s.Wo - 2 * qb);
+      for (int64_t j = 0; j < nc; ++j) {
+        T* row = out + ((c0 + j) * 2 * s.H + 2 * p) * s.Wo + 2 * qb;
+        store_zipped<T, B>(row, acc[j][0], acc[j][1], n);
+        store_zipped<T, B>(row + s.Wo, acc[j][2], acc[j][3], n);
+      }
+    }
+  }
+}
+
+// The four children of every pixel of low-resolution row p, split per channel:
+// children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
+template <typename T, int B>
+UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
+  const int64_t plane = channels * s.Wp;
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int a = 0; a < 2; ++a) {
+      const T* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
+      T* even = children + (2 * a) * plane + c * s.Wp;
+      split_row<T, B>(row, s, even, even + plane);
+    }
+  }
+}
+
+}  // namespace row_pair
+}  // namespace upbench

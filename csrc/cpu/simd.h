@@ -1,0 +1,222 @@
+// Explicit SIMD for the CPU kernels: GNU vector types of a chosen width, the few operations the
+// kernels need (load, store, broadcast, interleave, exp), and a run-time choice of instruction set.
+//
+// Why not at::vec: its width is fixed when the extension is compiled (the JIT build passes no -m
+// flags, so it would be the generic scalar fallback). Here every kernel body is a template on the
+// vector width, instantiated inside a function compiled for AVX-512 (64-byte vectors), for AVX2 + FMA
+// (32-byte vectors) and for the baseline (16-byte vectors); cpu_isa() picks one at run time.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define UPBENCH_INLINE inline __attribute__((always_inline))
+#else
+#error "the upbench CPU kernels need GCC or Clang (GNU vector extensions)"
+#endif
+
+// Kernel bodies are always-inline templates; only these wrappers carry a target. Helpers must be
+// inlined into them to be compiled for that target, lambdas included.
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
+#define UPBENCH_X86_DISPATCH 1
+#define UPBENCH_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
+#define UPBENCH_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
+#endif
+
+namespace upbench {
+namespace simd {
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The best instruction set this CPU runs, decided once.
+inline Isa cpu_isa() {
+#ifdef UPBENCH_X86_DISPATCH
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
+    return Isa::kBaseline;
+  }();
+  return isa;
+#else
+  return Isa::kBaseline;
+#endif
+}
+
+inline const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
+template <typename T, int Bytes>
+struct VecOf {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+template <typename T, int Bytes>
+using Vec = typename VecOf<T, Bytes>::type;
+
+// The integer vector of the same shape, for masks and exponent bits.
+template <typename T>
+struct IntOf;
+template <>
+struct IntOf<float> {
+  using type = int32_t;
+};
+template <>
+struct IntOf<double> {
+  using type = int64_t;
+};
+
+template <typename T, int B>
+constexpr int lanes() {
+  return B / static_cast<int>(sizeof(T));
+}
+
+template <typename T, int B>
+UPBENCH_INLINE Vec<T, B> load(const T* p) {
+  Vec<T, B> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T, int B>
+UPBENCH_INLINE void store(T* p, Vec<T, B> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// The first n (< lanes) elements of v.
+template <typename T, int B>
+UPBENCH_INLINE void store_first(T* p, Vec<T, B> v, int64_t n) {
+  std::memcpy(p, &v, n * sizeof(T));
+}
+
+template <typename T, int B>
+UPBENCH_INLINE Vec<T, B> broadcast(T x) {
+  return Vec<T, B>{} + x;
+}
+
+template <typename T, int B>
+UPBENCH_INLINE Vec<T, B> vmax(Vec<T, B> a, Vec<T, B> b) {
+  return a > b ? a : b;  // NaN in b (where a > b is false) propagates
+}
+
+template <typename T, int B>
+UPBENCH_INLINE T hsum(Vec<T, B> v) {
+  T s = 0;
+  for (int l = 0; l < lanes<T, B>(); ++l) s += v[l];
+  return s;
+}
+
+namespace detail {
+template <int L, std::size_t... I>
+constexpr int interleave_index(std::size_t i, bool high) {
+  // lane i of zip(a, b)'s low (or high) half: a[j] at even i, b[j] at odd i
+  return static_cast<int>((high ? L / 2 : 0) + i / 2 + (i % 2 ? L : 0));
+}
+template <typename V, int L, std::size_t... I>
+UPBENCH_INLINE V zip_low(V a, V b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, interleave_index<L>(I, false)...);
+}
+template <typename V, int L, std::size_t... I>
+UPBENCH_INLINE V zip_high(V a, V b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, interleave_index<L>(I, true)...);
+}
+template <typename V, std::size_t... I>
+UPBENCH_INLINE V pick_even(V a, V b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(2 * I)...);
+}
+template <typename V, std::size_t... I>
+UPBENCH_INLINE V pick_odd(V a, V b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, static_cast<int>(2 * I + 1)...);
+}
+}  // namespace detail
+
+// (a0 b0 a1 b1 ...): the first and second halves of the interleaving of a and b.
+template <typename T, int B>
+UPBENCH_INLINE void zip(Vec<T, B> a, Vec<T, B> b, Vec<T, B>& low, Vec<T, B>& high) {
+  constexpr int L = lanes<T, B>();
+  low = detail::zip_low<Vec<T, B>, L>(a, b, std::make_index_sequence<L>());
+  high = detail::zip_high<Vec<T, B>, L>(a, b, std::make_index_sequence<L>());
+}
+
+// Inverse of zip: the even and the odd elements of the 2L elements (lo, hi).
+template <typename T, int B>
+UPBENCH_INLINE void unzip(Vec<T, B> lo, Vec<T, B> hi, Vec<T, B>& even, Vec<T, B>& odd) {
+  constexpr int L = lanes<T, B>();
+  even = detail::pick_even(lo, hi, std::make_index_sequence<L>());
+  odd = detail::pick_odd(lo, hi, std::make_index_sequence<L>());
+}
+
+// exp of x <= 0 (softmax logits minus their maximum), lane by lane. float: a Cephes-style range
+// reduction and degree-6 polynomial, within 2 ulp of expf on that range; below log(FLT_MIN) it returns
+// 0, and NaN stays NaN. double: libm's exp per lane (double is the verification dtype, not the fast one).
+template <typename T, int B>
+UPBENCH_INLINE Vec<T, B> exp_nonpositive(Vec<T, B> x) {
+  if constexpr (sizeof(T) == 8) {
+    Vec<T, B> r;
+    for (int l = 0; l < lanes<T, B>(); ++l) r[l] = std::exp(x[l]);
+    return r;
+  } else {
+    using I = Vec<int32_t, B>;
+    const Vec<T, B> lowest = broadcast<T, B>(-87.33654475f);  // log(FLT_MIN): 2^n stays normal above it
+    const Vec<T, B> xc = x < lowest ? lowest : x;
+    // n = round(x / ln 2); r = x - n ln 2 in two parts, so r is exact to float precision
+    Vec<T, B> fx = xc * 1.44269504088896341f + 0.5f;
+    Vec<T, B> n = __builtin_convertvector(__builtin_convertvector(fx, I), Vec<T, B>);
+    n = n > fx ? n - 1.0f : n;  // floor for negative fx
+    const Vec<T, B> r = xc - n * 0.693359375f - n * -2.12194440e-4f;
+    Vec<T, B> p = broadcast<T, B>(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const I bits = (__builtin_convertvector(n, I) + 127) << 23;  // 2^n, n in [-126, 0]
+    Vec<T, B> scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    const Vec<T, B> result = p * scale;
+    return x < lowest ? Vec<T, B>{} : result;  // NaN x: the comparison is false, NaN propagates
+  }
+}
+
+}  // namespace simd
+}  // namespace upbench
+
+// Defines NAME_dispatch<T>(args...), which calls NAME<T, vector bytes>(args...) compiled for the best
+// instruction set this CPU runs. NAME must be an always-inline template <typename T, int B>.
+#ifdef UPBENCH_X86_DISPATCH
+#define UPBENCH_PER_ISA(NAME)                                                   \
+  template <typename T, typename... Args>                                       \
+  UPBENCH_TARGET_AVX512 void NAME##_avx512(Args... args) {                      \
+    NAME<T, 64>(args...);                                                       \
+  }                                                                             \
+  template <typename T, typename... Args>                                       \
+  UPBENCH_TARGET_AVX2 void NAME##_avx2(Args... args) {                          \
+    NAME<T, 32>(args...);                                                       \
+  }                                                                             \
+  template <typename T, typename... Args>                                       \
+  void NAME##_baseline(Args... args) {                                          \
+    NAME<T, 16>(args...);                                                       \
+  }                                                                             \
+  template <typename T, typename... Args>                                       \
+  void NAME##_dispatch(Args... args) {                                          \
+    switch (::upbench::simd::cpu_isa()) {                                       \
+      case ::upbench::simd::Isa::kAvx512: return NAME##_avx512<T>(args...);     \
+      case ::upbench::simd::Isa::kAvx2: return NAME##_avx2<T>(args...);         \
+      default: return NAME##_baseline<T>(args...);                              \
+    }                                                                           \
+  }
+#else
+#define UPBENCH_PER_ISA(NAME)              \
+  template <typename T, typename... Args> \
+  void NAME##_dispatch(Args... args) {    \
+    NAME<T, 16>(args...);                 \
+  }
+#endif
