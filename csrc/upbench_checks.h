@@ -121,4 +121,35 @@ inline void check_sapa_fused(const char* op, const at::Tensor& query, const at::
   check_work(op, key, K, channels);
 }
 
+// norm_linear's inputs but the bias (which its backward does not take).
+inline void check_norm_linear(const char* op, const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                              const at::Tensor& weight, double eps) {
+  check_rank4(op, "x", x);
+  const int64_t C = x.size(1);
+  TORCH_CHECK(gamma.dim() == 1 && gamma.size(0) == C && beta.dim() == 1 && beta.size(0) == C, op,
+              ": gamma and beta must be (C,) for x ", x.sizes(), ", got gamma ", gamma.sizes(), " and beta ",
+              beta.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == C, op, ": weight must be (d, C) for x ", x.sizes(),
+              ", got weight ", weight.sizes());
+  TORCH_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  check_same(op, "gamma", gamma, "x", x);
+  check_same(op, "beta", beta, "x", x);
+  check_same(op, "weight", weight, "x", x);
+  checked_product(op, "the projection work N * H * W * C * d",
+                  {x.size(0), x.size(2), x.size(3), std::max<int64_t>(C, 1), std::max<int64_t>(weight.size(0), 1)});
+}
+
+inline void check_norm_linear(const char* op, const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                              const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  check_norm_linear(op, x, gamma, beta, weight, eps);
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op, ": bias must be (d,) for weight ",
+              weight.sizes(), ", got bias ", bias.sizes());
+  check_same(op, "bias", bias, "x", x);
+}
+
+inline void check_norm_linear_grad(const char* op, const at::Tensor& grad, const at::Tensor& x,
+                                   const at::Tensor& weight) {
+  check_grad(op, grad, {x.size(0), weight.size(0), x.size(2), x.size(3)}, x);
+}
+
 }  // namespace upbench

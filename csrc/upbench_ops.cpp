@@ -19,4 +19,11 @@ TORCH_LIBRARY(upbench, m) {
   m.def(
       "sapa_fused_backward(Tensor grad, Tensor query, Tensor key, Tensor value, int K) -> "
       "(Tensor, Tensor, Tensor)");
+  // Linear(LayerNorm over channels) of each pixel of an NCHW map: x (N, C, H, W) -> (N, d, H, W), with
+  // LayerNorm's gamma, beta (C) and eps and the Linear's weight (d, C) and bias (d)
+  m.def("norm_linear(Tensor x, Tensor gamma, Tensor beta, Tensor weight, Tensor bias, float eps) -> Tensor");
+  // -> (grad_x, grad_gamma, grad_beta, grad_weight, grad_bias); the bias itself is not needed
+  m.def(
+      "norm_linear_backward(Tensor grad, Tensor x, Tensor gamma, Tensor beta, Tensor weight, float eps) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

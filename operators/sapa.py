@@ -5,7 +5,8 @@ output pixel softmaxes its query's inner products with the keys of the K x K win
 low-res parent and reassembles the raw x with those weights. Projections run channels-last
 (nn.LayerNorm / nn.Linear normalize and mix the last axis); the window ops take NCHW.
 
-With impl="compiled" the fused kernel does inner product, softmax and assembly in one op, called
+With impl="compiled" the LayerNorm + Linear pairs of the embedding run as one op on NCHW (the
+LayerNorm folded into the projection, kernels.norm_linear), and the fused kernel does inner product, softmax and assembly in one op, called
 from the ``feature_assembly`` stage; ``op_stages`` gives its similarity part to ``inner_product``, so
 per-stage counts are those of the reference path. Above the fused kernel's K cap, the compiled path
 runs the separate similarity and assembly ops instead.
@@ -151,27 +152,40 @@ class InnerProductEmbedding(nn.Module):
 
 
 class BilinearEmbedding(nn.Module):
-    """Stage (SAPA-B): q = Linear(C_g -> d)(LN(y)), k = Linear(C -> d)(LN(x))."""
+    """Stage (SAPA-B): q = Linear(C_g -> d)(LN(y)), k = Linear(C -> d)(LN(x)).
 
-    def __init__(self, channels: int, guide_channels: int, d: int):
+    ``folded`` (the compiled path) runs each LN + Linear pair as one op on the NCHW map with the LN
+    folded into the projection (kernels.norm_linear); the parameters and the counts are the same.
+    """
+
+    def __init__(self, channels: int, guide_channels: int, d: int, folded: bool = False):
         super().__init__()
+        self.folded = folded
         self.norm_x = nn.LayerNorm(channels)
         self.norm_guide = nn.LayerNorm(guide_channels)
         self.key_projection = nn.Linear(channels, d)
         self.query_projection = nn.Linear(guide_channels, d)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.guide_query(guide), apply_channelwise(lambda t: self.key_projection(self.norm_x(t)), x)
+        return self.guide_query(guide), self.norm_project(x, self.norm_x, self.key_projection)
 
     def guide_query(self, guide: torch.Tensor) -> torch.Tensor:
-        return apply_channelwise(lambda t: self.query_projection(self.norm_guide(t)), guide)
+        return self.norm_project(guide, self.norm_guide, self.query_projection)
+
+    def norm_project(self, t: torch.Tensor, norm: nn.LayerNorm, projection: nn.Linear) -> torch.Tensor:
+        if self.folded:
+            return kernels.norm_linear(t, norm.weight, norm.bias, projection.weight, projection.bias, norm.eps)
+        return apply_channelwise(lambda band: projection(norm(band)), t)
+
+    def extra_repr(self) -> str:
+        return "folded=True" if self.folded else ""
 
 
 class GatedEmbedding(BilinearEmbedding):
     """Stage (SAPA-G): SAPA-B's query and key, plus a second query from x, and LN(x) for the gate."""
 
-    def __init__(self, channels: int, guide_channels: int, d: int):
-        super().__init__(channels, guide_channels, d)
+    def __init__(self, channels: int, guide_channels: int, d: int, folded: bool = False):
+        super().__init__(channels, guide_channels, d, folded)
         self.x_query_projection = nn.Linear(channels, d)
 
     def forward(
@@ -278,7 +292,7 @@ class SAPAB(_SAPA):
     formulas = SAPA_B_FORMULAS
 
     def make_embedding(self) -> nn.Module:
-        return BilinearEmbedding(self.channels, self.guide_channels, self.hparams["d"])
+        return BilinearEmbedding(self.channels, self.guide_channels, self.hparams["d"], folded=self.impl == "compiled")
 
 
 @register
@@ -292,7 +306,7 @@ class SAPAG(_SAPA):
         self.gated_addition = GatedAddition(channels)
 
     def make_embedding(self) -> nn.Module:
-        return GatedEmbedding(self.channels, self.guide_channels, self.hparams["d"])
+        return GatedEmbedding(self.channels, self.guide_channels, self.hparams["d"], folded=self.impl == "compiled")
 
     def query_and_key(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         guide_query, x_query, key, normed_x = self.feature_embedding(x, guide)

@@ -11,7 +11,8 @@ Every op has an autograd formula, the ``*_backward`` ops included, so gradients 
 exact. A first backward is one kernel call per op (the ``*_backward`` op). local_similarity and
 dynamic_assembly are bilinear, so the derivatives of their backward ops are the forward and backward
 ops again (:func:`_bilinear_backward_backward`); sapa_fused_backward is differentiated through its
-expression in those two ops (:func:`_sapa_backward_composite`).
+expression in those two ops (:func:`_sapa_backward_composite`). norm_linear_backward likewise through
+its expression in differentiable torch ops (:func:`_norm_linear_backward_composite`).
 """
 from __future__ import annotations
 
@@ -141,6 +142,36 @@ def _fake_sapa_fused_backward(grad: torch.Tensor, query: torch.Tensor, key: torc
     return _empty_like(query, key, value)
 
 
+def _fake_norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor, eps: float) -> torch.Tensor:
+    op = "upbench::norm_linear"
+    _check(x.dim() == 4, f"{op}: x must be a rank-4 NCHW tensor, got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    _check(tuple(gamma.shape) == (channels,) and tuple(beta.shape) == (channels,),
+           f"{op}: gamma and beta must be (C,) for x {tuple(x.shape)}, got {tuple(gamma.shape)} and {tuple(beta.shape)}")
+    _check(weight.dim() == 2 and weight.shape[1] == channels,
+           f"{op}: weight must be (d, C) for x {tuple(x.shape)}, got {tuple(weight.shape)}")
+    _check(tuple(bias.shape) == (weight.shape[0],), f"{op}: bias must be (d,) for weight {tuple(weight.shape)}, "
+           f"got {tuple(bias.shape)}")
+    _check(eps >= 0, f"{op}: eps must be >= 0, got {eps}")
+    for name, t in (("gamma", gamma), ("beta", beta), ("weight", weight), ("bias", bias)):
+        _check(t.device == x.device and t.dtype == x.dtype, f"{op}: {name} is {t.dtype} on {t.device} but x is "
+               f"{x.dtype} on {x.device}; all inputs must share one dtype and device")
+    _check(x.dtype in DTYPES, f"{op}: dtype {x.dtype} is not supported")
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+
+def _fake_norm_linear_backward(grad: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                               weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    op = "upbench::norm_linear_backward"
+    expected = _fake_norm_linear(x, gamma, beta, weight, weight.new_empty(weight.shape[:1]), eps).shape
+    _check(tuple(grad.shape) == tuple(expected),
+           f"{op}: grad must have the forward output's shape {tuple(expected)}, got {tuple(grad.shape)}")
+    _check(grad.device == x.device and grad.dtype == x.dtype, f"{op}: grad is {grad.dtype} on {grad.device} "
+           f"but x is {x.dtype} on {x.device}")
+    return (*_empty_like(x, gamma, beta, weight), weight.new_empty(weight.shape[:1]))
+
+
 # ---- autograd ----------------------------------------------------------------------------------------
 
 def _save_inputs(ctx: Any, inputs: tuple, output: Any) -> None:
@@ -207,6 +238,52 @@ def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
     return *grads, None
 
 
+def _save_norm_linear(ctx: Any, inputs: tuple, output: Any) -> None:
+    x, gamma, beta, weight, _bias, eps = inputs
+    ctx.save_for_backward(x, gamma, beta, weight)
+    ctx.eps = eps
+
+
+def _norm_linear_backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    return *torch.ops.upbench.norm_linear_backward(grad, *ctx.saved_tensors, ctx.eps), None
+
+
+def _norm_linear_backward_composite(grad: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                                    weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """What norm_linear_backward computes, in differentiable torch ops on the NCHW map:
+    (grad_x, grad_gamma, grad_beta, grad_weight, grad_bias) of Linear(LayerNorm(x))."""
+    n, channels, h, w = x.shape
+    flat = x.reshape(n, channels, h * w)
+    centred = flat - flat.mean(1, keepdim=True)
+    rstd = (centred.square().mean(1, keepdim=True) + eps).rsqrt()
+    normed = centred * rstd  # (N, C, P): the LayerNorm before its affine
+    grad_out = grad.reshape(n, -1, h * w)  # (N, d, P)
+    grad_bias = grad_out.sum((0, 2))
+    grad_normed = torch.matmul(weight.t(), grad_out)  # d/d(gamma * normed + beta), (N, C, P)
+    g = grad_normed * gamma[:, None]
+    grad_x = rstd * (g - g.mean(1, keepdim=True) - normed * (g * normed).mean(1, keepdim=True))
+    grad_weight = torch.matmul(grad_out, normed.transpose(1, 2)).sum(0) * gamma + torch.outer(grad_bias, beta)
+    return (grad_x.reshape(x.shape), (grad_normed * normed).sum((0, 2)), grad_normed.sum((0, 2)), grad_weight,
+            grad_bias)
+
+
+def _save_norm_linear_backward(ctx: Any, inputs: tuple, output: Any) -> None:
+    *tensors, eps = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.eps = eps
+
+
+def _norm_linear_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+    """The autograd formula of norm_linear_backward: the vector-Jacobian product of its composite form,
+    differentiable again under create_graph (as :func:`_sapa_backward_backward`)."""
+    create_graph = torch.is_grad_enabled()
+    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+    with torch.enable_grad():
+        outputs = _norm_linear_backward_composite(*inputs, ctx.eps)
+    grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
+    return *grads, None
+
+
 def register() -> None:
     """Attach the fake and autograd implementations (idempotent; needs the library loaded)."""
     global _registered
@@ -219,6 +296,11 @@ def register() -> None:
     lib.register_fake("upbench::dynamic_assembly_backward")(_fake_dynamic_assembly_backward)
     lib.register_fake("upbench::sapa_fused")(_fake_sapa_fused)
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
+    lib.register_fake("upbench::norm_linear")(_fake_norm_linear)
+    lib.register_fake("upbench::norm_linear_backward")(_fake_norm_linear_backward)
+    lib.register_autograd("upbench::norm_linear", _norm_linear_backward, setup_context=_save_norm_linear)
+    lib.register_autograd("upbench::norm_linear_backward", _norm_linear_backward_backward,
+                          setup_context=_save_norm_linear_backward)
     for name in ("local_similarity", "dynamic_assembly", "sapa_fused"):
         lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
     for name in ("local_similarity", "dynamic_assembly"):

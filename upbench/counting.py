@@ -43,7 +43,7 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .formulas import TOTAL
-from .rules import COMPILED_OP_PARTS, Rule, rules, short_op_name
+from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name
 
 POLICIES = ("paper", "fvcore")  # a sweep's default
 ALL_POLICIES = POLICIES + ("torch",)
@@ -103,27 +103,31 @@ def parts_handle(parts: Mapping[str, Rule]) -> Handle:
     return handle
 
 
-COMPILED_OP_HANDLES: Mapping[str, Handle] = {op: parts_handle(parts) for op, parts in COMPILED_OP_PARTS.items()}
+def compiled_op_handles(aten_handles: Mapping[str, Handle]) -> dict[str, Handle]:
+    """Handles of the compiled ops for a policy whose aten handles are ``aten_handles``."""
+    return {op: parts_handle(counted_parts(parts, lambda aten_op: aten_op in aten_handles))
+            for op, parts in COMPILED_OP_PARTS.items()}
 
-PAPER_HANDLES: Mapping[str, Handle] = {
+
+_PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
     **{op: _DEFAULT_SUPPORTED_OPS[op] for op in ("aten::_convolution", "aten::addmm", "aten::bmm",
                                                  "aten::matmul", "aten::mm", "aten::linear")},
     "aten::einsum": einsum_macs,
     "aten::mul": elementwise_product_macs,
-    **COMPILED_OP_HANDLES,
 }
+PAPER_HANDLES: Mapping[str, Handle] = {**_PAPER_ATEN_HANDLES, **compiled_op_handles(_PAPER_ATEN_HANDLES)}
 
 def no_macs(inputs: list, outputs: list) -> int:
     return 0
 
 
-FVCORE_HANDLES: Mapping[str, Handle] = {
+_FVCORE_ATEN_HANDLES: Mapping[str, Handle] = {
     **_DEFAULT_SUPPORTED_OPS,
     "aten::einsum": einsum_macs,
     # fvcore counts products as zero too; a handle lets shape arithmetic (2 * h) stay off the zero list
     "aten::mul": no_macs,
-    **COMPILED_OP_HANDLES,
 }
+FVCORE_HANDLES: Mapping[str, Handle] = {**_FVCORE_ATEN_HANDLES, **compiled_op_handles(_FVCORE_ATEN_HANDLES)}
 
 HANDLES = {"paper": PAPER_HANDLES, "fvcore": FVCORE_HANDLES}
 

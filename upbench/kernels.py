@@ -211,3 +211,12 @@ def sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: i
     (N, K*K, 2H, 2W) kernel."""
     require_compiled("upbench.kernels.sapa_fused")
     return torch.ops.upbench.sapa_fused(query, key, value, K)
+
+
+def norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Linear(LayerNorm(x)) over the channels of each pixel of x (N, C, H, W) -> (N, d, H, W), with the
+    LayerNorm's (gamma, beta, eps) and the Linear's (weight (d, C), bias), read as NCHW: no channels-last
+    copy. The LayerNorm is folded into the projection (csrc/norm_linear.h)."""
+    require_compiled("upbench.kernels.norm_linear")
+    return torch.ops.upbench.norm_linear(x, gamma, beta, weight, bias, eps)

@@ -30,13 +30,33 @@ def _assembly_macs(*args: Any, out_shape: tuple) -> int:
     return math.prod(out_shape) * args[-1] ** 2
 
 
+def _norm_linear_macs(x: tuple, *rest: Any, out_shape: tuple) -> int:
+    """nn.Linear's count of the projection: every output element (N, d, H, W) a C-term sum."""
+    return math.prod(out_shape) * x[1]
+
+
+def _layer_norm_macs(x: tuple, *rest: Any, out_shape: tuple) -> int:
+    """fvcore's estimate for an affine aten::layer_norm: 5 per input element."""
+    return 5 * math.prod(x)
+
+
 # MACs of each compiled op, split into the parts it does. A part is named after the op that does it alone,
 # so the fused SAPA op's similarity and assembly can each be given its own stage (``op_stages``).
 COMPILED_OP_PARTS: Mapping[str, Mapping[str, Rule]] = {
     "upbench::local_similarity": {"local_similarity": _similarity_macs},
     "upbench::dynamic_assembly": {"dynamic_assembly": _assembly_macs},
     "upbench::sapa_fused": {"local_similarity": _similarity_macs, "dynamic_assembly": _assembly_macs},
+    "upbench::norm_linear": {"linear": _norm_linear_macs, "layer_norm": _layer_norm_macs},
 }
+
+# Parts that do the work of an aten op the reference path runs instead: a policy counts such a part only
+# where it counts that aten op, so the compiled and reference paths get the same counts under every policy.
+ATEN_PARTS: Mapping[str, str] = {"linear": "aten::linear", "layer_norm": "aten::layer_norm"}
+
+
+def counted_parts(parts: Mapping[str, Rule], counts_aten_op: Callable[[str], bool]) -> dict[str, Rule]:
+    """The parts a policy counts: every upbench part, and an aten part where the policy counts its op."""
+    return {part: rule for part, rule in parts.items() if part not in ATEN_PARTS or counts_aten_op(ATEN_PARTS[part])}
 
 
 def whole(parts: Mapping[str, Rule]) -> Rule:

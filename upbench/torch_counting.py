@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
-from .rules import COMPILED_OP_PARTS, Rule, rules, short_op_name, whole
+from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name, whole
 
 
 def _shape_args(args: tuple) -> list[Any]:
@@ -31,6 +31,15 @@ def _op_packet(op: str) -> Any | None:
         return None
 
 
+# The aten ops whose work FlopCounterMode counts, among those a compiled op's parts stand for: a linear
+# runs as the mm / addmm it decomposes into; layer norms have no formula.
+_COUNTED_ATEN_OPS = {"aten::linear"}
+
+
+def _parts(op: str) -> dict[str, Rule]:
+    return counted_parts(COMPILED_OP_PARTS.get(op, {}), _COUNTED_ATEN_OPS.__contains__)
+
+
 def _as_flop_formula(rule: Rule) -> Callable[..., int]:
     def flops(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
         return 2 * int(rule(*args, *kwargs.values(), out_shape=tuple(out_shape)))
@@ -40,7 +49,7 @@ def _as_flop_formula(rule: Rule) -> Callable[..., int]:
 
 def register_rules() -> None:
     """Hand FlopCounterMode a formula for every rule whose op is loaded (once per op)."""
-    for op, rule in {**{op: whole(parts) for op, parts in COMPILED_OP_PARTS.items()}, **rules()}.items():
+    for op, rule in {**{op: whole(_parts(op)) for op in COMPILED_OP_PARTS}, **rules()}.items():
         packet = _op_packet(op)
         if packet is not None and packet not in flop_registry:
             register_flop_formula(packet)(_as_flop_formula(rule))
@@ -63,7 +72,7 @@ class _OpsSeen(TorchDispatchMode):
         ):
             self.ops.add(func.overloadpacket)
         out = func(*args, **(kwargs or {}))
-        parts = COMPILED_OP_PARTS.get(func.overloadpacket._qualified_op_name, {})
+        parts = _parts(func.overloadpacket._qualified_op_name)
         if parts and self.stage is not None:
             shapes = [*_shape_args(args), *(kwargs or {}).values()]
             for part, rule in parts.items():

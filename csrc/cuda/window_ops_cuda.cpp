@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "../norm_linear.h"
 #include "../upbench_checks.h"
 #include "window_ops_kernels.h"
 
@@ -167,6 +168,9 @@ TORCH_LIBRARY_IMPL(upbench, CUDA, m) {
   m.impl("dynamic_assembly_backward", &dynamic_assembly_backward_cuda);
   m.impl("sapa_fused", &sapa_fused_cuda);
   m.impl("sapa_fused_backward", &sapa_fused_backward_cuda);
+  // GEMMs and reductions: cuBLAS and ATen's kernels
+  m.impl("norm_linear", &norm_linear_composite);
+  m.impl("norm_linear_backward", &norm_linear_backward_composite);
 }
 
 }  // namespace upbench
