@@ -89,8 +89,8 @@ def _compile_flags() -> tuple[list[str], list[str]]:
     # at::parallel_for only runs in parallel when the extension itself is compiled with OpenMP
     # (ATen/ParallelOpenMP.h is header-only); torch's Linux wheels ship libgomp, which the dynamic
     # loader shares with the extension because the soname matches.
-    # -ffp-contract=fast lets the AVX2 / AVX-512 clones of the kernels (csrc/cpu) fuse a * b + c into
-    # one FMA; ISO C++ mode, which cpp_extension selects, turns contraction off.
+    # -ffp-contract=fast lets the AVX2 / AVX-512 bodies of the kernels (csrc/cpu/simd.h) fuse a * b + c
+    # into one FMA; ISO C++ mode, which cpp_extension selects, turns contraction off.
     if sys.platform.startswith("linux"):
         return ["-O3", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp"]
     return ["-O3", "-ffp-contract=fast"], []

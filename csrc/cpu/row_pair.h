@@ -109,25 +109,42 @@ UPBENCH_INLINE void window_lines(const T* image, int64_t channels, int64_t y0, i
   }
 }
 
-// logits[t][k][q] = <child t of (p, q), tap k of its window> over `channels` channels, for the taps
-// k of window row ky, from the children split per channel (children[(t * channels + c) * Wp + q])
-// and that row's lines (lines[c]).
+// logits[t][ky * K + kx][q] for kx in [kx0, kx0 + KX): <child t of (p, q), tap (ky, kx) of its
+// window> over `channels` channels, from the children split per channel
+// (children[(t * channels + c) * Wp + q]) and window row ky's lines (lines[c]). The KX taps share each
+// load of the four children, which for many channels come from L2.
+template <typename T, int B, int KX>
+UPBENCH_INLINE void window_row_dots_block(const T* children, const T* const* lines, int64_t channels, int64_t ky,
+                                          int64_t kx0, const Shape& s, T* logits) {
+  constexpr int L = lanes<T, B>();
+  const int64_t plane = channels * s.Wp;
+  for (int64_t qb = 0; qb < s.Wp; qb += L) {
+    Vec<T, B> acc[4][KX] = {};
+    for (int64_t c = 0; c < channels; ++c) {
+      const T* child = children + c * s.Wp + qb;
+      Vec<T, B> a[4];
+      for (int t = 0; t < 4; ++t) a[t] = load<T, B>(child + t * plane);
+      const T* line = lines[c] + qb + kx0;
+      for (int j = 0; j < KX; ++j) {
+        const Vec<T, B> tap = load<T, B>(line + j);
+        for (int t = 0; t < 4; ++t) acc[t][j] += a[t] * tap;
+      }
+    }
+    for (int t = 0; t < 4; ++t)
+      for (int j = 0; j < KX; ++j) store<T, B>(logits + (t * s.KK + ky * s.K + kx0 + j) * s.Wp + qb, acc[t][j]);
+  }
+}
+
 template <typename T, int B>
 UPBENCH_INLINE void window_row_dots(const T* children, const T* const* lines, int64_t channels, int64_t ky,
                                     const Shape& s, T* logits) {
-  constexpr int L = lanes<T, B>();
-  const int64_t plane = channels * s.Wp;
-  for (int64_t kx = 0; kx < s.K; ++kx) {
-    const int64_t k = ky * s.K + kx;
-    for (int64_t qb = 0; qb < s.Wp; qb += L) {
-      Vec<T, B> acc[4] = {};
-      for (int64_t c = 0; c < channels; ++c) {
-        const Vec<T, B> tap = load<T, B>(lines[c] + qb + kx);
-        const T* child = children + c * s.Wp + qb;
-        for (int t = 0; t < 4; ++t) acc[t] += load<T, B>(child + t * plane) * tap;
-      }
-      for (int t = 0; t < 4; ++t) store<T, B>(logits + (t * s.KK + k) * s.Wp + qb, acc[t]);
-    }
+  int64_t kx0 = 0;
+  for (; kx0 + 4 <= s.K; kx0 += 4) window_row_dots_block<T, B, 4>(children, lines, channels, ky, kx0, s, logits);
+  switch (s.K - kx0) {
+    case 3: return window_row_dots_block<T, B, 3>(children, lines, channels, ky, kx0, s, logits);
+    case 2: return window_row_dots_block<T, B, 2>(children, lines, channels, ky, kx0, s, logits);
+    case 1: return window_row_dots_block<T, B, 1>(children, lines, channels, ky, kx0, s, logits);
+    default: return;
   }
 }
 
@@ -210,6 +227,22 @@ UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, con
       const T* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
       T* even = children + (2 * a) * plane + c * s.Wp;
       split_row<T, B>(row, s, even, even + plane);
+    }
+  }
+}
+
+// Writes the children's per-tap values taps[t][k][q] to rows 2p, 2p + 1 of an NCHW image
+// (KK, 2H, 2W): image[k][2p + a][2q + b] = taps[2a + b][k][q].
+template <typename T, int B>
+UPBENCH_INLINE void store_children_taps(const T* taps, int64_t p, const Shape& s, T* image) {
+  constexpr int L = lanes<T, B>();
+  for (int64_t k = 0; k < s.KK; ++k) {
+    for (int a = 0; a < 2; ++a) {
+      const T* even = taps + ((2 * a) * s.KK + k) * s.Wp;
+      const T* odd = even + s.KK * s.Wp;
+      T* row = image + (k * 2 * s.H + 2 * p + a) * s.Wo;
+      for (int64_t qb = 0; qb < s.Wp; qb += L)
+        store_zipped<T, B>(row + 2 * qb, load<T, B>(even + qb), load<T, B>(odd + qb), std::min<int64_t>(2 * L, s.Wo - 2 * qb));
     }
   }
 }

@@ -65,7 +65,8 @@ def measure_machine(threads: int, min_run_time: float) -> Machine:
 
 
 def _row(quantity: str, value: float, unit: str, goal: str = "", met: bool | None = None) -> dict[str, object]:
-    return {"quantity": quantity, "value": round(value, 4), "unit": unit, "goal": goal,
+    # significant digits, not decimals: a float64 difference of 3e-16 must not print as 0
+    return {"quantity": quantity, "value": float(f"{value:.5g}"), "unit": unit, "goal": goal,
             "met": "" if met is None else ("yes" if met else "NO")}
 
 
