@@ -177,15 +177,15 @@ def _fake_norm_linear_backward(grad: torch.Tensor, x: torch.Tensor, gamma: torch
 def _save_inputs(ctx: Any, inputs: tuple, output: Any) -> None:
     # Only the inputs are kept: the backward ops recompute what they need (sapa_fused its logits and
     # softmax kernel), so nothing of the size of the (N, K*K, 2H, 2W) kernel is held between passes.
-    *tensors, K = inputs
+    # Every op's last argument is its one non-tensor: K for the window ops, eps for norm_linear.
+    *tensors, ctx.scalar = inputs
     ctx.save_for_backward(*tensors)
-    ctx.K = K
 
 
 def _backward_through(name: str) -> Callable[..., tuple]:
     """The autograd formula of op ``name``: its ``name_backward`` op on the saved inputs; K gets no grad."""
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        grads = getattr(torch.ops.upbench, f"{name}_backward")(grad, *ctx.saved_tensors, ctx.K)
+        grads = getattr(torch.ops.upbench, f"{name}_backward")(grad, *ctx.saved_tensors, ctx.scalar)
         return *grads, None
 
     return backward
@@ -203,7 +203,7 @@ def _bilinear_backward_backward(name: str) -> Callable[..., tuple]:
     def backward(ctx: Any, u: torch.Tensor, v: torch.Tensor) -> tuple:
         # u and v are never None: autograd materialises a missing cotangent as zeros.
         g, a, b = ctx.saved_tensors
-        K = ctx.K
+        K = ctx.scalar
         need_g, need_a, need_b = ctx.needs_input_grad[:3]
         grad_g = forward(u, b, K) + forward(a, v, K) if need_g else None
         grad_a = backward_op(g, a, v, K)[0] if need_a else None
@@ -225,27 +225,26 @@ def _sapa_backward_composite(grad: torch.Tensor, query: torch.Tensor, key: torch
     return grad_query, grad_key, grad_value
 
 
-def _sapa_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
-    """The autograd formula of sapa_fused_backward: the vector-Jacobian product of its composite form.
+def _vjp_of(composite: Callable[..., tuple]) -> Callable[..., tuple]:
+    """The autograd formula of a ``*_backward`` op whose expression in differentiable ops is ``composite``:
+    the vector-Jacobian product of that expression (sapa_fused_backward, norm_linear_backward).
 
     Saved inputs that carry a graph are differentiated in place (not detached), so with
     create_graph the result stays differentiable to every order."""
-    create_graph = torch.is_grad_enabled()
-    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
-    with torch.enable_grad():
-        outputs = _sapa_backward_composite(*inputs, ctx.K)
-    grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
-    return *grads, None
+    def backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+        create_graph = torch.is_grad_enabled()
+        inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            outputs = composite(*inputs, ctx.scalar)
+        grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
+        return *grads, None
 
-
-def _save_norm_linear(ctx: Any, inputs: tuple, output: Any) -> None:
-    x, gamma, beta, weight, _bias, eps = inputs
-    ctx.save_for_backward(x, gamma, beta, weight)
-    ctx.eps = eps
+    return backward
 
 
 def _norm_linear_backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    return *torch.ops.upbench.norm_linear_backward(grad, *ctx.saved_tensors, ctx.eps), None
+    x, gamma, beta, weight, _bias = ctx.saved_tensors  # the gradients do not depend on the bias
+    return *torch.ops.upbench.norm_linear_backward(grad, x, gamma, beta, weight, ctx.scalar), None
 
 
 def _norm_linear_backward_composite(grad: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
@@ -267,23 +266,6 @@ def _norm_linear_backward_composite(grad: torch.Tensor, x: torch.Tensor, gamma: 
             grad_bias)
 
 
-def _save_norm_linear_backward(ctx: Any, inputs: tuple, output: Any) -> None:
-    *tensors, eps = inputs
-    ctx.save_for_backward(*tensors)
-    ctx.eps = eps
-
-
-def _norm_linear_backward_backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
-    """The autograd formula of norm_linear_backward: the vector-Jacobian product of its composite form,
-    differentiable again under create_graph (as :func:`_sapa_backward_backward`)."""
-    create_graph = torch.is_grad_enabled()
-    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
-    with torch.enable_grad():
-        outputs = _norm_linear_backward_composite(*inputs, ctx.eps)
-    grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, create_graph=create_graph)
-    return *grads, None
-
-
 def register() -> None:
     """Attach the fake and autograd implementations (idempotent; needs the library loaded)."""
     global _registered
@@ -298,13 +280,14 @@ def register() -> None:
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
     lib.register_fake("upbench::norm_linear")(_fake_norm_linear)
     lib.register_fake("upbench::norm_linear_backward")(_fake_norm_linear_backward)
-    lib.register_autograd("upbench::norm_linear", _norm_linear_backward, setup_context=_save_norm_linear)
-    lib.register_autograd("upbench::norm_linear_backward", _norm_linear_backward_backward,
-                          setup_context=_save_norm_linear_backward)
+    lib.register_autograd("upbench::norm_linear", _norm_linear_backward, setup_context=_save_inputs)
+    lib.register_autograd("upbench::norm_linear_backward", _vjp_of(_norm_linear_backward_composite),
+                          setup_context=_save_inputs)
     for name in ("local_similarity", "dynamic_assembly", "sapa_fused"):
         lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
     for name in ("local_similarity", "dynamic_assembly"):
         lib.register_autograd(f"upbench::{name}_backward", _bilinear_backward_backward(name),
                               setup_context=_save_inputs)
-    lib.register_autograd("upbench::sapa_fused_backward", _sapa_backward_backward, setup_context=_save_inputs)
+    lib.register_autograd("upbench::sapa_fused_backward", _vjp_of(_sapa_backward_composite),
+                          setup_context=_save_inputs)
     _registered = True

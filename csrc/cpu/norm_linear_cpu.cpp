@@ -15,6 +15,7 @@
 
 #include "../norm_linear.h"
 #include "../upbench_checks.h"
+#include "dtypes.h"
 #include "simd.h"
 
 namespace upbench {
@@ -25,7 +26,7 @@ constexpr int64_t kPixelTile = 256;
 // Mean and rstd over the C channels (stride P apart) of the pixels at x[0 : n], lane by lane: the
 // centred variance, from a second read of the same lines.
 template <typename T, int B>
-UPBENCH_INLINE void pixel_statistics(const T* x, int64_t C, int64_t P, double eps, simd::Vec<T, B>& mean,
+UPBENCH_INLINE void lane_statistics(const T* x, int64_t C, int64_t P, double eps, simd::Vec<T, B>& mean,
                                      simd::Vec<T, B>& rstd) {
   using V = simd::Vec<T, B>;
   const T inv_c = T(1) / T(C);
@@ -61,7 +62,7 @@ UPBENCH_INLINE void normalize_tiles(int64_t begin, int64_t end, const T* x, T* y
     int64_t pb = tile.p0;
     for (; pb + L <= tile.p1; pb += L) {
       V mean, rstd;
-      pixel_statistics<T, B>(xn + pb, C, P, eps, mean, rstd);
+      lane_statistics<T, B>(xn + pb, C, P, eps, mean, rstd);
       const V shift = mean * rstd;
       for (int64_t j = 0; j < d; ++j) {
         T* out = yn + j * P + pb;
@@ -70,7 +71,7 @@ UPBENCH_INLINE void normalize_tiles(int64_t begin, int64_t end, const T* x, T* y
     }
     for (; pb < tile.p1; ++pb) {
       S mean, rstd;
-      pixel_statistics<T, sizeof(T)>(xn + pb, C, P, eps, mean, rstd);
+      lane_statistics<T, sizeof(T)>(xn + pb, C, P, eps, mean, rstd);
       const T shift = mean[0] * rstd[0];
       for (int64_t j = 0; j < d; ++j) yn[j * P + pb] = yn[j * P + pb] * rstd[0] - shift * s[j] + c0[j];
     }
@@ -90,13 +91,13 @@ UPBENCH_INLINE void statistics_tiles(int64_t begin, int64_t end, const T* x, T* 
     int64_t pb = tile.p0;
     for (; pb + L <= tile.p1; pb += L) {
       simd::Vec<T, B> m, r;
-      pixel_statistics<T, B>(xn + pb, C, P, eps, m, r);
+      lane_statistics<T, B>(xn + pb, C, P, eps, m, r);
       simd::store<T, B>(mean + o + pb, m);
       simd::store<T, B>(rstd + o + pb, r);
     }
     for (; pb < tile.p1; ++pb) {
       simd::Vec<T, sizeof(T)> m, r;
-      pixel_statistics<T, sizeof(T)>(xn + pb, C, P, eps, m, r);
+      lane_statistics<T, sizeof(T)>(xn + pb, C, P, eps, m, r);
       mean[o + pb] = m[0];
       rstd[o + pb] = r[0];
     }
@@ -139,18 +140,6 @@ UPBENCH_INLINE void input_grad_tiles(int64_t begin, int64_t end, const T* x, T* 
 }
 UPBENCH_PER_ISA(input_grad_tiles)
 
-// float16 / bfloat16 are computed in float32.
-at::Tensor widened(const at::Tensor& t) {
-  const at::ScalarType st = t.scalar_type();
-  return ((st == at::kHalf || st == at::kBFloat16) ? t.to(at::kFloat) : t).contiguous();
-}
-
-void check_dtype(const char* op, const at::Tensor& x) {
-  const at::ScalarType st = x.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
-              " (CPU): dtype ", st, " is not supported; the CPU kernels take float32, float64, float16 and bfloat16");
-}
-
 int64_t tiles_of(int64_t P) {
   return (P + kPixelTile - 1) / kPixelTile;
 }
@@ -159,10 +148,10 @@ at::Tensor norm_linear_cpu(const at::Tensor& x_, const at::Tensor& gamma, const 
                            const at::Tensor& weight, const at::Tensor& bias, double eps) {
   constexpr const char* op = "upbench::norm_linear";
   check_norm_linear(op, x_, gamma, beta, weight, bias, eps);
-  check_dtype(op, x_);
-  const at::Tensor x = widened(x_);
+  check_cpu_dtype(op, x_);
+  const at::Tensor x = contiguous_compute(x_);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
-  const FoldedNormLinear folded = fold_norm_linear(widened(gamma), widened(beta), widened(weight), widened(bias));
+  const FoldedNormLinear folded = fold_norm_linear(contiguous_compute(gamma), contiguous_compute(beta), contiguous_compute(weight), contiguous_compute(bias));
   const int64_t d = folded.A.size(0);
   at::Tensor y = at::matmul(folded.A, x.view({N, C, P})).contiguous();  // (N, d, P)
   if (C > 0 && P > 0 && d > 0) {
@@ -185,11 +174,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_line
   constexpr const char* op = "upbench::norm_linear_backward";
   check_norm_linear(op, x_, gamma_, beta_, weight_, eps);
   check_norm_linear_grad(op, grad_, x_, weight_);
-  check_dtype(op, x_);
-  const at::Tensor x = widened(x_), gamma = widened(gamma_), beta = widened(beta_), weight = widened(weight_);
+  check_cpu_dtype(op, x_);
+  const at::Tensor x = contiguous_compute(x_), gamma = contiguous_compute(gamma_), beta = contiguous_compute(beta_), weight = contiguous_compute(weight_);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W, d = weight.size(0);
   const at::Tensor flat = x.view({N, C, P});
-  const at::Tensor grad_out = widened(grad_).view({N, d, P});
+  const at::Tensor grad_out = contiguous_compute(grad_).view({N, d, P});
   at::Tensor mean = at::empty({N, 1, P}, x.options()), rstd = at::empty({N, 1, P}, x.options());
   at::Tensor grad_x = at::matmul((weight * gamma.unsqueeze(0)).t(), grad_out).contiguous();  // A^T grad_out
   if (C > 0 && P > 0) {

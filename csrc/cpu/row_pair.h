@@ -109,6 +109,20 @@ UPBENCH_INLINE void window_lines(const T* image, int64_t channels, int64_t y0, i
   }
 }
 
+// The four children of every pixel of low-resolution row p, split per channel:
+// children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
+template <typename T, int B>
+UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
+  const int64_t plane = channels * s.Wp;
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int a = 0; a < 2; ++a) {
+      const T* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
+      T* even = children + (2 * a) * plane + c * s.Wp;
+      split_row<T, B>(row, s, even, even + plane);
+    }
+  }
+}
+
 // logits[t][ky * K + kx][q] for kx in [kx0, kx0 + KX): <child t of (p, q), tap (ky, kx) of its
 // window> over `channels` channels, from the children split per channel
 // (children[(t * channels + c) * Wp + q]) and window row ky's lines (lines[c]). The KX taps share each
@@ -148,13 +162,15 @@ UPBENCH_INLINE void window_row_dots(const T* children, const T* const* lines, in
   }
 }
 
-// window_row_dots over every window row: the K*K logits of every child of low-resolution row p.
+// taps[t][k][q] = <child t of (p, q), tap k of its window> over `channels` channels, for every child
+// of low-resolution row p: hi (channels, 2H, 2W) gives the children, lo (channels, H, W) the windows.
 template <typename T, int B>
-UPBENCH_INLINE void window_dots(const T* children, const T* image, int64_t channels, int64_t p, const Shape& s,
-                                T* line_buffer, const T* zero_line, const T** lines, T* logits) {
+UPBENCH_INLINE void children_dots(const T* hi, const T* lo, int64_t channels, int64_t p, const Shape& s,
+                                  Scratch<T>& buf, T* taps) {
+  split_children<T, B>(hi, channels, p, s, buf.children.data());
   for (int64_t ky = 0; ky < s.K; ++ky) {
-    window_lines(image, channels, p + ky - s.R, 1, s, line_buffer, zero_line, lines);
-    window_row_dots<T, B>(children, lines, channels, ky, s, logits);
+    window_lines(lo, channels, p + ky - s.R, 1, s, buf.lines.data(), buf.zero_line.data(), buf.line_ptrs.data());
+    window_row_dots<T, B>(buf.children.data(), buf.line_ptrs.data(), channels, ky, s, taps);
   }
 }
 
@@ -184,14 +200,15 @@ UPBENCH_INLINE void softmax_taps(T* logits, const Shape& s) {
 // Channels go NC at a time so each weight vector loaded serves NC channels.
 template <typename T, int B>
 UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, int64_t C, int64_t p, const Shape& s,
-                                  T* line_buffer, const T* zero_line, const T** lines, T* out) {
+                                  Scratch<T>& buf, T* out) {
+  const T** lines = buf.line_ptrs.data();
   constexpr int L = lanes<T, B>();
   constexpr int NC = B >= 64 ? 4 : 2;  // AVX-512 has the registers for 4 x 4 accumulators
   static_assert(NC <= Scratch<T>::kMaxChannelBlock);
   const int64_t tap_stride = s.Wp, child_stride = s.KK * s.Wp;
   for (int64_t c0 = 0; c0 < C; c0 += NC) {
     const int64_t nc = std::min<int64_t>(NC, C - c0);
-    window_lines(image + c0 * s.H * s.W, nc, p - s.R, s.K, s, line_buffer, zero_line, lines);
+    window_lines(image + c0 * s.H * s.W, nc, p - s.R, s.K, s, buf.lines.data(), buf.zero_line.data(), lines);
     for (int64_t qb = 0; qb < s.Wp; qb += L) {
       Vec<T, B> acc[NC][4] = {};
       for (int64_t ky = 0; ky < s.K; ++ky) {
@@ -213,20 +230,6 @@ UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, int64_t C, i
         store_zipped<T, B>(row, acc[j][0], acc[j][1], n);
         store_zipped<T, B>(row + s.Wo, acc[j][2], acc[j][3], n);
       }
-    }
-  }
-}
-
-// The four children of every pixel of low-resolution row p, split per channel:
-// children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
-template <typename T, int B>
-UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
-  const int64_t plane = channels * s.Wp;
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int a = 0; a < 2; ++a) {
-      const T* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
-      T* even = children + (2 * a) * plane + c * s.Wp;
-      split_row<T, B>(row, s, even, even + plane);
     }
   }
 }

@@ -46,32 +46,12 @@ inline Isa cpu_isa() {
 #endif
 }
 
-inline const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "baseline";
-  }
-}
-
 template <typename T, int Bytes>
 struct VecOf {
   typedef T type __attribute__((vector_size(Bytes)));
 };
 template <typename T, int Bytes>
 using Vec = typename VecOf<T, Bytes>::type;
-
-// The integer vector of the same shape, for masks and exponent bits.
-template <typename T>
-struct IntOf;
-template <>
-struct IntOf<float> {
-  using type = int32_t;
-};
-template <>
-struct IntOf<double> {
-  using type = int64_t;
-};
 
 template <typename T, int B>
 constexpr int lanes() {
@@ -104,13 +84,6 @@ UPBENCH_INLINE Vec<T, B> broadcast(T x) {
 template <typename T, int B>
 UPBENCH_INLINE Vec<T, B> vmax(Vec<T, B> a, Vec<T, B> b) {
   return a > b ? a : b;  // NaN in b (where a > b is false) propagates
-}
-
-template <typename T, int B>
-UPBENCH_INLINE T hsum(Vec<T, B> v) {
-  T s = 0;
-  for (int l = 0; l < lanes<T, B>(); ++l) s += v[l];
-  return s;
 }
 
 namespace detail {

@@ -24,12 +24,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <tuple>
 #include <vector>
 
 #include "../upbench_checks.h"
+#include "dtypes.h"
 #include "row_pair.h"
 #include "simd.h"
 
@@ -68,18 +67,6 @@ void transpose_batched(const T* src, T* dst, int64_t B, int64_t rows, int64_t co
   });
 }
 
-// float16 / bfloat16 are computed in float32; float32 and float64 in themselves.
-at::ScalarType compute_type(const at::Tensor& t) {
-  const at::ScalarType st = t.scalar_type();
-  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
-}
-
-// t as a contiguous tensor of the compute dtype (one pass when it must be widened).
-at::Tensor contiguous_compute(const at::Tensor& t) {
-  if (compute_type(t) == t.scalar_type()) return t.contiguous();
-  return at::empty(t.sizes(), t.options().dtype(compute_type(t))).copy_(t);
-}
-
 // (N, C, H, W) -> contiguous (N, H, W, C) of the compute dtype: the layout every kernel below reads
 // channels from.
 at::Tensor to_nhwc(const at::Tensor& t_) {
@@ -105,13 +92,6 @@ at::Tensor from_nhwc(const at::Tensor& t, const at::Tensor& like) {
                       t.size(3));
   });
   return out.to(like.scalar_type());
-}
-
-void check_cpu_dtype(const char* op, const at::Tensor& t) {
-  const at::ScalarType st = t.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
-              " (CPU): dtype ", st, " is not supported; the CPU kernels take float32, float64, float16 and "
-              "bfloat16");
 }
 
 // acc[0:n] = sum_e w[e] * src[e][0:n] (overwrites acc). The sum over e runs innermost so the
@@ -198,9 +178,7 @@ UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, const T* query, 
   row_pair::Scratch<T> buf(s, d, d);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::split_children<T, B>(query + n * d * g.Ho * g.Wo, d, p, s, buf.children.data());
-    row_pair::window_dots<T, B>(buf.children.data(), key + n * d * g.H * g.W, d, p, s, buf.lines.data(),
-                                buf.zero_line.data(), buf.line_ptrs.data(), buf.taps.data());
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, buf.taps.data());
     row_pair::store_children_taps<T, B>(buf.taps.data(), p, s, out + n * g.KK * g.Ho * g.Wo);
   }
 }
@@ -220,8 +198,7 @@ UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, const T* weights, 
         row_pair::split_row<T, B>(weights + ((n * g.KK + k) * g.Ho + 2 * p + a) * g.Wo, s, even, even + g.KK * s.Wp);
       }
     }
-    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, C, p, s, buf.lines.data(),
-                                  buf.zero_line.data(), buf.line_ptrs.data(), out + n * C * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, C, p, s, buf, out + n * C * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(assembly_rows)
@@ -235,12 +212,9 @@ UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, const T* query
   row_pair::Scratch<T> buf(s, d, d);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::split_children<T, B>(query + n * d * g.Ho * g.Wo, d, p, s, buf.children.data());
-    row_pair::window_dots<T, B>(buf.children.data(), key + n * d * g.H * g.W, d, p, s, buf.lines.data(),
-                                buf.zero_line.data(), buf.line_ptrs.data(), buf.taps.data());
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, buf.taps.data());
     row_pair::softmax_taps<T, B>(buf.taps.data(), s);
-    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, C, p, s, buf.lines.data(),
-                                  buf.zero_line.data(), buf.line_ptrs.data(), out + n * C * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, C, p, s, buf, out + n * C * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(sapa_forward_rows)
@@ -260,13 +234,9 @@ UPBENCH_INLINE void sapa_kernel_grad_rows(int64_t begin, int64_t end, const T* q
   T *P = buf.taps.data(), *G = grad_taps.data();
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::split_children<T, B>(query + n * d * g.Ho * g.Wo, d, p, s, buf.children.data());
-    row_pair::window_dots<T, B>(buf.children.data(), key + n * d * g.H * g.W, d, p, s, buf.lines.data(),
-                                buf.zero_line.data(), buf.line_ptrs.data(), P);
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, P);
     row_pair::softmax_taps<T, B>(P, s);
-    row_pair::split_children<T, B>(grad + n * C * g.Ho * g.Wo, C, p, s, buf.children.data());
-    row_pair::window_dots<T, B>(buf.children.data(), value + n * C * g.H * g.W, C, p, s, buf.lines.data(),
-                                buf.zero_line.data(), buf.line_ptrs.data(), G);
+    row_pair::children_dots<T, B>(grad + n * C * g.Ho * g.Wo, value + n * C * g.H * g.W, C, p, s, buf, G);
     for (int t = 0; t < 4; ++t) {
       const int64_t child = t * g.KK * s.Wp;
       for (int64_t qb = 0; qb < s.Wp; qb += L) {

@@ -1,0 +1,27 @@
+// The CPU kernels' dtypes: float32 and float64 are computed in themselves; float16 and bfloat16 are
+// widened to float32 in one copy, computed and accumulated in float32, and rounded once at the end.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace upbench {
+
+inline at::ScalarType compute_type(const at::Tensor& t) {
+  const at::ScalarType st = t.scalar_type();
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// t as a contiguous tensor of the compute dtype (one pass when it must be widened).
+inline at::Tensor contiguous_compute(const at::Tensor& t) {
+  if (compute_type(t) == t.scalar_type()) return t.contiguous();
+  return at::empty(t.sizes(), t.options().dtype(compute_type(t))).copy_(t);
+}
+
+inline void check_cpu_dtype(const char* op, const at::Tensor& t) {
+  const at::ScalarType st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
+              " (CPU): dtype ", st, " is not supported; the CPU kernels take float32, float64, float16 and "
+              "bfloat16");
+}
+
+}  // namespace upbench
