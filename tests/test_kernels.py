@@ -141,6 +141,37 @@ def test_backward_matches_reference(ops, shape):
             assert_close(x.grad, y.grad, 1e-10)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(2, 5, 9, 37, 35, 5), (1, 3, 6, 19, 17, 7)],
+                         ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
+def test_large_maps_forward_and_backward(ops, shape, dtype, threads):
+    """Maps wider than a vector (one and several, with a partial last one) and taller than a band of
+    the adjoint's rows, channel counts off its channel block: every row, vector and block edge."""
+    K = shape[-1]
+    q, k, v, w = make_inputs(*shape, dtype=dtype, seed=3)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for op, ref, args in [
+            (ops.local_similarity, reference_similarity, (q, k)),
+            (ops.dynamic_assembly, reference_assembly, (w, v)),
+            (ops.sapa_fused, reference_sapa, (q, k, v)),
+        ]:
+            a = [t.detach().requires_grad_() for t in args]
+            b = [t.detach().double().requires_grad_() for t in args]
+            out = op(*a, K)
+            grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+            expected = ref(*b, K)
+            assert_close(out.double(), expected, TOL[dtype])
+            out.backward(grad.to(dtype))
+            expected.backward(grad)
+            for x, y in zip(a, b):
+                assert_close(x.grad.double(), y.grad, TOL[dtype])
+    finally:
+        torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=["grad", "gradgrad"])
 @pytest.mark.parametrize("shape", [(1, 3, 4, 3, 2, 3), (1, 2, 3, 2, 1, 5)], ids=["K3", "K5>H"])
 def test_gradcheck(ops, shape, check):

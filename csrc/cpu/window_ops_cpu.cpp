@@ -1,10 +1,10 @@
 // CPU kernels for the upbench window ops.
 //
-// Layout: the public tensors are NCHW. The forward passes (and the parts of the backward passes that
-// have the same form) work on NCHW in place, one low-resolution row per task, vectorised along the
-// row (row_pair.h): for a fixed channel, a window tap's values for consecutive pixels are consecutive.
-// The scatters of the backward passes (window_scatter) run over channels and read NHWC copies of their
-// two operands.
+// Layout: the public tensors are NCHW and every kernel works on them in place, vectorised along the
+// row. The forward passes (and the parts of the backward passes that have the same form) go one
+// low-resolution row per task (row_pair.h); the adjoint of the assembly with respect to its
+// low-resolution input, which the backward passes need, goes one block of channels per task over
+// the output rows (window_adjoint.h). No pass makes a channels-last copy.
 //
 // Out-of-map taps follow the reference's zero padding under IEEE arithmetic: the missing neighbour is
 // a zero that is multiplied in, so it adds nothing unless the other factor is NaN or Inf, and then it
@@ -15,10 +15,6 @@
 //
 // Instruction sets: every per-task body is an always-inline template on the vector width, compiled
 // for AVX-512, AVX2 + FMA and the baseline, and chosen at run time (simd.h).
-//
-// The scatter that appears in the backward passes (every output pixel adds into K*K input pixels) is
-// written as a gather over the children whose windows contain an input pixel, so threads never write
-// to the same location and no atomics are needed.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -31,6 +27,7 @@
 #include "dtypes.h"
 #include "row_pair.h"
 #include "simd.h"
+#include "window_adjoint.h"
 
 namespace upbench {
 namespace {
@@ -47,126 +44,6 @@ struct Geom {
   Geom(int64_t n, int64_t h, int64_t w, int64_t k)
       : N(n), H(h), W(w), Ho(2 * h), Wo(2 * w), K(k), R(k / 2), KK(k * k) {}
 };
-
-// dst[b] (cols x rows) = transpose of src[b] (rows x cols), in cache-sized tiles, in parallel.
-// permute().contiguous() is several times slower for these shapes, and this runs on every call.
-template <typename T>
-void transpose_batched(const T* src, T* dst, int64_t B, int64_t rows, int64_t cols) {
-  constexpr int64_t kTile = 32;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-  at::parallel_for(0, B * row_tiles * col_tiles, grain_for(kTile * kTile), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / (row_tiles * col_tiles), rest = t % (row_tiles * col_tiles);
-      const int64_t r0 = (rest / col_tiles) * kTile, c0 = (rest % col_tiles) * kTile;
-      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
-      const T* s = src + b * rows * cols;
-      T* d = dst + b * rows * cols;
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) d[c * rows + r] = s[r * cols + c];
-    }
-  });
-}
-
-// (N, C, H, W) -> contiguous (N, H, W, C) of the compute dtype: the layout every kernel below reads
-// channels from.
-at::Tensor to_nhwc(const at::Tensor& t_) {
-  at::Tensor nhwc = t_.permute({0, 2, 3, 1});
-  if (compute_type(t_) != t_.scalar_type()) {  // widened anyway: copy_ transposes in the same pass
-    return at::empty(nhwc.sizes(), t_.options().dtype(compute_type(t_))).copy_(nhwc);
-  }
-  if (nhwc.is_contiguous()) return nhwc;  // channels-last input: already the layout we want
-  const at::Tensor t = t_.contiguous();
-  at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)}, t.options());
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::to_nhwc", [&] {
-    transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1),
-                      t.size(2) * t.size(3));
-  });
-  return out;
-}
-
-// Contiguous (N, H, W, C) -> contiguous (N, C, H, W) of dtype `like`.
-at::Tensor from_nhwc(const at::Tensor& t, const at::Tensor& like) {
-  at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)}, t.options());
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "upbench::from_nhwc", [&] {
-    transpose_batched(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.size(0), t.size(1) * t.size(2),
-                      t.size(3));
-  });
-  return out.to(like.scalar_type());
-}
-
-// acc[0:n] = sum_e w[e] * src[e][0:n] (overwrites acc). The sum over e runs innermost so the
-// accumulators stay in registers for a block of channels.
-template <typename T, int B>
-UPBENCH_INLINE void gather1(const T* const* src, const T* w, int64_t count, int64_t n, T* __restrict__ acc) {
-  constexpr int V = simd::lanes<T, B>();
-  int64_t c = 0;
-  for (; c + 4 * V <= n; c += 4 * V) {
-    simd::Vec<T, B> x0 = {}, x1 = {}, x2 = {}, x3 = {};
-    for (int64_t e = 0; e < count; ++e) {
-      const T* s = src[e] + c;
-      const T we = w[e];
-      x0 += we * simd::load<T, B>(s);
-      x1 += we * simd::load<T, B>(s + V);
-      x2 += we * simd::load<T, B>(s + 2 * V);
-      x3 += we * simd::load<T, B>(s + 3 * V);
-    }
-    simd::store<T, B>(acc + c, x0);
-    simd::store<T, B>(acc + c + V, x1);
-    simd::store<T, B>(acc + c + 2 * V, x2);
-    simd::store<T, B>(acc + c + 3 * V, x3);
-  }
-  for (; c + V <= n; c += V) {  // few channels (d = 32 under AVX-512) still go a vector at a time
-    simd::Vec<T, B> x0 = {};
-    for (int64_t e = 0; e < count; ++e) x0 += w[e] * simd::load<T, B>(src[e] + c);
-    simd::store<T, B>(acc + c, x0);
-  }
-  for (; c < n; ++c) {
-    T r = 0;
-    for (int64_t e = 0; e < count; ++e) r += w[e] * src[e][c];
-    acc[c] = r;
-  }
-}
-
-// Adjoint of dynamic_assembly with respect to x: outT (N, H, W, C) NHWC receives, for each pixel,
-// sum over the children (i, j) whose window holds it of w[k, i, j] * gT[i, j]. gT is (N, Ho, Wo, C).
-template <typename T, int B>
-UPBENCH_INLINE void window_scatter_rows(int64_t begin, int64_t end, const T* w, const T* gT, T* outT, Geom g,
-                                        int64_t C) {
-  std::vector<T> wts(4 * g.KK);
-  std::vector<const T*> src(4 * g.KK);
-  for (int64_t task = begin; task < end; ++task) {
-    const int64_t n = task / g.H, h = task % g.H;
-    for (int64_t x = 0; x < g.W; ++x) {
-      int64_t count = 0;
-      for (int64_t ky = 0; ky < g.K; ++ky) {
-        const int64_t p = h - ky + g.R;  // the parent whose window offset ky lands on row h
-        if (p < 0 || p >= g.H) continue;
-        for (int64_t kx = 0; kx < g.K; ++kx) {
-          const int64_t q = x - kx + g.R;
-          if (q < 0 || q >= g.W) continue;
-          const T* wk = w + ((n * g.KK + ky * g.K + kx) * g.Ho + 2 * p) * g.Wo + 2 * q;
-          const T* g0 = gT + ((n * g.Ho + 2 * p) * g.Wo + 2 * q) * C;
-          const int64_t offs[4] = {0, 1, g.Wo, g.Wo + 1};
-          for (int t = 0; t < 4; ++t) {
-            wts[count] = wk[offs[t]];
-            src[count] = g0 + offs[t] * C;
-            ++count;
-          }
-        }
-      }
-      gather1<T, B>(src.data(), wts.data(), count, C, outT + ((n * g.H + h) * g.W + x) * C);
-    }
-  }
-}
-
-UPBENCH_PER_ISA(window_scatter_rows)
-
-template <typename T>
-void window_scatter(const T* w, const T* gT, T* outT, const Geom& g, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    window_scatter_rows_dispatch<T>(begin, end, w, gT, outT, g, C);
-  });
-}
 
 // ---- forward passes: NCHW in and out, one low-resolution row per task (csrc/cpu/row_pair.h) ----
 
@@ -220,18 +97,20 @@ UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, const T* query
 UPBENCH_PER_ISA(sapa_forward_rows)
 
 // sapa_fused backward, first pass: per low-resolution row, the softmax kernel P (recomputed, as the
-// forward computes it) and the gradient of its logits, G = P * (dP - <P, dP>) with
-// dP[k] = <grad_out, value window k>; both written as (N, KK, Ho, Wo), so the remaining gradients are
-// an assembly (d/dquery) and two scatters (d/dkey, d/dvalue).
+// forward computes it), the gradient of its logits G = P * (dP - <P, dP>) with
+// dP[k] = <grad_out, value window k>, and d/dquery = the assembly of key's windows with G. P and G
+// are written as split taps for the adjoints that give d/dvalue and d/dkey.
 template <typename T, int B>
-UPBENCH_INLINE void sapa_kernel_grad_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
-                                          const T* grad, T* P_out, T* G_out, Geom g, int64_t d, int64_t C) {
+UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
+                                       const T* grad, T* grad_query, T* P_split, T* G_split, Geom g,
+                                       row_pair::Shape split, int64_t d, int64_t C) {
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
   const row_pair::Shape s(g.H, g.W, g.K, L);
   row_pair::Scratch<T> buf(s, std::max(d, C), std::max(d, C));
   std::vector<T> grad_taps(buf.taps.size());
   T *P = buf.taps.data(), *G = grad_taps.data();
+  const int64_t split_size = window_adjoint::split_row_size(split);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, P);
@@ -249,11 +128,40 @@ UPBENCH_INLINE void sapa_kernel_grad_rows(int64_t begin, int64_t end, const T* q
         }
       }
     }
-    row_pair::store_children_taps<T, B>(P, p, s, P_out + n * g.KK * g.Ho * g.Wo);
-    row_pair::store_children_taps<T, B>(G, p, s, G_out + n * g.KK * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(G, key + n * d * g.H * g.W, d, p, s, buf, grad_query + n * d * g.Ho * g.Wo);
+    window_adjoint::copy_taps_to_split(P, s.Wp, split, P_split + task * split_size);
+    window_adjoint::copy_taps_to_split(G, s.Wp, split, G_split + task * split_size);
   }
 }
-UPBENCH_PER_ISA(sapa_kernel_grad_rows)
+UPBENCH_PER_ISA(sapa_backward_rows)
+
+template <typename T, int B>
+UPBENCH_INLINE void split_taps_rows(int64_t begin, int64_t end, const T* weights, T* split, Geom g,
+                                    row_pair::Shape s) {
+  const int64_t size = window_adjoint::split_row_size(s);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.H, p = task % g.H;
+    window_adjoint::split_taps_row<T, B>(weights + n * g.KK * g.Ho * g.Wo, p, s, split + task * size);
+  }
+}
+UPBENCH_PER_ISA(split_taps_rows)
+
+// Task = (image, band of output rows, block of channels), in that order of nesting: consecutive
+// tasks of a thread share one band, whose split taps then stay in L2.
+template <typename T, int B>
+UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, const T* split, const T* hi, T* out, Geom g,
+                                  row_pair::Shape s, int64_t C, int64_t band_rows) {
+  constexpr int64_t NC = window_adjoint::kChannelBlock;
+  window_adjoint::Ring<T> ring(s);
+  const int64_t blocks = (C + NC - 1) / NC, bands = (g.H + band_rows - 1) / band_rows;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / (bands * blocks), band = task / blocks % bands, block = task % blocks;
+    const int64_t c0 = block * NC, y0 = band * band_rows, y1 = std::min(g.H, y0 + band_rows);
+    window_adjoint::scatter_block<T, B>(split + n * g.H * window_adjoint::split_row_size(s), hi + n * C * g.Ho * g.Wo,
+                                        out + n * C * g.H * g.W, c0, std::min(NC, C - c0), y0, y1, s, ring);
+  }
+}
+UPBENCH_PER_ISA(adjoint_tasks)
 
 // The row kernels over every low-resolution row of the batch.
 template <typename T>
@@ -268,6 +176,37 @@ void assembly_nchw(const T* weights, const T* x, T* out, const Geom& g, int64_t 
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
     assembly_rows_dispatch<T>(begin, end, weights, x, out, g, C);
   });
+}
+
+// The split taps (window_adjoint.h) of an NCHW map of weights (N, KK, Ho, Wo).
+template <typename T>
+at::Tensor split_taps(const T* weights, const Geom& g, const at::TensorOptions& options) {
+  const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
+  at::Tensor split = at::empty({g.N * g.H, window_adjoint::split_row_size(s)}, options);
+  T* out = split.data_ptr<T>();
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.KK * g.Wo), [&](int64_t begin, int64_t end) {
+    split_taps_rows_dispatch<T>(begin, end, weights, out, g, s);
+  });
+  return split;
+}
+
+// The adjoint of the assembly with respect to x: out (N, C, H, W) from split taps and hi (N, C, Ho, Wo).
+// Bands of 16 rows: the split taps of a band's 16 + 2R parent rows fit in L2, and each block of
+// channels re-splits 2R parent rows of hi at the start of a band. Thinner bands only where there
+// are too few tasks for the threads.
+template <typename T>
+void adjoint_nchw(const T* split, const T* hi, T* out, const Geom& g, int64_t C) {
+  constexpr int64_t kBandRows = 16;
+  const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
+  const int64_t blocks = (C + window_adjoint::kChannelBlock - 1) / window_adjoint::kChannelBlock;
+  const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
+  int64_t band_rows = std::min(g.H, kBandRows);
+  while (band_rows > 1 && g.N * blocks * ((g.H + band_rows - 1) / band_rows) < wanted) band_rows = (band_rows + 1) / 2;
+  const int64_t tasks = g.N * blocks * ((g.H + band_rows - 1) / band_rows);
+  at::parallel_for(0, tasks, grain_for(band_rows * 4 * g.W * g.KK * window_adjoint::kChannelBlock),
+                   [&](int64_t begin, int64_t end) {
+                     adjoint_tasks_dispatch<T>(begin, end, split, hi, out, g, s, C, band_rows);
+                   });
 }
 
 // ---- op entry points ------------------------------------------------------------------------
@@ -296,17 +235,18 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1);
   check_grad(op, grad_, {g.N, g.KK, g.Ho, g.Wo}, key_);
-  // d/dquery = dynamic_assembly(grad, key); d/dkey = window_scatter(grad, query).
+  // d/dquery = dynamic_assembly(grad, key); d/dkey = the assembly's adjoint of (grad, query).
   const at::Tensor grad = contiguous_compute(grad_);
+  const at::Tensor query = contiguous_compute(query_);
   const at::Tensor key = contiguous_compute(key_);
-  const at::Tensor qT = to_nhwc(query_);
   at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, grad.options());
-  at::Tensor grad_keyT = at::empty({g.N, g.H, g.W, d}, grad.options());
+  at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
     assembly_nchw(grad.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
-    window_scatter(grad.data_ptr<scalar_t>(), qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
+    const at::Tensor split = split_taps(grad.data_ptr<scalar_t>(), g, grad.options());
+    adjoint_nchw(split.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), g, d);
   });
-  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_)};
+  return {grad_query.to(key_.scalar_type()), grad_key.to(key_.scalar_type())};
 }
 
 at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
@@ -333,18 +273,18 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
   const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
   const int64_t C = x_.size(1);
   check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, x_);
-  // d/dweights = local_similarity(grad, x); d/dx = window_scatter(weights, grad).
+  // d/dweights = local_similarity(grad, x); d/dx = the assembly's adjoint of (weights, grad).
   const at::Tensor grad = contiguous_compute(grad_);
-  const at::Tensor gT = to_nhwc(grad_);
   const at::Tensor weights = contiguous_compute(weights_);
   const at::Tensor x = contiguous_compute(x_);
   at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, grad.options());
-  at::Tensor grad_xT = at::empty({g.N, g.H, g.W, C}, grad.options());
+  at::Tensor grad_x = at::empty({g.N, C, g.H, g.W}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
     similarity_nchw(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
-    window_scatter(weights.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), grad_xT.data_ptr<scalar_t>(), g, C);
+    const at::Tensor split = split_taps(weights.data_ptr<scalar_t>(), g, grad.options());
+    adjoint_nchw(split.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_weights.to(x_.scalar_type()), from_nhwc(grad_xT, x_)};
+  return {grad_weights.to(x_.scalar_type()), grad_x.to(x_.scalar_type())};
 }
 
 at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, const at::Tensor& value_,
@@ -382,26 +322,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
   const at::Tensor key = contiguous_compute(key_);
   const at::Tensor value = contiguous_compute(value_);
   const at::Tensor grad = contiguous_compute(grad_);
-  const at::Tensor qT = to_nhwc(query_);
-  const at::Tensor gT = to_nhwc(grad_);
   // The kernel and its logit gradient are recomputed here, never saved by the forward.
-  at::Tensor P = at::empty({g.N, g.KK, g.Ho, g.Wo}, query.options());
-  at::Tensor G = at::empty(P.sizes(), P.options());
   at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, query.options());
-  at::Tensor grad_keyT = at::empty({g.N, g.H, g.W, d}, query.options());
-  at::Tensor grad_valueT = at::empty({g.N, g.H, g.W, C}, query.options());
+  at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, query.options());
+  at::Tensor grad_value = at::empty({g.N, C, g.H, g.W}, query.options());
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
+    const row_pair::Shape split = window_adjoint::split_shape<scalar_t>(g.H, g.W, g.K);
+    at::Tensor P = at::empty({g.N * g.H, window_adjoint::split_row_size(split)}, query.options());
+    at::Tensor G = at::empty(P.sizes(), P.options());
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>(),
                    *go = grad.data_ptr<scalar_t>();
-    scalar_t *Ps = P.data_ptr<scalar_t>(), *Gs = G.data_ptr<scalar_t>();
+    scalar_t *Ps = P.data_ptr<scalar_t>(), *Gs = G.data_ptr<scalar_t>(), *gq = grad_query.data_ptr<scalar_t>();
     at::parallel_for(0, g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-      sapa_kernel_grad_rows_dispatch<scalar_t>(begin, end, q, k, v, go, Ps, Gs, g, d, C);
+      sapa_backward_rows_dispatch<scalar_t>(begin, end, q, k, v, go, gq, Ps, Gs, g, split, d, C);
     });
-    assembly_nchw(Gs, k, grad_query.data_ptr<scalar_t>(), g, d);
-    window_scatter(Gs, qT.data_ptr<scalar_t>(), grad_keyT.data_ptr<scalar_t>(), g, d);
-    window_scatter(static_cast<const scalar_t*>(Ps), gT.data_ptr<scalar_t>(), grad_valueT.data_ptr<scalar_t>(), g, C);
+    adjoint_nchw(static_cast<const scalar_t*>(Gs), q, grad_key.data_ptr<scalar_t>(), g, d);
+    adjoint_nchw(static_cast<const scalar_t*>(Ps), go, grad_value.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_query.to(key_.scalar_type()), from_nhwc(grad_keyT, key_), from_nhwc(grad_valueT, value_)};
+  return {grad_query.to(key_.scalar_type()), grad_key.to(key_.scalar_type()), grad_value.to(value_.scalar_type())};
 }
 
 }  // namespace
