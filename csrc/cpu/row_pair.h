@@ -5,11 +5,14 @@
 // output pixel (2p + a, 2q + b). For a fixed channel, the values a window tap (ky, kx) reads for
 // consecutive q are consecutive in an NCHW row, so one vector load serves L pixels, and the four
 // children's results are interleaved back into the two output rows with shuffles: vector stores, no
-// NHWC copies of any input or output. Per row the kernels keep:
+// NHWC copies of any input or output. The kernels keep:
 //   - "lines": a low-resolution row of one channel with R zeros on each side, so every tap of every
 //     lane is an in-bounds load; rows outside the map are a line of zeros. An out-of-map tap is thus
-//     the reference's zero padding, multiplied in (0 * Inf = NaN) with no special case.
-//   - the children's per-tap values, [child t][tap k][q], q padded to a whole number of vectors.
+//     the reference's zero padding, multiplied in (0 * Inf = NaN) with no special case. A thread's
+//     lines of the last K rows stay cached (LineCache), so each row is copied once per thread, not
+//     once per window that reads it.
+//   - per row, the children's per-tap values, [child t][tap k][q], q padded to a whole number of
+//     vectors.
 #pragma once
 
 #include <algorithm>
@@ -35,20 +38,65 @@ struct Shape {
       : H(h), W(w), K(k), R(k / 2), KK(k * k), Wo(2 * w), Wp((w + L - 1) / L * L), Wl((w + L - 1) / L * L + k - 1) {}
 };
 
-// Per-thread buffers of the row kernels. Line buffers are zeroed once so their padding stays zero.
+// Per-thread buffers of the row kernels: the children of `hi_channels` channels split, and the
+// per-tap values of one row.
 template <typename T>
 struct Scratch {
-  static constexpr int64_t kMaxChannelBlock = 4;  // assemble_rows' NC
-  std::vector<T> children, taps, lines, zero_line;
-  std::vector<const T*> line_ptrs;
-  // children: 4 x `hi_channels` split rows; lines: one window row of `dot_channels` channels, or the
-  // K rows of a block of channels
-  Scratch(const Shape& s, int64_t hi_channels, int64_t dot_channels)
-      : children(4 * hi_channels * s.Wp),
-        taps(4 * s.KK * s.Wp),
-        lines(std::max(dot_channels, s.K * kMaxChannelBlock) * s.Wl),
-        zero_line(s.Wl),
-        line_ptrs(std::max(dot_channels, s.K * kMaxChannelBlock)) {}
+  std::vector<T> children, taps;
+  Scratch(const Shape& s, int64_t hi_channels) : children(4 * hi_channels * s.Wp), taps(4 * s.KK * s.Wp) {}
+};
+
+// The lines of one row of every channel: line c starts at base + c * stride (stride 0 for the one
+// zero line that stands for a row outside the map).
+template <typename T>
+struct Lines {
+  const T* base;
+  int64_t stride;
+  const T* operator[](int64_t c) const { return base + c * stride; }
+};
+
+// Zero-padded lines of every channel of the rows of NCHW images (channels, H, W), for the last K
+// (image, row) pairs asked for: slot = row mod K, so the K rows of one window never evict each other
+// and a thread that moves down one row per task copies one row of lines per task.
+template <typename T>
+class LineCache {
+ public:
+  LineCache(const Shape& s, int64_t channels)
+      : s_(s),
+        channels_(channels),
+        lines_(s.K * channels * s.Wl),
+        zero_(s.Wl),
+        images_(s.K, nullptr),
+        rows_(s.K, -1),
+        window_(s.K) {}
+
+  Lines<T> row(const T* image, int64_t y) {
+    if (y < 0 || y >= s_.H) return {zero_.data(), 0};
+    const int64_t slot = y % s_.K;
+    T* base = lines_.data() + slot * channels_ * s_.Wl;
+    if (images_[slot] != image || rows_[slot] != y) {  // only the interiors: the padding stays zero
+      for (int64_t c = 0; c < channels_; ++c)
+        std::memcpy(base + c * s_.Wl + s_.R, image + (c * s_.H + y) * s_.W, s_.W * sizeof(T));
+      images_[slot] = image;
+      rows_[slot] = y;
+    }
+    return {base, s_.Wl};
+  }
+
+  // The lines of rows p - R .. p + R, window row ky at [ky]: asked for before a kernel's loops, since
+  // a call inside them would spill the accumulators around it.
+  const Lines<T>* window(const T* image, int64_t p) {
+    for (int64_t ky = 0; ky < s_.K; ++ky) window_[ky] = row(image, p - s_.R + ky);
+    return window_.data();
+  }
+
+ private:
+  Shape s_;
+  int64_t channels_;
+  std::vector<T> lines_, zero_;
+  std::vector<const T*> images_;
+  std::vector<int64_t> rows_;
+  std::vector<Lines<T>> window_;
 };
 
 // even[q] = row[2q], odd[q] = row[2q + 1] for q < W; zero up to Wp.
@@ -87,28 +135,6 @@ UPBENCH_INLINE void store_zipped(T* row, Vec<T, B> even, Vec<T, B> odd, int64_t 
   }
 }
 
-// Zero-padded lines of channels [0, channels) of an NCHW image (channels, H, W), for `rows` rows from
-// y0: lines[r * channels + c] is row y0 + r of channel c. buffer has room for rows * channels lines
-// whose padding is already zero (only the interiors are written); zero_line stands for rows outside
-// the map.
-template <typename T>
-UPBENCH_INLINE void window_lines(const T* image, int64_t channels, int64_t y0, int64_t rows, const Shape& s,
-                                 T* buffer, const T* zero_line, const T** lines) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t y = y0 + r;
-    for (int64_t c = 0; c < channels; ++c) {
-      const int64_t slot = r * channels + c;
-      if (y < 0 || y >= s.H) {
-        lines[slot] = zero_line;
-      } else {
-        T* line = buffer + slot * s.Wl;
-        std::memcpy(line + s.R, image + (c * s.H + y) * s.W, s.W * sizeof(T));
-        lines[slot] = line;
-      }
-    }
-  }
-}
-
 // The four children of every pixel of low-resolution row p, split per channel:
 // children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
 template <typename T, int B>
@@ -125,10 +151,10 @@ UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, con
 
 // logits[t][ky * K + kx][q] for kx in [kx0, kx0 + KX): <child t of (p, q), tap (ky, kx) of its
 // window> over `channels` channels, from the children split per channel
-// (children[(t * channels + c) * Wp + q]) and window row ky's lines (lines[c]). The KX taps share each
-// load of the four children, which for many channels come from L2.
+// (children[(t * channels + c) * Wp + q]) and window row ky's lines. The KX taps share each load of
+// the four children, which for many channels come from L2.
 template <typename T, int B, int KX>
-UPBENCH_INLINE void window_row_dots_block(const T* children, const T* const* lines, int64_t channels, int64_t ky,
+UPBENCH_INLINE void window_row_dots_block(const T* children, Lines<T> lines, int64_t channels, int64_t ky,
                                           int64_t kx0, const Shape& s, T* logits) {
   constexpr int L = lanes<T, B>();
   const int64_t plane = channels * s.Wp;
@@ -150,7 +176,7 @@ UPBENCH_INLINE void window_row_dots_block(const T* children, const T* const* lin
 }
 
 template <typename T, int B>
-UPBENCH_INLINE void window_row_dots(const T* children, const T* const* lines, int64_t channels, int64_t ky,
+UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t channels, int64_t ky,
                                     const Shape& s, T* logits) {
   int64_t kx0 = 0;
   for (; kx0 + 4 <= s.K; kx0 += 4) window_row_dots_block<T, B, 4>(children, lines, channels, ky, kx0, s, logits);
@@ -163,15 +189,14 @@ UPBENCH_INLINE void window_row_dots(const T* children, const T* const* lines, in
 }
 
 // taps[t][k][q] = <child t of (p, q), tap k of its window> over `channels` channels, for every child
-// of low-resolution row p: hi (channels, 2H, 2W) gives the children, lo (channels, H, W) the windows.
+// of low-resolution row p: hi (channels, 2H, 2W) gives the children, lo (channels, H, W) the windows
+// through lo_lines (a cache of `channels` channels).
 template <typename T, int B>
-UPBENCH_INLINE void children_dots(const T* hi, const T* lo, int64_t channels, int64_t p, const Shape& s,
-                                  Scratch<T>& buf, T* taps) {
+UPBENCH_INLINE void children_dots(const T* hi, const T* lo, LineCache<T>& lo_lines, int64_t channels, int64_t p,
+                                  const Shape& s, Scratch<T>& buf, T* taps) {
   split_children<T, B>(hi, channels, p, s, buf.children.data());
-  for (int64_t ky = 0; ky < s.K; ++ky) {
-    window_lines(lo, channels, p + ky - s.R, 1, s, buf.lines.data(), buf.zero_line.data(), buf.line_ptrs.data());
-    window_row_dots<T, B>(buf.children.data(), buf.line_ptrs.data(), channels, ky, s, taps);
-  }
+  const Lines<T>* rows = lo_lines.window(lo, p);
+  for (int64_t ky = 0; ky < s.K; ++ky) window_row_dots<T, B>(buf.children.data(), rows[ky], channels, ky, s, taps);
 }
 
 // Softmax over the taps k of logits[t][k][q], in place, for every child and pixel.
@@ -196,24 +221,23 @@ UPBENCH_INLINE void softmax_taps(T* logits, const Shape& s) {
 }
 
 // Output rows 2p and 2p + 1 of every channel of an NCHW image (C, 2H, 2W):
-// out[c][2p + a][2q + b] = sum_k weights[2a + b][k][q] * (tap k of (p, q) in channel c of `image`).
-// Channels go NC at a time so each weight vector loaded serves NC channels.
+// out[c][2p + a][2q + b] = sum_k weights[2a + b][k][q] * (tap k of (p, q) in channel c of `image`),
+// whose lines come from image_lines (a cache of C channels). Channels go NC at a time so each weight
+// vector loaded serves NC channels.
 template <typename T, int B>
-UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, int64_t C, int64_t p, const Shape& s,
-                                  Scratch<T>& buf, T* out) {
-  const T** lines = buf.line_ptrs.data();
+UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, LineCache<T>& image_lines, int64_t C, int64_t p,
+                                  const Shape& s, T* out) {
   constexpr int L = lanes<T, B>();
   constexpr int NC = B >= 64 ? 4 : 2;  // AVX-512 has the registers for 4 x 4 accumulators
-  static_assert(NC <= Scratch<T>::kMaxChannelBlock);
+  const Lines<T>* rows = image_lines.window(image, p);
   const int64_t tap_stride = s.Wp, child_stride = s.KK * s.Wp;
   for (int64_t c0 = 0; c0 < C; c0 += NC) {
     const int64_t nc = std::min<int64_t>(NC, C - c0);
-    window_lines(image + c0 * s.H * s.W, nc, p - s.R, s.K, s, buf.lines.data(), buf.zero_line.data(), lines);
     for (int64_t qb = 0; qb < s.Wp; qb += L) {
       Vec<T, B> acc[NC][4] = {};
       for (int64_t ky = 0; ky < s.K; ++ky) {
         const T* line[NC];  // a channel past C repeats the last one; its sums are not stored
-        for (int j = 0; j < NC; ++j) line[j] = lines[ky * nc + std::min<int64_t>(j, nc - 1)] + qb;
+        for (int j = 0; j < NC; ++j) line[j] = rows[ky][c0 + std::min<int64_t>(j, nc - 1)] + qb;
         for (int64_t kx = 0; kx < s.K; ++kx) {
           const T* w = weights + (ky * s.K + kx) * tap_stride + qb;
           Vec<T, B> wt[4];
@@ -225,7 +249,8 @@ UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, int64_t C, i
         }
       }
       const int64_t n = std::min<int64_t>(2 * L, s.Wo - 2 * qb);
-      for (int64_t j = 0; j < nc; ++j) {
+      for (int j = 0; j < NC; ++j) {  // unrolled, so the accumulators never go through memory
+        if (j >= nc) break;
         T* row = out + ((c0 + j) * 2 * s.H + 2 * p) * s.Wo + 2 * qb;
         store_zipped<T, B>(row, acc[j][0], acc[j][1], n);
         store_zipped<T, B>(row + s.Wo, acc[j][2], acc[j][3], n);

@@ -129,8 +129,10 @@ UPBENCH_INLINE void scatter_block(const T* split, const T* hi, T* out, int64_t c
         }
       }
       const int64_t n = std::min<int64_t>(L, s.W - qb);
-      for (int64_t j = 0; j < nc; ++j)
+      for (int j = 0; j < NC; ++j) {  // unrolled, so the accumulators never go through memory
+        if (j >= nc) break;
         simd::store_first<T, B>(out + ((c0 + j) * s.H + y) * s.W + qb, acc[j][0] + acc[j][1], n);
+      }
     }
   }
 }

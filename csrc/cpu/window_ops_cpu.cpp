@@ -52,10 +52,12 @@ template <typename T, int B>
 UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, const T* query, const T* key, T* out, Geom g,
                                     int64_t d) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, d, d);
+  row_pair::Scratch<T> buf(s, d);
+  row_pair::LineCache<T> key_lines(s, d);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, buf.taps.data());
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf,
+                                  buf.taps.data());
     row_pair::store_children_taps<T, B>(buf.taps.data(), p, s, out + n * g.KK * g.Ho * g.Wo);
   }
 }
@@ -66,7 +68,8 @@ template <typename T, int B>
 UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, const T* weights, const T* x, T* out, Geom g,
                                   int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, 0, 0);
+  row_pair::Scratch<T> buf(s, 0);
+  row_pair::LineCache<T> x_lines(s, C);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     for (int64_t k = 0; k < g.KK; ++k) {
@@ -75,7 +78,7 @@ UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, const T* weights, 
         row_pair::split_row<T, B>(weights + ((n * g.KK + k) * g.Ho + 2 * p + a) * g.Wo, s, even, even + g.KK * s.Wp);
       }
     }
-    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, C, p, s, buf, out + n * C * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, x_lines, C, p, s, out + n * C * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(assembly_rows)
@@ -86,12 +89,15 @@ template <typename T, int B>
 UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
                                       T* out, Geom g, int64_t d, int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, d, d);
+  row_pair::Scratch<T> buf(s, d);
+  row_pair::LineCache<T> key_lines(s, d), value_lines(s, C);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, buf.taps.data());
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf,
+                                  buf.taps.data());
     row_pair::softmax_taps<T, B>(buf.taps.data(), s);
-    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, C, p, s, buf, out + n * C * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, value_lines, C, p, s,
+                                  out + n * C * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(sapa_forward_rows)
@@ -107,15 +113,17 @@ UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, const T* quer
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
   const row_pair::Shape s(g.H, g.W, g.K, L);
-  row_pair::Scratch<T> buf(s, std::max(d, C), std::max(d, C));
+  row_pair::Scratch<T> buf(s, std::max(d, C));
+  row_pair::LineCache<T> key_lines(s, d), value_lines(s, C);
   std::vector<T> grad_taps(buf.taps.size());
   T *P = buf.taps.data(), *G = grad_taps.data();
   const int64_t split_size = window_adjoint::split_row_size(split);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
-    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, d, p, s, buf, P);
+    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf, P);
     row_pair::softmax_taps<T, B>(P, s);
-    row_pair::children_dots<T, B>(grad + n * C * g.Ho * g.Wo, value + n * C * g.H * g.W, C, p, s, buf, G);
+    row_pair::children_dots<T, B>(grad + n * C * g.Ho * g.Wo, value + n * C * g.H * g.W, value_lines, C, p, s, buf,
+                                  G);
     for (int t = 0; t < 4; ++t) {
       const int64_t child = t * g.KK * s.Wp;
       for (int64_t qb = 0; qb < s.Wp; qb += L) {
@@ -128,7 +136,7 @@ UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, const T* quer
         }
       }
     }
-    row_pair::assemble_rows<T, B>(G, key + n * d * g.H * g.W, d, p, s, buf, grad_query + n * d * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(G, key + n * d * g.H * g.W, key_lines, d, p, s, grad_query + n * d * g.Ho * g.Wo);
     window_adjoint::copy_taps_to_split(P, s.Wp, split, P_split + task * split_size);
     window_adjoint::copy_taps_to_split(G, s.Wp, split, G_split + task * split_size);
   }
