@@ -646,7 +646,7 @@ def test_nan_and_inf_propagate_like_zero_padding(ops, shape):
 def test_roofline_command_reports_every_ratio(ops, capsys):
     from upbench.commands import main
 
-    assert main(["roofline", "--C", "8", "--size", "4", "--min-run-time", "0.01", "--format", "csv"]) == 0
+    assert main(["roofline", "--C", "8", "--size", "4", "--min-run-time", "0.01", "--rounds", "2", "--format", "csv"]) == 0
     table = capsys.readouterr().out
     for quantity in ("matmul 2048^3", "copy", "sapa_fused time / memory floor", "sapa-b forward / matmul",
                      "carafe forward+backward / forward", "forward speedup 1 -> 2 threads"):
@@ -654,3 +654,19 @@ def test_roofline_command_reports_every_ratio(ops, capsys):
     f64_rows = [line for line in table.splitlines() if "float64" in line]
     assert len(f64_rows) == 2 and all(line.endswith(",yes") for line in f64_rows)
     assert main(["roofline", "--size", "4,4,4"]) == 2
+    assert main(["roofline", "--rounds", "0"]) == 2
+
+
+def test_roofline_ratios_pair_timings_within_rounds():
+    """Both sides of a ratio are timed in every round, one after the other, and the ratio is the median
+    of the per-round ratios: not a ratio of medians taken minutes apart under another load."""
+    from upbench.commands.roofline import Timing, median_ratio, paired_seconds
+
+    calls = []
+    seconds = paired_seconds({"a": (lambda: calls.append("a"), 1), "b": (lambda: calls.append("b"), 1)},
+                             Timing(threads=1, min_run_time=1e-3, rounds=3))
+    assert [len(v) for v in seconds.values()] == [3, 3]
+    runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert runs == ["a", "b"] * 3
+    # per-round ratios 1, 2, 0.5 -> median 1; the ratio of the medians would be 3 / 5
+    assert median_ratio([1.0, 10.0, 3.0], [1.0, 5.0, 6.0]) == 1.0
