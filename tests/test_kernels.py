@@ -660,11 +660,11 @@ def test_roofline_command_reports_every_ratio(ops, capsys):
 def test_roofline_ratios_pair_timings_within_rounds():
     """Both sides of a ratio are timed in every round, one after the other, and the ratio is the median
     of the per-round ratios: not a ratio of medians taken minutes apart under another load."""
-    from upbench.commands.roofline import Timing, median_ratio, paired_seconds
+    from upbench.commands.roofline import TimingPlan, median_ratio, paired_seconds
 
     calls = []
     seconds = paired_seconds({"a": (lambda: calls.append("a"), 1), "b": (lambda: calls.append("b"), 1)},
-                             Timing(threads=1, min_run_time=1e-3, rounds=3))
+                             TimingPlan(threads=1, min_run_time=1e-3, rounds=3))
     assert [len(v) for v in seconds.values()] == [3, 3]
     runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
     assert runs == ["a", "b"] * 3

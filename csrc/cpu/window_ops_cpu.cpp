@@ -39,6 +39,10 @@ int64_t grain_for(int64_t work_per_task) {
   return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
 }
 
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
 struct Geom {
   int64_t N, H, W, Ho, Wo, K, R, KK;
   Geom(int64_t n, int64_t h, int64_t w, int64_t k)
@@ -161,7 +165,7 @@ UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, const T* split, co
                                   row_pair::Shape s, int64_t C, int64_t band_rows) {
   constexpr int64_t NC = window_adjoint::kChannelBlock;
   window_adjoint::Ring<T> ring(s);
-  const int64_t blocks = (C + NC - 1) / NC, bands = (g.H + band_rows - 1) / band_rows;
+  const int64_t blocks = ceil_div(C, NC), bands = ceil_div(g.H, band_rows);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / (bands * blocks), band = task / blocks % bands, block = task % blocks;
     const int64_t c0 = block * NC, y0 = band * band_rows, y1 = std::min(g.H, y0 + band_rows);
@@ -186,16 +190,10 @@ void assembly_nchw(const T* weights, const T* x, T* out, const Geom& g, int64_t 
   });
 }
 
-// The split taps (window_adjoint.h) of an NCHW map of weights (N, KK, Ho, Wo).
+// Room for the split taps (window_adjoint.h) of every low-resolution row of the batch.
 template <typename T>
-at::Tensor split_taps(const T* weights, const Geom& g, const at::TensorOptions& options) {
-  const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
-  at::Tensor split = at::empty({g.N * g.H, window_adjoint::split_row_size(s)}, options);
-  T* out = split.data_ptr<T>();
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.KK * g.Wo), [&](int64_t begin, int64_t end) {
-    split_taps_rows_dispatch<T>(begin, end, weights, out, g, s);
-  });
-  return split;
+at::Tensor empty_split_taps(const Geom& g, const at::TensorOptions& options) {
+  return at::empty({g.N * g.H, window_adjoint::split_row_size(window_adjoint::split_shape<T>(g.H, g.W, g.K))}, options);
 }
 
 // The adjoint of the assembly with respect to x: out (N, C, H, W) from split taps and hi (N, C, Ho, Wo).
@@ -206,15 +204,27 @@ template <typename T>
 void adjoint_nchw(const T* split, const T* hi, T* out, const Geom& g, int64_t C) {
   constexpr int64_t kBandRows = 16;
   const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
-  const int64_t blocks = (C + window_adjoint::kChannelBlock - 1) / window_adjoint::kChannelBlock;
+  const int64_t blocks = ceil_div(C, window_adjoint::kChannelBlock);
   const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
   int64_t band_rows = std::min(g.H, kBandRows);
-  while (band_rows > 1 && g.N * blocks * ((g.H + band_rows - 1) / band_rows) < wanted) band_rows = (band_rows + 1) / 2;
-  const int64_t tasks = g.N * blocks * ((g.H + band_rows - 1) / band_rows);
-  at::parallel_for(0, tasks, grain_for(band_rows * 4 * g.W * g.KK * window_adjoint::kChannelBlock),
-                   [&](int64_t begin, int64_t end) {
-                     adjoint_tasks_dispatch<T>(begin, end, split, hi, out, g, s, C, band_rows);
-                   });
+  while (band_rows > 1 && g.N * blocks * ceil_div(g.H, band_rows) < wanted) band_rows = ceil_div(band_rows, 2);
+  const int64_t work_per_task = band_rows * 4 * g.W * g.KK * window_adjoint::kChannelBlock;
+  at::parallel_for(0, g.N * blocks * ceil_div(g.H, band_rows), grain_for(work_per_task), [&](int64_t begin, int64_t end) {
+    adjoint_tasks_dispatch<T>(begin, end, split, hi, out, g, s, C, band_rows);
+  });
+}
+
+// The same adjoint with the weights as an NCHW map (N, KK, Ho, Wo): split first, then as above.
+template <typename T>
+void adjoint_nchw_weights(const T* weights, const T* hi, T* out, const Geom& g, int64_t C,
+                          const at::TensorOptions& options) {
+  const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
+  const at::Tensor split = empty_split_taps<T>(g, options);
+  T* split_data = split.data_ptr<T>();
+  at::parallel_for(0, g.N * g.H, grain_for(4 * g.KK * g.Wo), [&](int64_t begin, int64_t end) {
+    split_taps_rows_dispatch<T>(begin, end, weights, split_data, g, s);
+  });
+  adjoint_nchw(static_cast<const T*>(split_data), hi, out, g, C);
 }
 
 // ---- op entry points ------------------------------------------------------------------------
@@ -251,8 +261,8 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
   at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
     assembly_nchw(grad.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
-    const at::Tensor split = split_taps(grad.data_ptr<scalar_t>(), g, grad.options());
-    adjoint_nchw(split.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), g, d);
+    adjoint_nchw_weights(grad.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), g, d,
+                         grad.options());
   });
   return {grad_query.to(key_.scalar_type()), grad_key.to(key_.scalar_type())};
 }
@@ -289,8 +299,8 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
   at::Tensor grad_x = at::empty({g.N, C, g.H, g.W}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
     similarity_nchw(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
-    const at::Tensor split = split_taps(weights.data_ptr<scalar_t>(), g, grad.options());
-    adjoint_nchw(split.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g, C);
+    adjoint_nchw_weights(weights.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g, C,
+                         grad.options());
   });
   return {grad_weights.to(x_.scalar_type()), grad_x.to(x_.scalar_type())};
 }
@@ -336,8 +346,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
   at::Tensor grad_value = at::empty({g.N, C, g.H, g.W}, query.options());
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
     const row_pair::Shape split = window_adjoint::split_shape<scalar_t>(g.H, g.W, g.K);
-    at::Tensor P = at::empty({g.N * g.H, window_adjoint::split_row_size(split)}, query.options());
-    at::Tensor G = at::empty(P.sizes(), P.options());
+    at::Tensor P = empty_split_taps<scalar_t>(g, query.options()), G = empty_split_taps<scalar_t>(g, query.options());
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>(),
                    *go = grad.data_ptr<scalar_t>();
     scalar_t *Ps = P.data_ptr<scalar_t>(), *Gs = G.data_ptr<scalar_t>(), *gq = grad_query.data_ptr<scalar_t>();

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclass(frozen=True)
-class Timing:
+class TimingPlan:
     """How to time: threads for the ratios, seconds per timing, rounds of paired timings."""
     threads: int
     min_run_time: float
@@ -81,7 +81,7 @@ def _seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> flo
     return time_cpu(fn, min_run_time).median_s
 
 
-def paired_seconds(timed: dict[str, tuple[Callable[[], object], int]], timing: Timing) -> dict[str, list[float]]:
+def paired_seconds(timed: dict[str, tuple[Callable[[], object], int]], timing: TimingPlan) -> dict[str, list[float]]:
     """Each function's median seconds per round, {name: (function, threads)} timed one after another
     within each round."""
     seconds: dict[str, list[float]] = {name: [] for name in timed}
@@ -102,7 +102,7 @@ def _row(quantity: str, value: float, unit: str, goal: str = "", met: bool | Non
             "met": "" if met is None else ("yes" if met else "NO")}
 
 
-def machine_rows(machine: Machine, timing: Timing) -> list[dict]:
+def machine_rows(machine: Machine, timing: TimingPlan) -> list[dict]:
     seconds = paired_seconds({"matmul": (machine.matmul, timing.threads), "copy": (machine.copy, timing.threads)},
                              timing)
     return [
@@ -112,7 +112,7 @@ def machine_rows(machine: Machine, timing: Timing) -> list[dict]:
     ]
 
 
-def fused_rows(C: int, H: int, W: int, machine: Machine, timing: Timing) -> list[dict]:
+def fused_rows(C: int, H: int, W: int, machine: Machine, timing: TimingPlan) -> list[dict]:
     """sapa_fused alone (N=1, d=32, K=5) against its memory floor: read q, k, v once, write the output once."""
     d, K = 32, 5
     g = torch.Generator().manual_seed(0)
@@ -143,7 +143,7 @@ def _max_relative_difference(name: str, C: int, H: int, W: int) -> float:
         return ((compiled(x, guide) - expected).abs().max() / expected.abs().max()).item()
 
 
-def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: Timing) -> list[dict]:
+def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: TimingPlan) -> list[dict]:
     op = make(name, C, impl="compiled")
     x, guide = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
     flops = 2 * op.formulas.exact_cost(TOTAL, op.dims(1, H, W)).macs
@@ -184,7 +184,7 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     ]
 
 
-def roofline_table(ops: list[str], C: int, H: int, W: int, timing: Timing) -> pd.DataFrame:
+def roofline_table(ops: list[str], C: int, H: int, W: int, timing: TimingPlan) -> pd.DataFrame:
     kernels.require_compiled("bench.py roofline")
     previous = torch.get_num_threads()
     try:
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     H, W = args.size[0], args.size[-1]
     try:
-        table = roofline_table(args.ops, args.C, H, W, Timing(args.threads, args.min_run_time, args.rounds))
+        table = roofline_table(args.ops, args.C, H, W, TimingPlan(args.threads, args.min_run_time, args.rounds))
     except (ValueError, RuntimeError) as error:
         print(f"roofline: {error}", file=sys.stderr)
         return 2
