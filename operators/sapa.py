@@ -23,9 +23,10 @@ from torch import nn
 from upbench import kernels
 from upbench.base import MAX_D, MAX_K, Knob, Upsampler
 from upbench.formulas import TOTAL, Cost, Dims, Formula, Formulas, per_pixel
+from upbench.references import reference_similarity
 from upbench.registry import register
 
-from .assembly import FeatureAssembly, reference_similarity
+from .assembly import FeatureAssembly
 
 # Table 1's SAPA rows; each variant takes the ones it has.
 FEATURE_EMBEDDING = per_pixel(lambda s: 5 * s.C * s.d, lambda s: 2 * s.C * s.d)

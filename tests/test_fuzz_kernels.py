@@ -15,9 +15,9 @@ from typing import Callable
 import pytest
 import torch
 
-from operators.assembly import reference_assembly, reference_similarity
-from test_kernels import assert_close, reference_sapa
+from test_kernels import assert_close
 from upbench import kernels
+from upbench.references import reference_assembly, reference_sapa, reference_similarity
 
 SEED = 9
 PRIMES_OVER_1024 = (1031, 1033, 1039, 1049, 1051, 1061)

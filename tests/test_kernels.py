@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from operators.assembly import reference_assembly, reference_similarity
 import upbench
 from upbench import kernels
 from upbench.memory import cpu_peak_bytes
+from upbench.references import reference_assembly, reference_sapa, reference_similarity
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -32,10 +32,6 @@ def ops():
     if not kernels.compiled_available():
         pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
     return torch.ops.upbench
-
-
-def reference_sapa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
-    return reference_assembly(torch.softmax(reference_similarity(query, key, K), dim=1), value, K)
 
 
 def make_inputs(N, d, C, H, W, K, dtype=torch.float64, device="cpu", layout="contiguous", seed=0):
@@ -452,7 +448,7 @@ _FALLBACK_SCRIPT = textwrap.dedent(
     import torch
     import upbench
     from upbench import kernels
-    from operators.assembly import reference_assembly
+    from upbench.references import reference_assembly
     if {broken!r}:
         kernels._sources = lambda with_cuda: [{broken!r}]
     with warnings.catch_warnings(record=True) as caught:

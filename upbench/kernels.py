@@ -110,6 +110,7 @@ def _build() -> dict[str, Any]:
         "error": None,
         "notes": [],
         "build_seconds": None,
+        "compiled": None,  # True: sources were compiled in this process; False: an up-to-date library was loaded
         "library": None,
     }
     if os.environ.get("UPBENCH_NO_COMPILE", "") not in ("", "0"):
@@ -124,6 +125,7 @@ def _build() -> dict[str, Any]:
             info["notes"].append(note)
         cflags, ldflags = _compile_flags()
         compiling = _needs_compiling(build_dir, sources)
+        info["compiled"] = compiling
         if (build_dir / "lock").exists():
             _say(f"waiting for another process building the compiled ops in {build_dir} (its lock file exists)")
         elif compiling:

@@ -9,10 +9,10 @@ from importlib import metadata
 from pathlib import Path
 
 from ..registry import load_plugin
-from . import compare, merge, network, report, roofline, sweep, table1
+from . import compare, merge, network, report, roofline, selfcheck, sweep, table1
 
 COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
-            "report": report, "roofline": roofline}
+            "report": report, "roofline": roofline, "selfcheck": selfcheck}
 DEFAULT_COMMAND = "sweep"
 PLUGIN_HELP = ("register the operators of a plugin: a Python file (path/to/file.py) or an importable module "
                "(package.module); repeatable, before or after the command")
