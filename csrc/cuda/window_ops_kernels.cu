@@ -5,6 +5,9 @@
 // work with a capped grid. One thread computes one output element: neighbouring threads differ in the
 // output column, so the reads of the high-resolution operand coalesce and those of the low-resolution
 // one hit the same or adjacent addresses (j / 2).
+//
+// A window tap outside the map multiplies its factor by zero rather than being skipped, as the CPU
+// kernels and the reference's zero padding do: 0 * Inf and 0 * NaN give NaN there (csrc/upbench_ops.cpp).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -67,12 +70,11 @@ __global__ void window_dot_kernel(const T* __restrict__ a, const T* __restrict__
     const int64_t n = idx / (HWo * KK);
     const int64_t i = pix / Wo, j = pix % Wo;
     const int64_t y = i / 2 + k / K - R, x = j / 2 + k % K - R;
+    const bool inside = y >= 0 && y < H && x >= 0 && x < W;
+    const T* ap = a + n * Ca * HWo + pix;
+    const T* bp = b + n * Ca * HW + (inside ? y * W + x : 0);
     A acc = 0;
-    if (y >= 0 && y < H && x >= 0 && x < W) {
-      const T* ap = a + n * Ca * HWo + pix;
-      const T* bp = b + n * Ca * HW + y * W + x;
-      for (int64_t c = 0; c < Ca; ++c) acc += widen(ap[c * HWo]) * widen(bp[c * HW]);
-    }
+    for (int64_t c = 0; c < Ca; ++c) acc += A(widen(ap[c * HWo])) * (inside ? A(widen(bp[c * HW])) : A(0));
     out[idx] = narrow<T>(acc);
   }
 }
@@ -96,11 +98,11 @@ __global__ void window_gather_kernel(const TW* __restrict__ w, const T* __restri
     A acc = 0;
     for (int64_t ky = 0; ky < K; ++ky) {
       const int64_t yy = p + ky - R;
-      if (yy < 0 || yy >= H) continue;
+      const bool row_inside = yy >= 0 && yy < H;
       for (int64_t kx = 0; kx < K; ++kx) {
         const int64_t xx = q + kx - R;
-        if (xx < 0 || xx >= W) continue;
-        acc += A(widen(wp[(ky * K + kx) * HWo])) * A(widen(xp[yy * W + xx]));
+        const bool inside = row_inside && xx >= 0 && xx < W;
+        acc += A(widen(wp[(ky * K + kx) * HWo])) * (inside ? A(widen(xp[yy * W + xx])) : A(0));
       }
     }
     out[idx] = narrow<T>(acc);
@@ -173,11 +175,10 @@ __device__ void tile_dots(A* s, const T* __restrict__ a, const T* __restrict__ b
     if (pl < npix) {
       const int64_t pix = pix0 + pl;
       const int64_t y = (pix / Wo) / 2 + k / K - R, x = (pix % Wo) / 2 + k % K - R;
-      if (y >= 0 && y < H && x >= 0 && x < W) {
-        const T* ap = a + pix;
-        const T* bp = b + y * W + x;
-        for (int64_t c = 0; c < Ca; ++c) acc += A(widen(ap[c * HWo])) * A(widen(bp[c * HW]));
-      }
+      const bool inside = y >= 0 && y < H && x >= 0 && x < W;
+      const T* ap = a + pix;
+      const T* bp = b + (inside ? y * W + x : 0);
+      for (int64_t c = 0; c < Ca; ++c) acc += A(widen(ap[c * HWo])) * (inside ? A(widen(bp[c * HW])) : A(0));
     }
     s[pl * KK + k] = acc;
   }
@@ -210,11 +211,11 @@ __global__ void sapa_forward_kernel(const T* __restrict__ query, const T* __rest
       A acc = 0;
       for (int64_t ky = 0; ky < K; ++ky) {
         const int64_t yy = p + ky - R;
-        if (yy < 0 || yy >= H) continue;
+        const bool row_inside = yy >= 0 && yy < H;
         for (int64_t kx = 0; kx < K; ++kx) {
           const int64_t xx = q + kx - R;
-          if (xx < 0 || xx >= W) continue;
-          acc += row[ky * K + kx] * A(widen(vp[yy * W + xx]));
+          const bool inside = row_inside && xx >= 0 && xx < W;
+          acc += row[ky * K + kx] * (inside ? A(widen(vp[yy * W + xx])) : A(0));
         }
       }
       out[(n * C + c) * HWo + pix] = narrow<T>(acc);
