@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 import torch
 
-from test_kernels import assert_close
+from test_kernels import DEVICES, assert_close
 from upbench import kernels
 from upbench.references import reference_assembly, reference_sapa, reference_similarity
 
@@ -73,21 +73,22 @@ def make_input(shape: tuple[int, ...], layout: str, gen: torch.Generator,
 
 
 def compare(op: Callable, reference: Callable, shapes: list[tuple[int, ...]], case: Case, gen: torch.Generator,
-            out_shape: tuple[int, ...]) -> None:
-    """op on the case's dtype against reference in float64: output, then every input's gradient."""
+            out_shape: tuple[int, ...], device: str) -> None:
+    """op on the case's dtype and the device against reference in float64 on the CPU: output, then every
+    input's gradient."""
     made = [make_input(s, case.layout, gen, case.dtype) for s in shapes]
     grad, grad_view = make_input(out_shape, case.layout, gen, case.dtype)
-    compiled_leaves = [leaf.clone().requires_grad_() for leaf, _ in made]
+    compiled_leaves = [leaf.to(device, copy=True).requires_grad_() for leaf, _ in made]
     reference_leaves = [leaf.double().requires_grad_() for leaf, _ in made]
     out = op(*[view(t) for t, (_, view) in zip(compiled_leaves, made)], case.K)
     expected = reference(*[view(t) for t, (_, view) in zip(reference_leaves, made)], case.K)
     assert out.dtype == case.dtype and out.shape == expected.shape == out_shape
-    assert_close(out.double(), expected, TOL[case.dtype])
-    out.backward(grad_view(grad))
+    assert_close(out.double().cpu(), expected, TOL[case.dtype])
+    out.backward(grad_view(grad.to(device)))
     expected.backward(grad_view(grad.double()))
     for got, want in zip(compiled_leaves, reference_leaves):
         assert got.grad.dtype == case.dtype
-        assert_close(got.grad.double(), want.grad, TOL[case.dtype])
+        assert_close(got.grad.double().cpu(), want.grad, TOL[case.dtype])
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +99,19 @@ def ops():
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_compiled_matches_reference(ops, case):
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_matches_reference(ops, case, device):
     gen = torch.Generator().manual_seed(SEED + case.K)
     N, d, C, H, W, K = case.N, case.d, case.C, case.H, case.W, case.K
     hi, lo = (N, d, 2 * H, 2 * W), (N, d, H, W)
     # local_similarity at both widths: the embedding width d and the wide C
-    compare(ops.local_similarity, reference_similarity, [hi, lo], case, gen, (N, K * K, 2 * H, 2 * W))
+    compare(ops.local_similarity, reference_similarity, [hi, lo], case, gen, (N, K * K, 2 * H, 2 * W), device)
     compare(ops.local_similarity, reference_similarity, [(N, C, 2 * H, 2 * W), (N, C, H, W)], case, gen,
-            (N, K * K, 2 * H, 2 * W))
+            (N, K * K, 2 * H, 2 * W), device)
     compare(ops.dynamic_assembly, reference_assembly, [(N, K * K, 2 * H, 2 * W), (N, C, H, W)], case, gen,
-            (N, C, 2 * H, 2 * W))
+            (N, C, 2 * H, 2 * W), device)
     if K <= kernels.FUSED_MAX_K:
-        compare(ops.sapa_fused, reference_sapa, [hi, lo, (N, C, H, W)], case, gen, (N, C, 2 * H, 2 * W))
+        compare(ops.sapa_fused, reference_sapa, [hi, lo, (N, C, H, W)], case, gen, (N, C, 2 * H, 2 * W), device)
 
 
 def test_cases_cover_the_brief():

@@ -25,6 +25,9 @@ from upbench.references import reference_assembly, reference_sapa, reference_sim
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA not available")
+# The checks that hold on every device the kernels run on; the CUDA ones run where a GPU is present.
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 
 
 @pytest.fixture(scope="session")
@@ -170,24 +173,26 @@ def test_large_maps_forward_and_backward(ops, shape, dtype, threads):
 
 @pytest.mark.parametrize("check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=["grad", "gradgrad"])
 @pytest.mark.parametrize("shape", [(1, 3, 4, 3, 2, 3), (1, 2, 3, 2, 1, 5)], ids=["K3", "K5>H"])
-def test_gradcheck(ops, shape, check):
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck(ops, shape, check, device):
     """First and second derivatives (double backward used to return wrong numbers silently)."""
     K = shape[-1]
-    q, k, v, w = (t.requires_grad_() for t in make_inputs(*shape))
+    q, k, v, w = (t.requires_grad_() for t in make_inputs(*shape, device=device))
     assert check(lambda a, b: ops.local_similarity(a, b, K), (q, k))
     assert check(lambda a, b: ops.dynamic_assembly(a, b, K), (w, v))
     assert check(lambda a, b, c: ops.sapa_fused(a, b, c, K), (q, k, v))
 
 
-def test_opcheck(ops):
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(ops, device):
     K = 3
-    q, k, v, w = make_inputs(2, 3, 4, 3, 2, K)
+    q, k, v, w = make_inputs(2, 3, 4, 3, 2, K, device=device)
     req = lambda *ts: [t.clone().requires_grad_() for t in ts]  # noqa: E731
     torch.library.opcheck(ops.local_similarity.default, (*req(q, k), K))
     torch.library.opcheck(ops.dynamic_assembly.default, (*req(w, v), K))
     torch.library.opcheck(ops.sapa_fused.default, (*req(q, k, v), K))
-    g_sim = torch.randn(2, K * K, 6, 4, dtype=torch.float64)
-    g_out = torch.randn(2, 4, 6, 4, dtype=torch.float64)
+    g_sim = torch.randn(2, K * K, 6, 4, dtype=torch.float64, device=device)
+    g_out = torch.randn(2, 4, 6, 4, dtype=torch.float64, device=device)
     torch.library.opcheck(ops.local_similarity_backward.default, (g_sim, q, k, K))
     torch.library.opcheck(ops.dynamic_assembly_backward.default, (g_out, w, v, K))
     torch.library.opcheck(ops.sapa_fused_backward.default, (g_out, q, k, v, K))
@@ -204,13 +209,17 @@ def test_meta_shapes(ops):
     assert (gq.shape, gk.shape, gv.shape) == (q.shape, k.shape, v.shape)
 
 
-def test_torch_compile_fullgraph(ops):
-    q, k, v, w = make_inputs(1, 4, 6, 3, 4, 3, dtype=torch.float32)
+# On the CPU, aot_eager: the graph capture and the fakes are what is under test, and inductor's C++
+# code generation would add a minute of compiling on two cores. On the GPU, inductor, as users run it.
+@pytest.mark.parametrize("device, backend", [("cpu", "aot_eager"),
+                                             pytest.param("cuda", "inductor", marks=cuda_only)])
+def test_torch_compile_fullgraph(ops, device, backend):
+    q, k, v, w = make_inputs(1, 4, 6, 3, 4, 3, dtype=torch.float32, device=device)
 
     def fn(q, k, v, w):
         return ops.sapa_fused(q, k, v, 3) + ops.dynamic_assembly(w, v, 3)
 
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(fn, backend=backend, fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v, w), fn(q, k, v, w))
 
 
@@ -344,12 +353,13 @@ def test_cpu_mixed_with_meta_is_an_error(ops, name, meta_arg):
 
 # ---- double backward -----------------------------------------------------------------------------
 
-def test_backward_ops_gradcheck(ops):
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_ops_gradcheck(ops, device):
     """The backward ops themselves, to second order (second and third order of the forward ops)."""
     K = 3
-    q, k, v, w = (t.requires_grad_() for t in make_inputs(1, 2, 2, 2, 1, K))
-    g_sim = torch.randn(1, K * K, 4, 2, dtype=torch.float64, requires_grad=True)
-    g_out = torch.randn(1, 2, 4, 2, dtype=torch.float64, requires_grad=True)
+    q, k, v, w = (t.requires_grad_() for t in make_inputs(1, 2, 2, 2, 1, K, device=device))
+    g_sim = torch.randn(1, K * K, 4, 2, dtype=torch.float64, device=device, requires_grad=True)
+    g_out = torch.randn(1, 2, 4, 2, dtype=torch.float64, device=device, requires_grad=True)
     for op, args in [
         (ops.local_similarity_backward, (g_sim, q, k)),
         (ops.dynamic_assembly_backward, (g_out, w, v)),
@@ -506,8 +516,6 @@ def test_cuda_sources_compile_without_torch(tmp_path, source):
 
 # ---- CUDA (skipped without a GPU) ---------------------------------------------------------------------
 
-cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA not available")
-
 
 @cuda_only
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
@@ -601,11 +609,11 @@ def test_auto_impl_runs_every_dtype_on_cpu(ops, name, dtype):
     assert_close(out.float(), reference(x, guide).float(), 5e-2)
 
 
-def nan_inf_cases(shape, K):
+def nan_inf_cases(shape, K, device):
     """Inputs holding a NaN or an Inf at a border pixel, whose window reaches outside the map."""
     cases = []
     for bad in (float("nan"), float("inf")):
-        q, k, v, w = make_inputs(*shape)
+        q, k, v, w = make_inputs(*shape, device=device)
         q[0, 1, 0, 0] = bad  # a query at the corner: some of its taps are out of the map
         w[0, 0, -1, -1] = bad  # tap 0 of the last pixel lies outside the map
         cases.append((bad, q, k, v, w))
@@ -613,11 +621,12 @@ def nan_inf_cases(shape, K):
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 4, 3, 4, 3), (2, 2, 5, 2, 3, 5)], ids=["K3", "K5>H"])
-def test_nan_and_inf_propagate_like_zero_padding(ops, shape):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_and_inf_propagate_like_zero_padding(ops, shape, device):
     """One semantic on both paths: an out-of-map tap is a zero that is multiplied in, so 0 * NaN and
     0 * Inf give NaN there, as the reference's zero padding does."""
     K = shape[-1]
-    for bad, q, k, v, w in nan_inf_cases(shape, K):
+    for bad, q, k, v, w in nan_inf_cases(shape, K, device):
         cases = [
             (ops.local_similarity, reference_similarity, (q, k)),
             (ops.dynamic_assembly, reference_assembly, (w, v)),
