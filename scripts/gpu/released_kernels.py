@@ -1,0 +1,273 @@
+"""upbench's CUDA kernels against the kernels users run today, same shapes, same run, on one GPU.
+
+The released SAPA kernels (poppinace/sapa: ``sim`` and ``atn``, channels-last) and mmcv's CARAFE kernel
+are built here from their own source trees, which the caller provides (``--sapa-src``, ``--mmcv-src``;
+``scripts/gpu/prepare.sh`` exports them from their repositories). Nothing of theirs is part of upbench:
+this script compiles their files where they lie, with a binding of its own for mmcv's two launchers,
+and imports the released SAPA's autograd functions from its checkout.
+
+For each dtype it reports, per implementation: agreement with upbench's float64 definitions (at a small
+shape, float64 where the kernel takes it), median forward and forward+backward times (CUDA events),
+compulsory DRAM bytes, the achieved GB/s and its share of this GPU's device-to-device copy bandwidth,
+measured in the same run.
+
+    python scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released/mmcv --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.cpp_extension import load
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from upbench import kernels  # noqa: E402
+from upbench.environment import device_name  # noqa: E402
+from upbench.references import reference_assembly, reference_sapa  # noqa: E402
+from upbench.timing import time_call  # noqa: E402
+
+# mmcv exposes its launchers through its own registry; this binding calls them directly.
+MMCV_CARAFE_BINDING = r"""
+#include <torch/extension.h>
+using at::Tensor;
+void CARAFEForwardCUDAKernelLauncher(const Tensor features, const Tensor masks, Tensor rfeatures, Tensor routput,
+                                     Tensor rmasks, Tensor output, const int kernel_size, const int group_size,
+                                     const int scale_factor);
+void CARAFEBackwardCUDAKernelLauncher(const Tensor top_grad, const Tensor rfeatures, const Tensor masks,
+                                      Tensor rtop_grad, Tensor rbottom_grad_hs, Tensor rbottom_grad,
+                                      Tensor rmask_grad, Tensor bottom_grad, Tensor mask_grad,
+                                      const int kernel_size, const int group_size, const int scale_factor);
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &CARAFEForwardCUDAKernelLauncher);
+  m.def("backward", &CARAFEBackwardCUDAKernelLauncher);
+}
+"""
+COPY_BYTES = 2**30  # per direction: far beyond the L2 of any GPU
+
+
+def build_released_sapa(source: Path, build: Path) -> tuple[Callable, Callable]:
+    """The released ``sim`` and ``atn`` autograd functions, their extensions built from ``source``
+    (the folder holding setup.py and sapa/)."""
+    src = source / "sapa" / "src"
+    flags = ["-DWITH_CUDA"]
+    nvcc = [*flags, "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+    for name, stem in (("sim_ext", "qk"), ("atn_ext", "atn")):
+        directory = build / name
+        directory.mkdir(parents=True, exist_ok=True)
+        module = load(name=name, sources=[str(src / "cuda" / f"{stem}_cuda.cpp"), str(src / "cuda" / f"{stem}_cuda_kernel.cu"),
+                                          str(src / f"{stem}_ext.cpp")],
+                      extra_cflags=flags, extra_cuda_cflags=nvcc, build_directory=str(directory), verbose=False)
+        sys.modules[name] = module  # their sapa_func imports the extensions by these names
+    sys.path.insert(0, str(source))
+    functions = importlib.import_module("sapa.sapa_func")
+    return functions.sim, functions.atn
+
+
+def build_mmcv_carafe(source: Path, build: Path):
+    """mmcv's CARAFE launchers, built from ``source`` (the folder holding mmcv/)."""
+    csrc = source / "mmcv" / "ops" / "csrc"
+    directory = build / "mmcv_carafe"
+    directory.mkdir(parents=True, exist_ok=True)
+    binding = directory / "binding.cpp"
+    binding.write_text(MMCV_CARAFE_BINDING)
+    includes = [str(csrc / "common"), str(csrc / "common" / "cuda")]
+    return load(name="mmcv_carafe", sources=[str(binding), str(csrc / "pytorch" / "cuda" / "carafe_cuda.cu")],
+                extra_include_paths=includes, build_directory=str(directory), verbose=False)
+
+
+class MmcvCarafe(torch.autograd.Function):
+    """mmcv's carafe(features, masks, K, group 1, scale 2): the buffers its launchers expect, allocated
+    as mmcv's own CARAFEFunction allocates them."""
+
+    @staticmethod
+    def forward(ctx, ext, features, masks, K):
+        n, c, h, w = features.shape
+        output = features.new_zeros((n, c, 2 * h, 2 * w))
+        routput, rfeatures, rmasks = features.new_zeros(output.shape), features.new_zeros(features.shape), masks.new_zeros(masks.shape)
+        ext.forward(features, masks, rfeatures, routput, rmasks, output, K, 1, 2)
+        ctx.save_for_backward(features, masks, rfeatures)
+        ctx.ext, ctx.K = ext, K
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        features, masks, rfeatures = ctx.saved_tensors
+        buffers = [torch.zeros_like(grad), torch.zeros_like(grad), torch.zeros_like(features), torch.zeros_like(masks)]
+        grad_features, grad_masks = torch.zeros_like(features), torch.zeros_like(masks)
+        ctx.ext.backward(grad.contiguous(), rfeatures, masks, *buffers, grad_features, grad_masks, ctx.K, 1, 2)
+        return None, grad_features, grad_masks, None
+
+
+@dataclass(frozen=True)
+class Problem:
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    d: int
+
+    def inputs(self, dtype: torch.dtype, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        n, c, h, w, kk, d = self.N, self.C, self.H, self.W, self.K * self.K, self.d
+
+        def rand(*shape, scale=1.0):
+            return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
+
+        return {"query": rand(n, d, 2 * h, 2 * w, scale=d ** -0.25), "key": rand(n, d, h, w, scale=d ** -0.25),
+                "value": rand(n, c, h, w), "weights": torch.softmax(rand(n, kk, 2 * h, 2 * w), dim=1)}
+
+
+def nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def implementations(sim, atn, carafe_ext, K: int) -> dict[str, tuple[str, Callable]]:
+    """name -> (task, function of the NCHW inputs dict, prepared once: layouts converted before timing)."""
+    ops = torch.ops.upbench
+
+    def released_sapa(x):
+        q, k, v = nhwc(x["query"]), nhwc(x["key"]), nhwc(x["value"])
+        for t in (q, k, v):
+            t.requires_grad_(x["query"].requires_grad)
+        return (lambda: atn(F.softmax(sim(q, k, K, 2), dim=-1), v, K, 2)), (q, k, v), "nhwc"
+
+    def ours_fused(x):
+        return (lambda: ops.sapa_fused(x["query"], x["key"], x["value"], K)), (x["query"], x["key"], x["value"]), "nchw"
+
+    def ours_unfused(x):
+        return (lambda: ops.dynamic_assembly(torch.softmax(ops.local_similarity(x["query"], x["key"], K), dim=1),
+                                             x["value"], K)), (x["query"], x["key"], x["value"]), "nchw"
+
+    def mmcv_carafe(x):
+        return (lambda: MmcvCarafe.apply(carafe_ext, x["value"], x["weights"], K)), (x["value"], x["weights"]), "nchw"
+
+    def ours_assembly(x):
+        return (lambda: ops.dynamic_assembly(x["weights"], x["value"], K)), (x["weights"], x["value"]), "nchw"
+
+    return {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
+            "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
+            "mmcv carafe": ("carafe", mmcv_carafe), "upbench dynamic_assembly": ("carafe", ours_assembly)}
+
+
+def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
+    """Each input read once, the output written once (forward); the backward reads the grad and the
+    inputs once and writes every input's gradient once."""
+    hi, lo = 4 * p.H * p.W, p.H * p.W
+    out = p.N * p.C * hi
+    inputs = p.N * (p.d * hi + p.d * lo + p.C * lo) if task == "sapa" else p.N * (p.K * p.K * hi + p.C * lo)
+    return {"fwd": (inputs + out) * element, "fwd+bwd": (inputs + out + out + 2 * inputs) * element}
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes read + written per second by a device-to-device copy of COPY_BYTES."""
+    src = torch.empty(COPY_BYTES, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    timing = time_call(lambda: dst.copy_(src), torch.device(device), warmup=3, min_run_time=0.5)
+    return 2 * COPY_BYTES / timing.median_s
+
+
+def agreement(task: str, run: Callable, x: dict[str, torch.Tensor], layout: str, K: int) -> float:
+    """Largest difference from upbench's float64 definition, relative to the output's largest magnitude."""
+    with torch.no_grad():
+        got = run()
+    if layout == "nhwc":
+        got = got.permute(0, 3, 1, 2)
+    cpu = {k: v.double().cpu() for k, v in x.items()}
+    want = (reference_sapa(cpu["query"], cpu["key"], cpu["value"], K) if task == "sapa"
+            else reference_assembly(cpu["weights"], cpu["value"], K))
+    return ((got.double().cpu() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def timed(run: Callable, leaves: tuple[torch.Tensor, ...], device: str, min_run_time: float) -> dict[str, float]:
+    dev = torch.device(device)
+    with torch.no_grad():
+        forward = time_call(run, dev, warmup=5, min_run_time=min_run_time).median_s
+    for t in leaves:
+        t.requires_grad_(True)
+    out = run()
+    grad = torch.randn_like(out)
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None
+        run().backward(grad)
+
+    both = time_call(forward_backward, dev, warmup=3, min_run_time=min_run_time).median_s
+    for t in leaves:
+        t.requires_grad_(False)
+        t.grad = None
+    return {"fwd": forward, "fwd+bwd": both}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sapa-src", type=Path, required=True, help="poppinace/sapa's sapa/ folder (holds setup.py)")
+    parser.add_argument("--mmcv-src", type=Path, required=True, help="a checkout of open-mmlab/mmcv (holds mmcv/)")
+    parser.add_argument("--build", type=Path, default=Path("/tmp/released_build"))
+    parser.add_argument("--C", type=int, default=256)
+    parser.add_argument("--size", type=int, default=128, help="low-resolution side (output is twice it)")
+    parser.add_argument("--N", type=int, default=1)
+    parser.add_argument("--dtypes", default="float32,float16")
+    parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--build-only", action="store_true", help="compile and load the released kernels, then stop")
+    parser.add_argument("--out", type=Path, default=None, help="folder for released_kernels.csv / .md")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    sim, atn = build_released_sapa(args.sapa_src, args.build)
+    carafe_ext = build_mmcv_carafe(args.mmcv_src, args.build)
+    print(f"released kernels built and loaded in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.build_only:
+        return 0
+    if not kernels.compiled_available():
+        raise SystemExit(f"upbench's compiled ops are unavailable: {kernels.build_info()['error']}")
+    device = "cuda"
+    problem = Problem(args.N, args.C, args.size, args.size, 5, 32)
+    check = Problem(2, 37, 9, 11, 5, 32)
+    bandwidth = copy_bandwidth(device)
+    rows = []
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        small = check.inputs(torch.float64 if dtype == torch.float32 else dtype, device)
+        x = problem.inputs(dtype, device)
+        for name, (task, prepare) in implementations(sim, atn, carafe_ext, problem.K).items():
+            run_small, _, layout = prepare(small)
+            run, leaves, _ = prepare(x)
+            seconds = timed(run, leaves, device, args.min_run_time)
+            moved = compulsory_bytes(task, problem, x["value"].element_size())
+            for mode in ("fwd", "fwd+bwd"):
+                rows.append({"device": device_name(device), "dtype": dtype_name, "task": task, "implementation": name,
+                             "mode": mode, "ms": seconds[mode] * 1e3, "compulsory MB": moved[mode] / 1e6,
+                             "GB/s": moved[mode] / seconds[mode] / 1e9,
+                             "share of copy GB/s": moved[mode] / seconds[mode] / bandwidth,
+                             "max rel. diff vs definition": agreement(task, run_small, small, layout, check.K)})
+            print(f"{dtype_name} {name}: fwd {seconds['fwd'] * 1e3:.3f} ms, fwd+bwd {seconds['fwd+bwd'] * 1e3:.3f} ms",
+                  flush=True)
+    table = pd.DataFrame(rows)
+    header = (f"# Released kernels vs upbench on {device_name(device)}\n\nN={problem.N}, C={problem.C}, "
+              f"{problem.H}x{problem.W} -> {2 * problem.H}x{2 * problem.W}, K={problem.K}, d={problem.d}; "
+              f"device-to-device copy {bandwidth / 1e9:.0f} GB/s (read + write) in the same run; "
+              f"torch {torch.__version__}, CUDA {torch.version.cuda}.\n\n"
+              f"Command: python scripts/gpu/released_kernels.py {' '.join(argv)}\n\n")
+    markdown = header + table.to_markdown(index=False, floatfmt=".4g") + "\n"
+    print(markdown)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "released_kernels.csv", index=False)
+        (args.out / "released_kernels.md").write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,45 @@
+"""The GPU session kit (scripts/gpu/) as far as it runs without a GPU: its usage errors, its imports, and
+its byte counts agreeing with bench.py roofline's."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION = REPO / "scripts" / "gpu" / "session.sh"
+RELEASED = REPO / "scripts" / "gpu" / "released_kernels.py"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
+@pytest.mark.parametrize("parts, message", [([], "Parts, in the order to run them"),
+                                            (["check", "benchmark"], "unknown part 'benchmark'")])
+def test_session_refuses_unknown_parts_before_installing_anything(tmp_path, parts, message):
+    done = subprocess.run(["bash", str(SESSION), *parts], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "PY": "false"})
+    assert done.returncode == 2
+    assert message in done.stdout + done.stderr
+    assert not (tmp_path / "session.log").exists()
+
+
+def test_released_kernels_script_imports_and_explains_itself():
+    done = subprocess.run([sys.executable, str(RELEASED), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--sapa-src" in done.stdout and "--mmcv-src" in done.stdout
+
+
+def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
+    spec = importlib.util.spec_from_file_location("released_kernels", RELEASED)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    p = module.Problem(N=1, C=256, H=64, W=32, K=5, d=32)
+    hi, lo = 4 * p.H * p.W, p.H * p.W
+    # bench.py roofline's sapa_fused floor: q, k and v read once, the output written once
+    floor = (p.d * hi + p.d * lo + p.C * lo + p.C * hi) * 4
+    assert module.compulsory_bytes("sapa", p, 4)["fwd"] == floor
+    assert module.compulsory_bytes("carafe", p, 2)["fwd"] == (p.K * p.K * hi + p.C * lo + p.C * hi) * 2
