@@ -675,3 +675,29 @@ def test_roofline_ratios_pair_timings_within_rounds():
     assert runs == ["a", "b"] * 3
     # per-round ratios 1, 2, 0.5 -> median 1; the ratio of the medians would be 3 / 5
     assert median_ratio([1.0, 10.0, 3.0], [1.0, 5.0, 6.0]) == 1.0
+
+
+def test_an_installed_wheel_carries_the_kernel_sources(tmp_path):
+    """A non-editable install (pip install . or a wheel) builds the kernels from upbench/csrc: every
+    source and header of csrc/ must be in the wheel, and every module of the checkout too."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                              str(site), *map(str, wheels.glob("upbench-*.whl"))], capture_output=True, text=True,
+                             timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    probe = ("import json; from upbench import kernels; "
+             "print(json.dumps([str(kernels._CSRC), kernels._sources(with_cuda=True)]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    csrc, sources = json.loads(done.stdout)
+    assert Path(csrc) == site / "upbench" / "csrc"
+    shipped = {p.relative_to(site / "upbench" / "csrc") for p in Path(csrc).rglob("*") if p.is_file()}
+    assert shipped == {p.relative_to(REPO / "csrc") for p in (REPO / "csrc").rglob("*") if p.is_file()}
+    assert all(Path(s).is_file() and Path(s).is_relative_to(csrc) for s in sources)
+    for package in ("upbench", "operators"):
+        modules = {p.relative_to(REPO) for p in (REPO / package).rglob("*.py")}
+        assert modules <= {p.relative_to(site) for p in (site / package).rglob("*.py")}, package

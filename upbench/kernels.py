@@ -20,7 +20,16 @@ from typing import Any
 import torch
 
 _NAME = "upbench_ops"
-_CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+
+def _find_csrc() -> Path:
+    """The kernel sources: upbench/csrc in an installed wheel, csrc/ beside the package in a checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "csrc"
+    return installed if (installed / "upbench_ops.cpp").is_file() else package.parent / "csrc"
+
+
+_CSRC = _find_csrc()
 # cpp_extension serialises builds with a `lock` file and waits forever while it exists; a build that
 # was killed leaves it behind. No real build of these sources takes this long.
 _STALE_LOCK_S = 10 * 60
