@@ -290,6 +290,7 @@ def build_rows(info: dict[str, object], ops: Sequence[CheckedOp]) -> list[tuple[
         ("library", str(info["library"])),
         ("sources", ", ".join(str(s).rsplit("csrc/", 1)[-1] for s in info["sources"])),
     ]
-    rows += [(f"upbench::{op.name}", ", ".join(registered_backends(op.name)) or "not registered") for op in ops]
+    names = [name for op in ops for name in (op.name, f"{op.name}_backward")]
+    rows += [(f"upbench::{name}", ", ".join(registered_backends(name)) or "not registered") for name in names]
     rows += [("note", str(note)) for note in info["notes"]]
     return rows

@@ -31,6 +31,7 @@ from torch.utils.cpp_extension import load
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import upbench  # noqa: E402
 from upbench import kernels  # noqa: E402
 from upbench.environment import device_name  # noqa: E402
 from upbench.references import reference_assembly, reference_sapa  # noqa: E402
@@ -125,47 +126,84 @@ class Problem:
             return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
 
         return {"query": rand(n, d, 2 * h, 2 * w, scale=d ** -0.25), "key": rand(n, d, h, w, scale=d ** -0.25),
-                "value": rand(n, c, h, w), "weights": torch.softmax(rand(n, kk, 2 * h, 2 * w), dim=1)}
+                "value": rand(n, c, h, w), "weights": torch.softmax(rand(n, kk, 2 * h, 2 * w), dim=1),
+                "guide": rand(n, c, 2 * h, 2 * w)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One implementation on one set of inputs, layouts converted before any timing."""
+    run: Callable[[], torch.Tensor]
+    leaves: tuple[torch.Tensor, ...]  # what the backward differentiates
+    expected: Callable[[], torch.Tensor]  # upbench's float64 definition on the CPU, NCHW
+    channels_last: bool = False  # run() returns (N, H, W, C)
 
 
 def nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).contiguous()
 
 
-def implementations(sim, atn, carafe_ext, K: int) -> dict[str, tuple[str, Callable]]:
-    """name -> (task, function of the NCHW inputs dict, prepared once: layouts converted before timing)."""
+def _cpu64(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.detach().double().cpu() for t in tensors]
+
+
+def implementations(sim, atn, carafe_ext, K: int, d: int) -> dict[str, tuple[str, Callable[[dict], Prepared]]]:
+    """name -> (task, prepare: NCHW inputs -> Prepared). Tasks: the SAPA kernel, the CARAFE assembly,
+    and the whole SAPA-B operator."""
     ops = torch.ops.upbench
+
+    def sapa_definition(x):
+        return lambda: reference_sapa(*_cpu64(x["query"], x["key"], x["value"]), K)
+
+    def assembly_definition(x):
+        return lambda: reference_assembly(*_cpu64(x["weights"], x["value"]), K)
 
     def released_sapa(x):
         q, k, v = nhwc(x["query"]), nhwc(x["key"]), nhwc(x["value"])
-        for t in (q, k, v):
-            t.requires_grad_(x["query"].requires_grad)
-        return (lambda: atn(F.softmax(sim(q, k, K, 2), dim=-1), v, K, 2)), (q, k, v), "nhwc"
+        return Prepared(lambda: atn(F.softmax(sim(q, k, K, 2), dim=-1), v, K, 2), (q, k, v), sapa_definition(x),
+                        channels_last=True)
 
     def ours_fused(x):
-        return (lambda: ops.sapa_fused(x["query"], x["key"], x["value"], K)), (x["query"], x["key"], x["value"]), "nchw"
+        return Prepared(lambda: ops.sapa_fused(x["query"], x["key"], x["value"], K), (x["query"], x["key"], x["value"]),
+                        sapa_definition(x))
 
     def ours_unfused(x):
-        return (lambda: ops.dynamic_assembly(torch.softmax(ops.local_similarity(x["query"], x["key"], K), dim=1),
-                                             x["value"], K)), (x["query"], x["key"], x["value"]), "nchw"
+        def run():
+            return ops.dynamic_assembly(torch.softmax(ops.local_similarity(x["query"], x["key"], K), dim=1), x["value"], K)
+        return Prepared(run, (x["query"], x["key"], x["value"]), sapa_definition(x))
 
     def mmcv_carafe(x):
-        return (lambda: MmcvCarafe.apply(carafe_ext, x["value"], x["weights"], K)), (x["value"], x["weights"]), "nchw"
+        return Prepared(lambda: MmcvCarafe.apply(carafe_ext, x["value"], x["weights"], K), (x["value"], x["weights"]),
+                        assembly_definition(x))
 
     def ours_assembly(x):
-        return (lambda: ops.dynamic_assembly(x["weights"], x["value"], K)), (x["weights"], x["value"]), "nchw"
+        return Prepared(lambda: ops.dynamic_assembly(x["weights"], x["value"], K), (x["weights"], x["value"]),
+                        assembly_definition(x))
+
+    def ours_sapa_b(x):
+        value, guide = x["value"], x["guide"]
+        torch.manual_seed(0)
+        op = upbench.make("sapa-b", value.shape[1], K=K, d=d, impl="compiled").to(value.device, value.dtype)
+        reference = upbench.make("sapa-b", value.shape[1], K=K, d=d, impl="reference")
+        reference.load_state_dict(op.state_dict())
+        reference = reference.double()
+        return Prepared(lambda: op(value, guide), (value, guide),
+                        lambda: reference(*_cpu64(value, guide)))
 
     return {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
             "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
+            "upbench SAPA-B operator": ("sapa-b operator", ours_sapa_b),
             "mmcv carafe": ("carafe", mmcv_carafe), "upbench dynamic_assembly": ("carafe", ours_assembly)}
 
 
 def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
     """Each input read once, the output written once (forward); the backward reads the grad and the
-    inputs once and writes every input's gradient once."""
+    inputs once and writes every input's gradient once. The SAPA-B operator's inputs are x and the
+    guide (its C x d projections' parameters are noise beside them)."""
     hi, lo = 4 * p.H * p.W, p.H * p.W
     out = p.N * p.C * hi
-    inputs = p.N * (p.d * hi + p.d * lo + p.C * lo) if task == "sapa" else p.N * (p.K * p.K * hi + p.C * lo)
+    inputs = {"sapa": p.N * (p.d * hi + p.d * lo + p.C * lo), "carafe": p.N * (p.K * p.K * hi + p.C * lo),
+              "sapa-b operator": p.N * (p.C * lo + p.C * hi)}[task]
     return {"fwd": (inputs + out) * element, "fwd+bwd": (inputs + out + out + 2 * inputs) * element}
 
 
@@ -177,15 +215,13 @@ def copy_bandwidth(device: str) -> float:
     return 2 * COPY_BYTES / timing.median_s
 
 
-def agreement(task: str, run: Callable, x: dict[str, torch.Tensor], layout: str, K: int) -> float:
+def agreement(prepared: Prepared) -> float:
     """Largest difference from upbench's float64 definition, relative to the output's largest magnitude."""
     with torch.no_grad():
-        got = run()
-    if layout == "nhwc":
+        got = prepared.run()
+    if prepared.channels_last:
         got = got.permute(0, 3, 1, 2)
-    cpu = {k: v.double().cpu() for k, v in x.items()}
-    want = (reference_sapa(cpu["query"], cpu["key"], cpu["value"], K) if task == "sapa"
-            else reference_assembly(cpu["weights"], cpu["value"], K))
+    want = prepared.expected()
     return ((got.double().cpu() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
 
 
@@ -241,17 +277,17 @@ def main(argv: list[str]) -> int:
         dtype = getattr(torch, dtype_name)
         small = check.inputs(torch.float64 if dtype == torch.float32 else dtype, device)
         x = problem.inputs(dtype, device)
-        for name, (task, prepare) in implementations(sim, atn, carafe_ext, problem.K).items():
-            run_small, _, layout = prepare(small)
-            run, leaves, _ = prepare(x)
-            seconds = timed(run, leaves, device, args.min_run_time)
+        for name, (task, prepare) in implementations(sim, atn, carafe_ext, problem.K, problem.d).items():
+            difference = agreement(prepare(small))
+            prepared = prepare(x)
+            seconds = timed(prepared.run, prepared.leaves, device, args.min_run_time)
             moved = compulsory_bytes(task, problem, x["value"].element_size())
             for mode in ("fwd", "fwd+bwd"):
                 rows.append({"device": device_name(device), "dtype": dtype_name, "task": task, "implementation": name,
                              "mode": mode, "ms": seconds[mode] * 1e3, "compulsory MB": moved[mode] / 1e6,
                              "GB/s": moved[mode] / seconds[mode] / 1e9,
                              "share of copy GB/s": moved[mode] / seconds[mode] / bandwidth,
-                             "max rel. diff vs definition": agreement(task, run_small, small, layout, check.K)})
+                             "max rel. diff vs definition": difference})
             print(f"{dtype_name} {name}: fwd {seconds['fwd'] * 1e3:.3f} ms, fwd+bwd {seconds['fwd+bwd'] * 1e3:.3f} ms",
                   flush=True)
     table = pd.DataFrame(rows)
