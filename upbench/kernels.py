@@ -125,6 +125,12 @@ def _build() -> dict[str, Any]:
     if os.environ.get("UPBENCH_NO_COMPILE", "") not in ("", "0"):
         info["error"] = "UPBENCH_NO_COMPILE is set: the compiled ops were not built"
         return info
+    if not with_cuda and torch.cuda.is_available():
+        # A library without the CUDA kernels would load and pass for available, and every operator on
+        # the GPU would then fail in its compiled path instead of taking the reference one.
+        info["error"] = ("torch sees a GPU, but no CUDA toolkit was found to build the CUDA kernels with "
+                         "(install one with nvcc, or set CUDA_HOME to it)")
+        return info
     try:
         from torch.utils.cpp_extension import load
 

@@ -108,14 +108,16 @@ def time_cuda(
     ``min_run_time``. With ``l2_flush`` a buffer twice the L2 size is zeroed before each call
     (outside its events), so every call starts from a cold cache.
     """
+    flush = _l2_flush_buffer(device) if l2_flush else None
     torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(max(warmup, 1)):
+        if flush is not None:  # part of each timed call's wall time too: counted when choosing the runs
+            flush.zero_()
         fn()
     torch.cuda.synchronize(device)
     per_call = (time.perf_counter() - start) / max(warmup, 1)
     runs = int(min(MAX_CUDA_RUNS, max(MIN_CUDA_RUNS, min_run_time / max(per_call, 1e-7))))
-    flush = _l2_flush_buffer(device) if l2_flush else None
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     with torch.cuda.device(device):

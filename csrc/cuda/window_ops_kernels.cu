@@ -189,7 +189,7 @@ __global__ void sapa_forward_kernel(const T* __restrict__ query, const T* __rest
                                     const T* __restrict__ value, T* __restrict__ out, int64_t N, int64_t d,
                                     int64_t C, int64_t H, int64_t W, int64_t K, int ppb) {
   using A = typename Acc<T>::type;
-  extern __shared__ unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];  // read as float or double
   A* s = reinterpret_cast<A*>(smem);
   const int64_t Wo = 2 * W, HWo = 4 * H * W, HW = H * W, KK = K * K, R = K / 2;
   const int64_t tiles_per_image = (HWo + ppb - 1) / ppb;
@@ -231,7 +231,7 @@ __global__ void sapa_backward_kernel(const T* __restrict__ query, const T* __res
                                      typename Acc<T>::type* __restrict__ Gout, int64_t N, int64_t d, int64_t C,
                                      int64_t H, int64_t W, int64_t K, int ppb) {
   using A = typename Acc<T>::type;
-  extern __shared__ unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];  // read as float or double
   const int64_t HWo = 4 * H * W, HW = H * W, KK = K * K;
   A* P = reinterpret_cast<A*>(smem);
   A* G = P + ppb * KK;

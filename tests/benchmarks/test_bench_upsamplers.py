@@ -16,14 +16,15 @@ from upbench.registry import make
 from upbench.measure import build_call, compulsory_bytes, count_config
 from upbench.spec import DTYPES, SweepSpec
 
+BENCH_DEVICE = torch.device(device_from_environment())
 CONFIGS = SweepSpec(channels=(64,), sizes=(16, 32, 64), modes=("fwd", "fwd+bwd"),
-                    devices=(device_from_environment(),)).expand()
+                    devices=(str(BENCH_DEVICE),)).expand()
 
 
 def synchronized_clock() -> float:
     """perf_counter after the GPU's queued work is done, so a timed call includes its kernels."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+    if BENCH_DEVICE.type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.synchronize(BENCH_DEVICE)  # the benchmarked device's queue, not the current device's
     return time.perf_counter()
 
 
