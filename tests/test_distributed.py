@@ -167,3 +167,16 @@ def test_an_isolated_worker_loads_the_plugin_files_of_the_swept_operators(tmp_pa
                  "cpu", "--warmup", "0", "--min-run-time", "0.01", "--quiet", "--formats", "", "--isolate",
                  "--out", str(out)]) == 0
     assert list(read_rows(out)["status"]) == ["ok"]
+
+
+def test_compare_isolates_rows_too(tmp_path, planted, capsys):
+    """bench.py compare --isolate: a compiled kernel that faults costs its own row, not the comparison."""
+    out = tmp_path / "compare.csv"
+    assert main(["compare", "--ops", "planted-segfault,carafe", "--C", "4", "--size", "4", "--device", "cpu",
+                 "--warmup", "1", "--min-run-time", "0.01", "--isolate", "--out", str(out), "--formats", "",
+                 "--quiet"]) == 0
+    rows = read_rows(out)
+    planted_rows = rows[rows["operator"] == "planted-segfault"]  # reference only: it has no compiled path
+    assert list(planted_rows["status"]) == ["crash", "crash"]
+    carafe = rows[rows["operator"] == "carafe"]  # measured after the crashes, by a fresh worker
+    assert len(carafe) == 4 and (carafe["status"] == "ok").all() and set(carafe["impl"]) == {"reference", "compiled"}

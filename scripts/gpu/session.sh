@@ -63,7 +63,7 @@ racecheck() { sanitizer racecheck; }
 bench() {
   local gpu
   $PY bench.py || return 1
-  $PY bench.py compare --device cuda --C 256 --size 128 --K 5 --d 32 --dtype fp32,fp16 || return 1
+  $PY bench.py compare --device cuda --C 256 --size 128 --K 5 --d 32 --dtype fp32,fp16 --isolate || return 1
   gpu=$($PY -c "from upbench.environment import device_slug; print(device_slug('cuda'))")
   tar -czf "$OUT/results.tgz" "results/$gpu"
 }

@@ -10,7 +10,8 @@ from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
-from .sweep import AXIS_FLAGS, add_axis_arguments, default_out, spec_mapping, summary, warn_once_on_suspect_timing
+from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, default_out, spec_mapping, summary,
+                    warn_once_on_suspect_timing)
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -19,6 +20,7 @@ DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_axis_arguments(parser, "default: the operators with a compiled path, C=256, size 64, each operator's "
                                "default knobs, N=1, fp32, device auto")
+    add_isolation_arguments(parser)
 
 
 def operators_with_compiled_path() -> list[str]:
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
     args.row_log = out
     rows = run_sweep(spec, out, progress=False if args.quiet else None,
-                     on_row=warn_once_on_suspect_timing("compare"))
+                     on_row=warn_once_on_suspect_timing("compare"), isolate=args.isolate, row_timeout=args.row_timeout)
     ratios = ratio_view(rows)
     written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
     print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")

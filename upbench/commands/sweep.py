@@ -67,6 +67,15 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
     output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
 
 
+def add_isolation_arguments(parser: argparse.ArgumentParser) -> None:
+    isolation = parser.add_argument_group("isolation")
+    isolation.add_argument("--isolate", action="store_true",
+                           help="measure each row in a worker process: a row that segfaults, raises a CUDA error "
+                                "or outlives --row-timeout is recorded (status crash / timeout) and the run goes on")
+    isolation.add_argument("--row-timeout", type=positive_float, dest="row_timeout", metavar="S",
+                           help="with --isolate: seconds a row may take, counting included, before its worker is killed")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", type=Path, help="a YAML or TOML sweep file; flags given here override it")
     add_axis_arguments(parser, "default: all operators, C=64, size 16,32,64, N=1, fp32, mode fwd, impl auto, "
@@ -77,12 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
-    isolation = parser.add_argument_group("isolation")
-    isolation.add_argument("--isolate", action="store_true",
-                           help="measure each row in a worker process: a row that segfaults, raises a CUDA error "
-                                "or outlives --row-timeout is recorded (status crash / timeout) and the sweep goes on")
-    isolation.add_argument("--row-timeout", type=positive_float, dest="row_timeout", metavar="S",
-                           help="with --isolate: seconds a row may take, counting included, before its worker is killed")
+    add_isolation_arguments(parser)
     launch = parser.add_argument_group("launching shards as jobs (submitit)")
     launch.add_argument("--launcher", choices=("submitit",), help="run --shards jobs and merge their logs into --out")
     launch.add_argument("--shards", type=positive_int, help="how many jobs share the sweep")
