@@ -176,3 +176,15 @@ def test_compare_scales_the_tolerance_with_the_reference():
     assert near.passed and near.error == pytest.approx(1e-3, rel=1e-3)
     far = selfcheck.compare("t", torch.tensor([100.0, 1.01]), want, 1e-5)
     assert not far.passed and far.ratio == pytest.approx(0.01 / (1e-5 * 101), rel=1e-3)
+
+
+def test_a_lost_device_is_not_checked_further(monkeypatch):
+    """After a fault that leaves the device unusable, its remaining checks say so instead of each
+    repeating the fault's error; other devices go on."""
+    monkeypatch.setattr(selfcheck, "device_usable", lambda device: False)
+    ops = [planted("raising", raising), ASSEMBLY]
+    rows = list(selfcheck.run_checks(selfcheck.plan(ops, selfcheck.SHAPES[:2], [torch.float32], ["cpu"])))
+    assert [row["result"] for row in rows] == [selfcheck.ERROR] * 4
+    assert rows[0]["message"].startswith("RuntimeError: CUDA error: an illegal memory access")
+    assert all(row["message"].startswith("not run: cpu was unusable after raising float32 typical (RuntimeError")
+               for row in rows[1:])

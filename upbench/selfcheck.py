@@ -200,40 +200,56 @@ def run_check(check: Check, seed: int = 0) -> list[Comparison]:
     return comparisons
 
 
+def _row_head(check: Check) -> dict[str, object]:
+    return {"device": check.device, "op": check.op.name, "dtype": str(check.dtype).removeprefix("torch."),
+            "case": check.shape.label, "shape": str(check.shape)}
+
+
+def _error_row(check: Check, message: str) -> dict[str, object]:
+    return {**_row_head(check), "worst": "", "error": math.nan, "allowed": math.nan, "result": ERROR,
+            "message": message[:300]}
+
+
 def check_row(check: Check, seed: int = 0) -> dict[str, object]:
     """One table row: the check, its worst comparison and PASS / FAIL; ERROR with the message if it raised."""
-    row: dict[str, object] = {
-        "device": check.device, "op": check.op.name, "dtype": str(check.dtype).removeprefix("torch."),
-        "case": check.shape.label, "shape": str(check.shape),
-    }
     try:
         comparisons = run_check(check, seed)
     except Exception as error:  # noqa: BLE001 - a raising kernel is a result of the check, not the end of it
-        _recover(check.device)
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        return {**row, "worst": "", "error": math.nan, "allowed": math.nan, "result": ERROR, "message": message[:300]}
+        return _error_row(check, f"{type(error).__name__}: {error}".splitlines()[0])
     worst = max(comparisons, key=lambda c: (not c.same_non_finite, c.ratio))
     failed = [c.name for c in comparisons if not c.passed]
     message = "" if not failed else "off: " + ", ".join(failed)
     if failed and not worst.same_non_finite:
         message += " (NaN / Inf in other places than the reference's)"
-    return {**row, "worst": worst.name, "error": worst.error, "allowed": worst.allowed,
+    return {**_row_head(check), "worst": worst.name, "error": worst.error, "allowed": worst.allowed,
             "result": PASS if not failed else FAIL, "message": message}
 
 
-def _recover(device: str) -> None:
-    """After an exception, drop what the failed check held so the next one starts clean."""
-    if torch.device(device).type == "cuda":
-        try:
-            torch.cuda.synchronize(device)
-            torch.cuda.empty_cache()
-        except RuntimeError:
-            pass  # a sticky CUDA error: every later check on this device reports it as its own ERROR
+def device_usable(device: str) -> bool:
+    """After a check raised: whether the device still runs work. A CUDA fault (an illegal address, a
+    trap) leaves the context unusable, and every later call on it fails with the same error."""
+    if torch.device(device).type != "cuda":
+        return True
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    except RuntimeError:
+        return False
+    return True
 
 
 def run_checks(checks: Sequence[Check], seed: int = 0) -> Iterator[dict[str, object]]:
+    """The rows of the checks in order. Once a device's context is lost, its remaining checks are not
+    run: their rows say where it was lost instead of repeating that check's error."""
+    lost: dict[str, str] = {}
     for check in checks:
-        yield check_row(check, seed)
+        if check.device in lost:
+            yield _error_row(check, f"not run: {check.device} was unusable after {lost[check.device]}")
+            continue
+        row = check_row(check, seed)
+        if row["result"] == ERROR and not device_usable(check.device):
+            lost[check.device] = f"{row['op']} {row['dtype']} {row['case']} ({row['message']})"
+        yield row
 
 
 # ---- what the table stands on: the machine and the build ----------------------------------------------
