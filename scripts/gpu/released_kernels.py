@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 import upbench  # noqa: E402
 from upbench import kernels  # noqa: E402
 from upbench.environment import device_name  # noqa: E402
+from upbench.formulas import compulsory_elements  # noqa: E402
 from upbench.references import reference_assembly, reference_sapa  # noqa: E402
 from upbench.timing import time_call  # noqa: E402
 
@@ -198,12 +199,17 @@ def implementations(sim, atn, carafe_ext, K: int, d: int) -> dict[str, tuple[str
 
 def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
     """Each input read once, the output written once (forward); the backward reads the grad and the
-    inputs once and writes every input's gradient once. The SAPA-B operator's inputs are x and the
-    guide (its C x d projections' parameters are noise beside them)."""
+    inputs once and writes every input's gradient once. The SAPA-B operator's inputs are those of the
+    sweeps' model (upbench.formulas.compulsory_elements): x, the guide and its parameters."""
     hi, lo = 4 * p.H * p.W, p.H * p.W
     out = p.N * p.C * hi
-    inputs = {"sapa": p.N * (p.d * hi + p.d * lo + p.C * lo), "carafe": p.N * (p.K * p.K * hi + p.C * lo),
-              "sapa-b operator": p.N * (p.C * lo + p.C * hi)}[task]
+    if task == "sapa":
+        inputs = p.N * (p.d * hi + p.d * lo + p.C * lo)
+    elif task == "carafe":
+        inputs = p.N * (p.K * p.K * hi + p.C * lo)
+    else:
+        op = upbench.make("sapa-b", p.C, K=p.K, d=p.d, impl="reference")
+        inputs = compulsory_elements(op.dims(p.N, p.H, p.W), sum(t.numel() for t in op.parameters())) - out
     return {"fwd": (inputs + out) * element, "fwd+bwd": (inputs + out + out + 2 * inputs) * element}
 
 
