@@ -25,6 +25,10 @@ TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode",
                 "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
 ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
                        "git_commit")
+# What a latency depends on besides the config: rows of one device that differ in any of these were measured
+# on other hardware, by other software or with other threads, and do not belong in one table. (The CPU
+# model is left out: shards of a GPU sweep may run on nodes with different host CPUs.)
+MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
 
 
 # -- reading and merging ----------------------------------------------------------------------
@@ -61,11 +65,23 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def merge_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def mixed_environments(rows: pd.DataFrame) -> list[str]:
+    """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column."""
+    mixed = []
+    for device, group in rows.groupby("device", sort=True):
+        for column in MEASURED_WITH:
+            values = sorted(group[column].dropna().astype(str).unique()) if column in group else []
+            if len(values) > 1:
+                mixed.append(f"{device}: {column} {' / '.join(values)}")
+    return mixed
+
+
+def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> pd.DataFrame:
     """Rows of several logs (shards, or a run and its resumption) of ONE spec, in sweep order.
 
-    Raises ValueError for logs of different specs or layouts. A config present in several logs
-    keeps its first row.
+    Raises ValueError for logs of different specs or layouts, for logs that number the configs differently,
+    and (unless ``allow_mixed``) for rows of one device measured with different :data:`MEASURED_WITH`.
+    A config present in several logs keeps its first ``ok`` row, else its first row.
     """
     if not frames:
         raise ValueError("nothing to merge")
@@ -77,7 +93,19 @@ def merge_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if len(layouts) > 1:
         raise ValueError("refusing to merge files with different columns (written by different upbench versions)")
     merged = pd.concat(frames, ignore_index=True)
-    merged = merged.drop_duplicates("key", keep="first")
+    failed_first = merged["status"].ne("ok").sort_values(kind="stable").index
+    merged = merged.loc[failed_first].drop_duplicates("key", keep="first")
+    keys_per_index = merged.groupby("config_index")["key"].unique()
+    clashing = keys_per_index[keys_per_index.map(len) > 1]
+    if not clashing.empty:
+        index, keys = next(iter(clashing.items()))
+        raise ValueError(f"refusing to merge: config {index} has rows for different configs ({', '.join(keys)}); "
+                         f"the logs expanded the sweep differently (impl auto resolves to compiled only where the "
+                         f"kernels build, and operators come from plugins)")
+    mixed = mixed_environments(merged)
+    if mixed and not allow_mixed:
+        raise ValueError(f"refusing to merge rows measured with different setups ({'; '.join(mixed)}): their "
+                         f"latencies do not belong in one table (--allow-mixed merges them anyway)")
     return merged.sort_values("config_index", kind="stable").reset_index(drop=True)
 
 
@@ -199,6 +227,7 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
         table[f"GFLOP/s {policy}"] = rows[f"gflops_per_s_{policy}"]
     table["GB/s"] = rows["gbytes_per_s"]
     table["CPU util"] = rows["cpu_util"]
+    table["other work (cores)"] = rows.get("cpu_others")  # absent from logs of earlier upbench versions
     table["timing suspect"] = rows["timing_suspect"]
     table["status"] = rows["status"]
     table["message"] = rows["message"]
@@ -209,7 +238,8 @@ def suspect_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose timing cannot be trusted, with the reason."""
     suspect = rows[rows["timing_suspect"].fillna("") != ""]
     return pd.DataFrame({"key": suspect["key"], "threads": suspect["threads"], "load (1 min)": suspect["load_1min"],
-                         "CPU util": suspect["cpu_util"], "why the timing is suspect": suspect["timing_suspect"]})
+                         "CPU util": suspect["cpu_util"], "other work (cores)": suspect.get("cpu_others"),
+                         "why the timing is suspect": suspect["timing_suspect"]})
 
 
 def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
@@ -299,11 +329,14 @@ NOTES = """\
 CPU latencies are only as good as the machine was quiet: a load above the core count means other
 work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call).
 Each row measures it while timing: `CPU util` is the process's CPU time over the wall time of the timed
-calls (below 0.9: other work had the cores), and `timing suspect` gives the reason when that, a wide
-p20-p80 spread or more threads than usable cores means the latency cannot be trusted.
+calls (below 0.9: other work had the cores), `other work (cores)` the cores' worth of other processes'
+CPU time and hypervisor steal on the usable cores meanwhile (from /proc/stat), and `timing suspect`
+gives the reason when either, a wide p20-p80 spread, fewer than 5 timed calls or more threads than
+usable cores means the latency cannot be trusted.
 MACs, FLOPs (2 x MACs) and params are of one forward, under each counting policy. `fwd` is inference
 (eval mode, no_grad); `fwd+bwd` is a training step's forward and backward into inputs and weights.
-Latency is the median (p20, p80) of the timed calls; peak memory is above the inputs and weights.
+Latency is the median (p20, p80) of the timed calls, each call timed on its own; peak memory is
+above the inputs and weights.
 GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traffic (x, guide and
 weights read once, output written once) by the median, so it is a lower bound."""
 

@@ -50,11 +50,12 @@ class ShardTask:
     isolate: bool = False
     row_timeout: float | None = None
     plugin_sources: tuple[str, ...] = ()  # what a job loads to know operators from plugins (registry.replay_sources)
+    allow_mixed: bool = False
 
     def __call__(self) -> int:
         load_plugins(self.plugin_sources)
         rows = run_sweep(as_spec(self.spec), self.log, resume=True, shard=self.shard, isolate=self.isolate,
-                         row_timeout=self.row_timeout)
+                         row_timeout=self.row_timeout, allow_mixed=self.allow_mixed)
         return len(rows)
 
     def checkpoint(self) -> Any:
@@ -207,13 +208,14 @@ def job_error(error: BaseException) -> str:
     return f"the job {ended}; it was killed or crashed" if ended else first_line(error)
 
 
-def merge_logs(logs: Iterable[Path], out: Path, formats: Iterable[str]) -> tuple[pd.DataFrame, list[Path]]:
-    """The shard logs as one CSV at ``out`` plus the ``formats`` beside it."""
+def merge_logs(logs: Iterable[Path], out: Path, formats: Iterable[str],
+               allow_mixed: bool = False) -> tuple[pd.DataFrame, list[Path]]:
+    """The shard logs as one CSV at ``out`` plus the ``formats`` beside it (see :func:`merge_frames`)."""
     frames = [read_log(path) for path in logs if path.exists() and path.stat().st_size > 0]
     if not frames:
         raise RuntimeError("no shard wrote its log: nothing to merge (see the job logs under "
                            f"{out.with_suffix('.shards') / 'submitit'})")
-    rows = merge_frames(frames)
+    rows = merge_frames(frames, allow_mixed)
     return rows, [write_csv(rows, out), *write_outputs(rows, out, formats)]
 
 
@@ -226,6 +228,7 @@ def launch_sweep(
     resume: bool = False,
     isolate: bool = False,
     row_timeout: float | None = None,
+    allow_mixed: bool = False,
     formats: Iterable[str] = FORMATS,
     progress: bool | None = None,
     poll_s: float = 2.0,
@@ -235,7 +238,8 @@ def launch_sweep(
     ``spec``: a SweepSpec, or the mapping of sweep-file names (resolved by each job, so ``auto``
     devices are those of the measuring node). ``resume``: continue the shard logs of an earlier
     launch to the same ``out`` (without it they are refused). Failed jobs and configs without a row
-    are listed in the result's ``problems``; the rows that exist are merged all the same.
+    are listed in the result's ``problems``; the rows that exist are merged all the same. ``allow_mixed``:
+    shards (or a requeued job) may measure with different devices, software or threads.
     """
     out = Path(out)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
@@ -249,7 +253,8 @@ def launch_sweep(
     cluster = cluster_name(resources)
     gpus = gpus_per_shard(spec, resources, cluster)
     plugin_sources = tuple(replay_sources(local_spec.ops))
-    tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout, plugin_sources) for index, log in enumerate(logs)]
+    tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout, plugin_sources, allow_mixed)
+             for index, log in enumerate(logs)]
     jobs = submit_shards(tasks, out, resources, cluster, gpus)
     try:
         follow(jobs, logs, progress, poll_s)
@@ -263,7 +268,7 @@ def launch_sweep(
         if error is not None:
             problems.append(f"shard {index}/{shards} (job {job.job_id}) failed: {job_error(error)}; "
                             f"its log: {job.paths.stderr}")
-    rows, written = merge_logs(logs, out, formats)
+    rows, written = merge_logs(logs, out, formats, allow_mixed)
     try:
         check_complete(rows)
     except IncompleteSweep as incomplete:

@@ -17,7 +17,7 @@ from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import make
 from .spec import DTYPES, Config, SweepSpec
-from .timing import MIN_CUDA_RUNS, call_seconds, time_call, timing_doubts
+from .timing import MIN_RUNS, call_seconds, time_call, timing_doubts
 
 MESSAGE_CHARS = 300
 # Calls a row makes after warm-up besides the timed ones: the timer's calibration, the memory probe.
@@ -105,16 +105,17 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
             break
     spent = time.perf_counter() - started
     room = spec.row_budget_s - spent - last * UNTIMED_CALLS
-    fewest_timed_calls = MIN_CUDA_RUNS if device.type == "cuda" else 1  # the CUDA timer times at least that many
+    fewest_timed_calls = MIN_RUNS if device.type == "cuda" else 1  # the CUDA timer times at least that many
     if room < fewest_timed_calls * last:
         row.update(latency_median_ms=last * 1e3, runs=1, cache="warm", status="skipped",
                    message=f"warm-up took {spent:.3g} s and its last call {last:.3g} s: timing and the memory probe "
                            f"would not fit the {spec.row_budget_s:g} s row budget; latency_median_ms is that last call")
         return
-    timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush)
+    timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush,
+                       min_runs=max(fewest_timed_calls, min(MIN_RUNS, int(room / max(last, 1e-9)))))
     row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
                latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
-               timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
+               cpu_others=timing.cpu_others, timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
     row["peak_mem_bytes"] = peak_memory_bytes(call, device=device)
     if config.mode == "fwd":  # counts and the bytes model describe one forward; a backward has no model
         for policy in spec.policies:

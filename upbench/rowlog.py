@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .export import read_rows
+from .environment import environment
+from .export import MEASURED_WITH, mixed_environments, read_rows
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -61,6 +62,8 @@ class RowLog:
             raise ValueError(f"{path} is being written by another sweep (it holds {self.lock.lock_file}); "
                              f"wait for it to finish or choose another --out") from None
         try:
+            if path.exists():  # under the lock: a kill mid-line (even mid-header) leaves a line to cut
+                drop_torn_line(path)
             fresh = not path.exists() or path.stat().st_size == 0
             self.file = open(path, "a", newline="")
         except OSError as error:
@@ -140,9 +143,20 @@ def read_log(path: str | Path) -> pd.DataFrame:
     return read_rows(path)
 
 
-def logged_keys(path: Path, spec: SweepSpec, columns: list[str]) -> set[str]:
-    """Keys of the rows already in ``path``, after checking every line and that they belong to ``spec``."""
-    drop_torn_line(path)
+def _measured_with_now(devices: list[str], threads: int | None) -> pd.DataFrame:
+    """What a row measured now on each of ``devices`` would record of :data:`MEASURED_WITH`."""
+    now = [{**environment(device), "device": device} for device in devices]
+    if threads is not None:
+        for row in now:
+            row["threads"] = threads
+    return pd.DataFrame(now, columns=["device", *MEASURED_WITH])
+
+
+def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
+                allow_mixed: bool = False) -> set[str]:
+    """Keys of the rows already in ``path``, after checking every line, that they belong to ``spec``, that
+    they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
+    were measured with what this run measures with (:data:`MEASURED_WITH`)."""
     if path.stat().st_size == 0:
         return set()
     check_log(path, columns)
@@ -151,4 +165,16 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str]) -> set[str]:
     if others:
         raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}; "
                          f"refusing to resume into it")
+    unexpected = sorted(set(logged["key"]) - expected_keys)
+    if unexpected:
+        raise ValueError(f"{path}: holds rows of configs this run does not expand ({', '.join(unexpected[:3])}"
+                         f"{', ...' if len(unexpected) > 3 else ''}): impl auto resolves to compiled only where the "
+                         f"kernels build, and operators come from plugins; refusing to resume into it")
+    if not allow_mixed:
+        now = _measured_with_now(sorted(set(logged["device"].dropna())), spec.threads)
+        mixed = mixed_environments(pd.concat([logged, now], ignore_index=True))
+        if mixed:
+            raise ValueError(f"{path}: its rows were measured with another setup than this run's "
+                             f"({'; '.join(mixed)}); resuming would mix them in one table: resume where they were "
+                             f"measured, choose another --out, or pass --allow-mixed")
     return set(logged["key"])

@@ -72,6 +72,7 @@ def run_sweep(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     isolate: bool = False,
     row_timeout: float | None = None,
+    allow_mixed: bool = False,
 ) -> pd.DataFrame:
     """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
 
@@ -80,7 +81,8 @@ def run_sweep(
     its old rows with the new. ``progress``: a bar with ETA on stderr (None: only on a terminal).
     ``on_row`` sees every new row after it is logged. ``isolate``: each row in a worker process
     (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
-    recorded ``crash`` / ``timeout`` and the sweep goes on.
+    recorded ``crash`` / ``timeout`` and the sweep goes on. A resume is refused when the log's rows were
+    measured with another device, torch, CUDA, thread count or commit, unless ``allow_mixed``.
     """
     check_row_timeout(row_timeout, isolate)
     for device in spec.devices:
@@ -99,7 +101,7 @@ def run_sweep(
     rows = []
     try:
         if log is not None and resume:  # the whole log is read and checked before a row is appended
-            done = logged_keys(out, spec, columns)
+            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed)
             todo = [(index, config) for index, config in todo if config.key not in done]
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:

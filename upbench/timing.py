@@ -1,25 +1,30 @@
-"""Latency of a no-argument callable: torch.utils.benchmark on CPU, CUDA events on GPU.
+"""Latency of a no-argument callable: every call timed on its own, by the wall clock on CPU and by CUDA
+events on GPU.
 
 Both report the median and the 20th / 80th percentiles of per-call times and how many calls
 were timed, after warm-up calls (lazy initialisation, allocator growth, autotuning, JIT builds).
 
 On a shared machine a timing is only as good as the cores were free: :func:`timing_doubts` says why a
 timing cannot be trusted, from what was seen while it ran (the process's own CPU time against the wall
-time of the timed calls, the spread of the runs) and from the thread count against the usable cores.
+time of the timed calls, the other work the usable cores did meanwhile, hypervisor steal included, the
+spread of the calls, how many there were) and from the thread count against the usable cores.
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.utils.benchmark as benchmark
 
-# Fewest timed calls on GPU however slow one call is: a median of fewer means little.
-MIN_CUDA_RUNS = 5
+# Fewest timed calls a timer aims for however slow one call is: a median of fewer means little.
+MIN_RUNS = 5
+# Most timed calls on CPU: bounds the list of times for calls of a microsecond.
+MAX_CPU_RUNS = 1_000_000
 # Most timed calls on GPU: bounds the event list for kernels of a few microseconds.
 MAX_CUDA_RUNS = 10_000
 # Flush buffer when the device does not report its L2 size (larger than any current L2).
@@ -29,6 +34,9 @@ FALLBACK_FLUSH_BYTES = 256 * 2**20
 MIN_CPU_UTIL = 0.9
 # p80 / p20 of a quiet run stays within a few percent; far more means the machine changed pace mid-row.
 MAX_SPREAD = 1.5
+# Cores' worth of other work (other processes, hypervisor steal) tolerated beyond the cores the timing
+# threads leave free: /proc/stat counts in clock ticks (10 ms), so a short timing reads a few tenths off.
+MAX_OTHER_WORK = 0.25
 
 
 @dataclass(frozen=True)
@@ -36,11 +44,14 @@ class Timing:
     median_s: float
     p20_s: float
     p80_s: float
-    runs: int  # calls timed
+    runs: int  # calls timed, each one a sample
     cache: str  # "warm", or "cold" when L2 was flushed before every call
     # CPU: the process's CPU time over the wall time of the timed calls (2.0: two cores busy all along);
     # None on GPU, where the host waits on the device
     cpu_util: float | None = None
+    # CPU: cores' worth of other work on the usable cores while timing (other processes' CPU time and
+    # hypervisor steal, over the wall time); None on GPU, or where /proc/stat cannot be read
+    cpu_others: float | None = None
 
 
 def usable_cores() -> int:
@@ -57,16 +68,66 @@ def timing_doubts(timing: Timing, threads: int, cores: int | None = None) -> lis
     doubts = []
     if timing.cpu_util is not None and timing.cpu_util < MIN_CPU_UTIL:
         doubts.append(f"descheduled: own CPU time was {timing.cpu_util:.0%} of wall time (other work had the cores)")
+    if timing.cpu_others is not None and timing.cpu_others > max(cores - threads, 0) + MAX_OTHER_WORK:
+        doubts.append(f"shared: other work (other processes, hypervisor steal) kept {timing.cpu_others:.2f} of "
+                      f"{cores} usable cores busy beside {threads} timing thread(s)")
     if timing.p20_s > 0 and timing.p80_s / timing.p20_s > MAX_SPREAD:
         doubts.append(f"unsteady: p80/p20 = {timing.p80_s / timing.p20_s:.2f}")
+    if timing.runs < MIN_RUNS:
+        doubts.append(f"few calls: {timing.runs} timed (a median wants at least {MIN_RUNS})")
     if threads > cores:
         doubts.append(f"{threads} threads on {cores} usable cores")
     return doubts
 
 
-def _summary(times: list[float], runs: int, cache: str, cpu_util: float | None = None) -> Timing:
+def _summary(times: list[float], cache: str, cpu_util: float | None = None,
+             cpu_others: float | None = None) -> Timing:
     p20, median, p80 = np.percentile(np.asarray(times, dtype=float), [20, 50, 80])
-    return Timing(float(median), float(p20), float(p80), runs, cache, cpu_util)
+    return Timing(float(median), float(p20), float(p80), len(times), cache, cpu_util, cpu_others)
+
+
+class CoreUsage:
+    """What the usable cores did between :meth:`start` and :meth:`others`: from /proc/stat's per-core clock
+    ticks (busy and steal) less this process's own CPU time. Linux only; elsewhere it sees nothing."""
+
+    def __init__(self) -> None:
+        try:
+            self.cores = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            self.cores = set()
+        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+        self.start_ticks = self._ticks()
+        self.start_cpu, self.start_wall = time.process_time(), time.perf_counter()
+
+    def _ticks(self) -> tuple[int, int] | None:
+        """(busy, steal) clock ticks summed over the usable cores; None where /proc/stat cannot be read."""
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None
+        busy = steal = 0
+        for line in lines:
+            name, *fields = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in self.cores):
+                continue
+            user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(v) for v in (fields + ["0"] * 8)[:8])
+            busy += user + nice + system + irq + softirq
+            steal += stolen
+        return busy, steal
+
+    def own_util(self) -> float:
+        """This process's CPU time over the wall time since start (2.0: two cores busy all along)."""
+        return (time.process_time() - self.start_cpu) / max(time.perf_counter() - self.start_wall, 1e-9)
+
+    def others(self) -> float | None:
+        """Cores' worth of other work since start: other processes' busy time plus steal, over the wall time."""
+        end = self._ticks()
+        wall = time.perf_counter() - self.start_wall
+        if end is None or self.start_ticks is None or wall <= 0:
+            return None
+        busy, steal = (after - before for after, before in zip(end, self.start_ticks))
+        other_seconds = (busy + steal) * self.tick_s - (time.process_time() - self.start_cpu)
+        return max(other_seconds, 0.0) / wall
 
 
 def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
@@ -80,18 +141,30 @@ def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def time_cpu(fn: Callable[[], object], min_run_time: float) -> Timing:
-    """torch.utils.benchmark with every thread torch uses (its default is one).
+def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_RUNS) -> Timing:
+    """Every call timed on its own by the wall clock, with the threads torch uses now, until ``min_run_time``
+    seconds have passed and ``min_runs`` calls are timed; the garbage collector waits meanwhile.
 
-    ``Measurement.times`` holds one mean per block of calls, so the percentiles are over blocks;
-    ``runs`` counts the calls.
+    Per-call times, not means of blocks of calls: the percentiles show a call that is sometimes slow.
+    The clock's own cost (tens of nanoseconds a call) is inside each time.
     """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    cpu_util = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
-    runs = len(measurement.raw_times) * measurement.number_per_run
-    return _summary(list(measurement.times), runs, "warm", cpu_util)
+    times: list[float] = []
+    collecting = gc.isenabled()
+    gc.disable()
+    usage = CoreUsage()
+    try:
+        deadline = time.perf_counter() + min_run_time
+        while len(times) < MAX_CPU_RUNS:
+            start = time.perf_counter()
+            fn()
+            end = time.perf_counter()
+            times.append(end - start)
+            if end >= deadline and len(times) >= min_runs:
+                break
+    finally:
+        if collecting:
+            gc.enable()
+    return _summary(times, "warm", usage.own_util(), usage.others())
 
 
 def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
@@ -101,6 +174,7 @@ def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
 
 def time_cuda(
     fn: Callable[[], object], device: torch.device, *, warmup: int, min_run_time: float, l2_flush: bool,
+    min_runs: int = MIN_RUNS,
 ) -> Timing:
     """CUDA events around every call, recorded back to back and read after one synchronisation.
 
@@ -117,7 +191,7 @@ def time_cuda(
         fn()
     torch.cuda.synchronize(device)
     per_call = (time.perf_counter() - start) / max(warmup, 1)
-    runs = int(min(MAX_CUDA_RUNS, max(MIN_CUDA_RUNS, min_run_time / max(per_call, 1e-7))))
+    runs = int(min(MAX_CUDA_RUNS, max(min_runs, min_run_time / max(per_call, 1e-7))))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     with torch.cuda.device(device):
@@ -129,15 +203,16 @@ def time_cuda(
             end.record()
     torch.cuda.synchronize(device)
     times = [begin.elapsed_time(end) / 1e3 for begin, end in zip(starts, ends)]
-    return _summary(times, runs, "cold" if l2_flush else "warm")
+    return _summary(times, "cold" if l2_flush else "warm")
 
 
 def time_call(
     fn: Callable[[], object], device: torch.device, *, warmup: int, min_run_time: float, l2_flush: bool = False,
+    min_runs: int = MIN_RUNS,
 ) -> Timing:
     """Latency of ``fn()`` on ``device``; see :func:`time_cpu` and :func:`time_cuda`."""
     if device.type == "cuda":
-        return time_cuda(fn, device, warmup=warmup, min_run_time=min_run_time, l2_flush=l2_flush)
+        return time_cuda(fn, device, warmup=warmup, min_run_time=min_run_time, l2_flush=l2_flush, min_runs=min_runs)
     for _ in range(warmup):
         fn()
-    return time_cpu(fn, min_run_time)
+    return time_cpu(fn, min_run_time, min_runs)

@@ -21,13 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-partial", action="store_true",
                         help="write the merge even when configs of the sweep have no row (exit 0); "
                              "without it a partial merge writes nothing and exits 1")
+    parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
+                        help="merge rows of one device measured with different torch, CUDA, threads or git commit "
+                             "(refused without it: their latencies do not belong in one table)")
 
 
 def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
     if out.resolve() in {path.resolve() for path in args.inputs}:
         raise ValueError(f"--out {out} is one of the inputs")
-    rows = merge_frames([read_log(path) for path in args.inputs])
+    rows = merge_frames([read_log(path) for path in args.inputs], args.allow_mixed)
     try:
         check_complete(rows)
     except IncompleteSweep as incomplete:

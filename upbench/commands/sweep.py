@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
     parser.add_argument("--impl", type=str_list, help="auto, reference, compiled (comma list)")
     parser.add_argument("--resume", action="store_true", help="continue --out, skipping the rows it holds")
+    parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
+                        help="resume (or merge shards) even where the rows were measured with another device, "
+                             "torch, CUDA, thread count or git commit (refused without it)")
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
@@ -181,7 +184,8 @@ def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
                           cpus=args.cpus_per_shard, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
                           extra=dict(args.slurm_param))
     return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
-                        isolate=args.isolate, row_timeout=args.row_timeout, formats=formats,
+                        isolate=args.isolate, row_timeout=args.row_timeout, allow_mixed=args.allow_mixed,
+                        formats=formats,
                         progress=False if args.quiet else None)
 
 
@@ -203,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
                              on_row=warn_once_on_suspect_timing("sweep"), isolate=args.isolate,
-                             row_timeout=args.row_timeout)
+                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed)
             written = [out, *write_outputs(rows, out, formats)]
     except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start
         print(f"sweep: {error}", file=sys.stderr)

@@ -1,0 +1,194 @@
+"""Numbers a reviewer can trust: per-call CPU timing, doubts about the machine while timing, and a row log
+that neither mixes setups on resume or merge nor loses its header to a kill."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import upbench
+import upbench.measure as measure_module
+from upbench.commands import main
+from upbench.export import merge_frames, read_rows, write_csv
+from upbench.spec import SweepSpec
+from upbench.sweep import run_sweep
+from upbench.timing import MIN_RUNS, CoreUsage, Timing, time_cpu, timing_doubts, usable_cores
+
+TINY = dict(channels=(4,), sizes=(4, 8), devices=("cpu",), warmup=0, min_run_time=0.001, policies=("paper",))
+
+
+@pytest.fixture(scope="module")
+def plain() -> str:
+    return next(n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> str:
+    return next(n for n in upbench.available() if upbench.get(n).compiled_ops)
+
+
+def fake_measure(config, spec, row) -> None:
+    row.update(latency_median_ms=1.0, runs=MIN_RUNS, status="ok")
+
+
+# -- the CPU timer ----------------------------------------------------------------------------
+def test_cpu_percentiles_are_of_single_calls():
+    """One call in four is 5x slower: per-call percentiles show it, means of blocks of calls would not."""
+    calls = 0
+
+    def sometimes_slow() -> None:
+        nonlocal calls
+        calls += 1
+        end = time.perf_counter() + (1e-3 if calls % 4 == 0 else 2e-4)
+        while time.perf_counter() < end:
+            pass
+
+    timing = time_cpu(sometimes_slow, min_run_time=0.1)
+    assert timing.runs == calls
+    assert timing.median_s < 4e-4 and timing.p80_s > 9e-4
+    assert any(doubt.startswith("unsteady") for doubt in timing_doubts(timing, threads=1, cores=8))
+
+
+def test_a_slow_call_is_timed_min_runs_times():
+    timing = time_cpu(lambda: time.sleep(0.01), min_run_time=0.0)
+    assert timing.runs == MIN_RUNS
+    assert time_cpu(lambda: time.sleep(0.01), min_run_time=0.0, min_runs=2).runs == 2
+
+
+def test_doubts_name_other_work_and_few_calls():
+    quiet = Timing(1.0, 0.99, 1.01, 100, "warm", cpu_util=1.0, cpu_others=0.1)
+    assert timing_doubts(quiet, threads=2, cores=2) == []
+    busy = Timing(1.0, 0.99, 1.01, 100, "warm", cpu_util=1.0, cpu_others=0.6)
+    assert timing_doubts(busy, threads=1, cores=2) == []  # the core the timing left free
+    assert timing_doubts(busy, threads=2, cores=2) == [
+        "shared: other work (other processes, hypervisor steal) kept 0.60 of 2 usable cores busy beside "
+        "2 timing thread(s)"]
+    assert timing_doubts(Timing(1.0, 1.0, 1.0, 2, "warm"), threads=1, cores=2) == [
+        f"few calls: 2 timed (a median wants at least {MIN_RUNS})"]
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_other_processes_are_seen_on_the_cores():
+    context = multiprocessing.get_context("fork")
+    spinners = [context.Process(target=_spin, args=(2.0,)) for _ in range(usable_cores())]
+    for process in spinners:
+        process.start()
+    try:
+        time.sleep(0.2)
+        usage = CoreUsage()
+        time.sleep(1.0)
+        others = usage.others()
+    finally:
+        for process in spinners:
+            process.terminate()
+            process.join()
+    assert others is not None and others > 0.5 * usable_cores()
+
+
+def test_rows_time_at_least_min_runs_calls(plain):
+    rows = run_sweep(SweepSpec(ops=(plain,), **TINY))
+    assert (rows["runs"] >= MIN_RUNS).all()
+    assert rows["cpu_others"].notna().all() == Path("/proc/stat").exists()
+
+
+# -- the row log ------------------------------------------------------------------------------
+def test_a_torn_header_is_cut_and_written_again(tmp_path, plain, monkeypatch):
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), **TINY)
+    out = tmp_path / "run.csv"
+    out.write_text("spec_id,config_index,config_to")  # killed while writing the header
+    rows = run_sweep(spec, out, resume=True)
+    assert len(rows) == 2 and list(rows.columns) == spec.columns()
+
+
+def _rewrite(path: Path, **columns) -> None:
+    rows = read_rows(path)
+    for column, value in columns.items():
+        rows[column] = value
+    write_csv(rows, path)
+
+
+@pytest.mark.parametrize("column, value", [("threads", 99), ("torch_version", "2.11.0+cu130"),
+                                           ("git_commit", "0123abc"), ("device_name", "another CPU")])
+def test_resume_refuses_rows_of_another_setup(tmp_path, plain, monkeypatch, capsys, column, value):
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), **TINY)
+    out = tmp_path / "run.csv"
+    first = run_sweep(spec, out)
+    write_csv(first.iloc[:1], out)
+    _rewrite(out, **{column: value})
+    with pytest.raises(ValueError, match=f"another setup.*cpu: {column}"):
+        run_sweep(spec, out, resume=True)
+    flags = ["sweep", "--ops", plain, "--C", "4", "--size", "4,8", "--device", "cpu", "--min-run-time", "0.001",
+             "--warmup", "0", "--policy", "paper", "--quiet", "--formats", "markdown", "--out", str(out), "--resume"]
+    assert main(flags) == 2
+    assert "--allow-mixed" in capsys.readouterr().err
+    assert main([*flags, "--allow-mixed"]) == 0
+    assert len(read_rows(out)) == 2
+
+
+def test_resume_under_the_same_setup_goes_on(tmp_path, plain, monkeypatch):
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), threads=1, **TINY)
+    out = tmp_path / "run.csv"
+    write_csv(run_sweep(spec, out).iloc[:1], out)
+    assert list(run_sweep(spec, out, resume=True)["threads"]) == [1, 1]
+
+
+def test_resume_refuses_rows_auto_resolved_otherwise(tmp_path, compiled, monkeypatch):
+    """impl auto meant compiled when the log was started and reference now (the kernels no longer build)."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(compiled,), impls=("auto",), **TINY)
+    out = tmp_path / "run.csv"
+    monkeypatch.setattr("upbench.kernels.compiled_available", lambda: True)
+    write_csv(run_sweep(spec, out).iloc[:1], out)
+    monkeypatch.setattr("upbench.kernels.compiled_available", lambda: False)
+    with pytest.raises(ValueError, match="configs this run does not expand.*compiled"):
+        run_sweep(spec, out, resume=True)
+
+
+# -- merging ----------------------------------------------------------------------------------
+@pytest.fixture
+def logged(tmp_path, plain, monkeypatch) -> pd.DataFrame:
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    return run_sweep(SweepSpec(ops=(plain,), **TINY), tmp_path / "run.csv")
+
+
+def test_merge_keeps_the_ok_row_of_a_config_in_either_order(logged):
+    failed = logged.copy()
+    failed["status"], failed["latency_median_ms"] = "error", float("nan")
+    for frames in ([failed, logged], [logged, failed]):
+        merged = merge_frames(frames)
+        assert list(merged["status"]) == ["ok", "ok"]
+
+
+def test_merge_refuses_configs_numbered_differently(logged):
+    other = logged.copy()
+    other["key"] = other["key"] + "|other"
+    with pytest.raises(ValueError, match="config 0 has rows for different configs"):
+        merge_frames([logged, other])
+
+
+def test_merge_refuses_mixed_setups_unless_allowed(tmp_path, logged, capsys):
+    first, second = logged.iloc[:1].copy(), logged.iloc[1:].copy()
+    second["threads"] = int(first["threads"].iloc[0]) + 1
+    with pytest.raises(ValueError, match="different setups.*cpu: threads"):
+        merge_frames([first, second])
+    assert len(merge_frames([first, second], allow_mixed=True)) == 2
+    write_csv(first, tmp_path / "a.csv")
+    write_csv(second, tmp_path / "b.csv")
+    merge = ["merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "m.csv"),
+             "--formats", "markdown"]
+    assert main(merge) == 2 and "--allow-mixed" in capsys.readouterr().err
+    assert main([*merge, "--allow-mixed"]) == 0
+
