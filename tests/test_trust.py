@@ -192,3 +192,36 @@ def test_merge_refuses_mixed_setups_unless_allowed(tmp_path, logged, capsys):
     assert main(merge) == 2 and "--allow-mixed" in capsys.readouterr().err
     assert main([*merge, "--allow-mixed"]) == 0
 
+
+
+# -- LaTeX rounding ---------------------------------------------------------------------------
+def test_latex_keeps_two_significant_digits_of_small_values():
+    from upbench.latex import booktabs
+
+    table = pd.DataFrame({"operator": ["deconv", "carafe", "sapa-b"], "Params": [1_200_000, 17_472, 8_224],
+                          "Latency": [1.5, 0.25, 0.0123], "MACs": [2.5e9, 1.25e9, 0.5e9]}).astype(object)
+    latex = booktabs(table, {"operator": "text", "Params": "params", "Latency": "ms", "MACs": "macs"})
+    assert "deconv & 1.2000 & 1.500 & 2.50" in latex
+    assert "carafe & 0.0175 & 0.250 & 1.25" in latex
+    assert "sapa-b & 0.0082 & 0.012 & 0.50" in latex
+    assert "parameters to 4 decimals" in latex and "MACs to 2 decimals" in latex
+    assert "latency in ms (median), 3 decimals" in latex
+
+
+# -- float32 on GPUs with TF32 ----------------------------------------------------------------
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_is_set_alike_for_matmuls_and_convolutions_and_recorded(tmp_path, plain, monkeypatch, tf32):
+    seen = []
+
+    def record_flags(config, spec, row) -> None:
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        fake_measure(config, spec, row)
+
+    monkeypatch.setattr(measure_module, "_measure", record_flags)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    flags = ["sweep", "--ops", plain, "--C", "4", "--size", "4", "--device", "cpu", "--quiet", "--formats",
+             "markdown", "--out", str(tmp_path / "run.csv"), *(["--tf32"] if tf32 else [])]
+    assert main(flags) == 0
+    assert seen == [(tf32, tf32)]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert list(read_rows(tmp_path / "run.csv")["tf32"]) == [tf32]

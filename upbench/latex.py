@@ -3,10 +3,14 @@
 Only formatting lives here: a DataFrame and the kind of each column in, LaTeX out. Kinds:
 
 * ``macs`` / ``params``: counts, scaled to one unit per kind (G = 1e9, M = 1e6, K = 1e3, whichever keeps
-  the kind's largest value at or above 1) and rounded to :data:`DECIMALS` decimals; the unit goes in
-  the header and the rounding in the note under the table.
-* ``G`` / ``M``: counts already in that unit (rounded the same way).
+  the kind's largest value at or above 1); the unit goes in the header.
+* ``G`` / ``M``: counts already in that unit.
 * ``ms``: latency in milliseconds; ``mib``: memory in MiB; ``int``; ``text`` (escaped).
+
+Each numeric kind is rounded to one number of decimals throughout the table: at least its least
+(:data:`LEAST_DECIMALS`), more where its smallest non-zero value would otherwise keep fewer than
+:data:`SIGNIFICANT` significant digits (17,472 and 8,224 params print 0.017 and 0.0082 M, not 0.02 and
+0.01), at most :data:`MAX_DECIMALS`; the note under the table says which.
 
 Columns may be a two-level MultiIndex (group, column): groups become ``\\multicolumn`` headers with
 ``\\cmidrule`` underneath. Missing values print as ``--``.
@@ -18,9 +22,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-DECIMALS = 2
-MS_DECIMALS = 2
-MIB_DECIMALS = 1
+LEAST_DECIMALS = {"macs": 2, "params": 2, "G": 2, "M": 2, "ms": 2, "mib": 1}
+SIGNIFICANT = 2
+MAX_DECIMALS = 4
 UNITS = (("G", 1e9), ("M", 1e6), ("K", 1e3))
 COUNT_KINDS = ("macs", "params")
 KINDS = (*COUNT_KINDS, "G", "M", "ms", "mib", "int", "text")
@@ -42,14 +46,22 @@ def count_unit(values: Sequence[object]) -> tuple[str, float]:
     return next(((letter, scale) for letter, scale in UNITS if largest >= scale), ("", 1.0))
 
 
-def _cell(value: object, kind: str, scale: float) -> str:
+def decimals_for(scaled: Sequence[object], least: int) -> int:
+    """Decimals that keep :data:`SIGNIFICANT` digits of the smallest non-zero magnitude in ``scaled`` (values
+    in their printed unit): at least ``least``, at most :data:`MAX_DECIMALS`."""
+    smallest = min((abs(float(v)) for v in scaled if not _missing(v) and float(v) != 0), default=None)
+    if smallest is None or not math.isfinite(smallest):
+        return least
+    return min(max(least, SIGNIFICANT - 1 - math.floor(math.log10(smallest))), MAX_DECIMALS)
+
+
+def _cell(value: object, kind: str, scale: float, decimals: int) -> str:
     if _missing(value):
         return "--"
     if kind == "text":
         return escape(value)
     if kind == "int":
         return f"{int(value):,}".replace(",", "{,}")
-    decimals = {"ms": MS_DECIMALS, "mib": MIB_DECIMALS}.get(kind, DECIMALS)
     return f"{float(value) / scale:.{decimals}f}"
 
 
@@ -58,16 +70,24 @@ def _header(name: str, kind: str, unit: str) -> str:
     return escape(name) + suffix
 
 
-def rounding_note(kinds: Mapping[str, str]) -> str:
-    """What the numbers' units and rounding are, for the kinds used."""
-    used = set(kinds.values())
+def _plural(decimals: int) -> str:
+    return f"{decimals} decimal" + ("" if decimals == 1 else "s")
+
+
+def rounding_note(decimals: Mapping[str, int]) -> str:
+    """What the numbers' units and rounding are, for the kinds used: ``decimals`` maps each to its decimals."""
     parts = []
-    if used & {*COUNT_KINDS, "G", "M"}:
-        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or K ($10^3$) as headed, rounded to {DECIMALS} decimals")
-    if "ms" in used:
-        parts.append(f"latency in ms (median), {MS_DECIMALS} decimals")
-    if "mib" in used:
-        parts.append(f"peak memory in MiB, {MIB_DECIMALS} decimal")
+    counts = {kind: places for kind, places in decimals.items() if kind in (*COUNT_KINDS, "G", "M")}
+    if counts:
+        places = sorted(set(counts.values()))
+        rounding = (_plural(places[0]) if len(places) == 1 else
+                    ", ".join(f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind} to "
+                              f"{_plural(d)}" for kind, d in counts.items()))
+        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or K ($10^3$) as headed, rounded to {rounding}")
+    if "ms" in decimals:
+        parts.append(f"latency in ms (median), {_plural(decimals['ms'])}")
+    if "mib" in decimals:
+        parts.append(f"peak memory in MiB, {_plural(decimals['mib'])}")
     return "; ".join(parts) + "." if parts else ""
 
 
@@ -82,6 +102,9 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
     units = {kind: count_unit([v for n, col in zip(names, table.columns) if kinds[n] == kind for v in table[col]])
              for kind in COUNT_KINDS}
     scale_of = {kind: units[kind][1] for kind in COUNT_KINDS}
+    decimals = {kind: decimals_for([v / scale_of.get(kind, 1.0) for n, col in zip(names, table.columns)
+                                    if kinds[n] == kind for v in table[col] if not _missing(v)], least)
+                for kind, least in LEAST_DECIMALS.items() if kind in {kinds[n] for n in names}}
     lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(rf"\caption{{{escape(caption)}}}")
@@ -106,10 +129,11 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
     headers = [_header(n, kinds[n], units.get(kinds[n], ("", 1))[0]) for n in names]
     lines += [" & ".join(headers) + r" \\", r"\midrule"]
     for record in table.itertuples(index=False):
-        cells = [_cell(v, kinds[n], scale_of.get(kinds[n], 1.0)) for n, v in zip(names, record)]
+        cells = [_cell(v, kinds[n], scale_of.get(kinds[n], 1.0), decimals.get(kinds[n], 0))
+                 for n, v in zip(names, record)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    footer = [rounding_note({n: kinds[n] for n in names}), *(escape(n) for n in notes)]
+    footer = [rounding_note(decimals), *(escape(n) for n in notes)]
     footer = [line for line in footer if line]
     if footer:
         lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(footer) + "}")

@@ -6,7 +6,8 @@ never raises for a failing row (its status says ``oom``, ``error`` or ``skipped`
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -124,12 +125,25 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     row["status"] = "ok"
 
 
+@contextmanager
+def float32_math(tf32: bool) -> Iterator[None]:
+    """TF32 for float32 matmuls and cuDNN convolutions on or off (both alike) while a row is measured, then
+    as before. torch's defaults differ (convolutions TF32, matmuls not), which would time a float32 row of
+    a conv-based operator in TF32 and one of a Linear-based operator in float32."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
     """A row with the config and the environment filled in and nothing measured yet."""
     row: dict[str, Any] = dict.fromkeys(spec.columns())
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
-               dtype=config.dtype, device=config.device, mode=config.mode, **dict(config.hparams))
+               dtype=config.dtype, device=config.device, mode=config.mode, tf32=spec.tf32, **dict(config.hparams))
     row.update(environment(config.device))
     if spec.threads is not None:  # what the row runs with, also for a row the measuring process never returns
         row["threads"] = spec.threads
@@ -144,7 +158,8 @@ def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> d
         torch.set_num_threads(spec.threads)
     row = config_row(config, spec, index, total)
     try:
-        _measure(config, spec, row)
+        with float32_math(spec.tf32):
+            _measure(config, spec, row)
     except Exception as error:  # noqa: BLE001  a failing row is data, the sweep goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
         row["message"] = first_line(error)

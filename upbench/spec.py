@@ -120,7 +120,7 @@ class Config:
 AXIS_KEYS = {"ops": "ops", "C": "channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
              "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
 SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
-                "l2_flush": "l2_flush", "seed": "seed", "threads": "threads"}
+                "l2_flush": "l2_flush", "tf32": "tf32", "seed": "seed", "threads": "threads"}
 # Errors name a setting as the user writes it (``budget``), not as the field is called.
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
 
@@ -178,7 +178,9 @@ class SweepSpec:
     calls; ``row_budget_s``: seconds a row may spend measuring (counting aside): the timing is
     shortened to fit, and a row whose warm-up leaves no room for one timed call and the memory
     probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: zero a buffer larger than L2 before each
-    timed GPU call (cold-cache numbers; CPU rows are always warm). ``policies``: counting policies.
+    timed GPU call (cold-cache numbers; CPU rows are always warm). ``tf32``: let float32 matmuls and cuDNN
+    convolutions run in TF32 on GPUs that have it (off: every float32 row computes in float32, where torch's
+    own defaults would give convolutions TF32 and matmuls not). ``policies``: counting policies.
     ``threads``: CPU threads torch uses for each row (``torch.set_num_threads``); None keeps torch's own.
     """
 
@@ -196,6 +198,7 @@ class SweepSpec:
     min_run_time: float = 0.2
     row_budget_s: float = 60.0
     l2_flush: bool = False
+    tf32: bool = False
     seed: int = 0
     threads: int | None = None
 
@@ -229,8 +232,9 @@ class SweepSpec:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads={self.threads!r}: expected a positive integer")
-        if not isinstance(self.l2_flush, bool):
-            raise ValueError(f"l2_flush={self.l2_flush!r}: expected true or false")
+        for name in ("l2_flush", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected true or false")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed={self.seed!r}: expected an integer")
 
@@ -297,7 +301,7 @@ class SweepSpec:
             "spec_id", "config_index", "config_total", "key",
             "operator", "impl", "C", "Cg", *self.knob_columns(), "N", "H", "W", "dtype", "device", "mode",
             *policy_columns, "params", "bytes_moved",
-            "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "cpu_util", "cpu_others",
+            "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "tf32", "cpu_util", "cpu_others",
             "timing_suspect",
             "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",

@@ -59,6 +59,9 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
                               "recorded in the row's threads column")
     measure.add_argument("--l2-flush", action="store_const", const=True, dest="l2_flush",
                          help="GPU: flush L2 before every timed call (cold-cache numbers)")
+    measure.add_argument("--tf32", action="store_const", const=True, dest="tf32",
+                         help="GPU: let float32 matmuls and convolutions use TF32 (default off for all operators "
+                              "alike; torch's own defaults differ between the two)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="the CSV to append rows to; .md, .json, .png go beside it "
                                                  "(x.md or x.json: the rows go to x.csv, the report beside it)")
@@ -123,7 +126,7 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
 
 
 AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "policy", "warmup", "min_run_time",
-              "budget", "l2_flush", "threads")
+              "budget", "l2_flush", "tf32", "threads")
 
 
 def spec_file_and_flags(args: argparse.Namespace) -> dict[str, Any]:
