@@ -125,7 +125,8 @@ def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_pat
     assert "2 of 4 configs have no row: config indices 2-3" in err
     assert list(read_rows(out)["operator"]) == [plain_pair[0]] * 2  # what the shards measured is merged
 
-    assert main([*launch, "--resume", "--isolate"]) == 0
+    assert main([*launch, "--resume", "--isolate"]) == 1  # the rows are there now, and they are crashes
+    assert "2 row(s) failed (2 crash)" in capsys.readouterr().err
     rows = read_rows(out)
     assert list(rows["status"]) == ["ok", "ok", "crash", "crash"]
     assert (rows["message"][2:] == "the worker process died of SIGSEGV (signal 11)").all()
@@ -174,7 +175,8 @@ def test_compare_isolates_rows_too(tmp_path, planted, capsys):
     out = tmp_path / "compare.csv"
     assert main(["compare", "--ops", "planted-segfault,carafe", "--C", "4", "--size", "4", "--device", "cpu",
                  "--warmup", "1", "--min-run-time", "0.01", "--isolate", "--out", str(out), "--formats", "",
-                 "--quiet"]) == 0
+                 "--quiet"]) == 1  # the comparison is written; the crashed rows make it exit 1
+    assert "compare: 2 row(s) failed (2 crash)" in capsys.readouterr().err
     rows = read_rows(out)
     planted_rows = rows[rows["operator"] == "planted-segfault"]  # reference only: it has no compiled path
     assert list(planted_rows["status"]) == ["crash", "crash"]

@@ -297,7 +297,7 @@ def test_unknown_policy_names_the_torch_policy():
 def test_count_unit_and_escaping():
     assert count_unit([0, 2.5e9, 1e6]) == ("G", 1e9)
     assert count_unit([999, None, float("nan")]) == ("", 1.0)
-    assert count_unit([1000]) == ("K", 1e3)
+    assert count_unit([1000]) == ("k", 1e3)
     assert escape("sapa_b & 5% #1") == r"sapa\_b \& 5\% \#1"
 
 

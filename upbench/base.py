@@ -7,7 +7,7 @@ from typing import ClassVar, Mapping
 import torch
 from torch import nn
 
-from .formulas import NO_FORMULAS, Dims, Formulas
+from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, Dims, Formulas
 
 IMPLS = ("reference", "compiled")
 
@@ -124,11 +124,29 @@ class Upsampler(nn.Module):
             require_compiled(self.name)
         return impl
 
+    @classmethod
+    def check_declaration(cls) -> None:
+        """ValueError, naming the operator, for a declaration that would fail on every row: a knob whose
+        default breaks its own rule or that fills a shape field or an unknown one, formulas keyed by a stage
+        the operator does not have."""
+        for name, knob in cls.knobs.items():
+            if not isinstance(knob, Knob):
+                raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
+            knob.check(cls.name, f"the default of {name}", knob.default)
+            target = knob.dims_field or name
+            if target in SHAPE_FIELDS or (knob.dims_field and target not in DIMS_FIELDS):
+                fillable = [f for f in DIMS_FIELDS if f not in SHAPE_FIELDS]
+                raise ValueError(f"{cls.name}: knob {name!r} fills the formula field {target!r}; expected one of "
+                                 f"{', '.join(fillable)}, or no dims_field (formulas then read it as s.{name})")
+        cls.formulas.check_stages(cls.name, cls.stages)
+
     # -- shapes ---------------------------------------------------------------------------
     def dims(self, N: int, H: int, W: int) -> Dims:
         """The formula inputs for a batch of N decoder features of H x W."""
-        fields = {knob.dims_field or k: self.hparams[k] for k, knob in self.knobs.items()}
-        return Dims(N=N, C=self.channels, H=H, W=W, Cg=self.guide_channels, **fields)
+        named = {knob.dims_field or k: self.hparams[k] for k, knob in self.knobs.items()}
+        fields = {k: v for k, v in named.items() if k in DIMS_FIELDS}
+        extra = tuple((k, v) for k, v in named.items() if k not in DIMS_FIELDS)
+        return Dims(N=N, C=self.channels, H=H, W=W, Cg=self.guide_channels, extra=extra, **fields)
 
     def example_inputs(
         self, N: int, H: int, W: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .files import prepare_parent
 
 FORMATS = ("markdown", "csv", "json", "latex")  # latex: each report renders its own (upbench.latex)
 
@@ -17,6 +20,14 @@ def str_list(text: str) -> list[str]:
     if not all(parts):
         raise argparse.ArgumentTypeError(f"empty item in the comma list {text!r}")
     return parts
+
+
+def name_list(text: str) -> list[str]:
+    """Like :func:`str_list`, but at least one name: an empty --ops would otherwise mean every operator."""
+    names = str_list(text)
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one name (leave the flag out for all)")
+    return names
 
 
 def int_list(text: str) -> list[int]:
@@ -79,8 +90,9 @@ def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
 
 
 def emit(text: str, out: str | None) -> None:
-    """Write ``text`` to the file ``out``, or to stdout without one."""
+    """Write ``text`` to the file ``out`` (its folder created), or to stdout without one."""
     if out:
+        prepare_parent(Path(out))
         with open(out, "w") as handle:
             handle.write(text + "\n")
     else:

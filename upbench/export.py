@@ -65,6 +65,17 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+# A row whose config did not run to the end through a fault (a bug, a crash, a hang), not a measured limit
+# (oom) or a choice (skipped): a command with such a row exits 1, and a resume with retry_failed measures it again.
+FAILED_STATUSES = ("error", "crash", "timeout")
+
+
+def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per config, the last logged: a log resumed with retry_failed holds a config's failed row and
+    the row measured again after it."""
+    return rows.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
 def mixed_environments(rows: pd.DataFrame) -> list[str]:
     """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column."""
     mixed = []
@@ -284,9 +295,14 @@ def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
     frame["Latency"] = rows["latency_median_ms"].where(ok)
     frame["Memory"] = (rows["peak_mem_bytes"] / MIB).where(ok)
     index = ["operator", *varying_axes(rows)]
-    wide = frame.pivot_table(index=index, columns="size", values=["MACs", "Latency", "Memory"], aggfunc="first",
-                             sort=False, dropna=False)
-    params = frame.groupby(index, sort=False)["params"].first()
+    # grouped, not pivot_table(dropna=False), which would add a row for every combination of the index's
+    # values: a K row for nearest, which has no K
+    measured = frame.groupby([*index, "size"], sort=False, dropna=False)[["MACs", "Latency", "Memory"]].first()
+    wide = measured.unstack("size")
+    present = frame[index].drop_duplicates()
+    order = pd.MultiIndex.from_frame(present) if len(index) > 1 else pd.Index(present[index[0]])
+    wide = wide.reindex(order)
+    params = frame.groupby(index, sort=False, dropna=False)["params"].first()
     table = pd.DataFrame({("", name): wide.index.get_level_values(name) for name in index})
     table[("", "Params")] = params.reindex(wide.index).to_numpy()
     for size in [s for s in _size_order(rows) if ("MACs", s) in wide.columns]:
@@ -372,9 +388,13 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
     return "\n\n".join(parts) + "\n"
 
 
+PLOT_MARKERS = ("o", "s", "^", "D")
+PLOT_DASHES = ("-", "--", ":", "-.")
+
+
 def plot(rows: pd.DataFrame, path: str | Path) -> Path | None:
     """Latency and peak memory against resolution, log-log, one line per operator (and per any
-    other axis that varies). None when no row is ok."""
+    other axis that varies), rows whose timing is suspect crossed. None when no row is ok."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -388,12 +408,20 @@ def plot(rows: pd.DataFrame, path: str | Path) -> Path | None:
     figure = Figure(figsize=(12, 4.8))
     FigureCanvasAgg(figure)
     latency_axes, memory_axes = figure.subplots(1, 2)
-    for key, group in frame.groupby(series, sort=False):
+    for number, (key, group) in enumerate(frame.groupby(series, sort=False)):
         group = group.sort_values("side")
         label = " ".join(str(k) if a == "operator" else f"{a}={k}" for a, k in zip(series, key))
-        latency_axes.plot(group["side"], group["latency_median_ms"], marker="o", label=label)
+        # ten colours, then the next marker and dash: no two lines look alike however many operators
+        style = dict(color=f"C{number % 10}", marker=PLOT_MARKERS[number // 10 % len(PLOT_MARKERS)],
+                     linestyle=PLOT_DASHES[number // 10 % len(PLOT_DASHES)], label=label)
+        latency_axes.plot(group["side"], group["latency_median_ms"], **style)
         positive = group[group["peak_mem_bytes"] > 0]
-        memory_axes.plot(positive["side"], positive["peak_mem_bytes"] / MIB, marker="o", label=label)
+        memory_axes.plot(positive["side"], positive["peak_mem_bytes"] / MIB, **style)
+    suspect = frame[frame["timing_suspect"].fillna("") != ""]
+    if not suspect.empty:
+        latency_axes.scatter(suspect["side"], suspect["latency_median_ms"], marker="x", s=80, color="black",
+                             zorder=3, label="timing suspect")
+        latency_axes.legend(handles=latency_axes.collections, loc="best", fontsize="small")
     sides = sorted(frame["side"].unique())
     labels = dict(zip(frame["side"], frame["size"]))
     for axes, ylabel in ((latency_axes, "latency, median (ms)"), (memory_axes, "peak memory above inputs (MiB)")):

@@ -15,15 +15,17 @@ Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 TOTAL = "total"
 
 
 @dataclass(frozen=True)
 class Dims:
-    """The sizes a formula may depend on. Knobs an operator lacks are 0."""
+    """The sizes a formula may depend on. Knobs an operator lacks are 0; an operator's own knob that fills
+    none of the fields (a plugin's ``hidden``) is in ``extra`` and reads as an attribute all the same
+    (``s.hidden``)."""
 
     N: int
     C: int
@@ -35,6 +37,14 @@ class Dims:
     ke: int = 0  # a learned conv's kernel: CARAFE/FADE content encoder, A2U pooled filters, pixel shuffle, deconv
     groups: int = 0  # DySample sampling groups
     dyscope: int = 0  # 1 where DySample's scope factor is dynamic (a second 1x1 conv), else 0
+    extra: tuple[tuple[str, int], ...] = ()
+
+    def __getattr__(self, name: str) -> Any:  # only reached when no field has the name
+        for key, value in self.__dict__.get("extra", ()):
+            if key == name:
+                return value
+        raise AttributeError(f"Dims has no {name!r}: its fields are {', '.join(DIMS_FIELDS)}"
+                             f"{' and the knobs ' + ', '.join(k for k, _ in self.__dict__.get('extra', ())) if self.__dict__.get('extra') else ''}")
 
     @property
     def pixels(self) -> int:
@@ -56,6 +66,22 @@ class Cost:
 
 ZERO = Cost(0, 0)
 Formula = Callable[[Dims], Cost]
+# The fields a knob may fill (``Knob.dims_field``); the shape fields come from the inputs, never a knob.
+DIMS_FIELDS = tuple(f.name for f in fields(Dims) if f.name != "extra")
+SHAPE_FIELDS = ("N", "C", "H", "W", "Cg")
+
+
+def evaluate(formula: Formula, dims: Dims, table: str, stage: str) -> Cost:
+    """``formula(dims)``, or a ValueError saying which formula failed and how (a plugin's formula may raise,
+    or return something other than a Cost)."""
+    try:
+        cost = formula(dims)
+    except Exception as error:  # noqa: BLE001  any failure of user code becomes one clear error
+        raise ValueError(f"its {table} formula for stage {stage!r} raised {type(error).__name__}: {error}") from error
+    if not isinstance(cost, Cost):
+        raise ValueError(f"its {table} formula for stage {stage!r} returned {type(cost).__name__}; "
+                         f"expected an upbench.Cost(macs, params)")
+    return cost
 
 
 def per_pixel(macs_per_pixel: Callable[[Dims], int], params: Callable[[Dims], int]) -> Formula:
@@ -93,12 +119,25 @@ class Formulas:
         return "; ".join(f"[{stage}] {self.why[stage]}" for stage in (*stages, TOTAL) if stage in self.why)
 
     def paper_cost(self, stage: str, dims: Dims) -> Cost:
-        return self.paper.get(stage, lambda s: ZERO)(dims)
+        return evaluate(self.paper[stage], dims, "paper", stage) if stage in self.paper else ZERO
 
     def exact_cost(self, stage: str, dims: Dims) -> Cost:
         if stage == TOTAL:
-            return summed(self.exact.values(), dims)
-        return self.exact.get(stage, lambda s: ZERO)(dims)
+            total = ZERO
+            for name, formula in self.exact.items():
+                total = total + evaluate(formula, dims, "exact", name)
+            return total
+        return evaluate(self.exact[stage], dims, "exact", stage) if stage in self.exact else ZERO
+
+    def check_stages(self, operator: str, stages: Sequence[str]) -> None:
+        """ValueError naming any formula keyed by a stage the operator does not have (a typo would count 0)."""
+        for table, keyed in (("paper", self.paper), ("exact", self.exact), ("why", self.why)):
+            allowed = (*stages, TOTAL) if table != "exact" else tuple(stages)
+            unknown = [name for name in keyed if name not in allowed]
+            if unknown:
+                raise ValueError(f"{operator}: its {table} formulas name stage(s) {', '.join(map(repr, unknown))} it "
+                                 f"does not have; its stages: {', '.join(stages) or 'none'}"
+                                 f"{' (and total)' if table != 'exact' else ''}")
 
 
 # An operator without formulas: its counts are reported, never matched against a formula.

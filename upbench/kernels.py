@@ -9,6 +9,7 @@ pure-PyTorch reference path, and the op functions here raise with the reason.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -64,7 +65,10 @@ def _build_dir(with_cuda: bool) -> Path:
     if env:
         return Path(env).expanduser()
     flavour = "cuda" if with_cuda else "cpu"
-    return Path.home() / ".cache" / "upbench" / "build" / f"{torch.__version__}-{flavour}"
+    # One directory per source tree: ninja's build file names the sources by path, so two checkouts (or an
+    # installed copy and a checkout) sharing one directory would rebuild each time the other had built.
+    tree = hashlib.sha1(str(_CSRC.resolve()).encode()).hexdigest()[:8]
+    return Path.home() / ".cache" / "upbench" / "build" / f"{torch.__version__}-{flavour}-{tree}"
 
 
 def _remove_stale_lock(build_dir: Path) -> str | None:

@@ -2,7 +2,7 @@
 
 Only formatting lives here: a DataFrame and the kind of each column in, LaTeX out. Kinds:
 
-* ``macs`` / ``params``: counts, scaled to one unit per kind (G = 1e9, M = 1e6, K = 1e3, whichever keeps
+* ``macs`` / ``params``: counts, scaled to one unit per kind (G = 1e9, M = 1e6, k = 1e3, whichever keeps
   the kind's largest value at or above 1); the unit goes in the header.
 * ``G`` / ``M``: counts already in that unit.
 * ``ms``: latency in milliseconds; ``mib``: memory in MiB; ``int``; ``text`` (escaped).
@@ -25,7 +25,7 @@ import pandas as pd
 LEAST_DECIMALS = {"macs": 2, "params": 2, "G": 2, "M": 2, "ms": 2, "mib": 1}
 SIGNIFICANT = 2
 MAX_DECIMALS = 4
-UNITS = (("G", 1e9), ("M", 1e6), ("K", 1e3))
+UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))  # SI k: a "K" header would read as the kernel size K
 COUNT_KINDS = ("macs", "params")
 KINDS = (*COUNT_KINDS, "G", "M", "ms", "mib", "int", "text")
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -41,7 +41,7 @@ def _missing(value: object) -> bool:
 
 
 def count_unit(values: Sequence[object]) -> tuple[str, float]:
-    """The unit that keeps the largest magnitude at or above 1: ('G', 1e9), ('M', 1e6), ('K', 1e3) or ('', 1)."""
+    """The unit that keeps the largest magnitude at or above 1: ('G', 1e9), ('M', 1e6), ('k', 1e3) or ('', 1)."""
     largest = max((abs(float(v)) for v in values if not _missing(v)), default=0.0)
     return next(((letter, scale) for letter, scale in UNITS if largest >= scale), ("", 1.0))
 
@@ -83,7 +83,7 @@ def rounding_note(decimals: Mapping[str, int]) -> str:
         rounding = (_plural(places[0]) if len(places) == 1 else
                     ", ".join(f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind} to "
                               f"{_plural(d)}" for kind, d in counts.items()))
-        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or K ($10^3$) as headed, rounded to {rounding}")
+        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or k ($10^3$) as headed, rounded to {rounding}")
     if "ms" in decimals:
         parts.append(f"latency in ms (median), {_plural(decimals['ms'])}")
     if "mib" in decimals:
@@ -120,9 +120,11 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
                 groups.append((group, 1))
         cells, rules, start = [], [], 1
         for group, width in groups:
-            cells.append(rf"\multicolumn{{{width}}}{{c}}{{{escape(group)}}}" if group else "")
             if group:
+                cells.append(rf"\multicolumn{{{width}}}{{c}}{{{escape(group)}}}")
                 rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+            else:  # one empty cell per ungrouped column, so the spanners sit over their own columns
+                cells += [""] * width
             start += width
         lines.append(" & ".join(cells) + r" \\")
         lines.append(" ".join(rules))

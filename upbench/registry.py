@@ -48,6 +48,7 @@ def register(cls: U) -> U:
         raise ValueError(f"register: expected an Upsampler subclass, got {cls!r}")
     if not cls.name:
         raise ValueError(f"{cls.__qualname__}: an Upsampler needs a name to be registered")
+    cls.check_declaration()
     origin = _loading[-1] if _loading else f"module {cls.__module__}"
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         taken = _REGISTRY[cls.name]

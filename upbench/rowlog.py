@@ -16,7 +16,8 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .environment import environment
-from .export import MEASURED_WITH, mixed_environments, read_rows
+from .export import FAILED_STATUSES, MEASURED_WITH, latest_rows, mixed_environments, read_rows
+from .files import prepare_parent
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -27,25 +28,14 @@ REPORT_SUFFIXES = (".md", ".markdown", ".json", ".png")
 def log_path(out: str | Path) -> Path:
     """The row log for ``--out``: always a .csv. ``x.md`` or ``x.json`` names the report, so the log is
     ``x.csv`` beside it (a report never overwrites the rows); any other name gets ``.csv`` appended."""
+    if str(out).endswith(("/", os.sep)) or Path(out).is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'sweep.csv'}")
     path = Path(out)
     if path.suffix.lower() == ".csv":
         return path
     if path.suffix.lower() in REPORT_SUFFIXES:
         return path.with_suffix(".csv")
     return path.with_name(path.name + ".csv")
-
-
-def prepare_parent(path: Path) -> None:
-    """Create ``path``'s folder, or raise ValueError saying why it cannot hold a file."""
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(f"cannot write {path}: {ancestor} is not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: cannot create {path.parent}: {error.strerror}") from None
 
 
 class RowLog:
@@ -59,8 +49,13 @@ class RowLog:
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
+            if not Path(self.lock.lock_file).exists():  # filelock retries a lock file it could not create
+                raise ValueError(f"cannot write {path}: cannot create its lock file {self.lock.lock_file}") from None
             raise ValueError(f"{path} is being written by another sweep (it holds {self.lock.lock_file}); "
                              f"wait for it to finish or choose another --out") from None
+        except OSError as error:
+            raise ValueError(f"cannot write {path}: cannot create its lock file {self.lock.lock_file}: "
+                             f"{error.strerror}") from None
         try:
             if path.exists():  # under the lock: a kill mid-line (even mid-header) leaves a line to cut
                 drop_torn_line(path)
@@ -116,8 +111,15 @@ def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
             if absent:
                 raise ValueError(f"{path}: not an upbench sweep log (no {', '.join(absent)} column)")
             if columns is not None and header != columns:
-                raise ValueError(f"{path}: its columns differ from this sweep's (another spec or upbench version); "
-                                 f"refusing to resume into it")
+                only_log = [c for c in header if c not in columns]
+                only_here = [c for c in columns if c not in header]
+                differ = "; ".join(filter(None, [
+                    f"only the log has {', '.join(only_log)}" if only_log else "",
+                    f"only this sweep has {', '.join(only_here)}" if only_here else "",
+                ])) or "the same columns in another order"
+                raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: knob columns come from the "
+                                 f"operators, so a --plugin left out changes them, and so does another upbench "
+                                 f"version); refusing to resume into it")
             position = {c: header.index(c) for c in REQUIRED_COLUMNS}
             for record in reader:
                 where = f"{path}, line {reader.line_num}"
@@ -138,9 +140,10 @@ def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
 
 
 def read_log(path: str | Path) -> pd.DataFrame:
-    """The rows of an upbench CSV log, every line checked first (see :func:`check_log`)."""
+    """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
+    config measured again replacing its earlier one."""
     check_log(Path(path))
-    return read_rows(path)
+    return latest_rows(read_rows(path))
 
 
 def _measured_with_now(devices: list[str], threads: int | None) -> pd.DataFrame:
@@ -153,17 +156,20 @@ def _measured_with_now(devices: list[str], threads: int | None) -> pd.DataFrame:
 
 
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
-                allow_mixed: bool = False) -> set[str]:
-    """Keys of the rows already in ``path``, after checking every line, that they belong to ``spec``, that
+                allow_mixed: bool = False, retry_failed: bool = False) -> set[str]:
+    """Keys of the configs ``path`` holds, after checking every line, that they belong to ``spec``, that
     they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
-    were measured with what this run measures with (:data:`MEASURED_WITH`)."""
+    were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry_failed``: leave out
+    the configs whose last row failed (:data:`FAILED_STATUSES`), so they are measured again."""
     if path.stat().st_size == 0:
         return set()
     check_log(path, columns)
-    logged = read_rows(path)
+    logged = latest_rows(read_rows(path))
     others = sorted(set(logged["spec_id"]) - {spec.spec_id})
     if others:
-        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}; "
+        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}: every "
+                         f"axis and setting (ops, C, knobs, size, N, dtype, device, mode, impl, policy, warmup, "
+                         f"min-run-time, budget, l2-flush, tf32, seed, threads) must be as when the log was started; "
                          f"refusing to resume into it")
     unexpected = sorted(set(logged["key"]) - expected_keys)
     if unexpected:
@@ -177,4 +183,6 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
             raise ValueError(f"{path}: its rows were measured with another setup than this run's "
                              f"({'; '.join(mixed)}); resuming would mix them in one table: resume where they were "
                              f"measured, choose another --out, or pass --allow-mixed")
+    if retry_failed:
+        logged = logged[~logged["status"].isin(FAILED_STATUSES)]
     return set(logged["key"])

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .environment import check_device
-from .export import read_rows
+from .export import latest_rows, read_rows
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys
@@ -73,16 +73,20 @@ def run_sweep(
     isolate: bool = False,
     row_timeout: float | None = None,
     allow_mixed: bool = False,
+    retry_failed: bool = False,
 ) -> pd.DataFrame:
     """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
 
     With ``out``, each row is appended to that CSV as it finishes; an existing file is refused
-    unless ``resume``, which skips the configs it already holds (whatever their status) and returns
+    unless ``resume``, which skips the configs it already holds (whatever their status, but see
+    ``retry_failed``) and returns
     its old rows with the new. ``progress``: a bar with ETA on stderr (None: only on a terminal).
     ``on_row`` sees every new row after it is logged. ``isolate``: each row in a worker process
     (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
     recorded ``crash`` / ``timeout`` and the sweep goes on. A resume is refused when the log's rows were
-    measured with another device, torch, CUDA, thread count or commit, unless ``allow_mixed``.
+    measured with another device, torch, CUDA, thread count or commit, unless ``allow_mixed``;
+    ``retry_failed`` measures again the configs whose logged row failed (error, crash, timeout): the new
+    row is appended and replaces the old one in what is returned and exported.
     """
     check_row_timeout(row_timeout, isolate)
     for device in spec.devices:
@@ -101,7 +105,7 @@ def run_sweep(
     rows = []
     try:
         if log is not None and resume:  # the whole log is read and checked before a row is appended
-            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed)
+            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, retry_failed)
             todo = [(index, config) for index, config in todo if config.key not in done]
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:
@@ -122,7 +126,7 @@ def run_sweep(
         if log is not None:
             log.close()
     if out is not None:
-        return read_rows(out)
+        return latest_rows(read_rows(out))
     # Through CSV text, so an in-memory sweep types its columns exactly as a logged one reads back.
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)

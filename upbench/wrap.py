@@ -59,7 +59,9 @@ def wrap(
         out = body(x, guide) if self.needs_guide else body(x)
         expected = (x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            # ints for the message: while counting traces the module, sizes are tensors that print as tensor(4)
+            expected = tuple(int(size) for size in expected)
+            got = tuple(int(size) for size in out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"{name}: the wrapped module returned {got}; expected x2 upsampled {expected}")
         return out
 

@@ -10,8 +10,8 @@ from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
-from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, default_out, spec_mapping, summary,
-                    warn_once_on_suspect_timing)
+from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, default_out, failed_rows, spec_mapping,
+                    summary, warn_once_on_suspect_timing)
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -44,4 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(ratios))
     if not args.quiet:
         print(summary(rows, written), file=sys.stderr)
-    return 0
+    failed = failed_rows(rows, "their ratios are blank")
+    for problem in failed:
+        print(f"compare: {problem}", file=sys.stderr)
+    return 1 if failed else 0

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..cli_args import str_list
 from ..export import FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv, write_outputs
-from ..rowlog import log_path, prepare_parent, read_log
+from ..files import prepare_parent
+from ..rowlog import log_path, read_log
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 

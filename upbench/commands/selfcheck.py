@@ -44,7 +44,9 @@ def _section(title: str, rows: list[tuple[str, str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ops = _choose("op", args.ops, {op.name: op for op in CHECKED_OPS})
-    dtypes = _choose("dtype", args.dtypes, DTYPES)
+    # the sweep's short names too (fp32, fp16, bf16, fp64), so one spelling works in every command
+    short = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    dtypes = _choose("dtype", [short.get(name.lower(), name) for name in args.dtypes], DTYPES)
     devices = present_devices() if args.devices is None else args.devices
     for device in devices:
         check_device(device)

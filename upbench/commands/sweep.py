@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..cli_args import int_list, non_negative_int, positive_float, positive_int, size_list, str_list
+from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
+from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -37,7 +37,7 @@ def knob_pair(text: str) -> tuple[str, list[int]]:
 def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
     """Axis and measurement flags shared with ``compare``; unset flags fall back to ``defaults``."""
     axes = parser.add_argument_group("axes (comma lists)", defaults)
-    axes.add_argument("--ops", type=str_list, help="operators; default: all registered")
+    axes.add_argument("--ops", type=name_list, help="operators; default: all registered")
     axes.add_argument("--C", type=int_list, help="channels")
     axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
     axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
@@ -52,8 +52,9 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--warmup", type=non_negative_int, help="untimed calls before timing (default 3)")
     measure.add_argument("--min-run-time", type=positive_float, dest="min_run_time",
-                         help="seconds of timed calls per row")
+                         help="seconds of timed calls per row (default 0.2; at least 5 calls)")
     measure.add_argument("--budget", type=positive_float, help="per-row time budget in seconds (default 60)")
+    measure.add_argument("--seed", type=int, help="seed of the random inputs (default 0)")
     measure.add_argument("--threads", type=positive_int,
                          help="CPU threads torch uses for each row (torch.set_num_threads; default: torch's own); "
                               "recorded in the row's threads column")
@@ -89,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
                         help="resume (or merge shards) even where the rows were measured with another device, "
                              "torch, CUDA, thread count or git commit (refused without it)")
+    parser.add_argument("--retry-failed", action="store_true", dest="retry_failed",
+                        help="with --resume: measure again the configs whose logged row failed (error, crash, "
+                             "timeout); the new row replaces the old one in the tables")
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
@@ -126,7 +130,7 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
 
 
 AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "policy", "warmup", "min_run_time",
-              "budget", "l2_flush", "tf32", "threads")
+              "budget", "l2_flush", "tf32", "threads", "seed")
 
 
 def spec_file_and_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,6 +167,15 @@ def warn_once_on_suspect_timing(prefix: str) -> Callable[[dict[str, Any]], None]
     return on_row
 
 
+def failed_rows(rows: pd.DataFrame, remedy: str) -> list[str]:
+    """One line when rows failed (:data:`FAILED_STATUSES`): a command that has such rows exits 1."""
+    failed = rows[rows["status"].isin(FAILED_STATUSES)]
+    if failed.empty:
+        return []
+    counts = ", ".join(f"{n} {status}" for status, n in failed["status"].value_counts().items())
+    return [f"{len(failed)} row(s) failed ({counts}); {remedy}".rstrip("; ")]
+
+
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
@@ -188,7 +201,7 @@ def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
                           extra=dict(args.slurm_param))
     return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
                         isolate=args.isolate, row_timeout=args.row_timeout, allow_mixed=args.allow_mixed,
-                        formats=formats,
+                        retry_failed=args.retry_failed, formats=formats,
                         progress=False if args.quiet else None)
 
 
@@ -200,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard) if args.shard else None
         if args.resume and args.out is None:
             raise ValueError("--resume needs --out: the CSV to continue")
+        if args.retry_failed and not args.resume:
+            raise ValueError("--retry-failed needs --resume: it measures again the failed rows of --out")
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
@@ -208,9 +223,14 @@ def run(args: argparse.Namespace) -> int:
             launched = launch(args, out, formats)
             rows, written, problems = launched.rows, launched.written, launched.problems
         else:
+            measured: list[dict[str, Any]] = []
+            warn = warn_once_on_suspect_timing("sweep")
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
-                             on_row=warn_once_on_suspect_timing("sweep"), isolate=args.isolate,
-                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed)
+                             on_row=lambda row: (measured.append(row), warn(row)), isolate=args.isolate,
+                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed, retry_failed=args.retry_failed)
+            if args.resume:
+                print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
+                      f"{len(measured)} measured now", file=sys.stderr)
             written = [out, *write_outputs(rows, out, formats)]
     except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start
         print(f"sweep: {error}", file=sys.stderr)
@@ -221,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n## Peak memory (MiB) by operator x resolution\n")
         print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
+    problems += failed_rows(rows, "rerun with --resume --retry-failed once fixed")
     for problem in problems:
         print(f"sweep: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -1,0 +1,165 @@
+"""What a researcher bringing their own operator runs into first: plugin knobs of any name, declaration
+mistakes caught when the operator is registered, formula mistakes named, paste-ready LaTeX, failed rows
+that fail the command and can be measured again, and output paths that say what is wrong."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import upbench
+import upbench.measure as measure_module
+from upbench import Cost, Formulas, Knob
+from upbench.commands import main
+from upbench.export import paper_table, read_rows, to_latex
+from upbench.formulas import per_pixel
+from upbench.table1 import validation_table
+
+
+@pytest.fixture(autouse=True)
+def registry_per_test(isolated_registry):
+    yield isolated_registry
+
+
+class Gated(nn.Module):
+    """A 1x1 conv to ``hidden`` channels and back, then nearest x2: knob ``hidden`` fills no formula field."""
+
+    def __init__(self, channels: int, hidden: int = 16):
+        super().__init__()
+        self.down, self.up = nn.Conv2d(channels, hidden, 1, bias=False), nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(self.up(self.down(x)), scale_factor=2, mode="nearest")
+
+
+def gated_formulas(hidden_macs=lambda s: 2 * s.C * s.hidden) -> Formulas:
+    body = per_pixel(hidden_macs, lambda s: 2 * s.C * s.hidden)
+    return Formulas(paper={"body": body, "total": body}, exact={"body": body})
+
+
+def sweep_flags(tmp_path: Path, ops: str, *more: str) -> list[str]:
+    return ["sweep", "--ops", ops, "--C", "8", "--size", "4", "--device", "cpu", "--warmup", "0",
+            "--min-run-time", "0.001", "--quiet", "--formats", "markdown", "--out", str(tmp_path / "run.csv"), *more]
+
+
+# -- plugin knobs and declarations --------------------------------------------------------------
+def test_a_knob_of_any_name_reaches_the_module_and_the_formulas(tmp_path):
+    upbench.wrap(Gated, name="gated", knobs={"hidden": 16}, formulas=gated_formulas())
+    op = upbench.make("gated", 8, hidden=4)
+    assert op.dims(1, 3, 3).hidden == 4
+    assert main(sweep_flags(tmp_path, "gated", "--knob", "hidden=4,8")) == 0
+    rows = read_rows(tmp_path / "run.csv")
+    assert list(rows["hidden"]) == [4, 8] and (rows["status"] == "ok").all()
+    assert list(rows["params"]) == [2 * 8 * 4, 2 * 8 * 8]
+    table = validation_table(["gated"])
+    assert set(table["status"]) == {"match"}
+
+
+def test_dims_names_its_fields_for_a_misspelt_knob():
+    upbench.wrap(Gated, name="gated", knobs={"hidden": 16}, formulas=gated_formulas(lambda s: s.hiden))
+    with pytest.raises(ValueError, match=r"gated: its paper formula for stage 'body' raised AttributeError: "
+                                         r"Dims has no 'hiden'.*and the knobs hidden"):
+        validation_table(["gated"])
+
+
+@pytest.mark.parametrize("declare, message", [
+    (dict(knobs={"hidden": Knob(16, dims_field="width")}), "knob 'hidden' fills the formula field 'width'; expected one of K, d, ke"),
+    (dict(knobs={"C": 3}), "knob 'C' fills the formula field 'C'"),
+    (dict(knobs={"hidden": Knob(4, "odd")}), r"the default of hidden=4 is invalid; expected a positive odd"),
+    (dict(formulas=Formulas(paper={"conv": lambda s: Cost(0, 0)}, exact={})), "its paper formulas name stage"
+                                                                               r"\(s\) 'conv' it does not have; its stages: body"),
+])
+def test_declaration_mistakes_are_refused_when_registering(declare, message):
+    with pytest.raises(ValueError, match=message):
+        upbench.wrap(Gated, name="gated", **declare)
+    assert "gated" not in upbench.available()
+
+
+@pytest.mark.parametrize("formula, message", [
+    (lambda s: s.C // 0, "raised ZeroDivisionError: integer division or modulo by zero"),
+    (lambda s: 7, "returned int; expected an upbench.Cost"),
+])
+def test_table1_names_the_operator_and_stage_of_a_failing_formula(formula, message, capsys):
+    upbench.wrap(Gated, name="gated", formulas=Formulas(paper={"body": formula}, exact={}))
+    assert main(["table1", "--ops", "gated"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("table1: gated: its paper formula for stage 'body'") and message in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_wrong_output_shape_is_told_in_integers_also_while_counting(tmp_path):
+    upbench.wrap(lambda channels: nn.Conv2d(channels, channels, 1), name="same-size")
+    assert main(sweep_flags(tmp_path, "same-size")) == 1
+    message = read_rows(tmp_path / "run.csv")["message"][0]
+    assert "returned (1, 8, 4, 4); expected x2 upsampled (1, 8, 8, 8)" in message and "tensor" not in message
+
+
+# -- failed rows ------------------------------------------------------------------------------
+def test_failed_rows_fail_the_command_and_are_measured_again_on_request(tmp_path, capsys, monkeypatch):
+    broken = {"on": True}
+
+    def factory(channels: int) -> nn.Module:
+        if broken["on"]:
+            raise RuntimeError("not finished yet")
+        return nn.Upsample(scale_factor=2)
+
+    upbench.wrap(factory, name="mine")
+    flags = sweep_flags(tmp_path, "mine,nearest")
+    assert main(flags) == 1
+    err = capsys.readouterr().err
+    assert "1 row(s) failed (1 error); rerun with --resume --retry-failed once fixed" in err
+    broken["on"] = False
+    assert main([*flags, "--resume"]) == 1  # without asking, a failed row stays as it was
+    assert "0 measured now" in capsys.readouterr().err
+    assert main([*flags, "--resume", "--retry-failed"]) == 0
+    assert "1 config(s) were logged already, 1 measured now" in capsys.readouterr().err
+    rows = read_rows(tmp_path / "run.csv")
+    assert list(rows["status"]) == ["error", "ok", "ok"]  # the log keeps what happened
+    report = (tmp_path / "run.md").read_text()
+    assert "2 rows: 2 ok" in report  # the tables keep the row measured last
+    assert main(["report", str(tmp_path / "run.csv"), "--format", "csv"]) == 0
+    assert "error" not in capsys.readouterr().out
+    assert main([*flags[:-2], "--retry-failed"]) == 2
+
+
+# -- output paths -----------------------------------------------------------------------------
+def test_output_paths_that_cannot_be_written_are_named(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    flags = sweep_flags(tmp_path, "nearest")[:-2]
+    assert main([*flags, "--out", f"{folder}/"]) == 2
+    assert f"--out {folder} is a directory; give a file name, e.g. {folder / 'sweep.csv'}" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
+    table = tmp_path / "new" / "deeper" / "table1.md"
+    assert main(["table1", "--ops", "nearest", "--out", str(table)]) == 0 and table.exists()
+    with pytest.raises(SystemExit) as exited:
+        main(["sweep", "--ops", "", "--quiet"])
+    assert exited.value.code == 2 and "--ops: expected at least one name" in capsys.readouterr().err
+
+
+# -- LaTeX ------------------------------------------------------------------------------------
+@pytest.fixture
+def knob_rows(tmp_path, monkeypatch) -> pd.DataFrame:
+    def fake(config, spec, row) -> None:
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.0, peak_mem_bytes=2**20,
+                   runs=5, status="ok")
+
+    monkeypatch.setattr(measure_module, "_measure", fake)
+    spec = upbench.SweepSpec(ops=("nearest", "carafe"), channels=(8,), sizes=((4, 4), (8, 8)), knobs={"K": (3, 5)},
+                             devices=("cpu",), policies=("paper",))
+    return upbench.run_sweep(spec)
+
+
+def test_sweep_latex_has_one_row_per_operator_and_knob_that_ran(knob_rows):
+    table = paper_table(knob_rows)
+    assert list(zip(table[("", "operator")], table[("", "K")])) == [("nearest", "-"), ("carafe", "3"), ("carafe", "5")]
+    latex = to_latex(knob_rows).splitlines()
+    header = next(line for line in latex if r"\multicolumn" in line)
+    body = next(line for line in latex if line.startswith("operator &"))
+    # one empty cell per leading column (operator, K, Params), so each spanner sits over its own three columns
+    assert header == r" &  &  & \multicolumn{3}{c}{4} & \multicolumn{3}{c}{8} \\"
+    assert body.count("&") == 3 + 2 * 3 - 1
+    assert "Params (k)" in body  # thousands as SI k: a K would read as the kernel size
