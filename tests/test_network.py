@@ -231,6 +231,10 @@ def test_measure_yields_ok_rows_on_a_tiny_configuration() -> None:
     assert (table["status"] == OK).all(), table[["operator", "note"]]
     assert (table["latency_ms"] > 0).all() and (table["peak_mib"] >= 0).all()
     assert (table["peak_mib"].iloc[1:] > 0).all()  # dynamic operators allocate their kernels
+    # the spread and the doubts a sweep row has, so a reviewer can judge the network latency as well
+    assert (table["latency_p20_ms"] <= table["latency_ms"]).all() and (table["latency_ms"] <= table["latency_p80_ms"]).all()
+    assert (table["runs"] >= 5).all() and (table["threads"] == torch.get_num_threads()).all()
+    assert table["timing_suspect"].map(lambda text: isinstance(text, str)).all()
 
 
 def test_measure_failure_is_a_row_status() -> None:

@@ -29,7 +29,7 @@ from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .measure import first_line
-from .timing import time_call
+from .timing import Timing, time_call, timing_doubts
 
 GIGA = 1e9
 MEGA = 1e6
@@ -47,7 +47,8 @@ COLUMNS = [
     "baseline", "baseline_gmacs_paper", "baseline_gmacs_fvcore",
     "zero_ops_paper", "status", "note",
 ]
-MEASURE_COLUMNS = ["device", "latency_ms", "peak_mib"]
+MEASURE_COLUMNS = ["device", "latency_ms", "latency_p20_ms", "latency_p80_ms", "runs", "threads", "timing_suspect",
+                   "peak_mib"]
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,11 @@ class Measurement:
     """Latency and peak memory of all of a preset's upsampling stages, run back to back."""
 
     status: str  # OK, OOM or ERROR
-    latency_ms: float | None = None
+    timing: Timing | None = None
     peak_bytes: int | None = None
     error: str = ""
+    threads: int = 1
+    timing_suspect: str = ""
 
 
 def measure_network(
@@ -185,13 +188,15 @@ def measure_network(
             stages.append((op, op.example_inputs(batch, shape.H, shape.W, device=device, generator=generator)))
 
         def run_stages() -> None:
-            with torch.inference_mode():
+            with torch.no_grad():  # as the sweep's fwd rows: eval mode, no_grad
                 for op, (x, guide) in stages:
                     op(x, guide)
 
         timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)
         peak = peak_memory_bytes(run_stages, device=device)
-        return Measurement(OK, latency_ms=timing.median_s * 1e3, peak_bytes=peak)
+        threads = torch.get_num_threads()
+        return Measurement(OK, timing=timing, peak_bytes=peak, threads=threads,
+                           timing_suspect="; ".join(timing_doubts(timing, threads)))
     except Exception as error:  # a report row must survive any one operator failing
         failed = Measurement(OOM if is_out_of_memory(error) else ERROR, error=first_line(error))
     stages.clear()
@@ -251,7 +256,12 @@ def network_report(
             if progress is not None:
                 progress(f"{name}: {measured.status} in {time.perf_counter() - started:.1f} s")
             row["device"] = str(device)
-            row["latency_ms"] = measured.latency_ms
+            timing = measured.timing
+            row.update(latency_ms=None if timing is None else timing.median_s * 1e3,
+                       latency_p20_ms=None if timing is None else timing.p20_s * 1e3,
+                       latency_p80_ms=None if timing is None else timing.p80_s * 1e3,
+                       runs=None if timing is None else timing.runs, threads=measured.threads,
+                       timing_suspect=measured.timing_suspect)
             row["peak_mib"] = None if measured.peak_bytes is None else measured.peak_bytes / MIB
             if measured.status != OK:
                 row["status"] = measured.status
