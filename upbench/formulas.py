@@ -40,11 +40,11 @@ class Dims:
     extra: tuple[tuple[str, int], ...] = ()
 
     def __getattr__(self, name: str) -> Any:  # only reached when no field has the name
-        for key, value in self.__dict__.get("extra", ()):
-            if key == name:
-                return value
-        raise AttributeError(f"Dims has no {name!r}: its fields are {', '.join(DIMS_FIELDS)}"
-                             f"{' and the knobs ' + ', '.join(k for k, _ in self.__dict__.get('extra', ())) if self.__dict__.get('extra') else ''}")
+        extra = dict(self.__dict__.get("extra", ()))
+        if name in extra:
+            return extra[name]
+        knobs = f" and the knobs {', '.join(extra)}" if extra else ""
+        raise AttributeError(f"Dims has no {name!r}: its fields are {', '.join(DIMS_FIELDS)}{knobs}")
 
     @property
     def pixels(self) -> int:

@@ -87,8 +87,8 @@ def _summary(times: list[float], cache: str, cpu_util: float | None = None,
 
 
 class CoreUsage:
-    """What the usable cores did between :meth:`start` and :meth:`others`: from /proc/stat's per-core clock
-    ticks (busy and steal) less this process's own CPU time. Linux only; elsewhere it sees nothing."""
+    """What the usable cores did from its creation to :meth:`others`: /proc/stat's per-core clock ticks
+    (busy and steal) less this process's own CPU time. Linux only; elsewhere it sees nothing."""
 
     def __init__(self) -> None:
         try:
