@@ -110,11 +110,11 @@ def test_failed_rows_fail_the_command_and_are_measured_again_on_request(tmp_path
     flags = sweep_flags(tmp_path, "mine,nearest")
     assert main(flags) == 1
     err = capsys.readouterr().err
-    assert "1 row(s) failed (1 error); rerun with --resume --retry-failed once fixed" in err
+    assert "1 row(s) failed (1 error); rerun with --resume --retry failed once fixed" in err
     broken["on"] = False
     assert main([*flags, "--resume"]) == 1  # without asking, a failed row stays as it was
     assert "0 measured now" in capsys.readouterr().err
-    assert main([*flags, "--resume", "--retry-failed"]) == 0
+    assert main([*flags, "--resume", "--retry", "failed"]) == 0
     assert "1 config(s) were logged already, 1 measured now" in capsys.readouterr().err
     rows = read_rows(tmp_path / "run.csv")
     assert list(rows["status"]) == ["error", "ok", "ok"]  # the log keeps what happened
@@ -122,7 +122,27 @@ def test_failed_rows_fail_the_command_and_are_measured_again_on_request(tmp_path
     assert "2 rows: 2 ok" in report  # the tables keep the row measured last
     assert main(["report", str(tmp_path / "run.csv"), "--format", "csv"]) == 0
     assert "error" not in capsys.readouterr().out
-    assert main([*flags[:-2], "--retry-failed"]) == 2
+    assert main([*flags[:-2], "--retry", "failed"]) == 2
+    assert main([*flags, "--resume", "--retry", "slow"]) == 2
+    assert "retry slow: expected some of failed, suspect" in capsys.readouterr().err
+
+
+def test_suspect_timings_are_measured_again_on_request(tmp_path, capsys, monkeypatch):
+    doubts = iter(["shared: other work kept 1.00 of 2 usable cores busy beside 2 timing thread(s)", "", ""])
+
+    def measured(config, spec, row) -> None:
+        row.update(latency_median_ms=1.0, runs=5, status="ok", timing_suspect=next(doubts))
+
+    monkeypatch.setattr(measure_module, "_measure", measured)
+    flags = sweep_flags(tmp_path, "nearest,bilinear")
+    assert main(flags) == 0
+    assert "1 row(s) with timing that cannot be trusted (column timing_suspect; --resume --retry suspect" in (
+        capsys.readouterr().err)
+    assert main([*flags, "--resume", "--retry", "suspect"]) == 0
+    assert "1 config(s) were logged already, 1 measured now" in capsys.readouterr().err
+    rows = read_rows(tmp_path / "run.csv")
+    assert len(rows) == 3 and rows["timing_suspect"].isna().sum() == 2  # the log keeps the suspect row
+    assert "Timing that cannot be trusted" not in (tmp_path / "run.md").read_text()
 
 
 # -- output paths -----------------------------------------------------------------------------

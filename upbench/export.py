@@ -66,13 +66,28 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
 
 
 # A row whose config did not run to the end through a fault (a bug, a crash, a hang), not a measured limit
-# (oom) or a choice (skipped): a command with such a row exits 1, and a resume with retry_failed measures it again.
+# (oom) or a choice (skipped): a command with such a row exits 1, and a resume can measure it again.
 FAILED_STATUSES = ("error", "crash", "timeout")
+# What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect.
+RETRY_KINDS = ("failed", "suspect")
+
+
+def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
+    """Which of ``rows`` a resume with ``retry=kinds`` measures again (see :data:`RETRY_KINDS`)."""
+    kinds = tuple(kinds)
+    unknown = sorted(set(kinds) - set(RETRY_KINDS))
+    if unknown:
+        raise ValueError(f"retry {', '.join(unknown)}: expected some of {', '.join(RETRY_KINDS)}")
+    again = pd.Series(False, index=rows.index)
+    if "failed" in kinds:
+        again |= rows["status"].isin(FAILED_STATUSES)
+    if "suspect" in kinds:
+        again |= rows["timing_suspect"].fillna("").astype(str) != ""
+    return again
 
 
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, the last logged: a log resumed with retry_failed holds a config's failed row and
-    the row measured again after it."""
+    """One row per config, the last logged: a resume that retries rows appends the new row after the old."""
     return rows.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 

@@ -51,12 +51,12 @@ class ShardTask:
     row_timeout: float | None = None
     plugin_sources: tuple[str, ...] = ()  # what a job loads to know operators from plugins (registry.replay_sources)
     allow_mixed: bool = False
-    retry_failed: bool = False
+    retry: tuple[str, ...] = ()
 
     def __call__(self) -> int:
         load_plugins(self.plugin_sources)
         rows = run_sweep(as_spec(self.spec), self.log, resume=True, shard=self.shard, isolate=self.isolate,
-                         row_timeout=self.row_timeout, allow_mixed=self.allow_mixed, retry_failed=self.retry_failed)
+                         row_timeout=self.row_timeout, allow_mixed=self.allow_mixed, retry=self.retry)
         return len(rows)
 
     def checkpoint(self) -> Any:
@@ -230,7 +230,7 @@ def launch_sweep(
     isolate: bool = False,
     row_timeout: float | None = None,
     allow_mixed: bool = False,
-    retry_failed: bool = False,
+    retry: tuple[str, ...] = (),
     formats: Iterable[str] = FORMATS,
     progress: bool | None = None,
     poll_s: float = 2.0,
@@ -241,8 +241,8 @@ def launch_sweep(
     devices are those of the measuring node). ``resume``: continue the shard logs of an earlier
     launch to the same ``out`` (without it they are refused). Failed jobs and configs without a row
     are listed in the result's ``problems``; the rows that exist are merged all the same. ``allow_mixed``:
-    shards (or a requeued job) may measure with different devices, software or threads. ``retry_failed``:
-    with ``resume``, the configs whose logged row failed are measured again.
+    shards (or a requeued job) may measure with different devices, software or threads. ``retry``: with
+    ``resume``, the configs whose logged row failed or timed suspect are measured again (see run_sweep).
     """
     out = Path(out)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
@@ -257,7 +257,7 @@ def launch_sweep(
     gpus = gpus_per_shard(spec, resources, cluster)
     plugin_sources = tuple(replay_sources(local_spec.ops))
     tasks = [ShardTask(spec, log, (index, shards), isolate, row_timeout, plugin_sources, allow_mixed,
-                       retry_failed and resume) for index, log in enumerate(logs)]
+                       tuple(retry) if resume else ()) for index, log in enumerate(logs)]
     jobs = submit_shards(tasks, out, resources, cluster, gpus)
     try:
         follow(jobs, logs, progress, poll_s)

@@ -16,7 +16,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .environment import environment
-from .export import FAILED_STATUSES, MEASURED_WITH, latest_rows, mixed_environments, read_rows
+from .export import MEASURED_WITH, latest_rows, mixed_environments, read_rows, rows_to_retry
 from .files import prepare_parent
 from .spec import SweepSpec
 
@@ -156,11 +156,11 @@ def _measured_with_now(devices: list[str], threads: int | None) -> pd.DataFrame:
 
 
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
-                allow_mixed: bool = False, retry_failed: bool = False) -> set[str]:
+                allow_mixed: bool = False, retry: tuple[str, ...] = ()) -> set[str]:
     """Keys of the configs ``path`` holds, after checking every line, that they belong to ``spec``, that
     they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
-    were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry_failed``: leave out
-    the configs whose last row failed (:data:`FAILED_STATUSES`), so they are measured again."""
+    were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry``: leave out the
+    configs whose last row failed or timed suspect (:func:`rows_to_retry`), so they are measured again."""
     if path.stat().st_size == 0:
         return set()
     check_log(path, columns)
@@ -183,6 +183,4 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
             raise ValueError(f"{path}: its rows were measured with another setup than this run's "
                              f"({'; '.join(mixed)}); resuming would mix them in one table: resume where they were "
                              f"measured, choose another --out, or pass --allow-mixed")
-    if retry_failed:
-        logged = logged[~logged["status"].isin(FAILED_STATUSES)]
-    return set(logged["key"])
+    return set(logged.loc[~rows_to_retry(logged, retry), "key"])

@@ -73,20 +73,21 @@ def run_sweep(
     isolate: bool = False,
     row_timeout: float | None = None,
     allow_mixed: bool = False,
-    retry_failed: bool = False,
+    retry: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
 
     With ``out``, each row is appended to that CSV as it finishes; an existing file is refused
     unless ``resume``, which skips the configs it already holds (whatever their status, but see
-    ``retry_failed``) and returns
+    ``retry``) and returns
     its old rows with the new. ``progress``: a bar with ETA on stderr (None: only on a terminal).
     ``on_row`` sees every new row after it is logged. ``isolate``: each row in a worker process
     (:mod:`upbench.isolate`), so a row that crashes it, or outlives ``row_timeout`` seconds, is
     recorded ``crash`` / ``timeout`` and the sweep goes on. A resume is refused when the log's rows were
     measured with another device, torch, CUDA, thread count or commit, unless ``allow_mixed``;
-    ``retry_failed`` measures again the configs whose logged row failed (error, crash, timeout): the new
-    row is appended and replaces the old one in what is returned and exported.
+    ``retry`` ("failed", "suspect") measures again the configs whose logged row failed (error, crash,
+    timeout) or whose timing is suspect: the new row is appended and replaces the old one in what is
+    returned and exported.
     """
     check_row_timeout(row_timeout, isolate)
     for device in spec.devices:
@@ -105,7 +106,7 @@ def run_sweep(
     rows = []
     try:
         if log is not None and resume:  # the whole log is read and checked before a row is appended
-            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, retry_failed)
+            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, tuple(retry))
             todo = [(index, config) for index, config in todo if config.key not in done]
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:

@@ -16,7 +16,7 @@ import pandas as pd
 from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, markdown_table, pivot, write_outputs
+from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, markdown_table, pivot, rows_to_retry, write_outputs
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -90,9 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
                         help="resume (or merge shards) even where the rows were measured with another device, "
                              "torch, CUDA, thread count or git commit (refused without it)")
-    parser.add_argument("--retry-failed", action="store_true", dest="retry_failed",
-                        help="with --resume: measure again the configs whose logged row failed (error, crash, "
-                             "timeout); the new row replaces the old one in the tables")
+    parser.add_argument("--retry", type=str_list, default=[], metavar="KINDS",
+                        help="with --resume: measure again the configs whose logged row is one of KINDS: failed "
+                             "(error, crash, timeout), suspect (timing_suspect set); comma list. The log keeps "
+                             "both rows; the tables the new one")
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
@@ -182,7 +183,8 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     lines = [f"{len(rows)} rows: {statuses}"]
     suspect = int((rows["timing_suspect"].fillna("") != "").sum())
     if suspect:
-        lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect)")
+        lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect; "
+                     f"--resume --retry suspect measures them again)")
     problems = rows[rows["status"] != "ok"]
     lines += [f"  {key}: {status}: {message}" for key, status, message
               in zip(problems["key"], problems["status"], problems["message"].fillna(""))]
@@ -201,7 +203,7 @@ def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
                           extra=dict(args.slurm_param))
     return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
                         isolate=args.isolate, row_timeout=args.row_timeout, allow_mixed=args.allow_mixed,
-                        retry_failed=args.retry_failed, formats=formats,
+                        retry=tuple(args.retry), formats=formats,
                         progress=False if args.quiet else None)
 
 
@@ -213,8 +215,9 @@ def run(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard) if args.shard else None
         if args.resume and args.out is None:
             raise ValueError("--resume needs --out: the CSV to continue")
-        if args.retry_failed and not args.resume:
-            raise ValueError("--retry-failed needs --resume: it measures again the failed rows of --out")
+        if args.retry and not args.resume:
+            raise ValueError("--retry needs --resume: it measures again rows of --out")
+        rows_to_retry(pd.DataFrame(columns=["status", "timing_suspect"]), args.retry)  # unknown kinds: said now
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
@@ -227,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             warn = warn_once_on_suspect_timing("sweep")
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
                              on_row=lambda row: (measured.append(row), warn(row)), isolate=args.isolate,
-                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed, retry_failed=args.retry_failed)
+                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed, retry=tuple(args.retry))
             if args.resume:
                 print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
                       f"{len(measured)} measured now", file=sys.stderr)
@@ -241,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n## Peak memory (MiB) by operator x resolution\n")
         print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
-    problems += failed_rows(rows, "rerun with --resume --retry-failed once fixed")
+    problems += failed_rows(rows, "rerun with --resume --retry failed once fixed")
     for problem in problems:
         print(f"sweep: {problem}", file=sys.stderr)
     return 1 if problems else 0
