@@ -16,7 +16,7 @@ from upbench.commands import main
 from upbench.export import merge_frames, read_rows, write_csv
 from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
-from upbench.timing import MIN_RUNS, CoreUsage, Timing, time_cpu, timing_doubts, usable_cores
+from upbench.timing import MIN_PROBE_S, MIN_RUNS, CoreUsage, Timing, time_cpu, timing_doubts, usable_cores
 
 TINY = dict(channels=(4,), sizes=(4, 8), devices=("cpu",), warmup=0, min_run_time=0.001, policies=("paper",))
 
@@ -95,8 +95,13 @@ def test_other_processes_are_seen_on_the_cores():
     assert others is not None and others > 0.5 * usable_cores()
 
 
+def test_a_timing_too_short_for_clock_ticks_reads_no_other_work():
+    timing = time_cpu(lambda: None, min_run_time=0.001)
+    assert timing.cpu_others is None and timing.runs >= MIN_RUNS
+
+
 def test_rows_time_at_least_min_runs_calls(plain):
-    rows = run_sweep(SweepSpec(ops=(plain,), **TINY))
+    rows = run_sweep(SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 2 * MIN_PROBE_S}))
     assert (rows["runs"] >= MIN_RUNS).all()
     assert rows["cpu_others"].notna().all() == Path("/proc/stat").exists()
 
@@ -172,6 +177,17 @@ def test_merge_keeps_the_ok_row_of_a_config_in_either_order(logged):
         assert list(merged["status"]) == ["ok", "ok"]
 
 
+def test_setups_compare_threads_on_cpu_only_and_commits_without_their_dirty_mark(logged):
+    from upbench.export import mixed_environments
+
+    rows = pd.concat([logged.assign(device="cuda:0", device_name="GPU")] * 2, ignore_index=True)
+    rows["git_commit"] = "4567def"
+    rows.loc[0, "threads"], rows.loc[1, "git_commit"] = 99, "4567def+dirty"
+    assert mixed_environments(rows) == []
+    rows.loc[1, "git_commit"] = "0123abc+dirty"
+    assert mixed_environments(rows) == ["cuda:0: git_commit 0123abc / 4567def"]
+
+
 def test_merge_refuses_configs_numbered_differently(logged):
     other = logged.copy()
     other["key"] = other["key"] + "|other"
@@ -213,15 +229,20 @@ def test_latex_keeps_two_significant_digits_of_small_values():
 def test_tf32_is_set_alike_for_matmuls_and_convolutions_and_recorded(tmp_path, plain, monkeypatch, tf32):
     seen = []
 
+    def tf32_flags() -> tuple:
+        if hasattr(torch.backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9: the per-backend setting
+            return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
     def record_flags(config, spec, row) -> None:
-        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        seen.append(tf32_flags())
         fake_measure(config, spec, row)
 
     monkeypatch.setattr(measure_module, "_measure", record_flags)
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    before = tf32_flags()
     flags = ["sweep", "--ops", plain, "--C", "4", "--size", "4", "--device", "cpu", "--quiet", "--formats",
              "markdown", "--out", str(tmp_path / "run.csv"), *(["--tf32"] if tf32 else [])]
     assert main(flags) == 0
-    assert seen == [(tf32, tf32)]
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    expected = ("tf32" if tf32 else "ieee",) * 2 if isinstance(before[0], str) else (tf32, tf32)
+    assert seen == [expected] and tf32_flags() == before
     assert list(read_rows(tmp_path / "run.csv")["tf32"]) == [tf32]

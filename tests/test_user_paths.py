@@ -14,8 +14,9 @@ import upbench
 import upbench.measure as measure_module
 from upbench import Cost, Formulas, Knob
 from upbench.commands import main
-from upbench.export import paper_table, read_rows, to_latex
+from upbench.export import paper_table, read_rows, rows_to_retry, to_latex
 from upbench.formulas import per_pixel
+from upbench.rowlog import read_log
 from upbench.table1 import validation_table
 
 
@@ -68,6 +69,7 @@ def test_dims_names_its_fields_for_a_misspelt_knob():
 @pytest.mark.parametrize("declare, message", [
     (dict(knobs={"hidden": Knob(16, dims_field="width")}), "knob 'hidden' fills the formula field 'width'; expected one of K, d, ke"),
     (dict(knobs={"C": 3}), "knob 'C' fills the formula field 'C'"),
+    (dict(knobs={"pixels": 3}), "knob 'pixels' fills the formula field 'pixels'"),
     (dict(knobs={"hidden": Knob(4, "odd")}), r"the default of hidden=4 is invalid; expected a positive odd"),
     (dict(formulas=Formulas(paper={"conv": lambda s: Cost(0, 0)}, exact={})), "its paper formulas name stage"
                                                                                r"\(s\) 'conv' it does not have; its stages: body"),
@@ -118,6 +120,7 @@ def test_failed_rows_fail_the_command_and_are_measured_again_on_request(tmp_path
     assert "1 config(s) were logged already, 1 measured now" in capsys.readouterr().err
     rows = read_rows(tmp_path / "run.csv")
     assert list(rows["status"]) == ["error", "ok", "ok"]  # the log keeps what happened
+    assert list(read_log(tmp_path / "run.csv")["operator"]) == ["mine", "nearest"]  # in sweep order
     report = (tmp_path / "run.md").read_text()
     assert "2 rows: 2 ok" in report  # the tables keep the row measured last
     assert main(["report", str(tmp_path / "run.csv"), "--format", "csv"]) == 0
@@ -145,14 +148,25 @@ def test_suspect_timings_are_measured_again_on_request(tmp_path, capsys, monkeyp
     assert "Timing that cannot be trusted" not in (tmp_path / "run.md").read_text()
 
 
+def test_only_doubts_that_measuring_again_can_clear_are_retried():
+    rows = pd.DataFrame({"status": ["ok", "ok", "ok", "ok", "error"],
+                         "timing_suspect": ["unsteady: p80/p20 = 3.00", "4 threads on 2 usable cores",
+                                            "few calls: 2 timed (a median wants at least 5)",
+                                            "4 threads on 2 usable cores; descheduled: own CPU time was 40%", None]})
+    assert list(rows_to_retry(rows, ["suspect"])) == [True, False, False, True, False]
+    assert list(rows_to_retry(rows, ["failed", "suspect"])) == [True, False, False, True, True]
+
+
 # -- output paths -----------------------------------------------------------------------------
 def test_output_paths_that_cannot_be_written_are_named(tmp_path, capsys):
     folder = tmp_path / "results"
     folder.mkdir()
     flags = sweep_flags(tmp_path, "nearest")[:-2]
     assert main([*flags, "--out", f"{folder}/"]) == 2
-    assert f"--out {folder} is a directory; give a file name, e.g. {folder / 'sweep.csv'}" in capsys.readouterr().err
+    assert f"--out {folder}/ is a directory; give a file name, e.g. {folder / 'sweep.csv'}" in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+    assert main([*flags, "--out", f"{tmp_path / 'new'}/"]) == 2 and not (tmp_path / "new.csv").exists()
+    capsys.readouterr()
     table = tmp_path / "new" / "deeper" / "table1.md"
     assert main(["table1", "--ops", "nearest", "--out", str(table)]) == 0 and table.exists()
     with pytest.raises(SystemExit) as exited:

@@ -134,7 +134,8 @@ class Upsampler(nn.Module):
                 raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
             knob.check(cls.name, f"the default of {name}", knob.default)
             target = knob.dims_field or name
-            if target in SHAPE_FIELDS or (knob.dims_field and target not in DIMS_FIELDS):
+            shadowed = target not in DIMS_FIELDS and hasattr(Dims, target)  # s.pixels would read the property
+            if target in SHAPE_FIELDS or shadowed or (knob.dims_field and target not in DIMS_FIELDS):
                 fillable = [f for f in DIMS_FIELDS if f not in SHAPE_FIELDS]
                 raise ValueError(f"{cls.name}: knob {name!r} fills the formula field {target!r}; expected one of "
                                  f"{', '.join(fillable)}, or no dims_field (formulas then read it as s.{name})")

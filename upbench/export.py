@@ -16,6 +16,7 @@ from tabulate import tabulate
 
 from .latex import booktabs
 from .rules import counted_as_zero_note
+from .timing import TRANSIENT_DOUBTS
 
 FORMATS = ("markdown", "json", "png", "latex")
 MIB = 2**20
@@ -27,7 +28,9 @@ ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_mode
                        "git_commit")
 # What a latency depends on besides the config: rows of one device that differ in any of these were measured
 # on other hardware, by other software or with other threads, and do not belong in one table. (The CPU
-# model is left out: shards of a GPU sweep may run on nodes with different host CPUs.)
+# model is left out: shards of a GPU sweep may run on nodes with different host CPUs; so is the thread
+# count of GPU rows, which follows the node's cores. A commit's "+dirty" mark is left out: it cannot tell
+# one set of uncommitted edits from another, so comparing it would only refuse a requeued job.)
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
 
 
@@ -68,7 +71,8 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
 # A row whose config did not run to the end through a fault (a bug, a crash, a hang), not a measured limit
 # (oom) or a choice (skipped): a command with such a row exits 1, and a resume can measure it again.
 FAILED_STATUSES = ("error", "crash", "timeout")
-# What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect.
+# What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect for a reason
+# that measuring again can clear (:data:`upbench.timing.TRANSIENT_DOUBTS`).
 RETRY_KINDS = ("failed", "suspect")
 
 
@@ -82,13 +86,18 @@ def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
     if "failed" in kinds:
         again |= rows["status"].isin(FAILED_STATUSES)
     if "suspect" in kinds:
-        again |= rows["timing_suspect"].fillna("").astype(str) != ""
+        doubts = rows["timing_suspect"].fillna("").astype(str)
+        transient = [any(d.strip().startswith(TRANSIENT_DOUBTS) for d in text.split(";")) for text in doubts]
+        again |= pd.Series(transient, index=rows.index, dtype=bool)
     return again
 
 
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, the last logged: a resume that retries rows appends the new row after the old."""
-    return rows.drop_duplicates("key", keep="last").reset_index(drop=True)
+    """One row per config, in sweep order: its last ``ok`` row, else its last row (a resume that retries rows
+    appends the new row after the old; a retry that fails does not replace a measurement)."""
+    ok_last = rows.assign(_ok=rows["status"].eq("ok")).sort_values("_ok", kind="stable")
+    kept = ok_last.drop_duplicates("key", keep="last").drop(columns="_ok")
+    return kept.sort_values("config_index", kind="stable").reset_index(drop=True)
 
 
 def mixed_environments(rows: pd.DataFrame) -> list[str]:
@@ -96,7 +105,12 @@ def mixed_environments(rows: pd.DataFrame) -> list[str]:
     mixed = []
     for device, group in rows.groupby("device", sort=True):
         for column in MEASURED_WITH:
-            values = sorted(group[column].dropna().astype(str).unique()) if column in group else []
+            if column not in group or (column == "threads" and not str(device).startswith("cpu")):
+                continue
+            values = group[column].dropna().astype(str)
+            if column == "git_commit":
+                values = values.str.removesuffix("+dirty")
+            values = sorted(values.unique())
             if len(values) > 1:
                 mixed.append(f"{device}: {column} {' / '.join(values)}")
     return mixed
@@ -107,7 +121,7 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
 
     Raises ValueError for logs of different specs or layouts, for logs that number the configs differently,
     and (unless ``allow_mixed``) for rows of one device measured with different :data:`MEASURED_WITH`.
-    A config present in several logs keeps its first ``ok`` row, else its first row.
+    A config present in several logs keeps one row, as :func:`latest_rows` chooses.
     """
     if not frames:
         raise ValueError("nothing to merge")
@@ -119,8 +133,7 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     if len(layouts) > 1:
         raise ValueError("refusing to merge files with different columns (written by different upbench versions)")
     merged = pd.concat(frames, ignore_index=True)
-    failed_first = merged["status"].ne("ok").sort_values(kind="stable").index
-    merged = merged.loc[failed_first].drop_duplicates("key", keep="first")
+    merged = latest_rows(merged)
     keys_per_index = merged.groupby("config_index")["key"].unique()
     clashing = keys_per_index[keys_per_index.map(len) > 1]
     if not clashing.empty:
@@ -132,7 +145,7 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     if mixed and not allow_mixed:
         raise ValueError(f"refusing to merge rows measured with different setups ({'; '.join(mixed)}): their "
                          f"latencies do not belong in one table (--allow-mixed merges them anyway)")
-    return merged.sort_values("config_index", kind="stable").reset_index(drop=True)
+    return merged
 
 
 def missing_configs(rows: pd.DataFrame) -> list[int]:

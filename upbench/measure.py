@@ -21,7 +21,7 @@ from .spec import DTYPES, Config, SweepSpec
 from .timing import MIN_RUNS, call_seconds, time_call, timing_doubts
 
 MESSAGE_CHARS = 300
-# Calls a row makes after warm-up besides the timed ones: the timer's calibration, the memory probe.
+# Calls a row makes after warm-up besides the timed ones: the memory probe, and one call's worth of room.
 UNTIMED_CALLS = 2
 
 
@@ -130,12 +130,20 @@ def float32_math(tf32: bool) -> Iterator[None]:
     """TF32 for float32 matmuls and cuDNN convolutions on or off (both alike) while a row is measured, then
     as before. torch's defaults differ (convolutions TF32, matmuls not), which would time a float32 row of
     a conv-based operator in TF32 and one of a Linear-based operator in float32."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    # torch >= 2.9 has per-backend fp32_precision; mixing it with the older allow_tf32 flags makes torch raise
+    # on reading them, so where it exists only it is used
+    flags = [(torch.backends.cuda.matmul, "fp32_precision", "tf32" if tf32 else "ieee"),
+             (torch.backends.cudnn.conv, "fp32_precision", "tf32" if tf32 else "ieee")]
+    if not all(hasattr(owner, name) for owner, name, _ in flags):
+        flags = [(torch.backends.cuda.matmul, "allow_tf32", tf32), (torch.backends.cudnn, "allow_tf32", tf32)]
+    saved = [getattr(owner, name) for owner, name, _ in flags]
+    for owner, name, value in flags:
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        for (owner, name, _), value in zip(flags, saved):
+            setattr(owner, name, value)
 
 
 def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:

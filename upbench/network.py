@@ -28,7 +28,7 @@ from .formulas import TOTAL, ZERO, Cost
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
-from .measure import first_line
+from .measure import first_line, float32_math
 from .timing import Timing, time_call, timing_doubts
 
 GIGA = 1e9
@@ -169,7 +169,6 @@ class Measurement:
     timing: Timing | None = None
     peak_bytes: int | None = None
     error: str = ""
-    threads: int = 1
     timing_suspect: str = ""
 
 
@@ -192,11 +191,11 @@ def measure_network(
                 for op, (x, guide) in stages:
                     op(x, guide)
 
-        timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)
-        peak = peak_memory_bytes(run_stages, device=device)
-        threads = torch.get_num_threads()
-        return Measurement(OK, timing=timing, peak_bytes=peak, threads=threads,
-                           timing_suspect="; ".join(timing_doubts(timing, threads)))
+        with float32_math(False):  # float32 is float32 for every operator, as in the sweep
+            timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)
+            peak = peak_memory_bytes(run_stages, device=device)
+        return Measurement(OK, timing=timing, peak_bytes=peak,
+                           timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
     except Exception as error:  # a report row must survive any one operator failing
         failed = Measurement(OOM if is_out_of_memory(error) else ERROR, error=first_line(error))
     stages.clear()
@@ -260,7 +259,7 @@ def network_report(
             row.update(latency_ms=None if timing is None else timing.median_s * 1e3,
                        latency_p20_ms=None if timing is None else timing.p20_s * 1e3,
                        latency_p80_ms=None if timing is None else timing.p80_s * 1e3,
-                       runs=None if timing is None else timing.runs, threads=measured.threads,
+                       runs=None if timing is None else timing.runs, threads=torch.get_num_threads(),
                        timing_suspect=measured.timing_suspect)
             row["peak_mib"] = None if measured.peak_bytes is None else measured.peak_bytes / MIB
             if measured.status != OK:

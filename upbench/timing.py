@@ -37,6 +37,12 @@ MAX_SPREAD = 1.5
 # Cores' worth of other work (other processes, hypervisor steal) tolerated beyond the cores the timing
 # threads leave free: /proc/stat counts in clock ticks (10 ms), so a short timing reads a few tenths off.
 MAX_OTHER_WORK = 0.25
+# Shortest timing whose /proc/stat reading means something: a tick on another core over a few
+# milliseconds would read as several cores of other work.
+MIN_PROBE_S = 0.05
+# The doubts that come from the machine while timing, not from the row's own settings (threads against
+# cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
+TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady")
 
 
 @dataclass(frozen=True)
@@ -120,14 +126,15 @@ class CoreUsage:
         return (time.process_time() - self.start_cpu) / max(time.perf_counter() - self.start_wall, 1e-9)
 
     def others(self) -> float | None:
-        """Cores' worth of other work since start: other processes' busy time plus steal, over the wall time."""
+        """Cores' worth of other work since start: other processes' busy time plus steal, over the wall time
+        (at most the usable cores); None for a timing shorter than :data:`MIN_PROBE_S`."""
         end = self._ticks()
         wall = time.perf_counter() - self.start_wall
-        if end is None or self.start_ticks is None or wall <= 0:
+        if end is None or self.start_ticks is None or wall < MIN_PROBE_S:
             return None
         busy, steal = (after - before for after, before in zip(end, self.start_ticks))
         other_seconds = (busy + steal) * self.tick_s - (time.process_time() - self.start_cpu)
-        return max(other_seconds, 0.0) / wall
+        return min(max(other_seconds, 0.0) / wall, float(len(self.cores)))
 
 
 def call_seconds(fn: Callable[[], object], device: torch.device) -> float:

@@ -15,7 +15,7 @@ HELP = "merge the CSVs of one sweep's shards into one (refuses files of differen
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="sweep CSVs written with --shard (or --out)")
-    parser.add_argument("--out", type=Path, required=True,
+    parser.add_argument("--out", type=str, required=True,
                         help="the merged CSV (x.md or x.json: the CSV is x.csv); .md, .json, .png go beside it")
     parser.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV: {','.join(FORMATS)} (default all)")

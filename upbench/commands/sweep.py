@@ -64,7 +64,8 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
                          help="GPU: let float32 matmuls and convolutions use TF32 (default off for all operators "
                               "alike; torch's own defaults differ between the two)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, help="the CSV to append rows to; .md, .json, .png go beside it "
+    # a str, not a Path: Path("dir/") drops the slash that says a folder was meant
+    output.add_argument("--out", type=str, help="the CSV to append rows to; .md, .json, .png go beside it "
                                                  "(x.md or x.json: the rows go to x.csv, the report beside it)")
     output.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV at the end: {','.join(FORMATS)} (default all)")
