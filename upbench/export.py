@@ -76,12 +76,18 @@ FAILED_STATUSES = ("error", "crash", "timeout")
 RETRY_KINDS = ("failed", "suspect")
 
 
-def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
-    """Which of ``rows`` a resume with ``retry=kinds`` measures again (see :data:`RETRY_KINDS`)."""
+def check_retry(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple, or ValueError naming those that are not :data:`RETRY_KINDS`."""
     kinds = tuple(kinds)
     unknown = sorted(set(kinds) - set(RETRY_KINDS))
     if unknown:
         raise ValueError(f"retry {', '.join(unknown)}: expected some of {', '.join(RETRY_KINDS)}")
+    return kinds
+
+
+def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
+    """Which of ``rows`` a resume with ``retry=kinds`` measures again (see :data:`RETRY_KINDS`)."""
+    kinds = check_retry(kinds)
     again = pd.Series(False, index=rows.index)
     if "failed" in kinds:
         again |= rows["status"].isin(FAILED_STATUSES)

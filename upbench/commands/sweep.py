@@ -16,7 +16,7 @@ import pandas as pd
 from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, markdown_table, pivot, rows_to_retry, write_outputs
+from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, check_retry, markdown_table, pivot, write_outputs
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -175,7 +175,7 @@ def failed_rows(rows: pd.DataFrame, remedy: str) -> list[str]:
     if failed.empty:
         return []
     counts = ", ".join(f"{n} {status}" for status, n in failed["status"].value_counts().items())
-    return [f"{len(failed)} row(s) failed ({counts}); {remedy}".rstrip("; ")]
+    return [f"{len(failed)} row(s) failed ({counts}); {remedy}"]
 
 
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--resume needs --out: the CSV to continue")
         if args.retry and not args.resume:
             raise ValueError("--retry needs --resume: it measures again rows of --out")
-        rows_to_retry(pd.DataFrame(columns=["status", "timing_suspect"]), args.retry)  # unknown kinds: said now
+        retry = check_retry(args.retry)
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
@@ -229,9 +229,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             measured: list[dict[str, Any]] = []
             warn = warn_once_on_suspect_timing("sweep")
+
+            def on_row(row: dict[str, Any]) -> None:
+                measured.append(row)
+                warn(row)
+
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
-                             on_row=lambda row: (measured.append(row), warn(row)), isolate=args.isolate,
-                             row_timeout=args.row_timeout, allow_mixed=args.allow_mixed, retry=tuple(args.retry))
+                             on_row=on_row, isolate=args.isolate, row_timeout=args.row_timeout,
+                             allow_mixed=args.allow_mixed, retry=retry)
             if args.resume:
                 print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
                       f"{len(measured)} measured now", file=sys.stderr)
