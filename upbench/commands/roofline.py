@@ -78,7 +78,9 @@ MATMUL_FLOPS = 2 * MATMUL_SIZE**3
 
 def _seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> float:
     torch.set_num_threads(threads)
-    return time_cpu(fn, min_run_time).median_s
+    # min_runs=1: each timing is one round of several, and the ratios are medians over the rounds; five
+    # calls of the 2048^3 matmul each round would multiply the command's time for nothing
+    return time_cpu(fn, min_run_time, min_runs=1).median_s
 
 
 def paired_seconds(timed: dict[str, tuple[Callable[[], object], int]], timing: TimingPlan) -> dict[str, list[float]]:
