@@ -445,6 +445,29 @@ def test_sapa_b_operator_peak_memory(ops):
     assert peaks["compiled"] * 5 <= peaks["reference"], {k: f"{v / 2**20:.1f} MiB" for k, v in peaks.items()}
 
 
+@pytest.mark.parametrize("op_name", ["local_similarity", "dynamic_assembly", "sapa_fused"])
+def test_per_thread_scratch_is_in_the_peak(ops, op_name):
+    """The kernels' per-thread scratch is allocated where the memory probe sees it: one share above the
+    output on one thread, two on two (it used to be plain C++ memory the probe never saw, so a
+    many-core CPU under-reported the compiled ops' peak)."""
+    N, d, C, H, W, K = 1, 8, 32, 16, 16, 5
+    q, k, v, w = make_inputs(N, d, C, H, W, K, dtype=torch.float32)
+    call, output_channels = {"local_similarity": ((q, k, K), K * K), "dynamic_assembly": ((w, v, K), C),
+                             "sapa_fused": ((q, k, v, K), C)}[op_name]
+    output_bytes = N * output_channels * 4 * H * W * 4
+    threads = torch.get_num_threads()
+    peaks = {}
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            peaks[t] = cpu_peak_bytes(getattr(ops, op_name), *call)
+    finally:
+        torch.set_num_threads(threads)
+    share = peaks[1] - output_bytes
+    assert share > 0, peaks
+    assert peaks[2] - output_bytes == 2 * share, peaks
+
+
 def test_stale_lock_is_removed(tmp_path):
     lock = tmp_path / "lock"
     lock.write_text("")

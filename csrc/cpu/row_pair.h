@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "simd.h"
+#include "thread_scratch.h"
 
 namespace upbench {
 namespace row_pair {
@@ -38,12 +39,22 @@ struct Shape {
       : H(h), W(w), K(k), R(k / 2), KK(k * k), Wo(2 * w), Wp((w + L - 1) / L * L), Wl((w + L - 1) / L * L + k - 1) {}
 };
 
+// The shape for the widest vectors any instruction set here uses (64 bytes): buffers sized for it
+// fit every kernel body.
+template <typename T>
+Shape widest_shape(int64_t H, int64_t W, int64_t K) {
+  return Shape(H, W, K, 64 / static_cast<int64_t>(sizeof(T)));
+}
+
 // Per-thread buffers of the row kernels: the children of `hi_channels` channels split, and the
-// per-tap values of one row.
+// per-tap values of one row, carved from the thread's scratch (thread_scratch.h).
 template <typename T>
 struct Scratch {
-  std::vector<T> children, taps;
-  Scratch(const Shape& s, int64_t hi_channels) : children(4 * hi_channels * s.Wp), taps(4 * s.KK * s.Wp) {}
+  T *children, *taps;
+  static int64_t size(const Shape& s, int64_t hi_channels) { return 4 * hi_channels * s.Wp + taps_size(s); }
+  static int64_t taps_size(const Shape& s) { return 4 * s.KK * s.Wp; }
+  Scratch(const Shape& s, int64_t hi_channels, Arena<T>& arena)
+      : children(arena.take(4 * hi_channels * s.Wp)), taps(arena.take(taps_size(s))) {}
 };
 
 // The lines of one row of every channel: line c starts at base + c * stride (stride 0 for the one
@@ -57,23 +68,25 @@ struct Lines {
 
 // Zero-padded lines of every channel of the rows of NCHW images (channels, H, W), for the last K
 // (image, row) pairs asked for: slot = row mod K, so the K rows of one window never evict each other
-// and a thread that moves down one row per task copies one row of lines per task.
+// and a thread that moves down one row per task copies one row of lines per task. The lines come
+// from the thread's zeroed scratch; the K-entry bookkeeping vectors are too small to matter.
 template <typename T>
 class LineCache {
  public:
-  LineCache(const Shape& s, int64_t channels)
+  static int64_t size(const Shape& s, int64_t channels) { return (s.K * channels + 1) * s.Wl; }
+  LineCache(const Shape& s, int64_t channels, Arena<T>& arena)
       : s_(s),
         channels_(channels),
-        lines_(s.K * channels * s.Wl),
-        zero_(s.Wl),
+        lines_(arena.take(s.K * channels * s.Wl)),
+        zero_(arena.take(s.Wl)),
         images_(s.K, nullptr),
         rows_(s.K, -1),
         window_(s.K) {}
 
   Lines<T> row(const T* image, int64_t y) {
-    if (y < 0 || y >= s_.H) return {zero_.data(), 0};
+    if (y < 0 || y >= s_.H) return {zero_, 0};
     const int64_t slot = y % s_.K;
-    T* base = lines_.data() + slot * channels_ * s_.Wl;
+    T* base = lines_ + slot * channels_ * s_.Wl;
     if (images_[slot] != image || rows_[slot] != y) {  // only the interiors: the padding stays zero
       for (int64_t c = 0; c < channels_; ++c)
         std::memcpy(base + c * s_.Wl + s_.R, image + (c * s_.H + y) * s_.W, s_.W * sizeof(T));
@@ -93,7 +106,7 @@ class LineCache {
  private:
   Shape s_;
   int64_t channels_;
-  std::vector<T> lines_, zero_;
+  T *lines_, *zero_;
   std::vector<const T*> images_;
   std::vector<int64_t> rows_;
   std::vector<Lines<T>> window_;
@@ -194,9 +207,9 @@ UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t c
 template <typename T, int B>
 UPBENCH_INLINE void children_dots(const T* hi, const T* lo, LineCache<T>& lo_lines, int64_t channels, int64_t p,
                                   const Shape& s, Scratch<T>& buf, T* taps) {
-  split_children<T, B>(hi, channels, p, s, buf.children.data());
+  split_children<T, B>(hi, channels, p, s, buf.children);
   const Lines<T>* rows = lo_lines.window(lo, p);
-  for (int64_t ky = 0; ky < s.K; ++ky) window_row_dots<T, B>(buf.children.data(), rows[ky], channels, ky, s, taps);
+  for (int64_t ky = 0; ky < s.K; ++ky) window_row_dots<T, B>(buf.children, rows[ky], channels, ky, s, taps);
 }
 
 // Softmax over the taps k of logits[t][k][q], in place, for every child and pixel.

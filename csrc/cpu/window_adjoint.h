@@ -18,10 +18,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "row_pair.h"
 #include "simd.h"
+#include "thread_scratch.h"
 
 namespace upbench {
 namespace window_adjoint {
@@ -35,7 +35,7 @@ using simd::Vec;
 // layout is one for every kernel body that writes or reads it.
 template <typename T>
 Shape split_shape(int64_t H, int64_t W, int64_t K) {
-  return Shape(H, W, K, 64 / static_cast<int64_t>(sizeof(T)));
+  return row_pair::widest_shape<T>(H, W, K);
 }
 
 // Floats of one low-resolution row's split taps.
@@ -74,13 +74,15 @@ constexpr int kChannelBlock = 4;  // channels per task of the adjoint: 4 x 2 acc
 // The children of parent rows of a block of kChannelBlock channels, split into parity lines:
 // line(p, j, t) holds child t of parent row p of channel j at R + q, and line(p, j, t) =
 // line(p, 0, 0) + (4j + t) * Wl. A ring of K parent rows, so each row of hi is split once as the
-// output row advances.
+// output row advances. Carved from the thread's zeroed scratch (thread_scratch.h): the lines'
+// padding is never written and stays zero.
 template <typename T>
 struct Ring {
-  std::vector<T> lines;
-  explicit Ring(const Shape& s) : lines(s.K * kChannelBlock * 4 * s.Wl) {}
+  T* lines;
+  static int64_t size(const Shape& s) { return s.K * kChannelBlock * 4 * s.Wl; }
+  Ring(const Shape& s, Arena<T>& arena) : lines(arena.take(size(s))) {}
   T* line(const Shape& s, int64_t p, int64_t j, int t) {
-    return lines.data() + (((p % s.K) * kChannelBlock + j) * 4 + t) * s.Wl;
+    return lines + (((p % s.K) * kChannelBlock + j) * 4 + t) * s.Wl;
   }
 };
 

@@ -21,12 +21,12 @@
 
 #include <algorithm>
 #include <tuple>
-#include <vector>
 
 #include "../upbench_checks.h"
 #include "dtypes.h"
 #include "row_pair.h"
 #include "simd.h"
+#include "thread_scratch.h"
 #include "window_adjoint.h"
 
 namespace upbench {
@@ -52,55 +52,71 @@ struct Geom {
 // ---- forward passes: NCHW in and out, one low-resolution row per task (csrc/cpu/row_pair.h) ----
 
 // local_similarity: out (N, KK, Ho, Wo) = <query (N, d, Ho, Wo), windows of key (N, d, H, W)>.
+template <typename T>
+int64_t similarity_scratch(const Geom& g, int64_t d) {
+  const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
+  return row_pair::Scratch<T>::size(widest, d) + row_pair::LineCache<T>::size(widest, d);
+}
 template <typename T, int B>
-UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, const T* query, const T* key, T* out, Geom g,
-                                    int64_t d) {
+UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key, T* out,
+                                    Geom g, int64_t d) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, d);
-  row_pair::LineCache<T> key_lines(s, d);
+  row_pair::Scratch<T> buf(s, d, arena);
+  row_pair::LineCache<T> key_lines(s, d, arena);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf,
-                                  buf.taps.data());
-    row_pair::store_children_taps<T, B>(buf.taps.data(), p, s, out + n * g.KK * g.Ho * g.Wo);
+                                  buf.taps);
+    row_pair::store_children_taps<T, B>(buf.taps, p, s, out + n * g.KK * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(similarity_rows)
 
 // dynamic_assembly: out (N, C, Ho, Wo) = sum_k weights (N, KK, Ho, Wo) * windows of x (N, C, H, W).
+template <typename T>
+int64_t assembly_scratch(const Geom& g, int64_t C) {
+  const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
+  return row_pair::Scratch<T>::size(widest, 0) + row_pair::LineCache<T>::size(widest, C);
+}
 template <typename T, int B>
-UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, const T* weights, const T* x, T* out, Geom g,
-                                  int64_t C) {
+UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, Arena<T> arena, const T* weights, const T* x, T* out,
+                                  Geom g, int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, 0);
-  row_pair::LineCache<T> x_lines(s, C);
+  row_pair::Scratch<T> buf(s, 0, arena);
+  row_pair::LineCache<T> x_lines(s, C, arena);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     for (int64_t k = 0; k < g.KK; ++k) {
       for (int a = 0; a < 2; ++a) {
-        T* even = buf.taps.data() + ((2 * a) * g.KK + k) * s.Wp;
+        T* even = buf.taps + ((2 * a) * g.KK + k) * s.Wp;
         row_pair::split_row<T, B>(weights + ((n * g.KK + k) * g.Ho + 2 * p + a) * g.Wo, s, even, even + g.KK * s.Wp);
       }
     }
-    row_pair::assemble_rows<T, B>(buf.taps.data(), x + n * C * g.H * g.W, x_lines, C, p, s, out + n * C * g.Ho * g.Wo);
+    row_pair::assemble_rows<T, B>(buf.taps, x + n * C * g.H * g.W, x_lines, C, p, s, out + n * C * g.Ho * g.Wo);
   }
 }
 UPBENCH_PER_ISA(assembly_rows)
 
 // sapa_fused: logits <query, windows of key>, softmax over each window, assembly of value's windows.
 // Out-of-map taps: a logit <q, 0> (NaN when q holds NaN or Inf) and a weight times zero.
+template <typename T>
+int64_t sapa_forward_scratch(const Geom& g, int64_t d, int64_t C) {
+  const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
+  return row_pair::Scratch<T>::size(widest, d) + row_pair::LineCache<T>::size(widest, d) +
+         row_pair::LineCache<T>::size(widest, C);
+}
 template <typename T, int B>
-UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
-                                      T* out, Geom g, int64_t d, int64_t C) {
+UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key,
+                                      const T* value, T* out, Geom g, int64_t d, int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
-  row_pair::Scratch<T> buf(s, d);
-  row_pair::LineCache<T> key_lines(s, d), value_lines(s, C);
+  row_pair::Scratch<T> buf(s, d, arena);
+  row_pair::LineCache<T> key_lines(s, d, arena), value_lines(s, C, arena);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
     row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf,
-                                  buf.taps.data());
-    row_pair::softmax_taps<T, B>(buf.taps.data(), s);
-    row_pair::assemble_rows<T, B>(buf.taps.data(), value + n * C * g.H * g.W, value_lines, C, p, s,
+                                  buf.taps);
+    row_pair::softmax_taps<T, B>(buf.taps, s);
+    row_pair::assemble_rows<T, B>(buf.taps, value + n * C * g.H * g.W, value_lines, C, p, s,
                                   out + n * C * g.Ho * g.Wo);
   }
 }
@@ -110,17 +126,22 @@ UPBENCH_PER_ISA(sapa_forward_rows)
 // forward computes it), the gradient of its logits G = P * (dP - <P, dP>) with
 // dP[k] = <grad_out, value window k>, and d/dquery = the assembly of key's windows with G. P and G
 // are written as split taps for the adjoints that give d/dvalue and d/dkey.
+template <typename T>
+int64_t sapa_backward_scratch(const Geom& g, int64_t d, int64_t C) {
+  const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
+  return row_pair::Scratch<T>::size(widest, std::max(d, C)) + row_pair::LineCache<T>::size(widest, d) +
+         row_pair::LineCache<T>::size(widest, C) + row_pair::Scratch<T>::taps_size(widest);
+}
 template <typename T, int B>
-UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, const T* query, const T* key, const T* value,
-                                       const T* grad, T* grad_query, T* P_split, T* G_split, Geom g,
+UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key,
+                                       const T* value, const T* grad, T* grad_query, T* P_split, T* G_split, Geom g,
                                        row_pair::Shape split, int64_t d, int64_t C) {
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
   const row_pair::Shape s(g.H, g.W, g.K, L);
-  row_pair::Scratch<T> buf(s, std::max(d, C));
-  row_pair::LineCache<T> key_lines(s, d), value_lines(s, C);
-  std::vector<T> grad_taps(buf.taps.size());
-  T *P = buf.taps.data(), *G = grad_taps.data();
+  row_pair::Scratch<T> buf(s, std::max(d, C), arena);
+  row_pair::LineCache<T> key_lines(s, d, arena), value_lines(s, C, arena);
+  T *P = buf.taps, *G = arena.take(row_pair::Scratch<T>::taps_size(s));
   const int64_t split_size = window_adjoint::split_row_size(split);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / g.H, p = task % g.H;
@@ -161,10 +182,10 @@ UPBENCH_PER_ISA(split_taps_rows)
 // Task = (image, band of output rows, block of channels), in that order of nesting: consecutive
 // tasks of a thread share one band, whose split taps then stay in L2.
 template <typename T, int B>
-UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, const T* split, const T* hi, T* out, Geom g,
-                                  row_pair::Shape s, int64_t C, int64_t band_rows) {
+UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, Arena<T> arena, const T* split, const T* hi, T* out,
+                                  Geom g, row_pair::Shape s, int64_t C, int64_t band_rows) {
   constexpr int64_t NC = window_adjoint::kChannelBlock;
-  window_adjoint::Ring<T> ring(s);
+  window_adjoint::Ring<T> ring(s, arena);
   const int64_t blocks = ceil_div(C, NC), bands = ceil_div(g.H, band_rows);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / (bands * blocks), band = task / blocks % bands, block = task % blocks;
@@ -178,16 +199,18 @@ UPBENCH_PER_ISA(adjoint_tasks)
 // The row kernels over every low-resolution row of the batch.
 template <typename T>
 void similarity_nchw(const T* query, const T* key, T* out, const Geom& g, int64_t d) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * d), [&](int64_t begin, int64_t end) {
-    similarity_rows_dispatch<T>(begin, end, query, key, out, g, d);
-  });
+  parallel_with_scratch<T>(g.N * g.H, grain_for(4 * g.W * g.KK * d), similarity_scratch<T>(g, d),
+                           [&](int64_t begin, int64_t end, Arena<T> arena) {
+                             similarity_rows_dispatch<T>(begin, end, arena, query, key, out, g, d);
+                           });
 }
 
 template <typename T>
 void assembly_nchw(const T* weights, const T* x, T* out, const Geom& g, int64_t C) {
-  at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * C), [&](int64_t begin, int64_t end) {
-    assembly_rows_dispatch<T>(begin, end, weights, x, out, g, C);
-  });
+  parallel_with_scratch<T>(g.N * g.H, grain_for(4 * g.W * g.KK * C), assembly_scratch<T>(g, C),
+                           [&](int64_t begin, int64_t end, Arena<T> arena) {
+                             assembly_rows_dispatch<T>(begin, end, arena, weights, x, out, g, C);
+                           });
 }
 
 // Room for the split taps (window_adjoint.h) of every low-resolution row of the batch.
@@ -209,9 +232,10 @@ void adjoint_nchw(const T* split, const T* hi, T* out, const Geom& g, int64_t C)
   int64_t band_rows = std::min(g.H, kBandRows);
   while (band_rows > 1 && g.N * blocks * ceil_div(g.H, band_rows) < wanted) band_rows = ceil_div(band_rows, 2);
   const int64_t work_per_task = band_rows * 4 * g.W * g.KK * window_adjoint::kChannelBlock;
-  at::parallel_for(0, g.N * blocks * ceil_div(g.H, band_rows), grain_for(work_per_task), [&](int64_t begin, int64_t end) {
-    adjoint_tasks_dispatch<T>(begin, end, split, hi, out, g, s, C, band_rows);
-  });
+  parallel_with_scratch<T>(g.N * blocks * ceil_div(g.H, band_rows), grain_for(work_per_task),
+                           window_adjoint::Ring<T>::size(s), [&](int64_t begin, int64_t end, Arena<T> arena) {
+                             adjoint_tasks_dispatch<T>(begin, end, arena, split, hi, out, g, s, C, band_rows);
+                           });
 }
 
 // The same adjoint with the weights as an NCHW map (N, KK, Ho, Wo): split first, then as above.
@@ -319,9 +343,10 @@ at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, cons
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-      sapa_forward_rows_dispatch<scalar_t>(begin, end, q, k, v, o, g, d, C);
-    });
+    parallel_with_scratch<scalar_t>(g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), sapa_forward_scratch<scalar_t>(g, d, C),
+                                    [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
+                                      sapa_forward_rows_dispatch<scalar_t>(begin, end, arena, q, k, v, o, g, d, C);
+                                    });
   });
   return out.to(value_.scalar_type());
 }
@@ -350,9 +375,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>(),
                    *go = grad.data_ptr<scalar_t>();
     scalar_t *Ps = P.data_ptr<scalar_t>(), *Gs = G.data_ptr<scalar_t>(), *gq = grad_query.data_ptr<scalar_t>();
-    at::parallel_for(0, g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), [&](int64_t begin, int64_t end) {
-      sapa_backward_rows_dispatch<scalar_t>(begin, end, q, k, v, go, gq, Ps, Gs, g, split, d, C);
-    });
+    parallel_with_scratch<scalar_t>(g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), sapa_backward_scratch<scalar_t>(g, d, C),
+                                    [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
+                                      sapa_backward_rows_dispatch<scalar_t>(begin, end, arena, q, k, v, go, gq, Ps, Gs,
+                                                                            g, split, d, C);
+                                    });
     adjoint_nchw(static_cast<const scalar_t*>(Gs), q, grad_key.data_ptr<scalar_t>(), g, d);
     adjoint_nchw(static_cast<const scalar_t*>(Ps), go, grad_value.data_ptr<scalar_t>(), g, C);
   });
