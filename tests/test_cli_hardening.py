@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ import upbench
 import upbench.measure as measure_module
 from upbench import kernels
 from upbench.commands import cli, main, resume_command
-from upbench.export import IncompleteSweep, check_complete, read_rows, to_markdown
+from upbench.export import to_markdown
+from upbench.rows import IncompleteSweep, check_complete, read_rows
 from upbench.network import network_report
 from upbench.presets import get_preset
 from upbench.rowlog import log_path, read_log
@@ -61,6 +63,12 @@ def test_out_with_a_report_suffix_keeps_the_rows_in_a_csv(tmp_path, plain, suffi
     assert len(rows) == 2 and (rows["status"] == "ok").all()
     assert (tmp_path / "run.md").read_text().startswith("# upbench sweep")
     assert log_path(tmp_path / "run") == tmp_path / "run.csv" and log_path(out) == tmp_path / "run.csv"
+
+
+@pytest.mark.parametrize("report", [".md", ".markdown", ".json", ".png", ".tex"])
+def test_every_report_named_as_out_names_the_log_beside_it(report):
+    """The report formats a sweep writes (LaTeX too) are the names --out may give: x.tex is not x.tex.csv."""
+    assert log_path(Path("res") / f"x{report}") == Path("res") / "x.csv"
 
 
 # -- 9: one line, never a traceback -----------------------------------------------------------

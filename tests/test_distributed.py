@@ -12,7 +12,7 @@ import pytest
 import upbench
 from upbench import registry
 from upbench.commands import main
-from upbench.export import read_rows
+from upbench.rows import read_rows
 from upbench.launch import Resources, job_error, launch_sweep, shard_logs
 from upbench.measure import count_config
 from upbench.spec import SweepSpec

@@ -12,10 +12,8 @@ import upbench
 import upbench.measure as measure_module
 import upbench.sweep as sweep_module
 from upbench.commands import main
-from upbench.export import (
-    markdown_table, merge_frames, missing_configs, ratio_view, read_json_rows, read_rows, to_markdown, write_csv, write_json,
-    write_outputs,
-)
+from upbench.export import markdown_table, ratio_view, to_markdown, write_outputs
+from upbench.rows import merge_frames, missing_configs, read_json_rows, read_rows, write_csv, write_json
 from upbench.spec import SweepSpec
 from upbench.sweep import parse_shard, run_sweep, shard_configs
 

@@ -13,7 +13,7 @@ import torch
 import upbench
 import upbench.measure as measure_module
 from upbench.commands import main
-from upbench.export import merge_frames, read_rows, write_csv
+from upbench.rows import merge_frames, read_rows, write_csv
 from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
 from upbench.timing import MIN_PROBE_S, MIN_RUNS, CoreUsage, Timing, time_cpu, timing_doubts, usable_cores
@@ -178,7 +178,7 @@ def test_merge_keeps_the_ok_row_of_a_config_in_either_order(logged):
 
 
 def test_setups_compare_threads_on_cpu_only_and_commits_without_their_dirty_mark(logged):
-    from upbench.export import mixed_environments
+    from upbench.rows import mixed_environments
 
     rows = pd.concat([logged.assign(device="cuda:0", device_name="GPU")] * 2, ignore_index=True)
     rows["git_commit"] = "4567def"

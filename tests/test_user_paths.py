@@ -14,7 +14,8 @@ import upbench
 import upbench.measure as measure_module
 from upbench import Cost, Formulas, Knob
 from upbench.commands import main
-from upbench.export import paper_table, read_rows, rows_to_retry, to_latex
+from upbench.export import paper_table, to_latex
+from upbench.rows import read_rows, rows_to_retry
 from upbench.formulas import per_pixel
 from upbench.rowlog import read_log
 from upbench.table1 import validation_table

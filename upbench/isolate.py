@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import kernels
 from .measure import config_row, measure_config
 from .registry import load_plugins, replay_sources
 from .spec import Config, SweepSpec
@@ -33,9 +34,7 @@ def _serve(connection: Connection, plugin_sources: list[str], threads: int, load
     torch.set_num_threads(threads)
     load_plugins(plugin_sources)  # operators from plugins and modules outside the operators package
     if load_kernels:
-        from .kernels import compiled_available
-
-        compiled_available()
+        kernels.compiled_available()
     connection.send("ready")
     while True:
         try:

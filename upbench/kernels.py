@@ -20,7 +20,11 @@ from typing import Any
 
 import torch
 
+from . import _op_registrations
+
 _NAME = "upbench_ops"
+# The fused SAPA kernel's cap on K (kept with the op checks it goes with); callers ask kernels for it.
+FUSED_MAX_K = _op_registrations.FUSED_MAX_K
 
 
 def _find_csrc() -> Path:
@@ -35,10 +39,6 @@ _CSRC = _find_csrc()
 # was killed leaves it behind. No real build of these sources takes this long.
 _STALE_LOCK_S = 10 * 60
 _ERROR_TAIL_CHARS = 3000
-
-# The fused SAPA kernel keeps one pixel's K*K logits on the stack; csrc/upbench_checks.h (kMaxFusedK)
-# enforces the same cap. Above it, SAPA runs the two separate compiled ops.
-FUSED_MAX_K = 15
 
 _lock = threading.RLock()
 _result: dict[str, Any] | None = None
@@ -165,8 +165,6 @@ def _build() -> dict[str, Any]:
         if compiling:
             _say(f"compiled ops ready in {info['build_seconds']:.0f} s")
         info["library"] = str(library) if library is not None else None
-        from upbench import _op_registrations
-
         _op_registrations.register()
     except Exception as exc:  # noqa: BLE001 - any build failure means "fall back", with the reason
         text = f"{type(exc).__name__}: {exc}"

@@ -1,11 +1,11 @@
 """One sweep spread over shards that run as jobs through submitit: a Slurm job array where Slurm is
 present, local processes otherwise (a workstation: one shard per GPU). Each shard appends to its own
 CSV log and resumes from it when it is requeued or started again; the launcher polls the logs for
-one progress bar over all shards and, when the jobs end, merges the logs into the usual outputs.
+one progress bar over all shards and, when the jobs end, merges the logs into one CSV (the command
+writes the reports beside it, as for a sweep in one process).
 
 Layout for ``--out results/x.csv``: the shard logs ``results/x.shards/shard<i>of<n>.csv``, submitit's
-job files and job stdout/stderr under ``results/x.shards/submitit/``, the merged
-``results/x.{csv,md,json,png}``.
+job files and job stdout/stderr under ``results/x.shards/submitit/``, the merged ``results/x.csv``.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .export import FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv, write_outputs
 from .isolate import check_row_timeout
 from .measure import MESSAGE_CHARS, first_line
 from .registry import load_plugins, replay_sources
 from .rowlog import read_log
+from .rows import IncompleteSweep, check_complete, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
 
@@ -88,10 +88,9 @@ class Resources:
 
 @dataclass
 class Launched:
-    """The merged rows, the files written, and what went wrong (failed shards, missing configs)."""
+    """The merged rows (written to the launch's ``out``) and what went wrong (failed shards, missing configs)."""
 
     rows: pd.DataFrame
-    written: list[Path]
     problems: list[str]
 
 
@@ -209,15 +208,15 @@ def job_error(error: BaseException) -> str:
     return f"the job {ended}; it was killed or crashed" if ended else first_line(error)
 
 
-def merge_logs(logs: Iterable[Path], out: Path, formats: Iterable[str],
-               allow_mixed: bool = False) -> tuple[pd.DataFrame, list[Path]]:
-    """The shard logs as one CSV at ``out`` plus the ``formats`` beside it (see :func:`merge_frames`)."""
+def merge_logs(logs: Iterable[Path], out: Path, allow_mixed: bool = False) -> pd.DataFrame:
+    """The shard logs as one CSV at ``out`` (see :func:`merge_frames`)."""
     frames = [read_log(path) for path in logs if path.exists() and path.stat().st_size > 0]
     if not frames:
         raise RuntimeError("no shard wrote its log: nothing to merge (see the job logs under "
                            f"{out.with_suffix('.shards') / 'submitit'})")
     rows = merge_frames(frames, allow_mixed)
-    return rows, [write_csv(rows, out), *write_outputs(rows, out, formats)]
+    write_csv(rows, out)
+    return rows
 
 
 def launch_sweep(
@@ -231,11 +230,10 @@ def launch_sweep(
     row_timeout: float | None = None,
     allow_mixed: bool = False,
     retry: tuple[str, ...] = (),
-    formats: Iterable[str] = FORMATS,
     progress: bool | None = None,
     poll_s: float = 2.0,
 ) -> Launched:
-    """Run the sweep as ``shards`` jobs, wait for them and merge their logs into ``out``.
+    """Run the sweep as ``shards`` jobs, wait for them and merge their logs into the CSV ``out``.
 
     ``spec``: a SweepSpec, or the mapping of sweep-file names (resolved by each job, so ``auto``
     devices are those of the measuring node). ``resume``: continue the shard logs of an earlier
@@ -271,9 +269,9 @@ def launch_sweep(
         if error is not None:
             problems.append(f"shard {index}/{shards} (job {job.job_id}) failed: {job_error(error)}; "
                             f"its log: {job.paths.stderr}")
-    rows, written = merge_logs(logs, out, formats, allow_mixed)
+    rows = merge_logs(logs, out, allow_mixed)
     try:
         check_complete(rows)
     except IncompleteSweep as incomplete:
         problems.append(f"{incomplete}: --resume measures them")
-    return Launched(rows, written, problems)
+    return Launched(rows, problems)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from . import kernels
 from .base import Upsampler
 from .counting import count_operator
 from .environment import environment
@@ -85,9 +86,7 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     """Fill ``row`` in place, step by step, so a failure keeps what was measured before it."""
     row.update(count_config(config, spec.policies))
     if config.impl == "compiled":
-        from .kernels import compiled_available
-
-        if not compiled_available():
+        if not kernels.compiled_available():
             row["status"] = "skipped"
             row["message"] = "compiled ops not built: upbench.kernels.compiled_available() is False"
             return
@@ -106,14 +105,13 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
             break
     spent = time.perf_counter() - started
     room = spec.row_budget_s - spent - last * UNTIMED_CALLS
-    fewest_timed_calls = MIN_RUNS if device.type == "cuda" else 1  # the CUDA timer times at least that many
-    if room < fewest_timed_calls * last:
+    if room < last:
         row.update(latency_median_ms=last * 1e3, runs=1, cache="warm", status="skipped",
                    message=f"warm-up took {spent:.3g} s and its last call {last:.3g} s: timing and the memory probe "
                            f"would not fit the {spec.row_budget_s:g} s row budget; latency_median_ms is that last call")
         return
     timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush,
-                       min_runs=max(fewest_timed_calls, min(MIN_RUNS, int(room / max(last, 1e-9)))))
+                       min_runs=max(1, min(MIN_RUNS, int(room / max(last, 1e-9)))))  # fewer: flagged few calls
     row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
                latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
                cpu_others=timing.cpu_others, timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))

@@ -13,6 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 
 
 MEMORY_EVENT = "[memory]"
+MIB = 2**20
 
 
 @contextlib.contextmanager

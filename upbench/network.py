@@ -23,9 +23,8 @@ import torch
 from .base import Upsampler
 from .counting import POLICIES, Count, count_operator
 from .environment import check_device
-from .export import MIB
 from .formulas import TOTAL, ZERO, Cost
-from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
+from .memory import MIB, is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .measure import first_line, float32_math

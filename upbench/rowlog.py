@@ -16,18 +16,19 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .environment import environment
-from .export import MEASURED_WITH, latest_rows, mixed_environments, read_rows, rows_to_retry
 from .files import prepare_parent
+from .rows import FORMAT_SUFFIXES, MEASURED_WITH, latest_rows, mixed_environments, read_rows, rows_to_retry
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
 REQUIRED_COLUMNS = ("spec_id", "config_index", "config_total", "key", "status")
-REPORT_SUFFIXES = (".md", ".markdown", ".json", ".png")
+# A report named as --out (``.markdown`` too, the long name of a Markdown file) names the log beside it.
+REPORT_SUFFIXES = (*FORMAT_SUFFIXES.values(), ".markdown")
 
 
 def log_path(out: str | Path) -> Path:
-    """The row log for ``--out``: always a .csv. ``x.md`` or ``x.json`` names the report, so the log is
-    ``x.csv`` beside it (a report never overwrites the rows); any other name gets ``.csv`` appended."""
+    """The row log for ``--out``: always a .csv. ``x.md``, ``x.json``, ``x.tex`` or ``x.png`` names a report, so
+    the log is ``x.csv`` beside it (a report never overwrites the rows); any other name gets ``.csv`` appended."""
     if str(out).endswith(("/", os.sep)) or Path(out).is_dir():
         raise ValueError(f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'sweep.csv'}")
     path = Path(out)

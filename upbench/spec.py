@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from . import base
+from . import base, kernels
 from .base import Upsampler
 from .counting import ALL_POLICIES, POLICIES
 from .environment import best_device
@@ -316,9 +316,7 @@ class SweepSpec:
             return ("reference",) if set(self.impls) - {"compiled"} else ()
         if "auto" not in self.impls:  # no need to build the kernels just to resolve it
             return _dedupe(self.impls)
-        from .kernels import compiled_available
-
-        auto = "compiled" if compiled_available() else "reference"
+        auto = "compiled" if kernels.compiled_available() else "reference"
         return _dedupe(auto if impl == "auto" else impl for impl in self.impls)
 
     def expand(self) -> list[Config]:

@@ -3,12 +3,12 @@
 Data flows one way, one module a step::
 
     spec.SweepSpec --expand--> [spec.Config] --measure.measure_config--> row dict
-        --> rowlog.RowLog (CSV) --> export.read_rows (DataFrame) --> exports
+        --> rowlog.RowLog (CSV) --> rows.read_rows (DataFrame) --> export
 
 A row is appended to the CSV log (flushed and fsynced) as soon as it is measured, so a sweep
 killed at any point keeps every finished row, and ``resume=True`` skips the configs already
 logged. ``shard=(i, n)`` measures configs i, i+n, i+2n, ... of the expansion, so several
-processes or machines can split one sweep; their logs merge back with :func:`upbench.export.merge_frames`.
+processes or machines can split one sweep; their logs merge back with :func:`upbench.rows.merge_frames`.
 
 Every row carries the spec's ``spec_id`` (a hash of the axes and measurement settings) so logs of
 different specs are never mixed, and ``config_index`` / ``config_total`` so a merge can say what
@@ -26,7 +26,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .environment import check_device
-from .export import latest_rows, read_rows
+from .rows import latest_rows, read_rows
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys

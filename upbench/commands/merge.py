@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 from ..cli_args import str_list
-from ..export import FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv, write_outputs
+from ..export import FORMATS, write_outputs
 from ..files import prepare_parent
 from ..rowlog import log_path, read_log
+from ..rows import IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import emit, render_table
-from ..export import MIB, markdown_table, pivot, read_json_rows, to_latex, to_markdown
+from ..export import markdown_table, pivot, to_latex, to_markdown
 from ..latex import booktabs
+from ..memory import MIB
 from ..rowlog import read_log
+from ..rows import read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 FORMATS = ("latex", "markdown", "csv", "json")

@@ -16,7 +16,9 @@ import pandas as pd
 from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FAILED_STATUSES, FORMATS, MIB, check_formats, check_retry, markdown_table, pivot, write_outputs
+from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
+from ..memory import MIB
+from ..rows import FAILED_STATUSES, check_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -193,7 +195,7 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
+def launch(args: argparse.Namespace, out: Path) -> Launched:
     """The sweep as ``--shards`` submitit jobs; each job resolves the spec (devices) where it runs."""
     if args.shard:
         raise ValueError("--shard is for one process; with --launcher, --shards N makes the shards")
@@ -204,7 +206,7 @@ def launch(args: argparse.Namespace, out: Path, formats: list[str]) -> Launched:
                           extra=dict(args.slurm_param))
     return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
                         isolate=args.isolate, row_timeout=args.row_timeout, allow_mixed=args.allow_mixed,
-                        retry=tuple(args.retry), formats=formats,
+                        retry=tuple(args.retry),
                         progress=False if args.quiet else None)
 
 
@@ -224,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
         out = log_path(args.out) if args.out else default_out(spec, shard)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
         if args.launcher:
-            launched = launch(args, out, formats)
-            rows, written, problems = launched.rows, launched.written, launched.problems
+            launched = launch(args, out)
+            rows, problems = launched.rows, launched.problems
         else:
             measured: list[dict[str, Any]] = []
             warn = warn_once_on_suspect_timing("sweep")
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             if args.resume:
                 print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
                       f"{len(measured)} measured now", file=sys.stderr)
-            written = [out, *write_outputs(rows, out, formats)]
+        written = [out, *write_outputs(rows, out, formats)]
     except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start
         print(f"sweep: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,185 @@
+"""Sweep rows as files: the CSV / JSON a sweep writes and reads back, one row per config, merging the logs
+of one sweep's shards or resumptions, which rows a resume measures again, and whether a sweep is complete.
+
+Rows are the layout of :meth:`upbench.spec.SweepSpec.columns`; nothing here measures or renders them
+(:mod:`upbench.export` does the views).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import pandas as pd
+
+from .timing import TRANSIENT_DOUBTS
+
+# What can be written beside a row log, and the suffix each takes: a report's name given as --out names
+# its log too (:func:`upbench.rowlog.log_path`).
+FORMAT_SUFFIXES = {"markdown": ".md", "json": ".json", "png": ".png", "latex": ".tex"}
+FORMATS = tuple(FORMAT_SUFFIXES)
+# Columns that are text whatever they look like (a hash of digits only must not become a number).
+TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
+                "status", "message",
+                "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
+ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
+                       "git_commit")
+# What a latency depends on besides the config: rows of one device that differ in any of these were measured
+# on other hardware, by other software or with other threads, and do not belong in one table. (The CPU
+# model is left out: shards of a GPU sweep may run on nodes with different host CPUs; so is the thread
+# count of GPU rows, which follows the node's cores. A commit's "+dirty" mark is left out: it cannot tell
+# one set of uncommitted edits from another, so comparing it would only refuse a requeued job.)
+MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
+
+
+def _text_dtypes(columns: Iterable[str]) -> dict[str, str]:
+    return {c: "str" for c in columns if c in TEXT_COLUMNS or c.startswith("zero_ops_")}
+
+
+def read_rows(source: str | Path | IO[str]) -> pd.DataFrame:
+    """Rows of a sweep CSV (a path or an open text stream), text columns kept as text."""
+    if not isinstance(source, (str, Path)):
+        source = io.StringIO(source.read())
+    header = pd.read_csv(source, nrows=0).columns
+    if isinstance(source, io.StringIO):
+        source.seek(0)
+    return pd.read_csv(source, dtype=_text_dtypes(header))
+
+
+def read_json_rows(path: str | Path) -> pd.DataFrame:
+    """Rows of a sweep JSON (records), text columns kept as text and timestamps as written."""
+    frame = pd.read_json(path, orient="records", dtype=False)
+    return frame.astype(_text_dtypes(frame.columns))
+
+
+def write_csv(rows: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, index=False)
+    return path
+
+
+def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    rows.to_json(path, orient="records", indent=1, double_precision=15)
+    return path
+
+
+# A row whose config did not run to the end through a fault (a bug, a crash, a hang), not a measured limit
+# (oom) or a choice (skipped): a command with such a row exits 1, and a resume can measure it again.
+FAILED_STATUSES = ("error", "crash", "timeout")
+# What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect for a reason
+# that measuring again can clear (:data:`upbench.timing.TRANSIENT_DOUBTS`).
+RETRY_KINDS = ("failed", "suspect")
+
+
+def check_retry(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple, or ValueError naming those that are not :data:`RETRY_KINDS`."""
+    kinds = tuple(kinds)
+    unknown = sorted(set(kinds) - set(RETRY_KINDS))
+    if unknown:
+        raise ValueError(f"retry {', '.join(unknown)}: expected some of {', '.join(RETRY_KINDS)}")
+    return kinds
+
+
+def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
+    """Which of ``rows`` a resume with ``retry=kinds`` measures again (see :data:`RETRY_KINDS`)."""
+    kinds = check_retry(kinds)
+    again = pd.Series(False, index=rows.index)
+    if "failed" in kinds:
+        again |= rows["status"].isin(FAILED_STATUSES)
+    if "suspect" in kinds:
+        doubts = rows["timing_suspect"].fillna("").astype(str)
+        transient = [any(d.strip().startswith(TRANSIENT_DOUBTS) for d in text.split(";")) for text in doubts]
+        again |= pd.Series(transient, index=rows.index, dtype=bool)
+    return again
+
+
+def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per config, in sweep order: its last ``ok`` row, else its last row (a resume that retries rows
+    appends the new row after the old; a retry that fails does not replace a measurement)."""
+    ok_last = rows.assign(_ok=rows["status"].eq("ok")).sort_values("_ok", kind="stable")
+    kept = ok_last.drop_duplicates("key", keep="last").drop(columns="_ok")
+    return kept.sort_values("config_index", kind="stable").reset_index(drop=True)
+
+
+def mixed_environments(rows: pd.DataFrame) -> list[str]:
+    """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column."""
+    mixed = []
+    for device, group in rows.groupby("device", sort=True):
+        for column in MEASURED_WITH:
+            if column not in group or (column == "threads" and not str(device).startswith("cpu")):
+                continue
+            values = group[column].dropna().astype(str)
+            if column == "git_commit":
+                values = values.str.removesuffix("+dirty")
+            values = sorted(values.unique())
+            if len(values) > 1:
+                mixed.append(f"{device}: {column} {' / '.join(values)}")
+    return mixed
+
+
+def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> pd.DataFrame:
+    """Rows of several logs (shards, or a run and its resumption) of ONE spec, in sweep order.
+
+    Raises ValueError for logs of different specs or layouts, for logs that number the configs differently,
+    and (unless ``allow_mixed``) for rows of one device measured with different :data:`MEASURED_WITH`.
+    A config present in several logs keeps one row, as :func:`latest_rows` chooses.
+    """
+    if not frames:
+        raise ValueError("nothing to merge")
+    spec_ids = sorted({s for frame in frames for s in frame["spec_id"].dropna()})
+    if len(spec_ids) > 1:
+        raise ValueError(f"refusing to merge rows of different sweep specs ({', '.join(spec_ids)}): "
+                         f"merge only the shards of one sweep")
+    layouts = {tuple(frame.columns) for frame in frames}
+    if len(layouts) > 1:
+        raise ValueError("refusing to merge files with different columns (written by different upbench versions)")
+    merged = pd.concat(frames, ignore_index=True)
+    merged = latest_rows(merged)
+    keys_per_index = merged.groupby("config_index")["key"].unique()
+    clashing = keys_per_index[keys_per_index.map(len) > 1]
+    if not clashing.empty:
+        index, keys = next(iter(clashing.items()))
+        raise ValueError(f"refusing to merge: config {index} has rows for different configs ({', '.join(keys)}); "
+                         f"the logs expanded the sweep differently (impl auto resolves to compiled only where the "
+                         f"kernels build, and operators come from plugins)")
+    mixed = mixed_environments(merged)
+    if mixed and not allow_mixed:
+        raise ValueError(f"refusing to merge rows measured with different setups ({'; '.join(mixed)}): their "
+                         f"latencies do not belong in one table (--allow-mixed merges them anyway)")
+    return merged
+
+
+def missing_configs(rows: pd.DataFrame) -> list[int]:
+    """Indices of the sweep's configs that have no row."""
+    if rows.empty:
+        return []
+    total = int(rows["config_total"].max())
+    return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
+
+
+def index_ranges(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    spans: list[list[int]] = []
+    for index in sorted(indices):
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return ", ".join(f"{low}" if low == high else f"{low}-{high}" for low, high in spans)
+
+
+class IncompleteSweep(ValueError):
+    """Merged rows that miss configs of their sweep (a shard not run, not finished or not given)."""
+
+
+def check_complete(rows: pd.DataFrame) -> None:
+    """Raise :class:`IncompleteSweep` listing the config indices that have no row (a partial merge)."""
+    if rows.empty:
+        raise IncompleteSweep("no rows at all")
+    missing = missing_configs(rows)
+    if missing:
+        total = int(rows["config_total"].max())
+        raise IncompleteSweep(f"{len(missing)} of {total} configs have no row: config indices {index_ranges(missing)} "
+                              f"(a shard not given, not finished or not run)")
