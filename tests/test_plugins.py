@@ -359,3 +359,23 @@ def test_report_of_a_csv_that_is_not_an_upbench_log_says_so(tmp_path, capsys):
     assert main(["report", str(other)]) == 2
     assert capsys.readouterr().err.strip() == (f"report: {other}: not an upbench sweep log "
                                                "(no spec_id, config_index, config_total, key, status column)")
+
+
+@pytest.mark.parametrize("pivot", [[], ["--pivot", "macs"]], ids=["report", "pivot"])
+def test_report_of_json_rows_lacking_columns_names_them(tmp_path, capsys, finished_sweep, pivot):
+    rows = pd.read_csv(finished_sweep).drop(columns=["device_name", "macs_paper", "macs_fvcore"], errors="ignore")
+    partial = tmp_path / "partial.json"
+    rows.to_json(partial, orient="records")
+    assert main(["report", str(partial), *pivot]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"report: {partial}: not upbench sweep rows a report can render") and "Traceback" not in err
+    assert "device_name" in err and "macs_<policy>" in err
+
+
+def test_rows_of_an_earlier_version_render_with_its_later_columns_empty(tmp_path, capsys, finished_sweep):
+    earlier = tmp_path / "earlier.csv"
+    pd.read_csv(finished_sweep).drop(columns=["cpu_util", "cpu_others", "timing_suspect"]).to_csv(earlier, index=False)
+    assert main(["report", str(earlier)]) == 0
+    assert "| carafe" in capsys.readouterr().out
+    assert main(["merge", str(earlier), "--out", str(tmp_path / "merged.csv")]) == 0
+    assert (tmp_path / "merged.md").read_text().startswith("# upbench sweep")

@@ -270,3 +270,51 @@ def test_cli_sweep_resume_merge_and_errors(tmp_path, plain, capsys):
     assert "unknown operator 'no-such-op'" in capsys.readouterr().err
     assert main(["sweep", *flags, "--out", str(out)]) == 2  # exists, no --resume
     assert main(["merge", str(out), str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m2.csv")]) == 2
+
+
+def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():
+    """The sweep command maps its flags onto the sweep-file names it derives from the spec's own lists, so
+    a setting the spec gains must gain a flag too, or it could only be set from a file."""
+    import argparse
+
+    from upbench.commands.sweep import AXIS_FLAGS, add_arguments
+    from upbench.spec import AXIS_KEYS, SETTING_KEYS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dests = vars(parser.parse_args([]))
+    assert set(AXIS_KEYS) | set(SETTING_KEYS) <= set(AXIS_FLAGS)
+    assert [flag for flag in AXIS_FLAGS if flag not in dests] == []
+
+
+def test_environment_columns_are_the_rows_environment_fields():
+    from upbench.environment import ENVIRONMENT_FIELDS, environment
+
+    assert tuple(environment("cpu")) == ENVIRONMENT_FIELDS
+    columns = SweepSpec(ops=("nearest",), **TINY).columns()
+    assert columns[-len(ENVIRONMENT_FIELDS):] == list(ENVIRONMENT_FIELDS)
+
+
+@pytest.mark.parametrize("text, size", [("16", (16, 16)), ("32x48", (32, 48)), ("32X48", (32, 48))])
+def test_one_size_grammar_for_files_flags_and_presets(text, size):
+    from upbench.cli_args import size_list
+    from upbench.commands.network import image_size
+    from upbench.spec import parse_size
+
+    assert parse_size(text) == size and size_list(f"{text},8") == [size, (8, 8)] and image_size(text) == size
+    assert image_size(text.replace("x", ",").replace("X", ",")) == size
+
+
+@pytest.mark.parametrize("text", ["0", "32x", "x5", "a", "3x4x5", "-2"])
+def test_bad_sizes_are_refused_alike(text):
+    import argparse
+
+    from upbench.cli_args import size_list
+    from upbench.commands.network import image_size
+    from upbench.spec import parse_size
+
+    with pytest.raises(ValueError):
+        parse_size(text)
+    for parse in (size_list, image_size):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

@@ -195,6 +195,12 @@ def test_merge_refuses_configs_numbered_differently(logged):
         merge_frames([logged, other])
 
 
+def test_merge_names_the_columns_that_differ(logged):
+    other = logged.drop(columns=["cpu_others"]).assign(hidden=4)
+    with pytest.raises(ValueError, match="only log 1 has cpu_others; only log 2 has hidden"):
+        merge_frames([logged, other])
+
+
 def test_merge_refuses_mixed_setups_unless_allowed(tmp_path, logged, capsys):
     first, second = logged.iloc[:1].copy(), logged.iloc[1:].copy()
     second["threads"] = int(first["threads"].iloc[0]) + 1

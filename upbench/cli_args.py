@@ -8,8 +8,12 @@ from typing import Any
 import pandas as pd
 
 from .files import prepare_parent
+from .spec import parse_size
 
-FORMATS = ("markdown", "csv", "json", "latex")  # latex: each report renders its own (upbench.latex)
+# What a command's --format prints a table as: render_table writes the first three; latex is each
+# report's own (upbench.latex), so only the commands that render one offer it.
+PLAIN_FORMATS = ("markdown", "csv", "json")
+FORMATS = (*PLAIN_FORMATS, "latex")
 
 
 def str_list(text: str) -> list[str]:
@@ -42,13 +46,10 @@ def size_list(text: str) -> list[tuple[int, int]]:
     """'16,32x48' -> [(16, 16), (32, 48)]: square sizes or explicit HxW ('32x' is an error)."""
     sizes = []
     for part in str_list(text):
-        h, x, w = part.lower().partition("x")
         try:
-            sizes.append((int(h), int(w if x else h)))
+            sizes.append(parse_size(part))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected sizes like 16 or 32x48, got {part!r}") from None
-    if any(h < 1 or w < 1 for h, w in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected sizes like 16 or 32x48 (positive), got {part!r}") from None
     return sizes
 
 

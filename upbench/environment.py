@@ -102,8 +102,13 @@ def load_average() -> float:
         return float("nan")
 
 
+# The environment columns of every row, in the row layout's order: what :func:`environment` returns.
+ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
+                      "git_commit", "timestamp")
+
+
 def environment(device: str) -> dict[str, object]:
-    """The environment columns of a row measured on ``device`` now."""
+    """The environment columns of a row measured on ``device`` now (:data:`ENVIRONMENT_FIELDS`)."""
     return {
         "device_name": device_name(device),
         "torch_version": torch.__version__,

@@ -19,6 +19,30 @@ from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, write_json
 from .rules import counted_as_zero_note
 
 
+# What the views read of every row; LATER_COLUMNS came with later upbench versions, and rows written before
+# them (the committed results among them) render with those cells empty.
+VIEW_COLUMNS = ("spec_id", "key", "operator", "impl", "C", "Cg", "N", "H", "W", "dtype", "device", "mode", "params",
+                "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "peak_mem_bytes", "gbytes_per_s",
+                "status", "message", *ENVIRONMENT_COLUMNS, "load_1min")
+LATER_COLUMNS = ("cpu_util", "cpu_others", "timing_suspect")
+
+
+def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``rows`` with any of :data:`LATER_COLUMNS` they lack added empty, or ValueError naming ``source`` and
+    the columns the views need that it lacks."""
+    absent = [c for c in VIEW_COLUMNS if c not in rows.columns]
+    if not any(c.startswith("macs_") for c in rows.columns):
+        absent.append("macs_<policy>")
+    if absent:
+        raise ValueError(f"{source}: not upbench sweep rows a report can render (no {', '.join(absent)} column)")
+    return rows.assign(**{c: None for c in LATER_COLUMNS if c not in rows.columns})
+
+
+def first_policy(rows: pd.DataFrame) -> str:
+    """The counting policy of the rows' first ``macs_`` column: the one single-policy views show."""
+    return next(c for c in rows.columns if c.startswith("macs_")).removeprefix("macs_")
+
+
 # -- display helpers --------------------------------------------------------------------------
 def knob_columns(rows: pd.DataFrame) -> list[str]:
     """The row layout puts the knob columns between ``Cg`` and ``N``."""
@@ -103,7 +127,7 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
         table[f"GFLOP/s {policy}"] = rows[f"gflops_per_s_{policy}"]
     table["GB/s"] = rows["gbytes_per_s"]
     table["CPU util"] = rows["cpu_util"]
-    table["other work (cores)"] = rows.get("cpu_others")  # absent from logs of earlier upbench versions
+    table["other work (cores)"] = rows["cpu_others"]
     table["timing suspect"] = rows["timing_suspect"]
     table["status"] = rows["status"]
     table["message"] = rows["message"]
@@ -114,7 +138,7 @@ def suspect_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose timing cannot be trusted, with the reason."""
     suspect = rows[rows["timing_suspect"].fillna("") != ""]
     return pd.DataFrame({"key": suspect["key"], "threads": suspect["threads"], "load (1 min)": suspect["load_1min"],
-                         "CPU util": suspect["cpu_util"], "other work (cores)": suspect.get("cpu_others"),
+                         "CPU util": suspect["cpu_util"], "other work (cores)": suspect["cpu_others"],
                          "why the timing is suspect": suspect["timing_suspect"]})
 
 
@@ -154,7 +178,7 @@ def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
     Columns are (resolution, quantity) pairs; latency and memory are blank where a row is not ok.
     """
     frame = _axes(rows)
-    macs_column = next(c for c in rows.columns if c.startswith("macs_"))
+    macs_column = f"macs_{first_policy(rows)}"
     ok = rows["status"] == "ok"
     frame["MACs"] = rows[macs_column]
     frame["Latency"] = rows["latency_median_ms"].where(ok)
@@ -182,7 +206,7 @@ def to_latex(rows: pd.DataFrame) -> str:
     table = paper_table(rows)
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
-    policy = next(c for c in rows.columns if c.startswith("macs_")).removeprefix("macs_")
+    policy = first_policy(rows)
     devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
     notes = [f"MACs under the {policy} counting policy; latency and memory on {devices}, batch and dtype as "
              f"in the rows; resolutions are the low-resolution input H x W."]
@@ -319,6 +343,7 @@ def write_outputs(
 ) -> list[Path]:
     """Markdown, JSON, PNG and LaTeX beside ``csv_path`` (same stem, :data:`FORMAT_SUFFIXES`), as ``formats`` asks."""
     csv_path = Path(csv_path)
+    rows = check_viewable(rows, str(csv_path))
     written = []
     for fmt in check_formats(formats):
         path = csv_path.with_suffix(FORMAT_SUFFIXES[fmt])

@@ -132,9 +132,17 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     if len(spec_ids) > 1:
         raise ValueError(f"refusing to merge rows of different sweep specs ({', '.join(spec_ids)}): "
                          f"merge only the shards of one sweep")
-    layouts = {tuple(frame.columns) for frame in frames}
-    if len(layouts) > 1:
-        raise ValueError("refusing to merge files with different columns (written by different upbench versions)")
+    first = list(frames[0].columns)
+    for number, frame in enumerate(frames[1:], start=2):
+        if list(frame.columns) != first:
+            only_first = [c for c in first if c not in frame.columns]
+            only_other = [c for c in frame.columns if c not in first]
+            differ = "; ".join(filter(None, [
+                f"only log 1 has {', '.join(only_first)}" if only_first else "",
+                f"only log {number} has {', '.join(only_other)}" if only_other else "",
+            ])) or "the same columns in another order"
+            raise ValueError(f"refusing to merge logs with different columns ({differ}): they were written by "
+                             f"different upbench versions or with different --plugin operators")
     merged = pd.concat(frames, ignore_index=True)
     merged = latest_rows(merged)
     keys_per_index = merged.groupby("config_index")["key"].unique()

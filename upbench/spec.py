@@ -15,7 +15,7 @@ import torch
 from . import base, kernels
 from .base import Upsampler
 from .counting import ALL_POLICIES, POLICIES
-from .environment import best_device
+from .environment import ENVIRONMENT_FIELDS, best_device
 from .registry import available, get
 
 MODES = ("fwd", "fwd+bwd")
@@ -47,8 +47,9 @@ def _positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
     return tuple(result)
 
 
-def _size(value: Any) -> tuple[int, int]:
-    """16 -> (16, 16); "32x48" or [32, 48] -> (32, 48)."""
+def parse_size(value: Any) -> tuple[int, int]:
+    """One input size, H then W, as sweep files and flags write it: 16 -> (16, 16); "32x48" or [32, 48] ->
+    (32, 48). ValueError for anything else."""
     if isinstance(value, str):
         h, x, w = value.lower().partition("x")
         pair: tuple = (h, w if x else h)
@@ -211,7 +212,7 @@ class SweepSpec:
             get(op)  # raises ValueError naming the known operators
         put("ops", ops)
         put("channels", _dedupe(_positive_ints("C", _as_tuple(self.channels))))
-        put("sizes", _dedupe(_size(s) for s in _as_tuple(self.sizes)))
+        put("sizes", _dedupe(parse_size(s) for s in _as_tuple(self.sizes)))
         put("batches", _dedupe(_positive_ints("N", _as_tuple(self.batches))))
         put("dtypes", _dedupe(_dtype_name(d) for d in _as_tuple(self.dtypes)))
         put("devices", _dedupe(_device_name(d) for d in _as_tuple(self.devices)))
@@ -260,8 +261,9 @@ class SweepSpec:
     # -- building -------------------------------------------------------------------------
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], source: str = "sweep spec") -> "SweepSpec":
-        """A spec from the file / CLI names: ops, C, size, N, dtype, device, mode, impl, policy,
-        warmup, min_run_time, budget, l2_flush, seed, and any knob name (K, d, ...)."""
+        """A spec from the file / CLI names: the axes and settings of :data:`AXIS_KEYS` and :data:`SETTING_KEYS`
+        (ops, C, size, ..., warmup, min_run_time, budget, l2_flush, tf32, seed, threads) and any knob name (K, d,
+        ...)."""
         kwargs: dict[str, Any] = {}
         knobs: dict[str, Any] = {}
         knob_names = all_knob_names()
@@ -306,8 +308,7 @@ class SweepSpec:
             "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
             "status", "message",
-            "device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
-            "git_commit", "timestamp",
+            *ENVIRONMENT_FIELDS,
         ]
 
     # -- expansion ------------------------------------------------------------------------

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+from tqdm import tqdm
 
 from .environment import check_device
-from .rows import latest_rows, read_rows
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import measure_config
 from .rowlog import RowLog, logged_keys
+from .rows import latest_rows, read_rows
 from .spec import Config, SweepSpec
 
 # -- sharding ---------------------------------------------------------------------------------
@@ -54,10 +55,8 @@ def shard_configs(configs: list[Config], shard: tuple[int, int] | None) -> list[
     return indexed[index::count]
 
 
-def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep"):
+def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep") -> tqdm:
     """A bar of rows on stderr (``enabled`` None: only on a terminal)."""
-    from tqdm import tqdm
-
     enabled = sys.stderr.isatty() if enabled is None else enabled
     return tqdm(total=total, disable=not enabled, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
 

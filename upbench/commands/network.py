@@ -11,7 +11,7 @@ from ..latex import booktabs
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
-from ..spec import IMPLS
+from ..spec import IMPLS, parse_size
 
 HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
 
@@ -26,23 +26,17 @@ FOOTNOTES = (
 )
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'512' -> (512, 512); '800,1333' or '800x1333' -> (800, 1333): H then W."""
-    parts = text.lower().replace("x", ",").split(",")
+def image_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '800,1333' or '800x1333' -> (800, 1333): H then W (one size, so a comma may part them)."""
     try:
-        size = tuple(int(part) for part in parts)
+        return parse_size(text.replace(",", "x"))
     except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2 or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected a size like 512, 800,1333 or 800x1333 (H then W), got {text!r}")
-    return size
+        raise argparse.ArgumentTypeError(f"expected a size like 512, 800,1333 or 800x1333 (H then W), got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, choices=list(PRESETS), help="decoder preset")
-    parser.add_argument("--size", type=parse_size, default=None,
+    parser.add_argument("--size", type=image_size, default=None,
                         help="input image size H,W or HxW (default: the preset's); padded as the model pads it")
     parser.add_argument("--channels", type=int, default=None, help="decoder width C (default: the preset's)")
     parser.add_argument("--ops", type=str_list, default=None, help="operators (comma list); default: all")

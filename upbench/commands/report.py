@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import emit, render_table
-from ..export import markdown_table, pivot, to_latex, to_markdown
+from ..cli_args import FORMATS, emit, render_table
+from ..export import check_viewable, first_policy, markdown_table, pivot, to_latex, to_markdown
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log
 from ..rows import read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
-FORMATS = ("latex", "markdown", "csv", "json")
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
 PIVOTS = {
     "latency": ("latency_median_ms", 1.0, "ms"),
@@ -34,14 +32,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_any(path: Path) -> pd.DataFrame:
+    """The rows of a sweep's CSV log or JSON, checked to hold what the report renders."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    return read_json_rows(path) if path.suffix.lower() == ".json" else read_log(path)
+    if path.suffix.lower() == ".json":
+        try:
+            rows = read_json_rows(path)
+        except ValueError as error:
+            raise ValueError(f"{path}: not a JSON list of rows ({error})") from None
+    else:
+        rows = read_log(path)
+    if rows.empty:
+        raise ValueError(f"{path}: holds no rows")
+    return check_viewable(rows, str(path))
 
 
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     column, scale, kind = PIVOTS[quantity]
-    column = column or next(c for c in rows.columns if c.startswith("macs_"))
+    column = column or f"macs_{first_policy(rows)}"
     table = pivot(rows, column, scale)
     if table.empty:
         raise ValueError("no ok rows to pivot")
@@ -61,13 +69,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        rows = read_any(args.rows)
-        if rows.empty:
-            raise ValueError(f"{args.rows}: holds no rows")
-        text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
-    except KeyError as error:  # JSON rows without a column the report reads
-        print(f"report: {error}", file=sys.stderr)
-        return 2
+    rows = read_any(args.rows)
+    text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
     emit(text.rstrip("\n"), args.out)
     return 0

@@ -20,7 +20,7 @@ from ..export import FORMATS, check_formats, markdown_table, pivot, write_output
 from ..memory import MIB
 from ..rows import FAILED_STATUSES, check_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
-from ..spec import SweepSpec, read_spec_file
+from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec, read_spec_file
 from ..rowlog import log_path
 from ..sweep import parse_shard, run_sweep
 
@@ -133,8 +133,8 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
     return given
 
 
-AXIS_FLAGS = ("ops", "C", "K", "d", "size", "N", "dtype", "device", "mode", "impl", "policy", "warmup", "min_run_time",
-              "budget", "l2_flush", "tf32", "threads", "seed")
+# The flags that set sweep-file names: every axis and setting, and the two knobs with flags of their own.
+AXIS_FLAGS = (*AXIS_KEYS, "K", "d", *SETTING_KEYS)
 
 
 def spec_file_and_flags(args: argparse.Namespace) -> dict[str, Any]:
