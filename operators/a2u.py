@@ -15,12 +15,12 @@ from upbench.base import MAX_ENCODER_KERNEL, MAX_K, Knob, Upsampler
 from upbench.formulas import TOTAL, Cost, Formulas, per_pixel
 from upbench.registry import register
 
-from .assembly import FeatureAssembly
+from .assembly import FEATURE_ASSEMBLY, FeatureAssembly
 
 FORMULAS = Formulas(
     paper={
         "kernel_generation": per_pixel(lambda s: 73 * s.C + 4 * s.K**2, lambda s: 4 * s.K**2 * s.C + 2 * s.C),
-        "feature_assembly": per_pixel(lambda s: 4 * s.K**2 * s.C, lambda s: 0),
+        "feature_assembly": FEATURE_ASSEMBLY,
         TOTAL: per_pixel(lambda s: 73 * s.C + 4 * s.K**2 + 4 * s.K**2 * s.C, lambda s: 4 * s.K**2 * s.C + 2 * s.C),
     },
     exact={
@@ -30,7 +30,7 @@ FORMULAS = Formulas(
             macs=s.pixels * (2 * s.ke**2 * s.Cg + s.Cg + 4 * s.K**2) + s.N * (2 * s.ke**2 * s.Cg + 4 * s.K**2 * s.Cg),
             params=2 * (s.Cg + 1) + 2 * (2 * s.Cg) + (4 * s.K**2 * s.Cg + 4 * s.K**2),
         ),
-        "feature_assembly": lambda s: Cost(macs=s.pixels * 4 * s.K**2 * s.C, params=0),
+        "feature_assembly": FEATURE_ASSEMBLY,
     },
     why={
         "kernel_generation": "Table 1 assumes C_g = C and ke = 6 (73C = 2 * 36C + C); it leaves out the pooled 1x1 "

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from upbench import kernels
+from upbench.formulas import per_pixel
 from upbench.references import reference_assembly
+
+# The cost of FeatureAssembly, Table 1's row and the exact one alike: every output pixel (4 per low-res
+# pixel) of every channel a K x K weighted sum; the weights come from the stage before, so no params.
+FEATURE_ASSEMBLY = per_pixel(lambda s: 4 * s.K**2 * s.C, lambda s: 0)
 
 
 class FeatureAssembly(nn.Module):

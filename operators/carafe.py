@@ -9,12 +9,12 @@ from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K, Knob, Upsampler
 from upbench.formulas import TOTAL, Cost, Formulas, per_pixel
 from upbench.registry import register
 
-from .assembly import FeatureAssembly
+from .assembly import FEATURE_ASSEMBLY, FeatureAssembly
 
 FORMULAS = Formulas(
     paper={
         "kernel_generation": per_pixel(lambda s: s.C * s.d + 36 * s.K**2 * s.d, lambda s: s.C * s.d + 36 * s.K**2 * s.d),
-        "feature_assembly": per_pixel(lambda s: 4 * s.K**2 * s.C, lambda s: 0),
+        "feature_assembly": FEATURE_ASSEMBLY,
         TOTAL: per_pixel(
             lambda s: s.C * s.d + 36 * s.K**2 * s.d + 4 * s.K**2 * s.C, lambda s: s.C * s.d + 36 * s.K**2 * s.d
         ),
@@ -25,7 +25,7 @@ FORMULAS = Formulas(
             macs=s.pixels * (s.C * s.d + s.ke**2 * s.d * 4 * s.K**2),
             params=(s.C * s.d + s.d) + (s.ke**2 * s.d * 4 * s.K**2 + 4 * s.K**2),
         ),
-        "feature_assembly": lambda s: Cost(macs=s.pixels * 4 * s.K**2 * s.C, params=0),
+        "feature_assembly": FEATURE_ASSEMBLY,
     },
     why={
         "kernel_generation": "Table 1 leaves out the compressor bias (d) and the content-encoder bias (4K^2); "
@@ -58,6 +58,7 @@ class CARAFE(Upsampler):
     stages = ("kernel_generation", "feature_assembly")
     formulas = FORMULAS
     compiled_ops = True
+    forward_share_goal = 0.35
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__(channels, guide_channels, impl, **hparams)

@@ -21,7 +21,7 @@ from upbench.base import MAX_D, MAX_ENCODER_KERNEL, MAX_K, Knob, Upsampler
 from upbench.formulas import Cost, paper_is_exact
 from upbench.registry import register
 
-from .assembly import FeatureAssembly
+from .assembly import FEATURE_ASSEMBLY, FeatureAssembly
 
 # FADE's papers print network totals, not per-stage formulas: paper = exact. Their SegFormer-B1 cost
 # (+2.65 GFLOPs, +0.29 M params) is what the network report gives on the segformer-b1 preset.
@@ -32,7 +32,7 @@ FORMULAS = paper_is_exact({
         macs=s.pixels * (4 * s.Cg * s.d + s.C * s.d + 5 * s.ke**2 * s.d * s.K**2),
         params=(s.Cg * s.d + s.d) + s.C * s.d + (s.ke**2 * s.d * s.K**2 + s.K**2),
     ),
-    "feature_assembly": lambda s: Cost(macs=s.pixels * 4 * s.K**2 * s.C, params=0),
+    "feature_assembly": FEATURE_ASSEMBLY,
     # the gate conv C -> 1 at H x W, then gate * guide and (1 - gate) * reassembled at 2H x 2W
     "gated_addition": lambda s: Cost(macs=s.pixels * (s.C + 2 * 4 * s.C), params=s.C + 1),
 })

@@ -26,13 +26,12 @@ from upbench.formulas import TOTAL, Cost, Dims, Formula, Formulas, per_pixel
 from upbench.references import reference_similarity
 from upbench.registry import register
 
-from .assembly import FeatureAssembly
+from .assembly import FEATURE_ASSEMBLY, FeatureAssembly
 
 # Table 1's SAPA rows; each variant takes the ones it has.
 FEATURE_EMBEDDING = per_pixel(lambda s: 5 * s.C * s.d, lambda s: 2 * s.C * s.d)
 GATED_ADDITION = per_pixel(lambda s: s.C + 8 * s.d, lambda s: s.C)
 INNER_PRODUCT = per_pixel(lambda s: 4 * s.K**2 * s.d, lambda s: 0)
-FEATURE_ASSEMBLY = per_pixel(lambda s: 4 * s.K**2 * s.C, lambda s: 0)
 
 
 def _layer_norm_params(s: Dims) -> int:
@@ -50,7 +49,7 @@ def _exact(feature_embedding: Formula, **more: Formula) -> dict[str, Formula]:
         "feature_embedding": feature_embedding,
         **more,
         "inner_product": lambda s: Cost(macs=s.pixels * 4 * s.K**2 * s.d, params=0),
-        "feature_assembly": lambda s: Cost(macs=s.pixels * 4 * s.K**2 * s.C, params=0),
+        "feature_assembly": FEATURE_ASSEMBLY,
     }
 
 
@@ -291,6 +290,7 @@ class SAPAI(_SAPA):
 class SAPAB(_SAPA):
     name = "sapa-b"
     formulas = SAPA_B_FORMULAS
+    forward_share_goal = 0.25
 
     def make_embedding(self) -> nn.Module:
         return BilinearEmbedding(self.channels, self.guide_channels, self.hparams["d"], folded=self.impl == "compiled")

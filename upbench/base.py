@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, Dims, Formulas
+from .rules import COMPILED_OP_PARTS
 
 IMPLS = ("reference", "compiled")
 
@@ -19,6 +20,24 @@ MAX_D = 4096
 MAX_ENCODER_KERNEL = 32
 # A plugin's knob that states no bound of its own still has one: no knob is unbounded.
 MAX_KNOB = 1 << 16
+
+
+# The parts a multi-part compiled op is counted in (upbench.rules): what ``op_stages`` may name.
+OP_PARTS = tuple(dict.fromkeys(part for parts in COMPILED_OP_PARTS.values() for part in parts))
+
+
+def check_op_stages(owner: str, op_stages: object, stages: tuple[str, ...]) -> None:
+    """ValueError, naming ``owner``, for an ``op_stages`` that is not a mapping of a compiled op's part to one of
+    ``stages``: a part no op has would never move, and a stage the module lacks has no count to move into."""
+    if not isinstance(op_stages, Mapping):
+        raise ValueError(f"{owner}: op_stages is {type(op_stages).__name__}; expected a mapping of op part to stage")
+    for part, stage in op_stages.items():
+        if part not in OP_PARTS:
+            raise ValueError(f"{owner}: op_stages names the op part {part!r}, which no compiled op has; "
+                             f"expected one of {', '.join(OP_PARTS)}")
+        if stage not in stages:
+            raise ValueError(f"{owner}: op_stages gives {part!r} to stage {stage!r}, which is not among its stages; "
+                             f"expected one of {', '.join(stages) or 'none (it declares no stages)'}")
 
 
 def _describe(value: object) -> str:
@@ -64,8 +83,13 @@ class Upsampler(nn.Module):
     * ``knobs``: hyperparameters with their paper defaults and rules.
     * ``stages``: names of child modules, in execution order; every op of the forward runs inside
       one of them, so counts can be attributed per stage without naming the operator.
+    * ``op_stages``: which stage each part of a multi-part compiled op counts in, wherever the op runs
+      (``{"local_similarity": "inner_product"}``: a fused kernel called from one stage that does another
+      stage's work); parts are those of :data:`upbench.rules.COMPILED_OP_PARTS`.
     * ``formulas``: the Table 1 and exact cost formulas, keyed by stage.
     * ``compiled_ops``: whether an ``impl="compiled"`` path exists.
+    * ``forward_share_goal``: for an operator with compiled ops, the share of this machine's float32 matmul
+      GFLOP/s its compiled forward should reach (``bench.py roofline`` checks it); None sets no goal.
 
     and implement ``upsample(x, guide)``.
     """
@@ -75,8 +99,17 @@ class Upsampler(nn.Module):
     guide_must_match: ClassVar[bool] = False
     knobs: ClassVar[Mapping[str, Knob]] = {}
     stages: ClassVar[tuple[str, ...]] = ()
+    op_stages: ClassVar[Mapping[str, str]] = {}
     formulas: ClassVar[Formulas] = NO_FORMULAS
     compiled_ops: ClassVar[bool] = False
+    forward_share_goal: ClassVar[float | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # each operator's own copy of its formulas, so an error in one names it, also where one class
+        # inherits another's formulas under a new name
+        if isinstance(cls.formulas, Formulas):
+            cls.formulas = cls.formulas.named(cls.name)
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__()
@@ -128,7 +161,7 @@ class Upsampler(nn.Module):
     def check_declaration(cls) -> None:
         """ValueError, naming the operator, for a declaration that would fail on every row: a knob whose
         default breaks its own rule or that fills a shape field or an unknown one, formulas keyed by a stage
-        the operator does not have."""
+        the operator does not have, ``op_stages`` naming an unknown op part or stage, a goal that is no share."""
         for name, knob in cls.knobs.items():
             if not isinstance(knob, Knob):
                 raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
@@ -139,7 +172,14 @@ class Upsampler(nn.Module):
                 fillable = [f for f in DIMS_FIELDS if f not in SHAPE_FIELDS]
                 raise ValueError(f"{cls.name}: knob {name!r} fills the formula field {target!r}; expected one of "
                                  f"{', '.join(fillable)}, or no dims_field (formulas then read it as s.{name})")
+        if not isinstance(cls.formulas, Formulas):
+            raise ValueError(f"{cls.name}: formulas is {type(cls.formulas).__name__}; expected an upbench.Formulas")
         cls.formulas.check_stages(cls.name, cls.stages)
+        check_op_stages(cls.name, cls.op_stages, cls.stages)
+        goal = cls.forward_share_goal
+        if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float)) or not goal > 0):
+            raise ValueError(f"{cls.name}: forward_share_goal={goal!r}; expected None or a positive number "
+                             "(a share of the matmul GFLOP/s, e.g. 0.25)")
 
     # -- shapes ---------------------------------------------------------------------------
     def dims(self, N: int, H: int, W: int) -> Dims:

@@ -42,8 +42,11 @@ from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
+from .base import check_op_stages
 from .formulas import TOTAL
+from .registry import make
 from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name
+from .torch_counting import count_torch, counting_forward
 
 POLICIES = ("paper", "fvcore")  # a sweep's default
 ALL_POLICIES = POLICIES + ("torch",)
@@ -173,12 +176,21 @@ def _recording(name: str, handle: Handle, zero_ops: set[str]) -> Handle:
     return counted
 
 
+def declared_op_stages(module: nn.Module, stages: tuple[str, ...]) -> dict[str, str]:
+    """The module's ``op_stages`` (none by default), checked against ``stages`` before anything is counted."""
+    op_stages = getattr(module, "op_stages", {})
+    check_op_stages(getattr(module, "name", "") or type(module).__name__, op_stages, stages)
+    return dict(op_stages)
+
+
+def _params(module: nn.Module, stages: tuple[str, ...]) -> tuple[int, dict[str, int]]:
+    """Parameters of the whole module and of each stage module."""
+    counted = parameter_count(module)
+    return int(counted.get("", 0)), {stage: int(counted.get(stage, 0)) for stage in stages}
+
+
 def _stage_macs(analysis: FlopCountAnalysis, stages: tuple[str, ...], op_stages: Mapping[str, str]) -> dict[str, int]:
     """MACs per stage module, each op part named in ``op_stages`` moved to its declared stage."""
-    unknown = sorted(set(op_stages.values()) - set(stages))
-    if unknown:
-        raise ValueError(f"op_stages names stage(s) {', '.join(unknown)}, which are not among the module's "
-                         f"stages ({', '.join(stages) or 'none'})")
     by_module = analysis.by_module()
     stage_macs = {stage: int(by_module.get(stage, 0)) for stage in stages}
     if not op_stages:
@@ -202,8 +214,12 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     if policy not in ALL_POLICIES:
         raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(ALL_POLICIES)}")
     stages = tuple(getattr(module, "stages", ())) if stages is None else stages
+    op_stages = declared_op_stages(module, stages)
+    params, stage_params = _params(module, stages)
     if policy == "torch":
-        return _count_torch(module, inputs, stages)
+        macs, stage_macs, zero_op_names = count_torch(module, inputs, stages, op_stages)
+        return Count(policy=policy, macs=macs, params=params, stage_macs=stage_macs, stage_params=stage_params,
+                     zero_ops=zero_op_names)
     zero_ops: set[str] = set()
     analysis = FlopCountAnalysis(module, inputs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -213,34 +229,17 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     analysis._ignored_ops = set(SHAPE_ARITHMETIC)
     handles = {**HANDLES[policy], **{op: rule_handle(rule) for op, rule in rules().items()}}
     analysis.set_op_handle(**{op: _recording(op, h, zero_ops) for op, h in handles.items()})
-    # every module's own flag: a frozen eval BatchNorm inside a training model must come back in eval
-    was_training = {child: child.training for child in module.modules()}
-    module.eval()
-    try:
-        with torch.no_grad():
-            macs = int(analysis.total())
-    finally:
-        for child, training in was_training.items():
-            child.training = training
+    with counting_forward(module):
+        macs = int(analysis.total())
     zero_ops.update(analysis.unsupported_ops().keys())
-    params = parameter_count(module)
     return Count(
         policy=policy,
         macs=macs,
-        params=int(params.get("", 0)),
-        stage_macs=_stage_macs(analysis, stages, dict(getattr(module, "op_stages", {}))),
-        stage_params={s: int(params.get(s, 0)) for s in stages},
+        params=params,
+        stage_macs=_stage_macs(analysis, stages, op_stages),
+        stage_params=stage_params,
         zero_ops=tuple(sorted(short_op_name(op) for op in zero_ops)),
     )
-
-
-def _count_torch(module: nn.Module, inputs: tuple, stages: tuple[str, ...]) -> Count:
-    from .torch_counting import count_torch
-
-    macs, stage_macs, zero_ops = count_torch(module, inputs, stages)
-    params = parameter_count(module)
-    return Count(policy="torch", macs=macs, params=int(params.get("", 0)), stage_macs=stage_macs,
-                 stage_params={s: int(params.get(s, 0)) for s in stages}, zero_ops=zero_ops)
 
 
 @lru_cache(maxsize=512)
@@ -253,8 +252,6 @@ def count_operator(
     Counts do not depend on the implementation (the compiled ops carry handles that count what
     the reference computes), so the reference path is traced.
     """
-    from .registry import make
-
     op = make(name, channels, guide_channels=guide_channels, impl="reference", **dict(hparams))
     generator = torch.Generator().manual_seed(0)
     return count(op, op.example_inputs(N, H, W, generator=generator), policy)

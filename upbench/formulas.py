@@ -15,8 +15,8 @@ Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, Sequence
 
 TOTAL = "total"
 
@@ -34,9 +34,9 @@ class Dims:
     K: int = 0
     d: int = 0
     Cg: int = 0  # guide channels (0 for decoder-only operators)
-    ke: int = 0  # a learned conv's kernel: CARAFE/FADE content encoder, A2U pooled filters, pixel shuffle, deconv
-    groups: int = 0  # DySample sampling groups
-    dyscope: int = 0  # 1 where DySample's scope factor is dynamic (a second 1x1 conv), else 0
+    # a learned conv's kernel size, one name for the knobs that declare dims_field="ke" whatever each
+    # operator calls its own (encoder_kernel, conv_kernel): formulas read s.ke alike
+    ke: int = 0
     extra: tuple[tuple[str, int], ...] = ()
 
     def __getattr__(self, name: str) -> Any:  # only reached when no field has the name
@@ -71,15 +71,16 @@ DIMS_FIELDS = tuple(f.name for f in fields(Dims) if f.name != "extra")
 SHAPE_FIELDS = ("N", "C", "H", "W", "Cg")
 
 
-def evaluate(formula: Formula, dims: Dims, table: str, stage: str) -> Cost:
-    """``formula(dims)``, or a ValueError saying which formula failed and how (a plugin's formula may raise,
-    or return something other than a Cost)."""
+def evaluate(formula: Formula, dims: Dims, table: str, stage: str, operator: str = "") -> Cost:
+    """``formula(dims)``, or a ValueError naming the operator and the formula that failed, and how (a plugin's
+    formula may raise, or return something other than a Cost)."""
+    whose = f"{operator}: its" if operator else "the"
     try:
         cost = formula(dims)
     except Exception as error:  # noqa: BLE001  any failure of user code becomes one clear error
-        raise ValueError(f"its {table} formula for stage {stage!r} raised {type(error).__name__}: {error}") from error
+        raise ValueError(f"{whose} {table} formula for stage {stage!r} raised {type(error).__name__}: {error}") from error
     if not isinstance(cost, Cost):
-        raise ValueError(f"its {table} formula for stage {stage!r} returned {type(cost).__name__}; "
+        raise ValueError(f"{whose} {table} formula for stage {stage!r} returned {type(cost).__name__}; "
                          f"expected an upbench.Cost(macs, params)")
     return cost
 
@@ -89,11 +90,24 @@ def per_pixel(macs_per_pixel: Callable[[Dims], int], params: Callable[[Dims], in
     return lambda s: Cost(s.pixels * macs_per_pixel(s), params(s))
 
 
-def summed(formulas: Iterable[Formula], dims: Dims) -> Cost:
-    total = ZERO
-    for formula in formulas:
-        total = total + formula(dims)
-    return total
+@dataclass(frozen=True)
+class StageSum:
+    """A total that is the sum of stage formulas. :class:`Formulas` evaluates each stage under its own name,
+    so a failing stage formula is reported as that stage, not as the total."""
+
+    stages: Mapping[str, Formula]
+
+    def costs(self, dims: Dims, table: str, operator: str = "") -> Cost:
+        total = ZERO
+        for stage, formula in self.stages.items():
+            total = total + evaluate(formula, dims, table, stage, operator)
+        return total
+
+    def __call__(self, dims: Dims) -> Cost:  # called as a plain formula, an error is the caller's to name
+        total = ZERO
+        for formula in self.stages.values():
+            total = total + formula(dims)
+        return total
 
 
 @dataclass(frozen=True)
@@ -101,12 +115,18 @@ class Formulas:
     """Paper and exact formulas of one operator, keyed by stage name.
 
     ``why`` explains, per stage, where the paper's row and the implementation part ways;
-    the validation report prints it beside the numeric difference.
+    the validation report prints it beside the numeric difference. ``operator`` is the name every error
+    of a formula carries; an Upsampler subclass binds its own (:meth:`named`).
     """
 
     paper: Mapping[str, Formula]
     exact: Mapping[str, Formula]
     why: Mapping[str, str] = field(default_factory=dict)
+    operator: str = ""
+
+    def named(self, operator: str) -> "Formulas":
+        """These formulas, their errors naming ``operator``."""
+        return self if operator == self.operator else replace(self, operator=operator)
 
     @property
     def declared(self) -> bool:
@@ -119,15 +139,18 @@ class Formulas:
         return "; ".join(f"[{stage}] {self.why[stage]}" for stage in (*stages, TOTAL) if stage in self.why)
 
     def paper_cost(self, stage: str, dims: Dims) -> Cost:
-        return evaluate(self.paper[stage], dims, "paper", stage) if stage in self.paper else ZERO
+        return self._cost("paper", self.paper.get(stage), stage, dims)
 
     def exact_cost(self, stage: str, dims: Dims) -> Cost:
-        if stage == TOTAL:
-            total = ZERO
-            for name, formula in self.exact.items():
-                total = total + evaluate(formula, dims, "exact", name)
-            return total
-        return evaluate(self.exact[stage], dims, "exact", stage) if stage in self.exact else ZERO
+        """A stage's exact cost; for ``total``, the sum of the stages."""
+        return self._cost("exact", StageSum(self.exact) if stage == TOTAL else self.exact.get(stage), stage, dims)
+
+    def _cost(self, table: str, formula: Formula | None, stage: str, dims: Dims) -> Cost:
+        if formula is None:
+            return ZERO
+        if isinstance(formula, StageSum):
+            return formula.costs(dims, table, self.operator)
+        return evaluate(formula, dims, table, stage, self.operator)
 
     def check_stages(self, operator: str, stages: Sequence[str]) -> None:
         """ValueError naming any formula keyed by a stage the operator does not have (a typo would count 0)."""
@@ -147,7 +170,7 @@ NO_FORMULAS = Formulas(paper={}, exact={})
 def paper_is_exact(exact: Mapping[str, Formula]) -> Formulas:
     """Formulas of an operator whose own paper prints no per-stage cost formula: its ``paper`` rows are its
     exact ones (the validation then shows ``match`` and checks the exact rows against fvcore)."""
-    return Formulas(paper={**exact, TOTAL: lambda s: summed(exact.values(), s)}, exact=exact)
+    return Formulas(paper={**exact, TOTAL: StageSum(exact)}, exact=exact)
 
 
 def compulsory_elements(s: Dims, params: int) -> int:

@@ -8,7 +8,8 @@ as zero, so a difference from the exact formulas can be traced to the ops FlopCo
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +17,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name, whole
+
+
+@contextmanager
+def counting_forward(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad for the one forward a policy counts, then every module's own training flag back:
+    a frozen eval BatchNorm inside a training model must come back in eval."""
+    was_training = {child: child.training for child in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for child, training in was_training.items():
+            child.training = training
 
 
 def _shape_args(args: tuple) -> list[Any]:
@@ -81,7 +96,7 @@ class _OpsSeen(TorchDispatchMode):
         return out
 
 
-def _move_parts(stage_macs: dict[str, int], parts: dict[tuple[str, str], int], op_stages: dict[str, str]) -> None:
+def _move_parts(stage_macs: dict[str, int], parts: dict[tuple[str, str], int], op_stages: Mapping[str, str]) -> None:
     """Each part of a multi-part op moved from the stage it ran in to the stage ``op_stages`` declares."""
     for (ran_in, part), macs in parts.items():
         target = op_stages.get(part)
@@ -90,11 +105,14 @@ def _move_parts(stage_macs: dict[str, int], parts: dict[tuple[str, str], int], o
             stage_macs[target] += macs
 
 
-def count_torch(module: nn.Module, inputs: tuple, stages: tuple[str, ...]) -> tuple[int, dict[str, int], tuple[str, ...]]:
+def count_torch(
+    module: nn.Module, inputs: tuple, stages: tuple[str, ...], op_stages: Mapping[str, str],
+) -> tuple[int, dict[str, int], tuple[str, ...]]:
     """MACs of one forward under FlopCounterMode: (total, per stage, ops counted as zero sorted).
 
     Runs in eval mode under no_grad, like the fvcore policies; stages are attributed with hooks that read
-    the running total around each stage module's forward.
+    the running total around each stage module's forward. ``op_stages`` is the module's, checked against
+    ``stages`` (:func:`upbench.counting.declared_op_stages`).
     """
     register_rules()
     counter = FlopCounterMode(display=False)
@@ -115,18 +133,13 @@ def count_torch(module: nn.Module, inputs: tuple, stages: tuple[str, ...]) -> tu
         child = module.get_submodule(stage)
         handles.append(child.register_forward_pre_hook(lambda _m, _a, stage=stage: enter(stage)))
         handles.append(child.register_forward_hook(lambda _m, _a, _o, stage=stage: leave(stage)))
-    # every module's own flag: a frozen eval BatchNorm inside a training model must come back in eval
-    was_training = {child: child.training for child in module.modules()}
-    module.eval()
     try:
-        with torch.no_grad(), counter, seen:
+        with counting_forward(module), counter, seen:
             module(*inputs)
     finally:
-        for child, training in was_training.items():
-            child.training = training
         for handle in handles:
             handle.remove()
     stage_macs = {s: f // 2 for s, f in stage_flops.items()}
-    _move_parts(stage_macs, seen.parts, dict(getattr(module, "op_stages", {})))
+    _move_parts(stage_macs, seen.parts, op_stages)
     zero_ops = {short_op_name(packet._qualified_op_name) for packet in seen.ops if packet not in flop_registry}
     return counter.get_total_flops() // 2, stage_macs, tuple(sorted(zero_ops))

@@ -1,9 +1,9 @@
 """bench.py roofline: the compiled CPU path against this machine's own matmul and copy speed.
 
 Everything is measured in one run, so the ratios hold whatever the machine: the operators' forward
-GFLOP/s as a share of a 2048^3 float32 matmul, the fused SAPA kernel against its memory floor
-(compulsory bytes / copy bandwidth), forward+backward over forward, the 1 -> N thread speedup, and
-float64 agreement with the reference path.
+GFLOP/s as a share of a 2048^3 float32 matmul, the fused kernel (where an operator's forward calls it, with
+the arguments that forward gives it) against its memory floor (compulsory bytes / copy bandwidth),
+forward+backward over forward, the 1 -> N thread speedup, and float64 agreement with the reference path.
 
 Each ratio is a median over rounds of paired timings: within a round the two sides of the ratio are
 timed one right after the other, so both ran under the same load from other processes. On a shared
@@ -13,40 +13,68 @@ by any factor.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import pandas as pd
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import kernels
-from ..cli_args import FORMATS, emit, int_list, render_table, str_list
+from ..cli_args import FORMATS, emit, name_list, positive_float, positive_int, render_table, str_list
 from ..formulas import TOTAL
-from ..registry import make
+from ..measure import build_call
+from ..registry import available, get, make
+from ..spec import Config
 from ..timing import time_cpu
 
-HELP = "compiled CPU kernels vs this machine's matmul GFLOP/s and copy GB/s: the ratios of issue 10"
+HELP = ("compiled CPU kernels vs this machine's matmul GFLOP/s and copy GB/s, each ratio against the goal "
+        "the compiled path is held to")
 
 MATMUL_SIZE = 2048
 COPY_ELEMENTS = 32 * 2**20  # 128 MiB of float32 each way: far beyond any cache
-# Issue 10's goals: (share of the matmul for the forward, largest fwd+bwd / fwd, smallest 1 -> N speedup)
-FORWARD_SHARE_GOAL = {"sapa-b": 0.25, "carafe": 0.35}
+# The goals every compiled operator is held to; the forward's share of the matmul is each operator's own
+# (Upsampler.forward_share_goal), as what a forward can reach depends on how much of it is matrix products.
 FWD_BWD_GOAL = 2.5
 SCALING_GOAL = 1.85
 FUSED_FLOOR_GOAL = 2.0
 F64_TOLERANCE = 1e-10
+# The one compiled op that does several stages' work: timed alone against the bytes it must move.
+FUSED_OP = "upbench::sapa_fused"
+FUSED_NAME = FUSED_OP.partition("::")[2]
+
+GOALS = (
+    f"Goals (column met): an operator's compiled forward reaches at least the share of the matmul GFLOP/s it "
+    f"declares (its forward_share_goal; none for an operator that declares none); forward+backward takes at most "
+    f"{FWD_BWD_GOAL}x the forward; --threads threads run the forward at least {SCALING_GOAL}x faster than one; "
+    f"the fused kernel ({FUSED_NAME}), where an operator's forward calls it, takes at most {FUSED_FLOOR_GOAL}x its "
+    f"memory floor (the bytes it must read and write / this machine's copy GB/s); the compiled float64 forward "
+    f"differs from the reference by at most {F64_TOLERANCE:g} of its largest value."
+)
+
+
+def low_res_size(text: str) -> tuple[int, int]:
+    """'64' -> (64, 64); '64,32' -> (64, 32)."""
+    parts = str_list(text)
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected H or H,W, got {text!r}")
+    sizes = [positive_int(part) for part in parts]
+    return sizes[0], sizes[-1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ops", type=str_list, default=["sapa-b", "carafe"], help="operators, default sapa-b,carafe")
-    parser.add_argument("--C", type=int, default=256, help="channels, default 256")
-    parser.add_argument("--size", type=int_list, default=[64, 64], help="low-res H,W, default 64,64")
-    parser.add_argument("--threads", type=int, default=2, help="threads for the ratios (speedup is 1 -> this)")
-    parser.add_argument("--min-run-time", type=float, default=0.25, help="seconds per timing, default 0.25")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of paired timings per ratio, default 5")
+    parser.epilog = GOALS
+    parser.add_argument("--ops", type=name_list, default=None,
+                        help="operators with compiled ops (comma list); default: those declaring a forward-share goal")
+    parser.add_argument("--C", type=positive_int, default=256, help="channels, default 256")
+    parser.add_argument("--size", type=low_res_size, default=(64, 64), help="low-res H or H,W, default 64,64")
+    parser.add_argument("--threads", type=positive_int, default=2, help="threads for the ratios (speedup is 1 -> this)")
+    parser.add_argument("--min-run-time", type=positive_float, default=0.25, help="seconds per timing, default 0.25")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="rounds of paired timings per ratio, default 5")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the table to this file instead of stdout")
 
@@ -114,30 +142,49 @@ def machine_rows(machine: Machine, timing: TimingPlan) -> list[dict]:
     ]
 
 
-def fused_rows(C: int, H: int, W: int, machine: Machine, timing: TimingPlan) -> list[dict]:
-    """sapa_fused alone (N=1, d=32, K=5) against its memory floor: read q, k, v once, write the output once."""
-    d, K = 32, 5
-    g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(1, d, 2 * H, 2 * W, generator=g), torch.randn(1, d, H, W, generator=g)
-    v = torch.randn(1, C, H, W, generator=g)
-    seconds = paired_seconds({"fused": (lambda: kernels.sapa_fused(q, k, v, K), timing.threads),
+class _CallsOf(TorchDispatchMode):
+    """Records the arguments of every call of one op during the forwards run under it."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func.overloadpacket._qualified_op_name == self.op:
+            self.calls.append(args)
+        return func(*args, **(kwargs or {}))
+
+
+def fused_rows(name: str, forward: Callable[[], object], machine: Machine, timing: TimingPlan) -> list[dict]:
+    """The fused kernel alone, as operator ``name``'s forward calls it (so with its knobs), against its memory
+    floor: read q, k, v once, write the output once. No rows where the forward does not call it."""
+    with _CallsOf(FUSED_OP) as seen:
+        forward()
+    if not seen.calls:
+        return []
+    query, key, value, K = seen.calls[0]
+    with torch.no_grad():
+        output = kernels.sapa_fused(query, key, value, K)
+    seconds = paired_seconds({"fused": (lambda: kernels.sapa_fused(query, key, value, K), timing.threads),
                               "copy": (machine.copy, timing.threads)}, timing)
-    compulsory = (q.numel() + k.numel() + v.numel() + C * 4 * H * W) * q.element_size()
+    compulsory = sum(t.numel() * t.element_size() for t in (query, key, value, output))
     # floor = compulsory / bandwidth, bandwidth = copy_bytes / copy seconds of the same round
     over_floor = median_ratio(seconds["fused"], seconds["copy"]) * machine.copy_bytes / compulsory
     fused_s = statistics.median(seconds["fused"])
     return [
-        _row(f"sapa_fused alone (d={d}, K={K})", fused_s * 1e3, "ms"),
-        _row("sapa_fused memory floor (compulsory bytes / copy GB/s)", fused_s / over_floor * 1e3, "ms"),
-        _row("sapa_fused time / memory floor", over_floor, "x", f"<= {FUSED_FLOOR_GOAL}",
+        _row(f"{name} {FUSED_NAME} alone (d={query.shape[1]}, K={K})", fused_s * 1e3, "ms"),
+        _row(f"{name} {FUSED_NAME} memory floor (compulsory bytes / copy GB/s)", fused_s / over_floor * 1e3, "ms"),
+        _row(f"{name} {FUSED_NAME} time / memory floor", over_floor, "x", f"<= {FUSED_FLOOR_GOAL}",
              over_floor <= FUSED_FLOOR_GOAL),
     ]
 
 
 def _max_relative_difference(name: str, C: int, H: int, W: int) -> float:
     """float64, compiled vs reference with the same weights: max |difference| / max |reference|."""
-    compiled = make(name, C, impl="compiled").double()
-    reference = make(name, C, impl="reference").double()
+    # eval mode, as the timed forward runs (measure.build_call): inference is what is compared
+    compiled = make(name, C, impl="compiled").double().eval()
+    reference = make(name, C, impl="reference").double().eval()
     reference.load_state_dict(compiled.state_dict())
     x, guide = compiled.example_inputs(1, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -147,20 +194,16 @@ def _max_relative_difference(name: str, C: int, H: int, W: int) -> float:
 
 def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: TimingPlan) -> list[dict]:
     op = make(name, C, impl="compiled")
-    x, guide = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
+    # two copies with the same weights: build_call puts the forward's in eval mode and the other in train mode
+    training_op = copy.deepcopy(op)
+    config = Config(operator=name, impl="compiled", C=C, hparams=tuple(op.hparams.items()), N=1, H=H, W=W,
+                    dtype="fp32", device="cpu", mode="fwd")
+    forward = build_call(op, config, torch.Generator().manual_seed(0))
+    forward_backward = build_call(training_op, replace(config, mode="fwd+bwd"), torch.Generator().manual_seed(0))
     flops = 2 * op.formulas.exact_cost(TOTAL, op.dims(1, H, W)).macs
-
-    def forward() -> torch.Tensor:
-        with torch.no_grad():
-            return op(x, guide)
-
-    inputs = [t.detach().requires_grad_() for t in (x, guide) if t is not None]
-    leaves = inputs + [p for p in op.parameters() if p.requires_grad]
-    grad_out = torch.randn_like(forward())
-
-    def forward_backward() -> object:
-        return torch.autograd.grad(op(*inputs) if len(inputs) == 2 else op(inputs[0]), leaves, grad_out)
-
+    share_goal = op.forward_share_goal
+    fused = fused_rows(name, forward, machine, timing)
+    forward_backward()  # untimed: a first call pays for allocation (the forward's was fused_rows' look at its calls)
     seconds = paired_seconds({
         "matmul": (machine.matmul, timing.threads),
         "forward": (forward, timing.threads),
@@ -169,11 +212,11 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     }, timing)
     fwd = statistics.median(seconds["forward"])
     share = flops / MATMUL_FLOPS * median_ratio(seconds["matmul"], seconds["forward"])
-    share_goal = FORWARD_SHARE_GOAL.get(name)
     fwd_bwd = median_ratio(seconds["forward+backward"], seconds["forward"])
     speedup = median_ratio(seconds["forward, 1 thread"], seconds["forward"])
     difference = _max_relative_difference(name, C, H, W)
     return [
+        *fused,
         _row(f"{name} forward", fwd * 1e3, "ms"),
         _row(f"{name} forward GFLOP/s", flops / fwd / 1e9, "GFLOP/s"),
         _row(f"{name} forward / matmul GFLOP/s", share, "share",
@@ -186,12 +229,28 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     ]
 
 
-def roofline_table(ops: list[str], C: int, H: int, W: int, timing: TimingPlan) -> pd.DataFrame:
+def roofline_ops(names: list[str] | None) -> list[str]:
+    """The operators to time, each checked before any timing: known, and with compiled ops. By default every
+    operator that declares a forward-share goal."""
+    if names is None:
+        names = [name for name in available() if get(name).forward_share_goal is not None]
+        if not names:
+            raise ValueError("no registered operator declares a forward_share_goal; name operators with --ops")
+    compiled = [name for name in available() if get(name).compiled_ops]
+    for name in names:
+        if not get(name).compiled_ops:  # get() names an unknown operator and the known ones
+            raise ValueError(f"--ops {name}: {name} has no compiled ops, so nothing to time against the reference; "
+                             f"operators with compiled ops: {', '.join(compiled) or 'none'}")
+    return list(dict.fromkeys(names))
+
+
+def roofline_table(ops: list[str] | None, C: int, H: int, W: int, timing: TimingPlan) -> pd.DataFrame:
+    ops = roofline_ops(ops)
     kernels.require_compiled("bench.py roofline")
     previous = torch.get_num_threads()
     try:
         machine = Machine.build()
-        rows = [*machine_rows(machine, timing), *fused_rows(C, H, W, machine, timing)]
+        rows = machine_rows(machine, timing)
         for name in ops:
             rows += operator_rows(name, C, H, W, machine, timing)
     finally:
@@ -200,11 +259,7 @@ def roofline_table(ops: list[str], C: int, H: int, W: int, timing: TimingPlan) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if len(args.size) not in (1, 2) or args.threads < 1 or args.C < 1 or args.min_run_time <= 0 or args.rounds < 1:
-        print("roofline: expected --size H or H,W, --threads >= 1, --C >= 1, --min-run-time > 0 and --rounds >= 1",
-              file=sys.stderr)
-        return 2
-    H, W = args.size[0], args.size[-1]
+    H, W = args.size
     try:
         table = roofline_table(args.ops, args.C, H, W, TimingPlan(args.threads, args.min_run_time, args.rounds))
     except (ValueError, RuntimeError) as error:
