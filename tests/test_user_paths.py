@@ -132,7 +132,8 @@ def test_failed_rows_fail_the_command_and_are_measured_again_on_request(tmp_path
 
 
 def test_suspect_timings_are_measured_again_on_request(tmp_path, capsys, monkeypatch):
-    doubts = iter(["shared: other work kept 1.00 of 2 usable cores busy beside 2 timing thread(s)", "", ""])
+    doubts = iter(["shared: other work kept 1.00 of 2 usable cores busy beside 2 timing thread(s)",
+                   "few calls: 2 timed (a median wants at least 5)", "", ""])
 
     def measured(config, spec, row) -> None:
         row.update(latency_median_ms=1.0, runs=5, status="ok", timing_suspect=next(doubts))
@@ -140,13 +141,14 @@ def test_suspect_timings_are_measured_again_on_request(tmp_path, capsys, monkeyp
     monkeypatch.setattr(measure_module, "_measure", measured)
     flags = sweep_flags(tmp_path, "nearest,bilinear")
     assert main(flags) == 0
-    assert "1 row(s) with timing that cannot be trusted (column timing_suspect; --resume --retry suspect" in (
-        capsys.readouterr().err)
+    assert ("2 row(s) with timing that cannot be trusted (column timing_suspect); 1 of them disturbed by other "
+            "work, which --resume --retry suspect measures again") in capsys.readouterr().err
     assert main([*flags, "--resume", "--retry", "suspect"]) == 0
     assert "1 config(s) were logged already, 1 measured now" in capsys.readouterr().err
     rows = read_rows(tmp_path / "run.csv")
-    assert len(rows) == 3 and rows["timing_suspect"].isna().sum() == 2  # the log keeps the suspect row
-    assert "Timing that cannot be trusted" not in (tmp_path / "run.md").read_text()
+    assert len(rows) == 3 and rows["timing_suspect"].isna().sum() == 1  # the log keeps the suspect row
+    report = (tmp_path / "run.md").read_text()
+    assert "Timing that cannot be trusted (1 of 2 rows)" in report and "few calls" in report  # not retried
 
 
 def test_only_doubts_that_measuring_again_can_clear_are_retried():
@@ -186,6 +188,23 @@ def knob_rows(tmp_path, monkeypatch) -> pd.DataFrame:
     spec = upbench.SweepSpec(ops=("nearest", "carafe"), channels=(8,), sizes=((4, 4), (8, 8)), knobs={"K": (3, 5)},
                              devices=("cpu",), policies=("paper",))
     return upbench.run_sweep(spec)
+
+
+def test_latex_marks_suspect_latencies_and_says_how_the_rows_were_measured(knob_rows, tmp_path, capsys):
+    rows = knob_rows.copy()
+    suspect = (rows["operator"] == "carafe") & (rows["K"] == 5) & (rows["H"] == 8)
+    rows.loc[suspect, "timing_suspect"] = "unsteady: p80/p20 = 1.9"
+    latex = to_latex(rows)
+    marked = [line for line in latex.splitlines() if r"$^\dagger$" in line and "&" in line]
+    assert len(marked) == 1 and marked[0].startswith("carafe & 5 &") and marked[0].count(r"$^\dagger$") == 1
+    assert marked[0].split(" & ")[-2].endswith(r"$^\dagger$")  # the 8x8 latency, not its MACs or memory
+    assert r"$^\dagger$: timing suspect" in latex
+    assert f"batch 1, fp32, inference forward (eval mode, no\\_grad), {rows['threads'].iloc[0]} CPU thread" in latex
+    assert r"$^\dagger$" not in to_latex(knob_rows)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency", "--format", "latex"]) == 0
+    pivot_marked = [line for line in capsys.readouterr().out.splitlines() if r"$^\dagger$" in line and "&" in line]
+    assert len(pivot_marked) == 1 and pivot_marked[0].startswith("carafe & 5 &")
 
 
 def test_sweep_latex_has_one_row_per_operator_and_knob_that_ran(knob_rows):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 from tabulate import tabulate
 
-from .latex import booktabs
+from .latex import MARK, booktabs
 from .memory import MIB
 from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, write_json
 from .rules import counted_as_zero_note
@@ -171,11 +171,12 @@ def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
+def paper_table(rows: pd.DataFrame, with_suspect: bool = False) -> pd.DataFrame:
     """One row per operator (and per other varying axis), as in the SAPA paper's Tables 2 and 3: params,
     then MACs (the first counting policy of the rows), latency and peak memory at every resolution.
 
     Columns are (resolution, quantity) pairs; latency and memory are blank where a row is not ok.
+    ``with_suspect``: a (resolution, "Suspect") column too, True where that latency's timing is suspect.
     """
     frame = _axes(rows)
     macs_column = f"macs_{first_policy(rows)}"
@@ -183,10 +184,12 @@ def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
     frame["MACs"] = rows[macs_column]
     frame["Latency"] = rows["latency_median_ms"].where(ok)
     frame["Memory"] = (rows["peak_mem_bytes"] / MIB).where(ok)
+    frame["Suspect"] = ok & rows["timing_suspect"].fillna("").astype(str).ne("")
+    quantities = ["MACs", "Latency", "Memory", *(["Suspect"] if with_suspect else [])]
     index = ["operator", *varying_axes(rows)]
     # grouped, not pivot_table(dropna=False), which would add a row for every combination of the index's
     # values: a K row for nearest, which has no K
-    measured = frame.groupby([*index, "size"], sort=False, dropna=False)[["MACs", "Latency", "Memory"]].first()
+    measured = frame.groupby([*index, "size"], sort=False, dropna=False)[quantities].first()
     wide = measured.unstack("size")
     present = frame[index].drop_duplicates()
     order = pd.MultiIndex.from_frame(present) if len(index) > 1 else pd.Index(present[index[0]])
@@ -195,24 +198,49 @@ def paper_table(rows: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({("", name): wide.index.get_level_values(name) for name in index})
     table[("", "Params")] = params.reindex(wide.index).to_numpy()
     for size in [s for s in _size_order(rows) if ("MACs", s) in wide.columns]:
-        for quantity in ("MACs", "Latency", "Memory"):
+        for quantity in quantities:
             table[(size, quantity)] = wide[(quantity, size)].to_numpy()
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     return table
 
 
+MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
+SUSPECT_NOTE = (f"{MARK}: timing suspect (other work on the machine, a wide p20-p80 spread or few timed calls; "
+                f"see the Markdown report); measure again before citing it.")
+
+
+def measured_with(rows: pd.DataFrame) -> str:
+    """How the rows were measured, for a caption: the device(s), and batch, dtype, mode and CPU threads where
+    the rows share one (else the table's columns say)."""
+    def shared(column: str, say: Callable[[object], str]) -> str:
+        values = rows[column].dropna().unique()
+        return say(values[0]) if len(values) == 1 else f"{column} as in its column"
+
+    devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
+    parts = [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
+    if rows["device"].astype(str).str.startswith("cpu").all():
+        parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
+    return f"{devices}; " + ", ".join(parts)
+
+
 def to_latex(rows: pd.DataFrame) -> str:
-    """The sweep as a booktabs table: :func:`paper_table`, units and rounding stated under it."""
-    table = paper_table(rows)
+    """The sweep as a booktabs table: :func:`paper_table`, units, rounding, how it was measured and which
+    latencies are suspect (marked) stated under it."""
+    table = paper_table(rows, with_suspect=True)
+    suspect_columns = [c for c in table.columns if c[1] == "Suspect"]
+    marked = {(position, (size, "Latency")) for size, _ in suspect_columns
+              for position, flagged in enumerate(table[(size, "Suspect")]) if pd.notna(flagged) and bool(flagged)}
+    table = table.drop(columns=suspect_columns)
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
     policy = first_policy(rows)
-    devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
-    notes = [f"MACs under the {policy} counting policy; latency and memory on {devices}, batch and dtype as "
-             f"in the rows; resolutions are the low-resolution input H x W."]
-    zero_note = _counted_as_zero(rows)
-    return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)",
-                    notes=notes + ([zero_note] if zero_note else []))
+    forward_only = " (of one forward, also beside forward+backward latencies)" if (rows["mode"] == "fwd+bwd").any() else ""
+    notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
+             f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
+             f"low-resolution input H x W.",
+             *([SUSPECT_NOTE] if marked else []), *filter(None, [_counted_as_zero(rows)])]
+    return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
+                    marked=marked)
 
 
 def _counted_as_zero(rows: pd.DataFrame) -> str:

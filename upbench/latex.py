@@ -13,18 +13,20 @@ Each numeric kind is rounded to one number of decimals throughout the table: at 
 0.01), at most :data:`MAX_DECIMALS`; the note under the table says which.
 
 Columns may be a two-level MultiIndex (group, column): groups become ``\\multicolumn`` headers with
-``\\cmidrule`` underneath. Missing values print as ``--``.
+``\\cmidrule`` underneath. Missing values print as ``--``; ``marked`` cells carry a dagger, which the
+caller's notes explain.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import pandas as pd
 
 LEAST_DECIMALS = {"macs": 2, "params": 2, "G": 2, "M": 2, "ms": 2, "mib": 1}
 SIGNIFICANT = 2
 MAX_DECIMALS = 4
+MARK = r"$^\dagger$"
 UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))  # SI k: a "K" header would read as the kernel size K
 COUNT_KINDS = ("macs", "params")
 KINDS = (*COUNT_KINDS, "G", "M", "ms", "mib", "int", "text")
@@ -91,9 +93,11 @@ def rounding_note(decimals: Mapping[str, int]) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
-def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", notes: Sequence[str] = ()) -> str:
+def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", notes: Sequence[str] = (),
+             marked: Collection[tuple[int, Any]] = ()) -> str:
     """``table`` as a booktabs ``table`` environment. ``kinds`` maps each (last-level) column name to its kind;
-    ``notes`` go under the table after the rounding note."""
+    ``notes`` go under the table after the rounding note; ``marked``: (row position, column) cells that carry
+    :data:`MARK` (the notes say what it means)."""
     names = [c[-1] if isinstance(c, tuple) else c for c in table.columns]
     unknown = sorted({kinds.get(n, "?") for n in names} - set(KINDS))
     if unknown:
@@ -130,12 +134,14 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
         lines.append(" ".join(rules))
     headers = [_header(n, kinds[n], units.get(kinds[n], ("", 1))[0]) for n in names]
     lines += [" & ".join(headers) + r" \\", r"\midrule"]
-    for record in table.itertuples(index=False):
+    marked = set(marked)
+    for position, record in enumerate(table.itertuples(index=False)):
         cells = [_cell(v, kinds[n], scale_of.get(kinds[n], 1.0), decimals.get(kinds[n], 0))
-                 for n, v in zip(names, record)]
+                 + (MARK if (position, column) in marked else "")
+                 for n, column, v in zip(names, table.columns, record)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    footer = [rounding_note(decimals), *(escape(n) for n in notes)]
+    footer = [rounding_note(decimals), *(escape(n).replace(escape(MARK), MARK) for n in notes)]
     footer = [line for line in footer if line]
     if footer:
         lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(footer) + "}")

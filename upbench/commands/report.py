@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, emit, render_table
-from ..export import check_viewable, first_policy, markdown_table, pivot, to_latex, to_markdown
+from ..export import SUSPECT_NOTE, check_viewable, first_policy, markdown_table, measured_with, pivot, to_latex, to_markdown
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log
@@ -56,7 +56,14 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     if fmt == "latex":
         sizes = [c for c in table.columns if c not in rows.columns and c != "operator"]
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
-        return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution")
+        marked: set[tuple[int, str]] = set()
+        if column == "latency_median_ms":  # same rows, same pivot: cell for cell the suspect flags
+            flags = pivot(rows.assign(_suspect=rows["timing_suspect"].fillna("").astype(str).ne("")), "_suspect")
+            marked = {(position, size) for size in sizes for position, flagged in enumerate(flags[size])
+                      if pd.notna(flagged) and flagged}
+        notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else [])]
+        return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
+                        notes=notes, marked=marked)
     return markdown_table(table) if fmt == "markdown" else render_table(table, fmt)
 
 

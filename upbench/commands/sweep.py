@@ -18,7 +18,7 @@ from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
 from ..memory import MIB
-from ..rows import FAILED_STATUSES, check_retry
+from ..rows import FAILED_STATUSES, check_retry, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -95,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "torch, CUDA, thread count or git commit (refused without it)")
     parser.add_argument("--retry", type=str_list, default=[], metavar="KINDS",
                         help="with --resume: measure again the configs whose logged row is one of KINDS: failed "
-                             "(error, crash, timeout), suspect (timing_suspect set); comma list. The log keeps "
-                             "both rows; the tables the new one")
+                             "(error, crash, timeout), suspect (timing disturbed by other work: descheduled, shared, "
+                             "unsteady; doubts the row's own settings cause are not retried); comma list. The log "
+                             "keeps both rows; the tables the new one")
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
@@ -186,8 +187,9 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     lines = [f"{len(rows)} rows: {statuses}"]
     suspect = int((rows["timing_suspect"].fillna("") != "").sum())
     if suspect:
-        lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect; "
-                     f"--resume --retry suspect measures them again)")
+        retryable = int(rows_to_retry(rows, ["suspect"]).sum())
+        lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect); "
+                     f"{retryable} of them disturbed by other work, which --resume --retry suspect measures again")
     problems = rows[rows["status"] != "ok"]
     lines += [f"  {key}: {status}: {message}" for key, status, message
               in zip(problems["key"], problems["status"], problems["message"].fillna(""))]
