@@ -191,6 +191,11 @@ UPBENCH_INLINE void window_row_dots_block(const T* children, Lines<T> lines, int
 template <typename T, int B>
 UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t channels, int64_t ky,
                                     const Shape& s, T* logits) {
+  // K = 5 in one block where 32 vector registers hold its 4 x 5 accumulators, 4 children and a tap: each
+  // child is then loaded once per window row, not twice (a 4 + 1 split); 16 registers would spill.
+  if constexpr (B >= 64) {
+    if (s.K == 5) return window_row_dots_block<T, B, 5>(children, lines, channels, ky, 0, s, logits);
+  }
   int64_t kx0 = 0;
   for (; kx0 + 4 <= s.K; kx0 += 4) window_row_dots_block<T, B, 4>(children, lines, channels, ky, kx0, s, logits);
   switch (s.K - kx0) {
