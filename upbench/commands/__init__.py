@@ -7,6 +7,7 @@ import shlex
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any, NoReturn, Sequence
 
 from ..registry import load_plugin
 from . import compare, merge, network, report, roofline, selfcheck, sweep, table1
@@ -31,16 +32,39 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser(prog: str = "bench.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Benchmark and profile feature upsamplers.")
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit 2, without the usage block
+    (``--help`` is unchanged). ``commands`` maps each subcommand to its parser."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Parser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(line.strip() for line in message.splitlines())
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        # Arguments a subcommand does not know come back here; name the subcommand, not the program.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.commands.get(getattr(parsed, "command", None) or "", self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def build_parser(prog: str = "bench.py") -> Parser:
+    parser = Parser(prog=prog, description="Benchmark and profile feature upsamplers.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     _add_plugin_option(parser, "plugins_before")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, module in COMMANDS.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         _add_plugin_option(command, "plugins_after")
         command.set_defaults(run=module.run)
+        parser.commands[name] = command
     return parser
 
 

@@ -17,9 +17,13 @@ HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by si
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
 
 
+# The default operators are said once, on --ops; the group header gives the other axes' defaults.
+AXES_DEFAULTS = "default: C=256, size 64, each operator's default knobs, N=1, fp32, device auto"
+OPS_HELP = "operators; default: those with a compiled path (Upsampler.compiled_ops)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_axis_arguments(parser, "default: the operators with a compiled path, C=256, size 64, each operator's "
-                               "default knobs, N=1, fp32, device auto")
+    add_axis_arguments(parser, AXES_DEFAULTS, ops_help=OPS_HELP)
     add_isolation_arguments(parser)
 
 

@@ -36,10 +36,11 @@ def knob_pair(text: str) -> tuple[str, list[int]]:
     return name.strip(), int_list(values)
 
 
-def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str) -> None:
+def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
+                       ops_help: str = "operators; default: all registered") -> None:
     """Axis and measurement flags shared with ``compare``; unset flags fall back to ``defaults``."""
     axes = parser.add_argument_group("axes (comma lists)", defaults)
-    axes.add_argument("--ops", type=name_list, help="operators; default: all registered")
+    axes.add_argument("--ops", type=name_list, help=ops_help)
     axes.add_argument("--C", type=int_list, help="channels")
     axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
     axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
