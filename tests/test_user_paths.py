@@ -217,3 +217,27 @@ def test_sweep_latex_has_one_row_per_operator_and_knob_that_ran(knob_rows):
     assert header == r" &  &  & \multicolumn{3}{c}{4} & \multicolumn{3}{c}{8} \\"
     assert body.count("&") == 3 + 2 * 3 - 1
     assert "Params (k)" in body  # thousands as SI k: a K would read as the kernel size
+
+
+def test_compare_resumes_and_measures_suspect_rows_again(tmp_path, capsys, monkeypatch):
+    """compare is a sweep too: a noisy run is finished with --resume --retry suspect, not measured again whole."""
+    doubts = iter(["unsteady: p80/p20 = 2.0"] + [""] * 20)
+
+    def measured(config, spec, row) -> None:
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.0, peak_mem_bytes=2**20,
+                   runs=5, status="ok", timing_suspect=next(doubts))
+
+    monkeypatch.setattr(measure_module, "_measure", measured)
+    out = tmp_path / "cmp.csv"
+    flags = ["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(out),
+             "--formats", "markdown"]
+    assert main(flags) == 0
+    capsys.readouterr()
+    assert main([*flags, "--resume", "--retry", "suspect"]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 5 and rows["timing_suspect"].fillna("").ne("").sum() == 1  # 4 configs, one measured again
+    assert "Timing that cannot be trusted" not in (tmp_path / "cmp.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["compare", "--retry", "suspect", "--bogus"])
+    assert main(["compare", "--retry", "suspect", "--out", str(out)]) == 2
+    assert "--retry needs --resume" in capsys.readouterr().err

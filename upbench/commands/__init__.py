@@ -110,9 +110,9 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
         log = getattr(args, "row_log", None)  # set by the commands that log rows, once they know the file
         if log is None:
             print(f"{args.command}: interrupted", file=sys.stderr)
-        elif args.command == "sweep":
-            print(f"sweep: interrupted; finished rows are in {log}; resume with: {resume_command(prog, argv, log)}",
-                  file=sys.stderr)
+        elif args.command in ("sweep", "compare"):
+            print(f"{args.command}: interrupted; finished rows are in {log}; resume with: "
+                  f"{resume_command(prog, argv, log)}", file=sys.stderr)
         else:
             print(f"{args.command}: interrupted; finished rows are in {log}", file=sys.stderr)
         return 130

@@ -10,8 +10,8 @@ from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
-from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, default_out, failed_rows, spec_mapping,
-                    summary, warn_once_on_suspect_timing)
+from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
+                    failed_rows, resume_settings, spec_mapping, summary, warn_once_on_suspect_timing)
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -24,6 +24,7 @@ OPS_HELP = "operators; default: those with a compiled path (Upsampler.compiled_o
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_axis_arguments(parser, AXES_DEFAULTS, ops_help=OPS_HELP)
+    add_resume_arguments(parser)
     add_isolation_arguments(parser)
 
 
@@ -37,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if not mapping["ops"]:
         raise ValueError("no registered operator has a compiled path (Upsampler.compiled_ops)")
     formats = check_formats(args.formats)
+    retry = resume_settings(args)
     spec = SweepSpec.from_mapping(mapping, source="the command line")
     out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
     args.row_log = out
-    rows = run_sweep(spec, out, progress=False if args.quiet else None,
-                     on_row=warn_once_on_suspect_timing("compare"), isolate=args.isolate, row_timeout=args.row_timeout)
+    rows = run_sweep(spec, out, resume=args.resume, progress=False if args.quiet else None,
+                     on_row=warn_once_on_suspect_timing("compare"), isolate=args.isolate, row_timeout=args.row_timeout,
+                     allow_mixed=args.allow_mixed, retry=retry)
     ratios = ratio_view(rows)
     written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
     print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")

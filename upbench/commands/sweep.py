@@ -75,6 +75,28 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
     output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
 
 
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    """--resume, --allow-mixed and --retry, shared with ``compare`` (see :func:`resume_settings`)."""
+    parser.add_argument("--resume", action="store_true", help="continue --out, skipping the rows it holds")
+    parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
+                        help="resume (or merge shards) even where the rows were measured with another device, "
+                             "torch, CUDA, thread count or git commit (refused without it)")
+    parser.add_argument("--retry", type=str_list, default=[], metavar="KINDS",
+                        help="with --resume: measure again the configs whose logged row is one of KINDS: failed "
+                             "(error, crash, timeout), suspect (timing disturbed by other work: descheduled, shared, "
+                             "unsteady; doubts the row's own settings cause are not retried); comma list. The log "
+                             "keeps both rows; the tables the new one")
+
+
+def resume_settings(args: argparse.Namespace) -> tuple[str, ...]:
+    """The checked --retry kinds, after the checks that --resume has an --out and --retry a --resume."""
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out: the CSV to continue")
+    if args.retry and not args.resume:
+        raise ValueError("--retry needs --resume: it measures again rows of --out")
+    return check_retry(args.retry)
+
+
 def add_isolation_arguments(parser: argparse.ArgumentParser) -> None:
     isolation = parser.add_argument_group("isolation")
     isolation.add_argument("--isolate", action="store_true",
@@ -90,15 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "device auto, min-run-time 0.2 s")
     parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
     parser.add_argument("--impl", type=str_list, help="auto, reference, compiled (comma list)")
-    parser.add_argument("--resume", action="store_true", help="continue --out, skipping the rows it holds")
-    parser.add_argument("--allow-mixed", action="store_true", dest="allow_mixed",
-                        help="resume (or merge shards) even where the rows were measured with another device, "
-                             "torch, CUDA, thread count or git commit (refused without it)")
-    parser.add_argument("--retry", type=str_list, default=[], metavar="KINDS",
-                        help="with --resume: measure again the configs whose logged row is one of KINDS: failed "
-                             "(error, crash, timeout), suspect (timing disturbed by other work: descheduled, shared, "
-                             "unsteady; doubts the row's own settings cause are not retried); comma list. The log "
-                             "keeps both rows; the tables the new one")
+    add_resume_arguments(parser)
     parser.add_argument("--shard", type=str,
                         help="i/n, counted from 0: measure only configs i, i+n, ... (0 <= i < n; the shards of a "
                              "4-way split are 0/4, 1/4, 2/4, 3/4)")
@@ -219,11 +233,7 @@ def run(args: argparse.Namespace) -> int:
         formats = check_formats(args.formats)
         spec = spec_from_args(args)
         shard = parse_shard(args.shard) if args.shard else None
-        if args.resume and args.out is None:
-            raise ValueError("--resume needs --out: the CSV to continue")
-        if args.retry and not args.resume:
-            raise ValueError("--retry needs --resume: it measures again rows of --out")
-        retry = check_retry(args.retry)
+        retry = resume_settings(args)
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
