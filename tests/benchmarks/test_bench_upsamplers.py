@@ -1,7 +1,8 @@
 """Every registered upsampler at C=64 and sizes 16, 32, 64, fwd and fwd+bwd, with pytest-benchmark.
 
 The configs are those of a sweep (so the impl is resolved and knobs are each operator's defaults),
-each timed with a clock that synchronises the GPU, with its MACs, bytes and shapes in extra_info.
+each timed with a clock that synchronises the GPU, with its MACs, bytes and shapes in extra_info. float32
+is measured as a sweep measures it: TF32 off for matmuls and convolutions alike (upbench.measure.float32_math).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from upbench.counting import POLICIES
 from upbench.environment import device_from_environment
 from upbench.registry import make
-from upbench.measure import build_call, compulsory_bytes, count_config
+from upbench.measure import build_call, compulsory_bytes, count_config, float32_math
 from upbench.spec import DTYPES, SweepSpec
 
 BENCH_DEVICE = torch.device(device_from_environment())
@@ -41,7 +42,8 @@ def test_upsampler(benchmark, config):
         device=config.device, hparams=dict(config.hparams), input_shape=list(x_shape),
         guide_shape=[config.N, op.guide_channels, 2 * config.H, 2 * config.W] if op.needs_guide else None,
         output_shape=[config.N, config.C, 2 * config.H, 2 * config.W],
-        bytes_moved=compulsory_bytes(op, config, counts["params"]), **counts,
+        bytes_moved=compulsory_bytes(op, config, counts["params"]), tf32=False, **counts,
     )
-    call()  # warm-up: lazy initialisation and allocator growth stay out of the timings
-    benchmark(call)
+    with float32_math(tf32=False):
+        call()  # warm-up: lazy initialisation and allocator growth stay out of the timings
+        benchmark(call)
