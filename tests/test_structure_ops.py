@@ -12,7 +12,7 @@ from upbench import kernels
 from upbench.base import Knob, Upsampler
 from upbench.commands import main
 from upbench.commands import roofline
-from upbench.counting import count, counting_forward
+from upbench.counting import counting_forward
 from upbench.formulas import DIMS_FIELDS, TOTAL, Cost, Formulas, paper_is_exact
 from upbench.registry import get, make, register
 
@@ -158,23 +158,6 @@ def test_a_bad_op_stages_is_refused_at_registration(op_stages, fragments, isolat
     assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)
 
 
-def test_a_bad_op_stages_is_a_value_error_under_the_torch_policy_too():
-    class Declared(nn.Module):
-        stages = ("inner",)
-        op_stages = {"local_similarity": "nowhere"}
-
-        def __init__(self):
-            super().__init__()
-            self.inner = nn.Linear(2, 2)
-
-        def forward(self, x):
-            return self.inner(x)
-
-    with pytest.raises(ValueError, match="Declared: op_stages gives 'local_similarity' to stage 'nowhere'"):
-        count(Declared(), (torch.randn(1, 2),), "torch")
-
-
-# -- 4. formula errors name the operator and the stage ------------------------------------------
 def test_a_failing_formula_names_the_operator_and_its_stage(isolated_registry):
     @register
     class Broken(_ShuffleConv):
