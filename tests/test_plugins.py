@@ -379,3 +379,31 @@ def test_rows_of_an_earlier_version_render_with_its_later_columns_empty(tmp_path
     assert "| carafe" in capsys.readouterr().out
     assert main(["merge", str(earlier), "--out", str(tmp_path / "merged.csv")]) == 0
     assert (tmp_path / "merged.md").read_text().startswith("# upbench sweep")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[1, 2]", "not upbench sweep rows a report can render"),
+    ('[{"1": 1}]', "not upbench sweep rows a report can render"),
+])
+def test_report_of_json_that_is_no_rows_is_one_line(tmp_path, capsys, text, fragment):
+    other = tmp_path / "other.json"
+    other.write_text(text)
+    assert main(["report", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_names_a_missing_throughput_column(tmp_path, capsys, finished_sweep):
+    rows = pd.read_csv(finished_sweep).drop(columns=["gflops_per_s_fvcore"])
+    partial = tmp_path / "nog.json"
+    rows.to_json(partial, orient="records")
+    assert main(["report", str(partial)]) == 2
+    assert "gflops_per_s_fvcore" in capsys.readouterr().err
+
+
+def test_merge_of_logs_without_rows_says_so(tmp_path, capsys, finished_sweep):
+    empty = tmp_path / "empty.csv"
+    empty.write_text(finished_sweep.read_text().splitlines()[0] + "\n")
+    assert main(["merge", str(empty), "--out", str(tmp_path / "m.csv"), "--allow-partial"]) == 2
+    assert f"nothing to merge: {empty} hold no rows" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()

@@ -69,6 +69,13 @@ def test_a_goal_that_is_no_share_is_refused_naming_the_operator(isolated_registr
     with pytest.raises(ValueError, match="bad-goal: forward_share_goal='fast'"):
         register(Bad)
 
+    class NoCompiled(_ShuffleConv):  # a goal for a compiled forward it does not have
+        name = "no-compiled-goal"
+        forward_share_goal = 0.3
+
+    with pytest.raises(ValueError, match="no-compiled-goal: forward_share_goal=0.3 but compiled_ops is False"):
+        register(NoCompiled)
+
 
 def test_roofline_help_says_what_the_goals_mean():
     assert "issue" not in roofline.HELP.lower()

@@ -277,28 +277,28 @@ def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():
     a setting the spec gains must gain a flag too, or it could only be set from a file."""
     import argparse
 
-    from upbench.commands.sweep import AXIS_FLAGS, add_arguments
-    from upbench.spec import AXIS_KEYS, SETTING_KEYS
+    from upbench.commands import compare, sweep
+    from upbench.commands.sweep import AXIS_FLAGS
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    dests = vars(parser.parse_args([]))
-    assert set(AXIS_KEYS) | set(SETTING_KEYS) <= set(AXIS_FLAGS)
-    assert [flag for flag in AXIS_FLAGS if flag not in dests] == []
+    for command, fixed in ((sweep, ()), (compare, ("mode", "impl"))):  # compare runs both modes and impls
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        dests = vars(parser.parse_args([]))
+        assert [flag for flag in AXIS_FLAGS if flag not in dests] == list(fixed), command.__name__
 
 
-def test_environment_columns_are_the_rows_environment_fields():
+def test_the_environment_a_row_records_is_the_declared_one():
+    """The row layout, the setup checks and the views take the environment's fields from one tuple; a key
+    environment() gains without it would make every row's write raise."""
     from upbench.environment import ENVIRONMENT_FIELDS, environment
 
     assert tuple(environment("cpu")) == ENVIRONMENT_FIELDS
-    columns = SweepSpec(ops=("nearest",), **TINY).columns()
-    assert columns[-len(ENVIRONMENT_FIELDS):] == list(ENVIRONMENT_FIELDS)
 
 
 @pytest.mark.parametrize("text, size", [("16", (16, 16)), ("32x48", (32, 48)), ("32X48", (32, 48))])
 def test_one_size_grammar_for_files_flags_and_presets(text, size):
     from upbench.cli_args import size_list
-    from upbench.commands.network import image_size
+    from upbench.cli_args import image_size
     from upbench.spec import parse_size
 
     assert parse_size(text) == size and size_list(f"{text},8") == [size, (8, 8)] and image_size(text) == size
@@ -310,7 +310,7 @@ def test_bad_sizes_are_refused_alike(text):
     import argparse
 
     from upbench.cli_args import size_list
-    from upbench.commands.network import image_size
+    from upbench.cli_args import image_size
     from upbench.spec import parse_size
 
     with pytest.raises(ValueError):

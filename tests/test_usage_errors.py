@@ -25,6 +25,7 @@ BAD = [
     (["network", "--preset", "no-such-model"], "bench.py network", "argument --preset", "invalid choice"),
     (["network", "--preset", "mask2former-swinb", "--size", "64,x"], "bench.py network", "argument --size", "64,x"),
     (["roofline", "--rounds", "0"], "bench.py roofline", "argument --rounds", "'0'"),
+    (["roofline", "--format", "latex"], "bench.py roofline", "argument --format", "invalid choice"),
     (["selfcheck", "--seed", "x"], "bench.py selfcheck", "argument --seed", "'x'"),
     (["selfcheck", "--format", "yaml"], "bench.py selfcheck", "argument --format", "invalid choice"),
     # unknown flags are named with the command they were given to

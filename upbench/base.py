@@ -180,6 +180,9 @@ class Upsampler(nn.Module):
         if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float)) or not goal > 0):
             raise ValueError(f"{cls.name}: forward_share_goal={goal!r}; expected None or a positive number "
                              "(a share of the matmul GFLOP/s, e.g. 0.25)")
+        if goal is not None and not cls.compiled_ops:
+            raise ValueError(f"{cls.name}: forward_share_goal={goal!r} but compiled_ops is False; the goal is the "
+                             "compiled forward's, so declare compiled ops or no goal")
 
     # -- shapes ---------------------------------------------------------------------------
     def dims(self, N: int, H: int, W: int) -> Dims:

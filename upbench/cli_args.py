@@ -53,6 +53,15 @@ def size_list(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """One size for a flag that takes one: '512' -> (512, 512); '800,1333' or '800x1333' -> (800, 1333), H then W
+    (a comma may part them, as there is no list to part)."""
+    try:
+        return parse_size(text.replace(",", "x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 512, 800,1333 or 800x1333 (H then W), got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -31,7 +31,9 @@ def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     """``rows`` with any of :data:`LATER_COLUMNS` they lack added empty, or ValueError naming ``source`` and
     the columns the views need that it lacks."""
     absent = [c for c in VIEW_COLUMNS if c not in rows.columns]
-    if not any(c.startswith("macs_") for c in rows.columns):
+    policies = [c.removeprefix("macs_") for c in rows.columns if c.startswith("macs_")]
+    absent += [f"gflops_per_s_{p}" for p in policies if f"gflops_per_s_{p}" not in rows.columns]
+    if not policies:
         absent.append("macs_<policy>")
     if absent:
         raise ValueError(f"{source}: not upbench sweep rows a report can render (no {', '.join(absent)} column)")
@@ -205,8 +207,8 @@ def paper_table(rows: pd.DataFrame, with_suspect: bool = False) -> pd.DataFrame:
 
 
 MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
-SUSPECT_NOTE = (f"{MARK}: timing suspect (other work on the machine, a wide p20-p80 spread or few timed calls; "
-                f"see the Markdown report); measure again before citing it.")
+SUSPECT_NOTE = (f"{MARK}: timing suspect (other work on the machine, a wide p20-p80 spread, few timed calls or more "
+                f"threads than cores; the Markdown report gives each reason): not a measurement to cite.")
 
 
 def measured_with(rows: pd.DataFrame) -> str:

@@ -49,6 +49,7 @@ def register(cls: U) -> U:
     if not cls.name:
         raise ValueError(f"{cls.__qualname__}: an Upsampler needs a name to be registered")
     cls.check_declaration()
+    cls.formulas = cls.formulas.named(cls.name)  # also where name or formulas were set after the class body
     origin = _loading[-1] if _loading else f"module {cls.__module__}"
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         taken = _REGISTRY[cls.name]

@@ -12,6 +12,7 @@ from typing import IO, Iterable, Sequence
 
 import pandas as pd
 
+from .environment import ENVIRONMENT_FIELDS
 from .timing import TRANSIENT_DOUBTS
 
 # What can be written beside a row log, and the suffix each takes: a report's name given as --out names
@@ -22,8 +23,8 @@ FORMATS = tuple(FORMAT_SUFFIXES)
 TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
                 "status", "message",
                 "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
-ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores",
-                       "git_commit")
+# The environment columns that tell one setup from another (the load and the time differ row by row).
+ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1min", "timestamp"))
 # What a latency depends on besides the config: rows of one device that differ in any of these were measured
 # on other hardware, by other software or with other threads, and do not belong in one table. (The CPU
 # model is left out: shards of a GPU sweep may run on nodes with different host CPUs; so is the thread
@@ -32,8 +33,8 @@ ENVIRONMENT_COLUMNS = ("device_name", "torch_version", "cuda_version", "cpu_mode
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
 
 
-def _text_dtypes(columns: Iterable[str]) -> dict[str, str]:
-    return {c: "str" for c in columns if c in TEXT_COLUMNS or c.startswith("zero_ops_")}
+def _text_dtypes(columns: Iterable[object]) -> dict[object, str]:
+    return {c: "str" for c in columns if c in TEXT_COLUMNS or str(c).startswith("zero_ops_")}
 
 
 def read_rows(source: str | Path | IO[str]) -> pd.DataFrame:
@@ -49,6 +50,7 @@ def read_rows(source: str | Path | IO[str]) -> pd.DataFrame:
 def read_json_rows(path: str | Path) -> pd.DataFrame:
     """Rows of a sweep JSON (records), text columns kept as text and timestamps as written."""
     frame = pd.read_json(path, orient="records", dtype=False)
+    frame.columns = [str(c) for c in frame.columns]  # a record's keys are names, even where they look like numbers
     return frame.astype(_text_dtypes(frame.columns))
 
 

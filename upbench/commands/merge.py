@@ -9,7 +9,7 @@ from ..cli_args import str_list
 from ..export import FORMATS, write_outputs
 from ..files import prepare_parent
 from ..rowlog import log_path, read_log
-from ..rows import IncompleteSweep, check_complete, merge_frames, write_csv
+from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 
@@ -17,7 +17,8 @@ HELP = "merge the CSVs of one sweep's shards into one (refuses files of differen
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="sweep CSVs written with --shard (or --out)")
     parser.add_argument("--out", type=str, required=True,
-                        help="the merged CSV (x.md or x.json: the CSV is x.csv); .md, .json, .png go beside it")
+                        help="the merged CSV (a report's name, x.md or x.tex, names x.csv); the --formats go beside it "
+                             f"({', '.join(FORMAT_SUFFIXES.values())})")
     parser.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV: {','.join(FORMATS)} (default all)")
     parser.add_argument("--allow-partial", action="store_true",
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() in {path.resolve() for path in args.inputs}:
         raise ValueError(f"--out {out} is one of the inputs")
     rows = merge_frames([read_log(path) for path in args.inputs], args.allow_mixed)
+    if rows.empty:
+        raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
     try:
         check_complete(rows)
     except IncompleteSweep as incomplete:

@@ -6,12 +6,12 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, render_table, str_list
+from ..cli_args import FORMATS, emit, image_size, render_table, str_list
 from ..latex import booktabs
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
-from ..spec import IMPLS, parse_size
+from ..spec import IMPLS
 
 HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
 
@@ -24,14 +24,6 @@ FOOTNOTES = (
     "The paper's \"Params\" for the baseline rows is the whole model, which the upsampling stages alone "
     "do not determine.",
 )
-
-
-def image_size(text: str) -> tuple[int, int]:
-    """'512' -> (512, 512); '800,1333' or '800x1333' -> (800, 1333): H then W (one size, so a comma may part them)."""
-    try:
-        return parse_size(text.replace(",", "x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 512, 800,1333 or 800x1333 (H then W), got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

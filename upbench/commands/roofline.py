@@ -25,7 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import kernels
-from ..cli_args import FORMATS, emit, name_list, positive_float, positive_int, render_table, str_list
+from ..cli_args import PLAIN_FORMATS, emit, image_size, name_list, positive_float, positive_int, render_table
 from ..formulas import TOTAL
 from ..measure import build_call
 from ..registry import available, get, make
@@ -57,25 +57,16 @@ GOALS = (
 )
 
 
-def low_res_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '64,32' -> (64, 32)."""
-    parts = str_list(text)
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected H or H,W, got {text!r}")
-    sizes = [positive_int(part) for part in parts]
-    return sizes[0], sizes[-1]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = GOALS
     parser.add_argument("--ops", type=name_list, default=None,
                         help="operators with compiled ops (comma list); default: those declaring a forward-share goal")
     parser.add_argument("--C", type=positive_int, default=256, help="channels, default 256")
-    parser.add_argument("--size", type=low_res_size, default=(64, 64), help="low-res H or H,W, default 64,64")
+    parser.add_argument("--size", type=image_size, default=(64, 64), help="low-res H, HxW or H,W, default 64,64")
     parser.add_argument("--threads", type=positive_int, default=2, help="threads for the ratios (speedup is 1 -> this)")
     parser.add_argument("--min-run-time", type=positive_float, default=0.25, help="seconds per timing, default 0.25")
     parser.add_argument("--rounds", type=positive_int, default=5, help="rounds of paired timings per ratio, default 5")
-    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the table to this file instead of stdout")
 
 
