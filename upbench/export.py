@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 from tabulate import tabulate
 
 from .latex import MARK, booktabs
 from .memory import MIB
-from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, write_json
+from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, write_json
 from .rules import counted_as_zero_note
 
 
@@ -138,7 +138,7 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def suspect_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose timing cannot be trusted, with the reason."""
-    suspect = rows[rows["timing_suspect"].fillna("") != ""]
+    suspect = rows[is_suspect(rows)]
     return pd.DataFrame({"key": suspect["key"], "threads": suspect["threads"], "load (1 min)": suspect["load_1min"],
                          "CPU util": suspect["cpu_util"], "other work (cores)": suspect["cpu_others"],
                          "why the timing is suspect": suspect["timing_suspect"]})
@@ -186,7 +186,7 @@ def paper_table(rows: pd.DataFrame, with_suspect: bool = False) -> pd.DataFrame:
     frame["MACs"] = rows[macs_column]
     frame["Latency"] = rows["latency_median_ms"].where(ok)
     frame["Memory"] = (rows["peak_mem_bytes"] / MIB).where(ok)
-    frame["Suspect"] = ok & rows["timing_suspect"].fillna("").astype(str).ne("")
+    frame["Suspect"] = ok & is_suspect(rows)
     quantities = ["MACs", "Latency", "Memory", *(["Suspect"] if with_suspect else [])]
     index = ["operator", *varying_axes(rows)]
     # grouped, not pivot_table(dropna=False), which would add a row for every combination of the index's
@@ -211,6 +211,14 @@ SUSPECT_NOTE = (f"{MARK}: timing suspect (other work on the machine, a wide p20-
                 f"threads than cores; the Markdown report gives each reason): not a measurement to cite.")
 
 
+def flagged_cells(flags: pd.DataFrame, columns: Iterable[Any],
+                  cell: Callable[[Any], Any] = lambda column: column) -> set[tuple[int, Any]]:
+    """(row position, ``cell(column)``) of every true value of ``flags`` in ``columns`` (missing is false): the
+    cells a booktabs table marks."""
+    return {(position, cell(column)) for column in columns
+            for position, flagged in enumerate(flags[column]) if pd.notna(flagged) and bool(flagged)}
+
+
 def measured_with(rows: pd.DataFrame) -> str:
     """How the rows were measured, for a caption: the device(s), and batch, dtype, mode and CPU threads where
     the rows share one (else the table's columns say)."""
@@ -230,8 +238,7 @@ def to_latex(rows: pd.DataFrame) -> str:
     latencies are suspect (marked) stated under it."""
     table = paper_table(rows, with_suspect=True)
     suspect_columns = [c for c in table.columns if c[1] == "Suspect"]
-    marked = {(position, (size, "Latency")) for size, _ in suspect_columns
-              for position, flagged in enumerate(table[(size, "Suspect")]) if pd.notna(flagged) and bool(flagged)}
+    marked = flagged_cells(table, suspect_columns, lambda column: (column[0], "Latency"))
     table = table.drop(columns=suspect_columns)
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
@@ -336,7 +343,7 @@ def plot(rows: pd.DataFrame, path: str | Path) -> Path | None:
         latency_axes.plot(group["side"], group["latency_median_ms"], **style)
         positive = group[group["peak_mem_bytes"] > 0]
         memory_axes.plot(positive["side"], positive["peak_mem_bytes"] / MIB, **style)
-    suspect = frame[frame["timing_suspect"].fillna("") != ""]
+    suspect = frame[is_suspect(frame)]
     if not suspect.empty:
         latency_axes.scatter(suspect["side"], suspect["latency_median_ms"], marker="x", s=80, color="black",
                              zorder=3, label="timing suspect")

@@ -17,7 +17,8 @@ from filelock import FileLock, Timeout
 
 from .environment import environment
 from .files import prepare_parent
-from .rows import FORMAT_SUFFIXES, MEASURED_WITH, latest_rows, mixed_environments, read_rows, rows_to_retry
+from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, column_difference, latest_rows, mixed_environments, read_rows,
+                   rows_to_retry)
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -112,12 +113,7 @@ def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
             if absent:
                 raise ValueError(f"{path}: not an upbench sweep log (no {', '.join(absent)} column)")
             if columns is not None and header != columns:
-                only_log = [c for c in header if c not in columns]
-                only_here = [c for c in columns if c not in header]
-                differ = "; ".join(filter(None, [
-                    f"only the log has {', '.join(only_log)}" if only_log else "",
-                    f"only this sweep has {', '.join(only_here)}" if only_here else "",
-                ])) or "the same columns in another order"
+                differ = column_difference(header, columns, "the log", "this sweep")
                 raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: knob columns come from the "
                                  f"operators, so a --plugin left out changes them, and so does another upbench "
                                  f"version); refusing to resume into it")

@@ -84,6 +84,21 @@ def check_retry(kinds: Iterable[str]) -> tuple[str, ...]:
     return kinds
 
 
+def is_suspect(rows: pd.DataFrame) -> pd.Series:
+    """Which of ``rows`` have a timing that cannot be trusted (a reason in ``timing_suspect``)."""
+    return rows["timing_suspect"].fillna("").astype(str).ne("")
+
+
+def column_difference(columns: Sequence[str], other: Sequence[str], name: str, other_name: str) -> str:
+    """'only <name> has a, b; only <other_name> has c' for two headers, or that they differ in order only."""
+    only = [c for c in columns if c not in other]
+    only_other = [c for c in other if c not in columns]
+    return "; ".join(filter(None, [
+        f"only {name} has {', '.join(only)}" if only else "",
+        f"only {other_name} has {', '.join(only_other)}" if only_other else "",
+    ])) or "the same columns in another order"
+
+
 def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
     """Which of ``rows`` a resume with ``retry=kinds`` measures again (see :data:`RETRY_KINDS`)."""
     kinds = check_retry(kinds)
@@ -137,12 +152,7 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     first = list(frames[0].columns)
     for number, frame in enumerate(frames[1:], start=2):
         if list(frame.columns) != first:
-            only_first = [c for c in first if c not in frame.columns]
-            only_other = [c for c in frame.columns if c not in first]
-            differ = "; ".join(filter(None, [
-                f"only log 1 has {', '.join(only_first)}" if only_first else "",
-                f"only log {number} has {', '.join(only_other)}" if only_other else "",
-            ])) or "the same columns in another order"
+            differ = column_difference(first, list(frame.columns), "log 1", f"log {number}")
             raise ValueError(f"refusing to merge logs with different columns ({differ}): they were written by "
                              f"different upbench versions or with different --plugin operators")
     merged = pd.concat(frames, ignore_index=True)

@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, emit, render_table
-from ..export import SUSPECT_NOTE, check_viewable, first_policy, markdown_table, measured_with, pivot, to_latex, to_markdown
+from ..export import (SUSPECT_NOTE, check_viewable, first_policy, flagged_cells, markdown_table, measured_with, pivot,
+                      to_latex, to_markdown)
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log
-from ..rows import read_json_rows
+from ..rows import is_suspect, read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
@@ -58,9 +59,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
         marked: set[tuple[int, str]] = set()
         if column == "latency_median_ms":  # same rows, same pivot: cell for cell the suspect flags
-            flags = pivot(rows.assign(_suspect=rows["timing_suspect"].fillna("").astype(str).ne("")), "_suspect")
-            marked = {(position, size) for size in sizes for position, flagged in enumerate(flags[size])
-                      if pd.notna(flagged) and flagged}
+            marked = flagged_cells(pivot(rows.assign(_suspect=is_suspect(rows)), "_suspect"), sizes)
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else [])]
         return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
                         notes=notes, marked=marked)

@@ -18,7 +18,7 @@ from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
 from ..memory import MIB
-from ..rows import FAILED_STATUSES, check_retry, rows_to_retry
+from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec, read_spec_file
 from ..rowlog import log_path
@@ -68,8 +68,9 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
                               "alike; torch's own defaults differ between the two)")
     output = parser.add_argument_group("output")
     # a str, not a Path: Path("dir/") drops the slash that says a folder was meant
-    output.add_argument("--out", type=str, help="the CSV to append rows to; .md, .json, .png go beside it "
-                                                 "(x.md or x.json: the rows go to x.csv, the report beside it)")
+    output.add_argument("--out", type=str, help="the CSV to append rows to; the --formats go beside it "
+                                                 f"({', '.join(FORMAT_SUFFIXES.values())}; a report's name, x.md or "
+                                                 "x.tex, puts the rows in x.csv)")
     output.add_argument("--formats", type=str_list, default=list(FORMATS),
                         help=f"what to write beside the CSV at the end: {','.join(FORMATS)} (default all)")
     output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
@@ -200,7 +201,7 @@ def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
     lines = [f"{len(rows)} rows: {statuses}"]
-    suspect = int((rows["timing_suspect"].fillna("") != "").sum())
+    suspect = int(is_suspect(rows).sum())
     if suspect:
         retryable = int(rows_to_retry(rows, ["suspect"]).sum())
         lines.append(f"{suspect} row(s) with timing that cannot be trusted (column timing_suspect); "
