@@ -14,7 +14,7 @@ import upbench
 import upbench.measure as measure_module
 from upbench import Cost, Formulas, Knob
 from upbench.commands import main
-from upbench.export import paper_table, to_latex
+from upbench.export import paper_table, to_latex, to_markdown
 from upbench.rows import read_rows, rows_to_retry
 from upbench.formulas import per_pixel
 from upbench.rowlog import read_log
@@ -205,6 +205,28 @@ def test_latex_marks_suspect_latencies_and_says_how_the_rows_were_measured(knob_
     assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency", "--format", "latex"]) == 0
     pivot_marked = [line for line in capsys.readouterr().out.splitlines() if r"$^\dagger$" in line and "&" in line]
     assert len(pivot_marked) == 1 and pivot_marked[0].startswith("carafe & 5 &")
+
+
+def test_markdown_latency_tables_mark_suspect_timings(knob_rows, tmp_path, capsys):
+    rows = knob_rows.copy()
+    suspect = (rows["operator"] == "carafe") & (rows["K"] == 5) & (rows["H"] == 8)
+    rows.loc[suspect, "timing_suspect"] = "shared: other work kept 1.2 of 2 usable cores busy"
+
+    def marked_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "\N{DAGGER}" in line and line.startswith("|")]
+
+    report = to_markdown(rows)
+    latency = report.split("## Latency median")[1].split("## Peak memory")[0]
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in marked_lines(latency)]
+    assert cells == [["carafe", "5", "1", "1 \N{DAGGER}"]]  # the 8x8 latency, not the 4x4 one
+    assert "\N{DAGGER}: timing suspect" in latency
+    assert marked_lines(report.split("## Peak memory")[1]) == [] and "\N{DAGGER}" not in to_markdown(knob_rows)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency"]) == 0
+    printed = capsys.readouterr().out
+    assert len(marked_lines(printed)) == 1 and "\N{DAGGER}: timing suspect" in printed
+    assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "memory"]) == 0
+    assert "\N{DAGGER}" not in capsys.readouterr().out
 
 
 def test_sweep_latex_has_one_row_per_operator_and_knob_that_ran(knob_rows):

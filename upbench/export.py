@@ -104,11 +104,32 @@ def pivot(rows: pd.DataFrame, value: str, scale: float = 1.0) -> pd.DataFrame:
     return table[[s for s in _size_order(ok) if s in table.columns]].reset_index()
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
+    """A pipe table; the ``marked`` cells, (row position, column), carry :data:`TEXT_MARK`."""
     if table.empty:
         return "(no ok rows)"
-    cells = [[_format(v) for v in record] for record in table.astype(object).itertuples(index=False)]
+    cells = [[_format(value) + (f" {TEXT_MARK}" if (position, column) in marked else "")
+              for column, value in zip(table.columns, record)]
+             for position, record in enumerate(table.astype(object).itertuples(index=False))]
     return tabulate(cells, headers=[str(c) for c in table.columns], tablefmt="pipe", disable_numparse=True)
+
+
+def size_columns(table: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """The resolution columns of a :func:`pivot` of ``rows``: all but its index, which are row columns."""
+    return [column for column in table.columns if column not in rows.columns]
+
+
+def latency_pivot(rows: pd.DataFrame) -> tuple[pd.DataFrame, set[tuple[int, str]]]:
+    """:func:`pivot` of the median latency, and its cells (row position, resolution) whose timing is suspect:
+    the same ok rows pivoted the same way, so cell for cell the flags of the latencies."""
+    table = pivot(rows, "latency_median_ms")
+    flags = pivot(rows.assign(_suspect=is_suspect(rows)), "_suspect")
+    return table, flagged_cells(flags, size_columns(table, rows))
+
+
+def markdown_flagged(table: pd.DataFrame, marked: set[tuple[int, Any]]) -> str:
+    """:func:`markdown_table` with suspect timings marked, and the mark explained under it."""
+    return markdown_table(table, marked) + (f"\n\n{suspect_note(TEXT_MARK)}" if marked else "")
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -146,7 +167,8 @@ def suspect_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
     """Reference vs compiled on the same configs: latency and peak memory, and their ratios
-    (reference / compiled: above 1 means the compiled path is faster or leaner)."""
+    (reference / compiled: above 1 means the compiled path is faster or leaner); the note names any side that
+    failed or whose timing is suspect."""
     frame = _axes(rows)
     keys = ["operator", *varying_axes(rows, exclude=("impl", "mode")), "size", "mode"]
     records = []
@@ -165,10 +187,12 @@ def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
             record[f"compiled {label}"] = compiled * scale
             record[f"{label} ref/compiled"] = reference / compiled if compiled else math.nan
         problems = group[group["status"] != "ok"]
-        record["note"] = "; ".join(dict.fromkeys(
-            f"{impl} {status}: {message}" for impl, status, message
-            in zip(problems["impl"], problems["status"], problems["message"].fillna(""))
-        ))
+        doubted = group[(group["status"] == "ok") & is_suspect(group)]
+        record["note"] = "; ".join(dict.fromkeys([
+            *(f"{impl} {status}: {message}" for impl, status, message
+              in zip(problems["impl"], problems["status"], problems["message"].fillna(""))),
+            *(f"{impl} timing suspect" for impl in doubted["impl"]),
+        ]))
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -207,8 +231,16 @@ def paper_table(rows: pd.DataFrame, with_suspect: bool = False) -> pd.DataFrame:
 
 
 MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
-SUSPECT_NOTE = (f"{MARK}: timing suspect (other work on the machine, a wide p20-p80 spread, few timed calls or more "
-                f"threads than cores; the Markdown report gives each reason): not a measurement to cite.")
+TEXT_MARK = "\N{DAGGER}"  # the Markdown and terminal twin of the LaTeX MARK
+
+
+def suspect_note(mark: str) -> str:
+    return (f"{mark}: timing suspect (other work on the machine, a wide p20-p80 spread, few timed calls or more "
+            f"threads than cores; the Markdown report and the rows' timing_suspect column give each reason): not a "
+            f"measurement to cite.")
+
+
+SUSPECT_NOTE = suspect_note(MARK)
 
 
 def flagged_cells(flags: pd.DataFrame, columns: Iterable[Any],
@@ -305,7 +337,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
         "## Latency median (ms) by operator x resolution",
-        markdown_table(pivot(rows, "latency_median_ms")),
+        markdown_flagged(*latency_pivot(rows)),
         "## Peak memory (MiB) by operator x resolution",
         markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)),
         "## Rows",

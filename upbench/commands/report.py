@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, emit, render_table
-from ..export import (SUSPECT_NOTE, check_viewable, first_policy, flagged_cells, markdown_table, measured_with, pivot,
-                      to_latex, to_markdown)
+from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
+                      pivot, size_columns, to_latex, to_markdown)
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log
-from ..rows import is_suspect, read_json_rows
+from ..rows import read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
@@ -51,19 +51,18 @@ def read_any(path: Path) -> pd.DataFrame:
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     column, scale, kind = PIVOTS[quantity]
     column = column or f"macs_{first_policy(rows)}"
-    table = pivot(rows, column, scale)
+    table, marked = latency_pivot(rows) if quantity == "latency" else (pivot(rows, column, scale), set())
     if table.empty:
         raise ValueError("no ok rows to pivot")
     if fmt == "latex":
-        sizes = [c for c in table.columns if c not in rows.columns and c != "operator"]
+        sizes = size_columns(table, rows)
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
-        marked: set[tuple[int, str]] = set()
-        if column == "latency_median_ms":  # same rows, same pivot: cell for cell the suspect flags
-            marked = flagged_cells(pivot(rows.assign(_suspect=is_suspect(rows)), "_suspect"), sizes)
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else [])]
         return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
                         notes=notes, marked=marked)
-    return markdown_table(table) if fmt == "markdown" else render_table(table, fmt)
+    if fmt == "markdown":
+        return markdown_flagged(table, marked)
+    return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
 
 
 def render(rows: pd.DataFrame, fmt: str) -> str:

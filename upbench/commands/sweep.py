@@ -16,7 +16,7 @@ import pandas as pd
 from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS, check_formats, markdown_table, pivot, write_outputs
+from ..export import FORMATS, check_formats, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
 from ..memory import MIB
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print("## Latency median (ms) by operator x resolution\n")
-        print(markdown_table(pivot(rows, "latency_median_ms")))
+        print(markdown_flagged(*latency_pivot(rows)))
         print("\n## Peak memory (MiB) by operator x resolution\n")
         print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
