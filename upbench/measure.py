@@ -19,7 +19,7 @@ from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import make
 from .spec import DTYPES, Config, SweepSpec
-from .timing import MIN_RUNS, call_seconds, time_call, timing_doubts
+from .timing import MIN_RUNS, call_seconds, suspect_cell, time_call
 
 MESSAGE_CHARS = 300
 # Calls a row makes after warm-up besides the timed ones: the memory probe, and one call's worth of room.
@@ -114,7 +114,7 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
                        min_runs=max(1, min(MIN_RUNS, int(room / max(last, 1e-9)))))  # fewer: flagged few calls
     row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
                latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
-               cpu_others=timing.cpu_others, timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
+               cpu_others=timing.cpu_others, timing_suspect=suspect_cell(timing, torch.get_num_threads()))
     row["peak_mem_bytes"] = peak_memory_bytes(call, device=device)
     if config.mode == "fwd":  # counts and the bytes model describe one forward; a backward has no model
         for policy in spec.policies:

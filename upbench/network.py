@@ -28,7 +28,7 @@ from .memory import MIB, is_out_of_memory, peak_memory_bytes, release_cached_mem
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .measure import first_line, float32_math
-from .timing import Timing, time_call, timing_doubts
+from .timing import Timing, suspect_cell, time_call
 
 GIGA = 1e9
 MEGA = 1e6
@@ -194,7 +194,7 @@ def measure_network(
             timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)
             peak = peak_memory_bytes(run_stages, device=device)
         return Measurement(OK, timing=timing, peak_bytes=peak,
-                           timing_suspect="; ".join(timing_doubts(timing, torch.get_num_threads())))
+                           timing_suspect=suspect_cell(timing, torch.get_num_threads()))
     except Exception as error:  # a report row must survive any one operator failing
         failed = Measurement(OOM if is_out_of_memory(error) else ERROR, error=first_line(error))
     stages.clear()

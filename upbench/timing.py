@@ -86,6 +86,11 @@ def timing_doubts(timing: Timing, threads: int, cores: int | None = None) -> lis
     return doubts
 
 
+def suspect_cell(timing: Timing, threads: int) -> str:
+    """A row's ``timing_suspect`` cell: every doubt of :func:`timing_doubts`, joined; empty when none."""
+    return "; ".join(timing_doubts(timing, threads))
+
+
 def _summary(times: list[float], cache: str, cpu_util: float | None = None,
              cpu_others: float | None = None) -> Timing:
     p20, median, p80 = np.percentile(np.asarray(times, dtype=float), [20, 50, 80])
