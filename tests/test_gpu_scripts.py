@@ -3,12 +3,17 @@ its byte counts agreeing with bench.py roofline's."""
 from __future__ import annotations
 
 import importlib.util
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from upbench.commands import build_parser
+from upbench.selfcheck import CHECKED_OPS, DTYPES
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = REPO / "scripts" / "gpu" / "session.sh"
@@ -43,3 +48,22 @@ def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
     floor = (p.d * hi + p.d * lo + p.C * lo + p.C * hi) * 4
     assert module.compulsory_bytes("sapa", p, 4)["fwd"] == floor
     assert module.compulsory_bytes("carafe", p, 2)["fwd"] == (p.K * p.K * hi + p.C * lo + p.C * hi) * 2
+
+
+def test_every_bench_command_of_the_session_parses():
+    """A renamed flag must fail here, not in the middle of a GPU session's few minutes."""
+    script = SESSION.read_text()
+    defaults = dict(re.findall(r"^([A-Z_]+)=\$\{\1:-([^}]*)\}", script, flags=re.M))
+    assert {"SANITIZE_OPS", "SANITIZE_DTYPES"} <= defaults.keys()
+    commands = [shlex.split(re.sub(r'"\$([A-Z_]+)(/[^"]*)?"', lambda m: defaults.get(m[1], "/tmp") + (m[2] or ""),
+                                   line))
+                for line in re.findall(r"\$PY bench\.py([^|>\n]*)", script)]
+    assert len(commands) >= 4 and [] in commands  # the default sweep, the selfchecks and compare at least
+    parser = build_parser()
+    for argv in commands:
+        parser.parse_args(argv)  # exits 2 on an unknown flag or a value its parser refuses
+    checked = [argv for argv in commands if argv[:1] == ["selfcheck"] and "--ops" in argv]
+    assert checked, "the sanitizer's selfcheck"
+    for argv in checked:
+        assert set(argv[argv.index("--ops") + 1].split(",")) <= {op.name for op in CHECKED_OPS}
+        assert set(argv[argv.index("--dtypes") + 1].split(",")) <= set(DTYPES)
