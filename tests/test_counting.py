@@ -10,6 +10,7 @@ from torch import nn
 
 from upbench import get, make
 from upbench.counting import ALL_POLICIES, POLICIES, Count, count, count_operator
+from upbench.rules import counted_as_zero_note
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -339,3 +340,50 @@ def test_op_stages_must_name_a_stage(policy):
 
     with pytest.raises(ValueError, match="Declared: op_stages gives 'local_similarity' to stage 'nowhere'"):
         count(Declared(), (torch.randn(1, 2),), policy)
+
+
+# -- matrix products beyond mm / bmm / matmul / linear ------------------------------------------
+class _Tokens(nn.Module):
+    """A (1, c, h, w) map as (1, h*w, c) tokens through ``mix``."""
+
+    def __init__(self, mix) -> None:
+        super().__init__()
+        self.mix = mix
+
+    def forward(self, x: torch.Tensor, guide: object = None) -> torch.Tensor:
+        return self.mix(x.flatten(2).transpose(1, 2))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.attention(t, t, t)[0]
+
+
+# (module, MACs by hand) on tokens of length L = 16, width E = 8
+PRODUCTS = {
+    "scaled_dot_product_attention": (lambda t: torch.nn.functional.scaled_dot_product_attention(t, t, t),
+                                     16 * 16 * (8 + 8)),
+    "_native_multi_head_attention": (_SelfAttention(),  # its fused path: counting runs eval, no_grad
+                                     2 * 16 * 8 * 8 + 2 * 16 * 8 * 8 + 2 * 16 * 16 * 8),
+    "tensordot": (lambda t: torch.tensordot(t, t, dims=([2], [2])), (16 * 8) * (16 * 8) // 8),
+    "baddbmm": (lambda t: torch.baddbmm(torch.zeros(1, 16, 16), t, t.transpose(1, 2)), 16 * 8 * 16),
+    "mv": (lambda t: torch.mv(t[0], t[0, 0]), 16 * 8),
+    "mul_": (lambda t: t.clone().mul_(t), 16 * 8),
+}
+
+
+@pytest.mark.parametrize("op", list(PRODUCTS))
+def test_matrix_products_count_under_the_paper_policy_and_are_named_where_a_policy_leaves_them(op):
+    mix, by_hand = PRODUCTS[op]
+    module, inputs = _Tokens(mix), (torch.randn(1, 8, 4, 4), None)
+    paper = count(module, inputs, policy="paper")
+    assert paper.macs == by_hand and op not in paper.zero_ops
+    if op != "mul_":  # FlopCounterMode counts no elementwise product
+        assert count(module, inputs, policy="torch").macs == by_hand
+    fvcore = count(module, inputs, policy="fvcore")
+    if fvcore.macs == 0 and op != "mul_":  # fvcore has no handle: the reports must say so
+        assert op in counted_as_zero_note(fvcore.zero_ops)

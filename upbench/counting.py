@@ -3,14 +3,15 @@
 Policies:
 
 * ``paper``: the SAPA paper's Table 1 convention. Counted: convolution, linear / matmul / addmm /
-  bmm (biases ignored), einsum (exactly), the elementwise product of two tensors (``a * b`` where
+  bmm and the other matrix products (:data:`upbench.rules.MATRIX_PRODUCT_RULES`: baddbmm, mv, tensordot,
+  attention; biases ignored), einsum (exactly), the elementwise product of two tensors (``a * b`` where
   neither side is a single element: a gated or indexed product that is part of an operator's
   definition), and the window ops of the compiled path. Everything else counts zero:
   normalization, softmax, sigmoid, activations, biases, add / sub / div, reductions, pooling,
   interpolation and data movement.
 * ``fvcore``: fvcore's own handles as a user of fvcore gets them (normalization layers, nearest and
-  bilinear interpolation and adaptive pooling counted, elementwise products not), with two
-  corrections: einsum counted exactly (fvcore's generic einsum handle parses a rounded printout)
+  bilinear interpolation and adaptive pooling counted, elementwise products and the matrix products
+  fvcore has no handle for not: the reports name those), with two corrections: einsum counted exactly (fvcore's generic einsum handle parses a rounded printout)
   and handles for the compiled window ops (fvcore would count any custom op as zero).
 * ``torch``: torch.utils.flop_counter.FlopCounterMode (:mod:`upbench.torch_counting`), an independent
   cross-check that does not trace with torch.jit. Not in the default :data:`POLICIES` of a sweep.
@@ -45,7 +46,7 @@ from torch import nn
 from .base import check_op_stages
 from .formulas import TOTAL
 from .registry import make
-from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name
+from .rules import COMPILED_OP_PARTS, MATRIX_PRODUCT_RULES, Rule, counted_parts, rules, short_op_name
 from .torch_counting import count_torch, counting_forward
 
 POLICIES = ("paper", "fvcore")  # a sweep's default
@@ -81,9 +82,16 @@ def elementwise_product_macs(inputs: list, outputs: list) -> int:
     return math.prod(get_shape(outputs[0]))
 
 
+def _value(v: Any) -> Any:
+    """A traced non-tensor argument's value; a list built in the graph (tensordot's dims) as a list."""
+    if v.node().kind() == "prim::ListConstruct":
+        return [_value(item) for item in v.node().inputs()]
+    return v.toIValue()
+
+
 def _rule_arguments(inputs: list, outputs: list) -> tuple[list, tuple]:
     """A traced op's arguments as :mod:`upbench.rules` rules take them: tensors as shapes, the rest as values."""
-    args = [tuple(shape) if (shape := _tensor_shape(v)) is not None else v.toIValue() for v in inputs]
+    args = [tuple(shape) if (shape := _tensor_shape(v)) is not None else _value(v) for v in inputs]
     return args, tuple(get_shape(outputs[0]))
 
 
@@ -117,6 +125,8 @@ _PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
                                                  "aten::matmul", "aten::mm", "aten::linear")},
     "aten::einsum": einsum_macs,
     "aten::mul": elementwise_product_macs,
+    "aten::mul_": elementwise_product_macs,
+    **{op: rule_handle(rule) for op, rule in MATRIX_PRODUCT_RULES.items()},
 }
 PAPER_HANDLES: Mapping[str, Handle] = {**_PAPER_ATEN_HANDLES, **compiled_op_handles(_PAPER_ATEN_HANDLES)}
 

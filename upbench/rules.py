@@ -40,6 +40,49 @@ def _layer_norm_macs(x: tuple, *rest: Any, out_shape: tuple) -> int:
     return 5 * math.prod(x)
 
 
+def _batched_product_macs(bias: tuple, batch1: tuple, batch2: tuple, *rest: Any, out_shape: tuple) -> int:
+    """baddbmm / addbmm: the bmm of (b, n, m) and (b, m, p); the added bias is free, as for addmm."""
+    return math.prod(batch1) * batch2[-1]
+
+
+def _matrix_vector_macs(*args: Any, out_shape: tuple) -> int:
+    """mv / addmv: one multiply-add per element of the (n, m) matrix, the first 2-d argument."""
+    return math.prod(next(a for a in args if isinstance(a, tuple) and len(a) == 2))
+
+
+def _tensordot_macs(a: tuple, b: tuple, dims_a: Any, *rest: Any, out_shape: tuple) -> int:
+    """Every free index of a and b times the contracted ones."""
+    contracted = math.prod(a[i] for i in ([dims_a] if isinstance(dims_a, int) else dims_a))
+    return math.prod(a) * math.prod(b) // max(contracted, 1)
+
+
+def _attention_macs(query: tuple, key: tuple, value: tuple, *rest: Any, out_shape: tuple) -> int:
+    """softmax(q k^T) v over (..., L, E) queries and (..., S, E), (..., S, Ev) keys and values: two matmuls."""
+    return math.prod(query[:-1]) * key[-2] * (query[-1] + value[-1])
+
+
+def _native_attention_macs(query: tuple, key: tuple, value: tuple, *rest: Any, out_shape: tuple) -> int:
+    """nn.MultiheadAttention's fused inference path on (B, L, E) and (B, S, E): the q, k and v projections,
+    the attention's two matmuls over all heads, and the output projection."""
+    batch, length, embed = query
+    source = key[-2]
+    return batch * (length * embed * embed * 2 + source * embed * embed * 2 + 2 * length * source * embed)
+
+
+# aten ops the matrix products of a forward can run as besides mm / bmm / matmul / linear / addmm (which
+# fvcore's handles cover): the paper policy counts them by these rules, and a policy that leaves one at zero
+# names it in the reports as it names a custom op without a rule.
+MATRIX_PRODUCT_RULES: Mapping[str, Rule] = {
+    "aten::baddbmm": _batched_product_macs,
+    "aten::addbmm": _batched_product_macs,
+    "aten::mv": _matrix_vector_macs,
+    "aten::addmv": _matrix_vector_macs,
+    "aten::tensordot": _tensordot_macs,
+    "aten::scaled_dot_product_attention": _attention_macs,
+    "aten::_scaled_dot_product_flash_attention_for_cpu": _attention_macs,
+    "aten::_native_multi_head_attention": _native_attention_macs,
+}
+
 # MACs of each compiled op, split into the parts it does. A part is named after the op that does it alone,
 # so the fused SAPA op's similarity and assembly can each be given its own stage (``op_stages``).
 COMPILED_OP_PARTS: Mapping[str, Mapping[str, Rule]] = {
@@ -105,12 +148,17 @@ def is_custom_op(op: str) -> bool:
     return "::" in op
 
 
+_MATRIX_PRODUCT_NAMES = {short_op_name(op) for op in MATRIX_PRODUCT_RULES}
+
+
 def custom_zero_ops(zero_ops: tuple[str, ...] | list[str]) -> list[str]:
-    """The custom ops among a zero list (the ones a plugin may owe a counting rule)."""
-    return [op for op in zero_ops if is_custom_op(op)]
+    """The ops among a zero list that may hide real work: custom ops (a plugin may owe them a counting rule)
+    and the matrix products a policy leaves at zero (:data:`MATRIX_PRODUCT_RULES`)."""
+    return [op for op in zero_ops if is_custom_op(op) or op in _MATRIX_PRODUCT_NAMES]
 
 
 def counted_as_zero_note(zero_ops: tuple[str, ...] | list[str]) -> str:
-    """'counted as zero: mylib::blend' for the custom ops that no rule counted; '' when there are none."""
+    """'counted as zero: mylib::blend, tensordot' for the ops that may hide work and that no rule counted;
+    '' when there are none."""
     custom = custom_zero_ops(zero_ops)
     return f"counted as zero: {', '.join(custom)}" if custom else ""

@@ -2,8 +2,9 @@
 fvcore (which traces with torch.jit).
 
 FlopCounterMode counts matrix products, convolutions and attention (``flop_registry``) and nothing else;
-here it also counts the compiled window ops and every plugin's custom-op rule (:mod:`upbench.rules`),
-through ``register_flop_formula``. Every other op that ran on tensors (views aside) is listed as counted
+here it also counts the compiled window ops, every plugin's custom-op rule (:mod:`upbench.rules`) and the
+matrix products its registry lacks (CPU flash attention, nn.MultiheadAttention's fused inference path,
+:data:`upbench.rules.MATRIX_PRODUCT_RULES`), through ``register_flop_formula``. Every other op that ran on tensors (views aside) is listed as counted
 as zero, so a difference from the exact formulas can be traced to the ops FlopCounterMode leaves out.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
-from .rules import COMPILED_OP_PARTS, Rule, counted_parts, rules, short_op_name, whole
+from .rules import COMPILED_OP_PARTS, MATRIX_PRODUCT_RULES, Rule, counted_parts, rules, short_op_name, whole
 
 
 @contextmanager
@@ -64,7 +65,8 @@ def _as_flop_formula(rule: Rule) -> Callable[..., int]:
 
 def register_rules() -> None:
     """Hand FlopCounterMode a formula for every rule whose op is loaded (once per op)."""
-    for op, rule in {**{op: whole(_parts(op)) for op in COMPILED_OP_PARTS}, **rules()}.items():
+    compiled = {op: whole(_parts(op)) for op in COMPILED_OP_PARTS}
+    for op, rule in {**MATRIX_PRODUCT_RULES, **compiled, **rules()}.items():
         packet = _op_packet(op)
         if packet is not None and packet not in flop_registry:
             register_flop_formula(packet)(_as_flop_formula(rule))
