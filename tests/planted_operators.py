@@ -30,9 +30,13 @@ class Segfaulting(_Planted):
 
 
 class Hanging(_Planted):
+    """Hangs; first touches the file $UPBENCH_PLANTED_HANG_MARK names, if set, so a test knows it hangs."""
+
     name = "planted-hang"
 
     def misbehave(self) -> None:
+        if os.environ.get("UPBENCH_PLANTED_HANG_MARK"):
+            open(os.environ["UPBENCH_PLANTED_HANG_MARK"], "w").close()
         time.sleep(3600)
 
 

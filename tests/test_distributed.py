@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
 
 TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.01)
+REPO = Path(__file__).resolve().parents[1]
 ROW_TIMEOUT_S = 6.0  # far above a tiny row's few hundred ms, even on a loaded machine
 
 
@@ -182,3 +187,49 @@ def test_compare_isolates_rows_too(tmp_path, planted, capsys):
     assert list(planted_rows["status"]) == ["crash", "crash"]
     carafe = rows[rows["operator"] == "carafe"]  # measured after the crashes, by a fresh worker
     assert len(carafe) == 4 and (carafe["status"] == "ok").all() and set(carafe["impl"]) == {"reference", "compiled"}
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    """Processes whose parent is ``pid`` and whose command line holds ``marker`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and marker in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except (ValueError, OSError, IndexError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_isolated_sweep_takes_its_worker_with_it(tmp_path, signum):
+    """A batch system's kill (SIGTERM, then SIGKILL) must not leave a worker holding a core or a GPU."""
+    out, hanging = tmp_path / "hang.csv", tmp_path / "hanging"
+    sweep = subprocess.Popen([sys.executable, "bench.py", "--plugin", str(Path(__file__).parent / "planted_operators.py"),
+                              "sweep", "--ops", "planted-hang", "--C", "4", "--size", "4", "--device", "cpu",
+                              "--isolate", "--out", str(out), "--quiet"],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "UPBENCH_PLANTED_HANG_MARK": str(hanging)})
+    deadline = time.monotonic() + 300
+    while not hanging.exists() and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.5)
+    workers = _children(sweep.pid, "spawn_main")
+    assert hanging.exists() and workers, "the worker never reached the hanging row"
+    sweep.send_signal(signum)
+    _, err = sweep.communicate(timeout=60)  # the worker holds stderr too: it must be gone for this to end
+    if signum == signal.SIGTERM:
+        assert sweep.returncode == 128 + signal.SIGTERM
+        assert f"sweep: terminated; finished rows are in {out}; resume with:" in err
+    deadline = time.monotonic() + 20
+    while any(_alive(worker) for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(worker) for worker in workers), f"worker {workers} outlived its sweep"

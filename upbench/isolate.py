@@ -9,9 +9,14 @@ use CUDA, and a spawned one starts clean whatever the parent did.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import re
 import signal
+import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -28,8 +33,36 @@ STARTUP_TIMEOUT_S = 1800.0  # a worker's first kernel build can take minutes
 STOP_GRACE_S = 5.0
 
 
-def _serve(connection: Connection, plugin_sources: list[str], threads: int, load_kernels: bool) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _exit_with_parent(parent: int, started_by_main_thread: bool) -> None:
+    """End this worker when its parent dies. A parent killed by SIGKILL (or SIGTERM without a handler, as a
+    batch system's kill sends it) runs no cleanup, and ``daemon=True`` relies on that cleanup: the worker
+    would live on with its row's core or GPU. On Linux the kernel sends SIGKILL when the thread that started
+    the worker dies, which covers a worker hung inside a kernel (only the main thread's lifetime is the
+    process's); a watcher thread covers the rest, as long as the worker still runs Python."""
+    if started_by_main_thread and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before the watch began
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="upbench-parent-watch", daemon=True).start()
+
+
+def _serve(connection: Connection, plugin_sources: list[str], threads: int, load_kernels: bool, parent: int,
+           started_by_main_thread: bool) -> None:
     """The worker: measure each (config, spec, index, total) it receives until told to stop."""
+    _exit_with_parent(parent, started_by_main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
     torch.set_num_threads(threads)
     load_plugins(plugin_sources)  # operators from plugins and modules outside the operators package
@@ -94,7 +127,8 @@ class IsolatedMeasurer:
         """Start a worker and wait until it is ready (measure starts one when it needs one)."""
         parent_end, child_end = self.context.Pipe()
         process = self.context.Process(
-            target=_serve, args=(child_end, self.plugin_sources, torch.get_num_threads(), self.load_kernels),
+            target=_serve, args=(child_end, self.plugin_sources, torch.get_num_threads(), self.load_kernels,
+                                 os.getpid(), threading.current_thread() is threading.main_thread()),
             name="upbench-row-worker", daemon=True,
         )
         process.start()

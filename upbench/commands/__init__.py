@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from ..registry import load_plugin
 from . import compare, merge, network, report, roofline, selfcheck, sweep, table1
@@ -88,10 +91,31 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's kill, ``kill PID``), handled as Ctrl-C is: workers stopped, the resume
+    command printed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str], prog: str = "bench.py") -> int:
     """``python bench.py`` alone (or with only --plugin options) runs the quick default sweep. Every failure is one line on stderr and a
-    non-zero exit: 2 for a usage or file error, 130 for Ctrl-C (with the command that resumes), 141 for a
-    closed stdout pipe (silently)."""
+    non-zero exit: 2 for a usage or file error, 130 for Ctrl-C and 143 for SIGTERM (with the command that
+    resumes), 141 for a closed stdout pipe (silently)."""
     argv = list(argv)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -105,17 +129,19 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
             print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
             return 2
     try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return int(args.run(args) or 0)
+    except KeyboardInterrupt as interrupt:
+        how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
         log = getattr(args, "row_log", None)  # set by the commands that log rows, once they know the file
         if log is None:
-            print(f"{args.command}: interrupted", file=sys.stderr)
+            print(f"{args.command}: {how}", file=sys.stderr)
         elif args.command in ("sweep", "compare"):
-            print(f"{args.command}: interrupted; finished rows are in {log}; resume with: "
+            print(f"{args.command}: {how}; finished rows are in {log}; resume with: "
                   f"{resume_command(prog, argv, log)}", file=sys.stderr)
         else:
-            print(f"{args.command}: interrupted; finished rows are in {log}", file=sys.stderr)
-        return 130
+            print(f"{args.command}: {how}; finished rows are in {log}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
     except BrokenPipeError:
         _silence_stdout()
         return 141
