@@ -45,19 +45,26 @@ inline at::Tensor norm_linear_composite(const at::Tensor& x, const at::Tensor& g
   return y.view({N, f.A.size(0), H, W});
 }
 
+// (grad_gamma, grad_beta, grad_weight, grad_bias) of norm_linear from its two sums over the pixels,
+// M = grad_out xhat^T (d, C) and grad_bias = grad_out 1 (d): grad_weight = M diag(gamma) + grad_bias beta^T,
+// grad_gamma = colsum(W * M), grad_beta = W^T grad_bias.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_linear_parameter_grads_from_sums(
+    const at::Tensor& M, const at::Tensor& grad_bias, const at::Tensor& gamma, const at::Tensor& beta,
+    const at::Tensor& weight) {
+  return {(weight * M).sum(0), at::mv(weight.t(), grad_bias), M * gamma.unsqueeze(0) + at::outer(grad_bias, beta),
+          grad_bias};
+}
+
 // The parameter gradients of norm_linear from the statistics (mean, rstd: (N, 1, P)), with
 // M = grad_out xhat^T = (grad_out * rstd) x^T - (grad_out * rstd * mean) 1^T, a GEMM over the NCHW input
-// (xhat, the normalised input, is never formed): grad_weight = M diag(gamma) + (grad_out 1) beta^T,
-// grad_gamma = colsum(W * M), grad_beta = W^T (grad_out 1), grad_bias = grad_out 1.
+// (xhat, the normalised input, is never formed).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_linear_parameter_grads(
     const at::Tensor& grad_out, const at::Tensor& flat, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& weight) {
   const at::Tensor scaled = grad_out * rstd;                                          // (N, d, P)
   const at::Tensor M = at::matmul(scaled, flat.transpose(1, 2)).sum(0) -            // (d, C)
                        (scaled * mean).sum(at::IntArrayRef{0, 2}).unsqueeze(1);
-  const at::Tensor grad_bias = grad_out.sum(at::IntArrayRef{0, 2});
-  return {(weight * M).sum(0), at::mv(weight.t(), grad_bias), M * gamma.unsqueeze(0) + at::outer(grad_bias, beta),
-          grad_bias};
+  return norm_linear_parameter_grads_from_sums(M, grad_out.sum(at::IntArrayRef{0, 2}), gamma, beta, weight);
 }
 
 // (grad_x, grad_gamma, grad_beta, grad_weight, grad_bias) of norm_linear, any device, in ATen ops.

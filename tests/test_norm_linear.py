@@ -2,11 +2,14 @@
 against nn.LayerNorm then nn.Linear on channels-last, its gradients of every order, its fake, its checks."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from upbench import kernels
+from upbench.memory import cpu_peak_bytes
 from upbench.references import reference_norm_linear
 
 pytestmark = pytest.mark.skipif(not kernels.compiled_available(), reason="compiled ops unavailable")
@@ -26,12 +29,40 @@ def reference(x, gamma, beta, weight, bias, eps=EPS):
     return reference_norm_linear(x, gamma, beta, weight, bias, eps)
 
 
-# W = 9 and 37: a partial vector at the end of every pixel tile; 300 x 1: more than one tile of 256 pixels
-@pytest.mark.parametrize("shape", [(2, 7, 5, 3, 9), (1, 16, 3, 1, 37), (1, 3, 2, 300, 1)], ids=str)
-def test_float64_equals_layer_norm_then_linear(shape):
+@contextlib.contextmanager
+def intra_op_threads(n):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+# N, C, d, H, W. The kernels cut each image into tiles of whole register blocks (48 float32 or 24
+# float64 pixels), as wide as a slab of about 256 KB of x allows and no fewer than the threads: 7 x 9
+# and 1 x 37 end in a partial vector, 300 x 1 is one tile on one thread and two on two; C = 256 with
+# 20 x 31 makes six float64 tiles per image, the last of 20 pixels; C = 1 and d = 1 are the smallest
+# LayerNorm and projection.
+SHAPES = [(2, 7, 5, 7, 9), (1, 16, 3, 1, 37), (1, 3, 2, 300, 1), (2, 256, 5, 20, 31), (3, 1, 4, 5, 7),
+          (2, 9, 1, 6, 11)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_float64_equals_layer_norm_then_linear(shape, threads):
     N, C, d, H, W = shape
     args = make_args(N, C, d, H, W)
-    torch.testing.assert_close(kernels.norm_linear(*args, EPS), reference(*args), rtol=1e-10, atol=1e-10)
+    with intra_op_threads(threads):
+        actual = kernels.norm_linear(*args, EPS)
+    torch.testing.assert_close(actual, reference(*args), rtol=1e-10, atol=1e-10)
+
+
+def test_no_channels_give_the_bias():
+    """LayerNorm over no channels leaves the Linear nothing but its bias."""
+    x, gamma, beta, weight, bias = make_args(2, 0, 3, 4, 5)
+    expected = bias.view(1, 3, 1, 1).expand(2, 3, 4, 5)
+    torch.testing.assert_close(kernels.norm_linear(x, gamma, beta, weight, bias, EPS), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("offset", [0.0, 10.0])
@@ -53,13 +84,57 @@ def test_gradients_of_every_order():
     assert gradgradcheck(op, args)
 
 
-def test_backward_equals_autograd_of_the_reference():
-    args = make_args(2, 6, 4, 5, 3)
-    grad = torch.randn(2, 4, 5, 3, dtype=torch.float64)
-    ours = torch.autograd.grad(kernels.norm_linear(*[t.requires_grad_() for t in args], EPS), args, grad)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 6, 4, 5, 3), *SHAPES[1:]], ids=str)
+def test_backward_equals_autograd_of_the_reference(shape, threads):
+    """Every gradient, the parameters' summed over tiles, images and threads; C = 1 is left out: its
+    normalised input is zero, and the gradients of gamma and x that should be zero are rounding noise."""
+    N, C, d, H, W = shape
+    if C == 1:
+        pytest.skip("C = 1: see the docstring")
+    args = make_args(N, C, d, H, W)
+    grad = torch.randn(N, d, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with intra_op_threads(threads):
+        ours = torch.autograd.grad(kernels.norm_linear(*[t.requires_grad_() for t in args], EPS), args, grad)
     theirs = torch.autograd.grad(reference(*args), args, grad)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_backward_with_and_without_aligned_rows(channels_last):
+    """grad_x goes to memory with streaming stores where a row of it starts on a vector boundary (16 x 16
+    pixels) and with plain stores elsewhere (15 x 15); a non-contiguous x and grad take the copy first."""
+    for H, W in [(16, 16), (15, 15)]:
+        args64 = make_args(2, 64, 24, H, W, seed=2)
+        grad64 = torch.randn(2, 24, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        args32, grad32 = [t.float() for t in args64], grad64.float()
+        if channels_last:
+            args32[0] = args32[0].to(memory_format=torch.channels_last)
+            grad32 = grad32.to(memory_format=torch.channels_last)
+        ours = torch.ops.upbench.norm_linear_backward(grad32, *args32[:4], EPS)
+        theirs = torch.autograd.grad(reference(*[t.requires_grad_() for t in args64]), args64, grad64)
+        for a, b in zip(ours, theirs):
+            assert (a.double() - b).abs().max().item() <= 1e-5 * b.abs().max().item()
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_per_thread_scratch_is_in_the_peak(backward):
+    """The kernels' per-thread scratch (at least the tile's packed copy of x, C x 48 float32) comes from
+    the calling thread's allocations, where the memory probe sees it: a second thread adds a share. At
+    C = 256 the map is three tiles on one thread as on two, so the shares are alike."""
+    N, C, d, H, W = 1, 256, 8, 16, 32
+    x, gamma, beta, weight, bias = [t.float() for t in make_args(N, C, d, H, W)]
+    grad = torch.randn(N, d, H, W)
+    if backward:
+        call = lambda: torch.ops.upbench.norm_linear_backward(grad, x, gamma, beta, weight, EPS)  # noqa: E731
+    else:
+        call = lambda: torch.ops.upbench.norm_linear(x, gamma, beta, weight, bias, EPS)  # noqa: E731
+    peaks = {}
+    for threads in (1, 2):
+        with intra_op_threads(threads):
+            peaks[threads] = cpu_peak_bytes(call)
+    assert peaks[2] - peaks[1] >= C * 48 * 4, peaks
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -1,5 +1,6 @@
 // Explicit SIMD for the CPU kernels: GNU vector types of a chosen width, the few operations the
-// kernels need (load, store, broadcast, interleave, exp), and a run-time choice of instruction set.
+// kernels need (load, store, streaming store, broadcast, interleave, exp), and a run-time choice of
+// instruction set.
 //
 // Why not at::vec: its width is fixed when the extension is compiled (the JIT build passes no -m
 // flags, so it would be the generic scalar fallback). Here every kernel body is a template on the
@@ -74,6 +75,33 @@ UPBENCH_INLINE void store(T* p, Vec<T, B> v) {
 template <typename T, int B>
 UPBENCH_INLINE void store_first(T* p, Vec<T, B> v, int64_t n) {
   std::memcpy(p, &v, n * sizeof(T));
+}
+
+// store() to p, which is aligned to the vector's size, past the caches where the instruction set has
+// such a store: for a large output written once, it saves reading every line from memory before it is
+// overwritten. The stores are weakly ordered: the writing thread calls stream_fence() when done.
+template <typename T, int B>
+UPBENCH_INLINE void stream(T* p, Vec<T, B> v) {
+#if defined(__x86_64__)
+  struct alignas(B) Line {
+    unsigned char bytes[B];
+  };
+  Line& line = *reinterpret_cast<Line*>(p);
+  if constexpr (B == 64 || B == 32) {
+    asm volatile("vmovntps %1, %0" : "=m"(line) : "v"(v));
+    return;
+  } else if constexpr (B == 16) {
+    asm volatile("movntps %1, %0" : "=m"(line) : "x"(v));
+    return;
+  }
+#endif
+  store<T, B>(p, v);
+}
+
+UPBENCH_INLINE void stream_fence() {
+#if defined(__x86_64__)
+  asm volatile("sfence" ::: "memory");
+#endif
 }
 
 template <typename T, int B>
