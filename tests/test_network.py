@@ -207,7 +207,8 @@ def test_bad_overrides_name_what_was_given() -> None:
 
 
 # -- report ---------------------------------------------------------------------------------
-def test_report_keeps_a_row_when_one_operator_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_keeps_a_row_when_one_operator_fails(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
     import upbench.network as network
 
     real = network.network_cost
@@ -221,6 +222,11 @@ def test_report_keeps_a_row_when_one_operator_fails(monkeypatch: pytest.MonkeyPa
     table = network_report(get_preset("mask2former-swinb"), ["bilinear", "carafe"], size=(64, 64), channels=8)
     assert list(table["status"]) == [OK, ERROR]
     assert "simulated failure" in table["note"].iloc[1]
+    # the CLI writes the table and says, in its exit status too, that a row is missing
+    assert main(["network", "--preset", "mask2former-swinb", "--ops", "bilinear,carafe", "--size", "64x64",
+                 "--channels", "8"]) == 1
+    out, err = capsys.readouterr()
+    assert "bilinear" in out and "network: 1 row(s) not ok: carafe" in err
 
 
 def test_measure_yields_ok_rows_on_a_tiny_configuration() -> None:

@@ -215,6 +215,15 @@ def test_wrap_rejects_a_module_that_does_not_upsample_by_two(generator):
         upbench.wrap(lambda channels: nn.Identity(), name="bad-knob", knobs={"depth": "2"})
 
 
+@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status"])
+def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, capsys):
+    upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="column-knob-test", knobs={knob: 1})
+    with pytest.raises(ValueError, match=f"column-knob-test: knob '{knob}' has the name of a column every sweep row"):
+        upbench.SweepSpec(ops=("column-knob-test",), channels=(4,), sizes=(4,))
+    assert main(["sweep", "--ops", "column-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
+    assert f"knob '{knob}' has the name of a column" in capsys.readouterr().err
+
+
 def test_table1_without_formulas_says_no_formula_never_match():
     upbench.wrap(lambda channels: nn.ConvTranspose2d(channels, channels, 2, stride=2), name="deconv-test")
     table = validation_table(["deconv-test"])

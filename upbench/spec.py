@@ -8,7 +8,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -220,6 +220,11 @@ class SweepSpec:
         put("impls", _choices("impl", _dedupe(_as_tuple(self.impls)), IMPLS))
         put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), ALL_POLICIES))
         put("knobs", self._checked_knobs(ops))
+        fixed = set(self._columns(()))
+        for op in ops:
+            if taken := sorted(fixed.intersection(get(op).knobs)):
+                raise ValueError(f"{op}: knob {taken[0]!r} has the name of a column every sweep row has; expected "
+                                 f"a knob name that is none of {', '.join(sorted(fixed))}")
         for f in fields(self):
             if f.name not in ("knobs",) and isinstance(getattr(self, f.name), tuple) and not getattr(self, f.name):
                 raise ValueError(f"sweep axis {f.name!r} is empty")
@@ -298,10 +303,13 @@ class SweepSpec:
         return _dedupe(name for op in self.ops for name in get(op).knobs)
 
     def columns(self) -> list[str]:
+        return self._columns(self.knob_columns())
+
+    def _columns(self, knob_columns: Sequence[str]) -> list[str]:
         policy_columns = [c for p in self.policies for c in (f"macs_{p}", f"flops_{p}", f"zero_ops_{p}")]
         return [
             "spec_id", "config_index", "config_total", "key",
-            "operator", "impl", "C", "Cg", *self.knob_columns(), "N", "H", "W", "dtype", "device", "mode",
+            "operator", "impl", "C", "Cg", *knob_columns, "N", "H", "W", "dtype", "device", "mode",
             *policy_columns, "params", "bytes_moved",
             "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "tf32", "cpu_util", "cpu_others",
             "timing_suspect",

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                            measure=args.measure, device=args.device, impl=args.impl, progress=say)
     emit(render(table, args.format, header), args.out)
     failed = table[table["status"] != "ok"]
-    if len(failed):
+    if len(failed):  # the table is written with them, and the exit says it is not whole, as sweep's does
         print(f"network: {len(failed)} row(s) not ok: {', '.join(failed['operator'])}", file=sys.stderr)
+        return 1
     return 0
