@@ -23,7 +23,7 @@ from upbench import registry
 from upbench.commands import main
 from upbench.counting import count
 from upbench.latex import booktabs, count_unit, escape
-from upbench.table1 import NO_FORMULA, validation_table
+from upbench.table1 import ERROR, NO_FORMULA, Grid, validation_table
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_FILE = REPO / "examples" / "my_upsampler.py"
@@ -222,6 +222,29 @@ def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, c
         upbench.SweepSpec(ops=("column-knob-test",), channels=(4,), sizes=(4,))
     assert main(["sweep", "--ops", "column-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
     assert f"knob '{knob}' has the name of a column" in capsys.readouterr().err
+
+
+class Picky(nn.Module):
+    """Upsamples maps up to 8 pixels high and raises above: a plugin's forward that fails at some shapes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] > 8:
+            raise RuntimeError(f"picky: {x.shape[2]} rows is too many")
+        return nn.functional.interpolate(x, scale_factor=2)
+
+
+def test_table1_keeps_every_other_row_when_a_forward_raises(capsys):
+    upbench.wrap(lambda channels: Picky(), name="picky-test")
+    table = validation_table(["nearest", "picky-test"], Grid(C=(4,), sizes=((8, 8), (16, 16))))
+    picky = table[table["operator"] == "picky-test"]
+    assert list(picky["status"]) == [NO_FORMULA, NO_FORMULA, ERROR]  # body and total at 8x8, then the failure
+    assert picky["note"].iloc[-1] == "the forward failed: RuntimeError: picky: 16 rows is too many"
+    assert (table[table["operator"] == "nearest"]["status"] != ERROR).all()
+    assert main(["table1", "--ops", "nearest,picky-test", "--C", "4", "--size", "16", "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    assert "nearest,total" in out and "picky-test,total" in out
+    assert "table1: picky-test: the forward failed: RuntimeError: picky: 16 rows is too many" in err
+    assert "Traceback" not in err
 
 
 def test_table1_without_formulas_says_no_formula_never_match():

@@ -23,7 +23,7 @@ COLUMNS = [
     "paper_macs", "exact_macs", "fvcore_macs", "torch_macs", "paper_params", "exact_params", "fvcore_params",
     "status", "note",
 ]
-MATCH, EXPLAINED, MISMATCH, NO_FORMULA = "match", "explained", "mismatch", "no formula"
+MATCH, EXPLAINED, MISMATCH, NO_FORMULA, ERROR = "match", "explained", "mismatch", "no formula", "error"
 # The ops the paper policy gives MACs to: where FlopCounterMode differs, these are the ones to name.
 PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 
@@ -107,8 +107,16 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     return rows
 
 
+def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: Exception) -> dict:
+    """The one row of a point whose forward failed: status ``error``, the exception in the note."""
+    return {"operator": operator, "stage": TOTAL, "C": C, "K": hparams.get("K"), "d": hparams.get("d"), "H": H,
+            "W": W, "status": ERROR, "note": f"the forward failed: {type(error).__name__}: {error}"}
+
+
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
-    """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`."""
+    """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose forward raises
+    is one ``error`` row and the table goes on; a ValueError (a declaration that fails, which every point
+    would repeat) ends it."""
     operators = list(operators or available())
     for name in operators:
         get(name)  # unknown names fail before any counting
@@ -116,7 +124,12 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
     for name in operators:
         for C, (H, W) in itertools.product(grid.C, grid.sizes):
             for hparams in grid.points(name):
-                rows.extend(validate_operator(name, C, H, W, hparams))
+                try:
+                    rows.extend(validate_operator(name, C, H, W, hparams))
+                except ValueError:
+                    raise
+                except Exception as error:  # a plugin's forward failing at this shape: say so, go on
+                    rows.append(error_row(name, C, H, W, hparams, error))
     table = pd.DataFrame(rows, columns=COLUMNS)
     counts = {c: "Int64" for c in COLUMNS if c.endswith(("_macs", "_params"))}
     return table.astype({"K": "Int64", "d": "Int64", **counts})

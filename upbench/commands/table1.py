@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..cli_args import FORMATS, emit, int_list, render_table, size_list, str_list
 from ..latex import booktabs
-from ..table1 import MISMATCH, Grid, validation_table
+from ..table1 import ERROR, MISMATCH, Grid, validation_table
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch (a row whose forward failed always exits 1)")
 
 
 def latex_name(column: str) -> str:
@@ -47,4 +47,7 @@ def run(args: argparse.Namespace) -> int:
     emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
-    return 1 if args.check and (table["status"] == MISMATCH).any() else 0
+    failed = table[table["status"] == ERROR]
+    for operator, note in dict.fromkeys(zip(failed["operator"], failed["note"])):
+        print(f"table1: {operator}: {note}", file=sys.stderr)
+    return 1 if len(failed) or (args.check and (table["status"] == MISMATCH).any()) else 0
