@@ -161,6 +161,15 @@ def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, mon
     with pytest.raises(ValueError, match="refusing to resume"):
         run_sweep(other, out, resume=True)
 
+    # a whole last row that lacks only its newline (an edited file) is a row, not a torn line: neither a
+    # refused resume nor an accepted one loses it
+    out.write_bytes(out.read_bytes().rstrip(b"\n"))
+    with pytest.raises(ValueError, match="refusing to resume"):
+        run_sweep(other, out, resume=True)
+    assert list(read_rows(out)["key"]) == everything
+    measured.clear()
+    assert list(run_sweep(spec, out, resume=True)["key"]) == everything and measured == []
+
 
 def test_shards_merge_to_the_whole(tmp_path, plain_pair, monkeypatch):
     monkeypatch.setattr(measure_module, "_measure", fake_measure)

@@ -8,6 +8,7 @@ to it: a corrupted line is named by file and line number.
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .environment import environment
+from .environment import ENVIRONMENT_FIELDS, environment
 from .files import prepare_parent
 from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, column_difference, latest_rows, mixed_environments, read_rows,
                    rows_to_retry)
@@ -84,12 +85,31 @@ class RowLog:
         self.lock.release()
 
 
+def _whole_row(line: bytes, header: bytes) -> bool:
+    """Whether ``line`` is a whole row that lacks only its newline: as many fields as the header, down to a
+    timestamp, the last column, that parses (a cut inside it would leave a prefix that does not)."""
+    try:
+        fields = next(csv.reader([line.decode()]), [])
+        columns = next(csv.reader([header.decode()]), [])
+        datetime.fromisoformat(fields[-1])
+    except (UnicodeDecodeError, csv.Error, ValueError, IndexError):
+        return False
+    return len(fields) == len(columns) and columns[-1:] == [ENVIRONMENT_FIELDS[-1]]
+
+
 def drop_torn_line(path: Path) -> None:
-    """Cut a last line a kill left half-written (every complete line ends with a newline)."""
+    """Cut a last line a kill left half-written (every complete line ends with a newline); a whole row that
+    lacks only its newline (a file edited by hand, say) gets it back instead of being cut."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    with open(path, "r+b") as handle:
+        if start and _whole_row(data[start:], data[:data.find(b"\n")]):
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        else:
+            handle.truncate(start)
 
 
 def _is_count(text: str) -> bool:
