@@ -130,6 +130,13 @@ def test_ctrl_c_is_one_line_with_the_command_that_resumes(tmp_path, plain, capsy
     assert len(read_rows(out)) == 2 and read_rows(out)["key"].is_unique
 
 
+def test_resume_command_names_the_script_as_it_was_run(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["../elsewhere/bench.py", "sweep"])
+    assert resume_command("bench.py", ["sweep"], log_path("b.csv")).split()[1] == "../elsewhere/bench.py"
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    assert resume_command("bench.py", ["sweep"], log_path("b.csv")).split()[1] == "bench.py"
+
+
 def test_resume_command_replaces_out_and_adds_resume():
     assert resume_command("upbench", ["sweep", "--out=a.csv", "--C", "4", "--resume"], log_path("b.md")) == \
         "upbench sweep --C 4 --out b.csv --resume"

@@ -254,6 +254,7 @@ def test_ratio_view_pairs_reference_and_compiled(plain_pair, monkeypatch):
     assert len(view) == len(plain_pair) * 2 and (view["ms ref/compiled"] == 2.0).all()
     assert "ms ref/compiled" in markdown_table(view) and "## extra" in to_markdown(rows, [("extra", view)])
     assert math.isnan(ratio_view(rows)["ms ref/compiled"].iloc[0])
+    assert ratio_view(rows)["note"].iloc[0] == "no compiled row (the operator has no compiled path)"
     assert not view["note"].str.contains("suspect").any()
     doubted = compiled.assign(timing_suspect=["unsteady: p80/p20 = 2.0"] + [None] * (len(compiled) - 1))
     notes = ratio_view(pd.concat([rows, doubted], ignore_index=True))["note"]

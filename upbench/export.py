@@ -189,6 +189,8 @@ def ratio_view(rows: pd.DataFrame) -> pd.DataFrame:
         problems = group[group["status"] != "ok"]
         doubted = group[(group["status"] == "ok") & is_suspect(group)]
         record["note"] = "; ".join(dict.fromkeys([
+            *(f"no {impl} row (the operator has no {impl} path)" for impl, chosen in by_impl.items()
+              if chosen.empty),
             *(f"{impl} {status}: {message}" for impl, status, message
               in zip(problems["impl"], problems["status"], problems["message"].fillna(""))),
             *(f"{impl} timing suspect" for impl in doubted["impl"]),

@@ -81,7 +81,9 @@ def resume_command(prog: str, argv: list[str], out: Path) -> str:
             skip = True
         elif arg != "--resume" and not arg.startswith("--out="):
             kept.append(arg)
-    launcher = ["upbench"] if prog == "upbench" else [Path(sys.executable).name, prog]
+    # the script as it was run (python ../upbench/bench.py from elsewhere), so the line runs as printed
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == prog else prog
+    launcher = ["upbench"] if prog == "upbench" else [Path(sys.executable).name, script]
     return shlex.join([*launcher, *kept, "--out", str(out), "--resume"])
 
 
