@@ -85,13 +85,11 @@ def test_gradients_of_every_order():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape", [(2, 6, 4, 5, 3), *SHAPES[1:]], ids=str)
+@pytest.mark.parametrize("shape", [shape for shape in [(2, 6, 4, 5, 3), *SHAPES[1:]] if shape[1] > 1], ids=str)
 def test_backward_equals_autograd_of_the_reference(shape, threads):
     """Every gradient, the parameters' summed over tiles, images and threads; C = 1 is left out: its
     normalised input is zero, and the gradients of gamma and x that should be zero are rounding noise."""
     N, C, d, H, W = shape
-    if C == 1:
-        pytest.skip("C = 1: see the docstring")
     args = make_args(N, C, d, H, W)
     grad = torch.randn(N, d, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with intra_op_threads(threads):
