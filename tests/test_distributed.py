@@ -214,7 +214,8 @@ def _alive(pid: int) -> bool:
 def test_a_killed_isolated_sweep_takes_its_worker_with_it(tmp_path, signum):
     """A batch system's kill (SIGTERM, then SIGKILL) must not leave a worker holding a core or a GPU."""
     out, hanging = tmp_path / "hang.csv", tmp_path / "hanging"
-    sweep = subprocess.Popen([sys.executable, "bench.py", "--plugin", str(Path(__file__).parent / "planted_operators.py"),
+    planted = str(Path(__file__).parent / "planted_operators.py")
+    sweep = subprocess.Popen([sys.executable, "bench.py", "--plugin", planted,
                               "sweep", "--ops", "planted-hang", "--C", "4", "--size", "4", "--device", "cpu",
                               "--isolate", "--out", str(out), "--quiet"],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

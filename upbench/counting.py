@@ -11,7 +11,8 @@ Policies:
   interpolation and data movement.
 * ``fvcore``: fvcore's own handles as a user of fvcore gets them (normalization layers, nearest and
   bilinear interpolation and adaptive pooling counted, elementwise products and the matrix products
-  fvcore has no handle for not: the reports name those), with two corrections: einsum counted exactly (fvcore's generic einsum handle parses a rounded printout)
+  fvcore has no handle for not: the reports name those), with two corrections: einsum counted exactly
+  (fvcore's generic einsum handle parses a rounded printout)
   and handles for the compiled window ops (fvcore would count any custom op as zero).
 * ``torch``: torch.utils.flop_counter.FlopCounterMode (:mod:`upbench.torch_counting`), an independent
   cross-check that does not trace with torch.jit. Not in the default :data:`POLICIES` of a sweep.

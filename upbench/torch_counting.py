@@ -4,8 +4,9 @@ fvcore (which traces with torch.jit).
 FlopCounterMode counts matrix products, convolutions and attention (``flop_registry``) and nothing else;
 here it also counts the compiled window ops, every plugin's custom-op rule (:mod:`upbench.rules`) and the
 matrix products its registry lacks (CPU flash attention, nn.MultiheadAttention's fused inference path,
-:data:`upbench.rules.MATRIX_PRODUCT_RULES`), through ``register_flop_formula``. Every other op that ran on tensors (views aside) is listed as counted
-as zero, so a difference from the exact formulas can be traced to the ops FlopCounterMode leaves out.
+:data:`upbench.rules.MATRIX_PRODUCT_RULES`), through ``register_flop_formula``. Every other op that ran on
+tensors (views aside) is listed as counted as zero, so a difference from the exact formulas can be traced to
+the ops FlopCounterMode leaves out.
 """
 from __future__ import annotations
 

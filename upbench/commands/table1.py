@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any row is a mismatch (a row whose forward failed always exits 1)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if any row is a mismatch (a row whose forward failed always exits 1)")
 
 
 def latex_name(column: str) -> str:
