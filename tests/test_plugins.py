@@ -243,7 +243,7 @@ def test_table1_keeps_every_other_row_when_a_forward_raises(capsys):
     assert main(["table1", "--ops", "nearest,picky-test", "--C", "4", "--size", "16", "--format", "csv"]) == 1
     out, err = capsys.readouterr()
     assert "nearest,total" in out and "picky-test,total" in out
-    assert "table1: picky-test: the forward failed: RuntimeError: picky: 16 rows is too many" in err
+    assert "table1: picky-test at C=4, 16x16: the forward failed: RuntimeError: picky: 16 rows is too many" in err
     assert "Traceback" not in err
 
 

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     failed = table[table["status"] == ERROR]
-    for operator, note in dict.fromkeys(zip(failed["operator"], failed["note"])):
-        print(f"table1: {operator}: {note}", file=sys.stderr)
+    for row in failed.itertuples():  # each failing point, named by its shape: several may fail alike
+        knobs = "".join(f", {k}={getattr(row, k)}" for k in ("K", "d") if pd.notna(getattr(row, k)))
+        print(f"table1: {row.operator} at C={row.C}, {row.H}x{row.W}{knobs}: {row.note}", file=sys.stderr)
     return 1 if len(failed) or (args.check and (table["status"] == MISMATCH).any()) else 0
