@@ -46,7 +46,7 @@ def isolated_registry(monkeypatch):
     from upbench.counting import count_operator
 
     available = registry.available()  # the built-ins load before the snapshot
-    for name in ("_REGISTRY", "_ORIGINS", "_loaded_sources", "_REPLAY"):
+    for name in ("_REGISTRY", "_ORIGINS", "_loaded_sources", "_REPLAY", "_SOURCE_DIGESTS"):
         monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
     monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
     yield available

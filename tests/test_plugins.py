@@ -157,6 +157,48 @@ def test_plugin_after_the_command_and_in_every_report(tmp_path, capsys):
     assert set(rows["status"]) == {"ok"}
 
 
+def test_an_edited_plugin_is_not_resumed_into_the_rows_of_its_old_source(tmp_path):
+    """Rows record a hash of the operator's source: a plugin edited between a killed run and its resume
+    would mix two versions of the researcher's operator in one table, and the upbench commit cannot tell."""
+    plugin, out = tmp_path / "mine.py", tmp_path / "mine.csv"
+    shutil.copy(EXAMPLE_FILE, plugin)
+    sweep = [str(REPO / "bench.py"), "--plugin", str(plugin), "sweep", "--ops", "subpixel,nearest", "--C", "4",
+             "--size", "4,8", "--device", "cpu", "--warmup", "0", "--min-run-time", "0.001", "--policy", "paper",
+             "--out", str(out), "--formats", "markdown", "--quiet"]
+    _run(sweep, _env(), tmp_path)
+    rows = pd.read_csv(out, dtype={"operator_source": str})
+    sources = rows.groupby("operator")["operator_source"].unique()
+    assert all(len(values) == 1 and len(values[0]) == registry.SOURCE_DIGEST_CHARS for values in sources)
+    assert sources["subpixel"][0] != sources["nearest"][0]
+    rows.iloc[:1].to_csv(out, index=False)  # a run killed after its first row
+    plugin.write_text(plugin.read_text() + "\n# edited after the first run\n")
+    refused = subprocess.run([sys.executable, *sweep, "--resume"], cwd=tmp_path, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2
+    assert "subpixel: source " in refused.stderr and sources["subpixel"][0] in refused.stderr
+    assert "nearest: source" not in refused.stderr
+    assert "edited between the runs" in refused.stderr and "--allow-mixed" in refused.stderr
+    _run([*sweep, "--resume", "--allow-mixed"], _env(), tmp_path)
+    resumed = pd.read_csv(out, dtype={"operator_source": str})
+    assert len(resumed) == 4 and resumed["operator_source"].nunique() == 3
+
+
+def test_a_plugins_source_hash_covers_the_plugin_file_and_the_wrapped_modules_file(tmp_path):
+    model, plugin = tmp_path / "edited_model.py", tmp_path / "edited_plugin.py"
+    model.write_text("from torch import nn\n\n\ndef make(channels):\n    return nn.Upsample(scale_factor=2)\n")
+    plugin.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport upbench\nimport edited_model\n\n"
+                      f"upbench.wrap(edited_model.make, 'edited-op')\n")
+    upbench.load_plugin(plugin)
+    before = registry.source_digest("edited-op")
+    assert before == registry._digest_files([model.resolve(), plugin.resolve()])
+    for edited in (model, plugin):
+        text = edited.read_text()
+        edited.write_text(text + "# edited\n")
+        assert registry._digest_files([model.resolve(), plugin.resolve()]) != before, edited.name
+        edited.write_text(text)
+    sys.modules.pop("edited_model", None)
+
+
 def test_unknown_plugin_exits_2_naming_it(capsys):
     assert main(["--plugin", "no/such/file.py", "table1"]) == 2
     assert "no/such/file.py" in capsys.readouterr().err

@@ -201,6 +201,15 @@ def test_merge_names_the_columns_that_differ(logged):
         merge_frames([logged, other])
 
 
+def test_merge_refuses_rows_of_an_operator_measured_from_two_sources(logged):
+    first, second = logged.iloc[:1].copy(), logged.iloc[1:].copy()
+    second["operator_source"] = "0123456789ab"
+    operator = first["operator"].iloc[0]
+    with pytest.raises(ValueError, match=f"different setups \\({operator}: source .*edited between the runs"):
+        merge_frames([first, second])
+    assert len(merge_frames([first, second], allow_mixed=True)) == 2
+
+
 def test_merge_refuses_mixed_setups_unless_allowed(tmp_path, logged, capsys):
     first, second = logged.iloc[:1].copy(), logged.iloc[1:].copy()
     second["threads"] = int(first["threads"].iloc[0]) + 1

@@ -17,7 +17,7 @@ from .counting import count_operator
 from .environment import environment
 from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
-from .registry import make
+from .registry import make, source_digest
 from .spec import DTYPES, Config, SweepSpec
 from .timing import MIN_RUNS, call_seconds, suspect_cell, time_call
 
@@ -150,6 +150,7 @@ def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
                dtype=config.dtype, device=config.device, mode=config.mode, tf32=spec.tf32, **dict(config.hparams))
+    row["operator_source"] = source_digest(config.operator)
     row.update(environment(config.device))
     if spec.threads is not None:  # what the row runs with, also for a row the measuring process never returns
         row["threads"] = spec.threads

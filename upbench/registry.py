@@ -37,6 +37,8 @@ _ORIGINS: dict[str, str] = {}  # operator name -> label of the source that regis
 _loaded_sources: dict[str, str] = {}  # resolved plugin target -> its label
 _loading: list[str] = []  # labels of the sources being loaded (innermost last)
 _REPLAY: dict[str, str] = {}  # operator name -> the load_plugin target that brings it into a fresh process
+_SOURCE_DIGESTS: dict[str, str] = {}  # operator name -> source_digest of what was registered
+_loading_files: list[Path] = []  # plugin files being imported (innermost last)
 _entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
@@ -59,6 +61,7 @@ def register(cls: U) -> U:
         )
     _REGISTRY[cls.name] = cls
     _ORIGINS.setdefault(cls.name, origin)
+    _SOURCE_DIGESTS.setdefault(cls.name, _digest_files(_source_files(cls)))
     if not _loading and cls.__module__ != "__main__":  # registered by importing a module: importing it again replays it
         _REPLAY.setdefault(cls.name, cls.__module__)
     return cls
@@ -68,6 +71,47 @@ def origin(name: str) -> str:
     """Which plugin source registered operator ``name``."""
     get(name)
     return _ORIGINS[name]
+
+
+# -- what was registered, as a hash of its source ---------------------------------------------------
+SOURCE_DIGEST_CHARS = 12
+NO_SOURCE = "unknown"  # a class defined where no file holds it (an interactive session)
+
+
+def _source_files(cls: type[Upsampler]) -> list[Path]:
+    """The files that define ``cls``: the modules of it and its bases up to :class:`Upsampler` (for a
+    wrapped module, the factory's module), and the plugin file that registered it (a wrapped factory may
+    live elsewhere, its knobs and formulas in the plugin)."""
+    files = []
+    for klass in cls.__mro__:
+        if klass is Upsampler:
+            break
+        module_file = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if module_file:
+            files.append(Path(module_file).resolve())
+    files.extend(_loading_files[-1:])
+    return sorted(set(files))
+
+
+def _digest_files(files: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    found = False
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        found = True
+        digest.update(path.name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:SOURCE_DIGEST_CHARS] if found else NO_SOURCE
+
+
+def source_digest(name: str) -> str:
+    """A short hash of the source files of operator ``name`` as registered (:func:`_source_files`): rows
+    measured before and after its file was edited differ in it, which the upbench commit cannot tell for
+    a researcher's plugin, nor for a built-in edited and not committed."""
+    get(name)
+    return _SOURCE_DIGESTS[name]
 
 
 # -- loading sources ----------------------------------------------------------------------------
@@ -129,7 +173,11 @@ def load_plugin(target: str | Path) -> list[str]:
             if is_file:
                 if not Path(text).is_file():
                     raise ValueError(f"{label}: no such file")
-                obj = _import_file(Path(text).resolve())
+                _loading_files.append(Path(text).resolve())
+                try:
+                    obj = _import_file(_loading_files[-1])
+                finally:
+                    _loading_files.pop()
             else:
                 module_name, _, attribute = text.partition(":")
                 obj = importlib.import_module(module_name)

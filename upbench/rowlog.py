@@ -18,8 +18,9 @@ from filelock import FileLock, Timeout
 
 from .environment import ENVIRONMENT_FIELDS, environment
 from .files import prepare_parent
-from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, column_difference, latest_rows, mixed_environments, read_rows,
-                   rows_to_retry)
+from .registry import source_digest
+from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, SOURCE_HINT, column_difference, latest_rows, mixed_environments,
+                   read_rows, rows_to_retry)
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -163,13 +164,15 @@ def read_log(path: str | Path) -> pd.DataFrame:
     return latest_rows(read_rows(path))
 
 
-def _measured_with_now(devices: list[str], threads: int | None) -> pd.DataFrame:
-    """What a row measured now on each of ``devices`` would record of :data:`MEASURED_WITH`."""
+def _measured_with_now(devices: list[str], operators: list[str], threads: int | None) -> pd.DataFrame:
+    """What a row measured now on each of ``devices`` would record of :data:`MEASURED_WITH`, and one row
+    per operator of ``operators`` with the source it would be measured with (no device)."""
     now = [{**environment(device), "device": device} for device in devices]
     if threads is not None:
         for row in now:
             row["threads"] = threads
-    return pd.DataFrame(now, columns=["device", *MEASURED_WITH])
+    now += [{"operator": operator, "operator_source": source_digest(operator)} for operator in operators]
+    return pd.DataFrame(now, columns=["device", *MEASURED_WITH, "operator", "operator_source"])
 
 
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
@@ -194,10 +197,12 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
                          f"{', ...' if len(unexpected) > 3 else ''}): impl auto resolves to compiled only where the "
                          f"kernels build, and operators come from plugins; refusing to resume into it")
     if not allow_mixed:
-        now = _measured_with_now(sorted(set(logged["device"].dropna())), spec.threads)
+        now = _measured_with_now(sorted(set(logged["device"].dropna())), sorted(set(logged["operator"].dropna())),
+                                 spec.threads)
         mixed = mixed_environments(pd.concat([logged, now], ignore_index=True))
         if mixed:
             raise ValueError(f"{path}: its rows were measured with another setup than this run's "
-                             f"({'; '.join(mixed)}); resuming would mix them in one table: resume where they were "
-                             f"measured, choose another --out, or pass --allow-mixed")
+                             f"({'; '.join(mixed)}{SOURCE_HINT if any(': source ' in m for m in mixed) else ''}); "
+                             f"resuming would mix them in one table: resume where they were measured, choose "
+                             f"another --out, or pass --allow-mixed")
     return set(logged.loc[~rows_to_retry(logged, retry), "key"])

@@ -21,7 +21,7 @@ FORMAT_SUFFIXES = {"markdown": ".md", "json": ".json", "png": ".png", "latex": "
 FORMATS = tuple(FORMAT_SUFFIXES)
 # Columns that are text whatever they look like (a hash of digits only must not become a number).
 TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
-                "status", "message",
+                "status", "message", "operator_source",
                 "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
 # The environment columns that tell one setup from another (the load and the time differ row by row).
 ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1min", "timestamp"))
@@ -120,9 +120,20 @@ def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return kept.sort_values("config_index", kind="stable").reset_index(drop=True)
 
 
+# Why an operator's rows differ in ``operator_source``, for the messages that refuse to mix them.
+SOURCE_HINT = ": an operator's source differs when its files were edited between the runs"
+
+
 def mixed_environments(rows: pd.DataFrame) -> list[str]:
-    """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column."""
+    """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column, and
+    'mine: source 1a2b / 3c4d' for each operator whose rows were measured with different source files
+    (``operator_source``: a plugin edited between two runs)."""
     mixed = []
+    if "operator_source" in rows:
+        for operator, sources in rows.groupby("operator", sort=False)["operator_source"]:
+            values = sorted(sources.dropna().astype(str).unique())
+            if len(values) > 1:
+                mixed.append(f"{operator}: source {' / '.join(values)}")
     for device, group in rows.groupby("device", sort=True):
         for column in MEASURED_WITH:
             if column not in group or (column == "threads" and not str(device).startswith("cpu")):
@@ -166,7 +177,8 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
                          f"kernels build, and operators come from plugins)")
     mixed = mixed_environments(merged)
     if mixed and not allow_mixed:
-        raise ValueError(f"refusing to merge rows measured with different setups ({'; '.join(mixed)}): their "
+        hint = SOURCE_HINT if any(": source " in m for m in mixed) else ""
+        raise ValueError(f"refusing to merge rows measured with different setups ({'; '.join(mixed)}{hint}): their "
                          f"latencies do not belong in one table (--allow-mixed merges them anyway)")
     return merged
 

@@ -316,7 +316,7 @@ class SweepSpec:
             "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
             "status", "message",
-            *ENVIRONMENT_FIELDS,
+            "operator_source", *ENVIRONMENT_FIELDS,
         ]
 
     # -- expansion ------------------------------------------------------------------------
