@@ -201,6 +201,28 @@ def test_merge_names_the_columns_that_differ(logged):
         merge_frames([logged, other])
 
 
+def test_git_commit_is_upbenchs_never_that_of_a_repository_it_is_installed_in(tmp_path, monkeypatch):
+    """An installed upbench may live in a venv inside the user's own repository: that repository's commit
+    must not be recorded as the commit of the code that measured."""
+    import subprocess
+
+    from upbench import environment
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "tracked").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "tracked"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                   check=True)
+    users_commit = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+    site_packages = tmp_path / ".venv" / "lib" / "site-packages"
+    site_packages.mkdir(parents=True)
+    monkeypatch.setattr(environment, "REPO_ROOT", site_packages.resolve())
+    assert environment.git_commit.__wrapped__() == f"upbench {environment.upbench_version()}"
+    monkeypatch.setattr(environment, "REPO_ROOT", tmp_path.resolve())  # a checkout of its own: its HEAD
+    assert environment.git_commit.__wrapped__() == users_commit
+
+
 def test_merge_refuses_rows_of_an_operator_measured_from_two_sources(logged):
     first, second = logged.iloc[:1].copy(), logged.iloc[1:].copy()
     second["operator_source"] = "0123456789ab"

@@ -7,6 +7,7 @@ import platform
 import re
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -75,12 +76,22 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def upbench_version() -> str:
+    try:
+        return metadata.version("upbench")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 @lru_cache(maxsize=None)
 def git_commit() -> str:
-    """HEAD's hash, with ``+dirty`` when tracked files differ from it; ``unknown`` outside a checkout."""
+    """HEAD's hash of the upbench checkout, with ``+dirty`` when tracked files differ from it. Outside a
+    checkout of upbench, ``upbench <version>``: an installed upbench may sit in a virtual environment inside
+    the user's own repository, whose commit says nothing of upbench's code."""
+    top = _git("rev-parse", "--show-toplevel")
     commit = _git("rev-parse", "HEAD")
-    if not commit:
-        return "unknown"
+    if not top or not commit or Path(top).resolve() != REPO_ROOT:
+        return f"upbench {upbench_version()}"
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return commit + ("+dirty" if dirty else "")
 

@@ -8,10 +8,10 @@ import shlex
 import signal
 import sys
 import threading
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
+from ..environment import upbench_version
 from ..registry import load_plugin
 from . import compare, merge, network, report, roofline, selfcheck, sweep, table1
 
@@ -26,13 +26,6 @@ def _add_plugin_option(parser: argparse.ArgumentParser, dest: str) -> None:
     # The main parser and each subcommand write different dests: a subparser's defaults would
     # otherwise overwrite the plugins given before the command.
     parser.add_argument("--plugin", action="append", dest=dest, default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
-
-
-def version() -> str:
-    try:
-        return metadata.version("upbench")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +52,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "bench.py") -> Parser:
     parser = Parser(prog=prog, description="Benchmark and profile feature upsamplers.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {upbench_version()}")
     _add_plugin_option(parser, "plugins_before")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, module in COMMANDS.items():
