@@ -131,7 +131,7 @@ def test_shards_partition_the_sweep(plain_pair):
 
 
 # -- the row log: resume, shards, merge -------------------------------------------------------
-def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, monkeypatch):
+def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, monkeypatch, capsys):
     monkeypatch.setattr(measure_module, "_measure", fake_measure)
     spec = SweepSpec(ops=plain_pair, modes=("fwd", "fwd+bwd"), **{**TINY, "sizes": (4, 8)})
     everything = [c.key for c in spec.expand()]
@@ -149,6 +149,17 @@ def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, mon
         handle.write("torn,row,without,newline")
     with pytest.raises(FileExistsError):
         run_sweep(spec, out)
+    torn = out.read_bytes()
+    capsys.readouterr()
+    # report and merge read what --resume would keep, say what they left out, and change nothing
+    assert main(["report", str(out), "--pivot", "latency", "--format", "csv"]) == 0
+    reported = capsys.readouterr()
+    assert f"report: warning: {out}: line 4 was cut mid-write" in reported.err
+    assert main(["merge", str(out), "--out", str(out.with_name("merged.csv")), "--allow-partial",
+                 "--formats", "markdown"]) == 0
+    assert f"merge: warning: {out}: line 4 was cut mid-write" in capsys.readouterr().err
+    assert list(read_rows(out.with_name("merged.csv"))["key"]) == everything[:2]
+    assert out.read_bytes() == torn
 
     measured = []
     real = sweep_module.measure_config

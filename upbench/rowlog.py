@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from datetime import datetime
+import io
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -98,32 +99,55 @@ def _whole_row(line: bytes, header: bytes) -> bool:
     return len(fields) == len(columns) and columns[-1:] == [ENVIRONMENT_FIELDS[-1]]
 
 
+def _torn_line_start(data: bytes) -> int | None:
+    """Where the last line of a log's bytes starts if a kill left it half-written (every complete line ends
+    with a newline), else None: a whole row that lacks only its newline (a file edited by hand) is whole."""
+    if not data or data.endswith(b"\n"):
+        return None
+    start = data.rfind(b"\n") + 1
+    return None if start and _whole_row(data[start:], data[:data.find(b"\n")]) else start
+
+
 def drop_torn_line(path: Path) -> None:
-    """Cut a last line a kill left half-written (every complete line ends with a newline); a whole row that
-    lacks only its newline (a file edited by hand, say) gets it back instead of being cut."""
+    """Cut a last line a kill left half-written; give a whole row that lacks only its newline its newline."""
     data = path.read_bytes()
     if not data or data.endswith(b"\n"):
         return
-    start = data.rfind(b"\n") + 1
+    start = _torn_line_start(data)
     with open(path, "r+b") as handle:
-        if start and _whole_row(data[start:], data[:data.find(b"\n")]):
+        if start is None:
             handle.seek(0, os.SEEK_END)
             handle.write(b"\n")
         else:
             handle.truncate(start)
 
 
+def torn_line_note(path: str | Path) -> str | None:
+    """What :func:`read_log` left out of ``path``: its last line, half-written by a kill; None if nothing."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    start = _torn_line_start(data)
+    if start is None:
+        return None
+    line = data.count(b"\n") + 1
+    return (f"{path}: line {line} was cut mid-write (a killed sweep); read without it "
+            f"(--resume cuts it and measures its config again)")
+
+
 def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
+def check_log(path: Path, columns: list[str] | None = None, text: str | None = None) -> list[str]:
     """The header of the log at ``path`` after checking every line, or ValueError naming the file and line.
 
     ``columns``: the exact header expected (resuming); without it, any header with the upbench columns.
+    ``text``: the log's content, where it was read already.
     """
     try:
-        handle = open(path, newline="")
+        handle = open(path, newline="") if text is None else io.StringIO(text, newline="")
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     with handle:
@@ -159,9 +183,19 @@ def check_log(path: Path, columns: list[str] | None = None) -> list[str]:
 
 def read_log(path: str | Path) -> pd.DataFrame:
     """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
-    config measured again replacing its earlier one."""
-    check_log(Path(path))
-    return latest_rows(read_rows(path))
+    config measured again replacing its earlier one. A last line a kill left half-written is left out, as
+    ``--resume`` cuts it (:func:`torn_line_note` says so); the file is not changed."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    start = _torn_line_start(data)
+    try:
+        text = data[:start].decode() if start is not None else data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text CSV file") from None
+    check_log(Path(path), text=text)
+    return latest_rows(read_rows(io.StringIO(text, newline="")))
 
 
 def _measured_with_now(devices: list[str], operators: list[str], threads: int | None) -> pd.DataFrame:

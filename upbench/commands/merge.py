@@ -8,7 +8,7 @@ from pathlib import Path
 from ..cli_args import str_list
 from ..export import FORMATS, write_outputs
 from ..files import prepare_parent
-from ..rowlog import log_path, read_log
+from ..rowlog import log_path, read_log, torn_line_note
 from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() in {path.resolve() for path in args.inputs}:
         raise ValueError(f"--out {out} is one of the inputs")
     rows = merge_frames([read_log(path) for path in args.inputs], args.allow_mixed)
+    for note in filter(None, map(torn_line_note, args.inputs)):
+        print(f"merge: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
     try:
