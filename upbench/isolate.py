@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from . import kernels
-from .measure import config_row, measure_config
+from .measure import failed_row, measure_config
 from .registry import load_plugins, replay_sources
 from .spec import Config, SweepSpec
 
@@ -190,19 +190,14 @@ class IsolatedMeasurer:
         connection.send((config, self.spec, index, total))
         if not connection.poll(self.row_timeout):
             self.stop(kill=True)
-            return self._failed_row(config, index, total, "timeout",
-                                    f"the row outlived the {self.row_timeout:g} s row timeout; its worker was killed")
+            return failed_row(config, self.spec, index, total, "timeout",
+                              f"the row outlived the {self.row_timeout:g} s row timeout; its worker was killed")
         try:
             row = connection.recv()
         except EOFError:
             exitcode = self.stop(kill=True)
-            return self._failed_row(config, index, total, "crash", describe_exit(exitcode))
+            return failed_row(config, self.spec, index, total, "crash", describe_exit(exitcode))
         if row["status"] == "error" and CUDA_ERROR.search(row["message"] or ""):
             self.stop(kill=True)  # its CUDA context is unusable: the next row gets a fresh worker
             row["status"] = "crash"
-        return row
-
-    def _failed_row(self, config: Config, index: int, total: int, status: str, message: str) -> dict[str, Any]:
-        row = config_row(config, self.spec, index, total)
-        row.update(status=status, message=message)
         return row

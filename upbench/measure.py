@@ -157,6 +157,13 @@ def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[
     return row
 
 
+def failed_row(config: Config, spec: SweepSpec, index: int, total: int, status: str, message: str) -> dict[str, Any]:
+    """The row of a config that never returned a row of its own (its process died, or it hung)."""
+    row = config_row(config, spec, index, total)
+    row.update(status=status, message=message)
+    return row
+
+
 def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
     """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
     (except KeyboardInterrupt and the like, which stop the sweep)."""

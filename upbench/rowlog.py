@@ -44,11 +44,19 @@ def log_path(out: str | Path) -> Path:
 
 
 class RowLog:
-    """The CSV a sweep appends its rows to, locked against other writers, one fsynced line per row."""
+    """The CSV a sweep appends its rows to, locked against other writers, one fsynced line per row.
+
+    Where rows are measured in the sweep's own process, :meth:`begin` names the config being measured in
+    ``<log>.measuring`` until its row is written. A process that dies inside a row (a segfault in a
+    library, the OOM killer) leaves that file: the next run on the log finds the config in
+    :attr:`died_measuring`, so a resume can record the row as a crash instead of dying on it again.
+    """
 
     def __init__(self, path: Path, columns: list[str]):
         self.path = path
         self.columns = columns
+        self.measuring = path.with_name(path.name + ".measuring")
+        self.died_measuring: str | None = None
         prepare_parent(path)
         self.lock = FileLock(path.with_name(path.name + ".lock"))
         try:
@@ -65,6 +73,9 @@ class RowLog:
             if path.exists():  # under the lock: a kill mid-line (even mid-header) leaves a line to cut
                 drop_torn_line(path)
             fresh = not path.exists() or path.stat().st_size == 0
+            if self.measuring.exists():
+                self.died_measuring = None if fresh else self.measuring.read_text().strip() or None
+                self.measuring.unlink()
             self.file = open(path, "a", newline="")
         except OSError as error:
             self.lock.release()
@@ -78,11 +89,18 @@ class RowLog:
         self.file.flush()
         os.fsync(self.file.fileno())
 
+    def begin(self, key: str) -> None:
+        """Mark ``key`` as being measured in this process, until its row is written."""
+        self.measuring.write_text(key + "\n")
+
     def write(self, row: Mapping[str, Any]) -> None:
         self.writer.writerow(row)
         self._sync()
+        self.measuring.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Also after an exception: a row stopped by Ctrl-C or an error did not kill the process."""
+        self.measuring.unlink(missing_ok=True)
         self.file.close()
         self.lock.release()
 

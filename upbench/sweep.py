@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .environment import check_device
 from .isolate import IsolatedMeasurer, check_row_timeout
-from .measure import measure_config
+from .measure import failed_row, measure_config
 from .rowlog import RowLog, logged_keys
 from .rows import latest_rows, read_rows
 from .spec import Config, SweepSpec
@@ -59,6 +59,28 @@ def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep") -
     """A bar of rows on stderr (``enabled`` None: only on a terminal)."""
     enabled = sys.stderr.isatty() if enabled is None else enabled
     return tqdm(total=total, disable=not enabled, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+# A row whose measuring killed the sweep's process: recorded as such on resume, not measured into a crash again.
+DIED_MEASURING = ("the sweep's process died while measuring this row, before recording it (a segfault or abort in "
+                  "a library, the OOM killer, a kill -9); --isolate measures each row in a child process, and "
+                  "--resume --retry failed tries it again")
+
+
+def _record_the_row_that_killed(log: RowLog, todo: list[tuple[int, Config]], spec: SweepSpec, total: int,
+                                rows: list[dict[str, Any]], on_row: Callable[[dict[str, Any]], None] | None,
+                                ) -> list[tuple[int, Config]]:
+    """``todo`` without the config the log's last run died measuring (:attr:`RowLog.died_measuring`), whose
+    ``crash`` row is logged and added to ``rows``: resuming would otherwise die on it again, and again."""
+    for index, config in todo:
+        if config.key == log.died_measuring:
+            row = failed_row(config, spec, index, total, "crash", DIED_MEASURING)
+            log.write(row)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            return [(i, c) for i, c in todo if c.key != config.key]
+    return todo
 
 
 def run_sweep(
@@ -107,6 +129,8 @@ def run_sweep(
         if log is not None and resume:  # the whole log is read and checked before a row is appended
             done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, tuple(retry))
             todo = [(index, config) for index, config in todo if config.key not in done]
+            if isolated is None:
+                todo = _record_the_row_that_killed(log, todo, spec, len(configs), rows, on_row)
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:
                 measure = stack.enter_context(isolated).measure
@@ -115,6 +139,8 @@ def run_sweep(
                     return measure_config(config, spec, index, total)
             for index, config in todo:
                 bar.set_postfix_str(config.key, refresh=False)
+                if log is not None and isolated is None:
+                    log.begin(config.key)
                 row = measure(config, index, len(configs))
                 rows.append(row)
                 if log is not None:
