@@ -343,3 +343,24 @@ def test_bad_sizes_are_refused_alike(text):
     for parse in (size_list, image_size):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+@pytest.mark.parametrize("earlier_deaths, status", [(0, "ok"), (1, "crash")])
+def test_a_resume_measures_once_more_the_row_one_run_died_on_and_records_a_second_death(
+        tmp_path, plain_pair, monkeypatch, earlier_deaths, status):
+    """<log>.measuring names the row a run died measuring: a first death may be a preempted job's kill (the
+    row is measured again), a second in a row is the row's doing (recorded as a crash, not measured)."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=plain_pair, **TINY)
+    keys = [c.key for c in spec.expand()]
+    out = tmp_path / "run.csv"
+    write_csv(run_sweep(spec, out).iloc[:1], out)
+    out.with_name(out.name + ".measuring").write_text(f"{keys[1]}\t{earlier_deaths}\n")
+    measured = []
+    real = sweep_module.measure_config
+    monkeypatch.setattr(sweep_module, "measure_config", lambda c, *a: measured.append(c.key) or real(c, *a))
+    rows = run_sweep(spec, out, resume=True)
+    assert list(rows["key"]) == keys
+    assert rows.loc[1, "status"] == status
+    assert measured == (keys[1:] if status == "ok" else keys[2:])
+    assert not out.with_name(out.name + ".measuring").exists()

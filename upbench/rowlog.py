@@ -48,15 +48,16 @@ class RowLog:
 
     Where rows are measured in the sweep's own process, :meth:`begin` names the config being measured in
     ``<log>.measuring`` until its row is written. A process that dies inside a row (a segfault in a
-    library, the OOM killer) leaves that file: the next run on the log finds the config in
-    :attr:`died_measuring`, so a resume can record the row as a crash instead of dying on it again.
+    library, the OOM killer, but also a preempted job's kill) leaves that file: the next run on the log
+    finds the config, and how many runs in a row died measuring it, in :attr:`died_measuring`, so a
+    resume can record a row that keeps killing its process as a crash instead of dying on it forever.
     """
 
     def __init__(self, path: Path, columns: list[str]):
         self.path = path
         self.columns = columns
         self.measuring = path.with_name(path.name + ".measuring")
-        self.died_measuring: str | None = None
+        self.died_measuring: tuple[str, int] | None = None  # (config key, runs that died measuring it)
         prepare_parent(path)
         self.lock = FileLock(path.with_name(path.name + ".lock"))
         try:
@@ -74,7 +75,9 @@ class RowLog:
                 drop_torn_line(path)
             fresh = not path.exists() or path.stat().st_size == 0
             if self.measuring.exists():
-                self.died_measuring = None if fresh else self.measuring.read_text().strip() or None
+                key, _, earlier = self.measuring.read_text().strip().partition("\t")
+                if key and not fresh:
+                    self.died_measuring = (key, (int(earlier) if earlier.isdigit() else 0) + 1)
                 self.measuring.unlink()
             self.file = open(path, "a", newline="")
         except OSError as error:
@@ -91,7 +94,8 @@ class RowLog:
 
     def begin(self, key: str) -> None:
         """Mark ``key`` as being measured in this process, until its row is written."""
-        self.measuring.write_text(key + "\n")
+        died_before = self.died_measuring[1] if self.died_measuring and self.died_measuring[0] == key else 0
+        self.measuring.write_text(f"{key}\t{died_before}\n")
 
     def write(self, row: Mapping[str, Any]) -> None:
         self.writer.writerow(row)

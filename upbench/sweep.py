@@ -61,19 +61,23 @@ def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep") -
     return tqdm(total=total, disable=not enabled, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
-# A row whose measuring killed the sweep's process: recorded as such on resume, not measured into a crash again.
-DIED_MEASURING = ("the sweep's process died while measuring this row, before recording it (a segfault or abort in "
-                  "a library, the OOM killer, a kill -9); --isolate measures each row in a child process, and "
-                  "--resume --retry failed tries it again")
+# Runs in a row that must die measuring one config before a resume records it as a crash instead of measuring
+# it again: once may be a preempted job's kill, twice is the row.
+DEATHS_TO_CRASH = 2
+DIED_MEASURING = (f"the sweep's process died {DEATHS_TO_CRASH} times while measuring this row, before recording it "
+                  f"(a segfault or abort in a library, the OOM killer); --isolate measures each row in a child "
+                  f"process, and --resume --retry failed tries it again")
 
 
 def _record_the_row_that_killed(log: RowLog, todo: list[tuple[int, Config]], spec: SweepSpec, total: int,
                                 rows: list[dict[str, Any]], on_row: Callable[[dict[str, Any]], None] | None,
                                 ) -> list[tuple[int, Config]]:
-    """``todo`` without the config the log's last run died measuring (:attr:`RowLog.died_measuring`), whose
-    ``crash`` row is logged and added to ``rows``: resuming would otherwise die on it again, and again."""
+    """``todo`` without the config the log's last runs died measuring (:attr:`RowLog.died_measuring`) if they
+    died on it :data:`DEATHS_TO_CRASH` times: its ``crash`` row is logged and added to ``rows``."""
+    if log.died_measuring is None or log.died_measuring[1] < DEATHS_TO_CRASH:
+        return todo
     for index, config in todo:
-        if config.key == log.died_measuring:
+        if config.key == log.died_measuring[0]:
             row = failed_row(config, spec, index, total, "crash", DIED_MEASURING)
             log.write(row)
             rows.append(row)
