@@ -207,6 +207,20 @@ def test_latex_marks_suspect_latencies_and_says_how_the_rows_were_measured(knob_
     assert len(pivot_marked) == 1 and pivot_marked[0].startswith("carafe & 5 &")
 
 
+def test_latex_says_what_its_empty_cells_are(knob_rows, tmp_path, capsys):
+    rows = knob_rows.copy()
+    failed = (rows["operator"] == "carafe") & (rows["H"] == 8)
+    rows.loc[failed, ["status", "message", "latency_median_ms", "peak_mem_bytes"]] = ["oom", "out of memory", None, None]
+    latex = to_latex(rows)
+    carafe = [line for line in latex.splitlines() if line.startswith("carafe &")]
+    assert all(line.endswith(r"-- & -- \\") for line in carafe)
+    assert "--: not measured (carafe at 8: oom); each row's status and message columns say why." in latex
+    assert "not measured" not in to_latex(knob_rows)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency", "--format", "latex"]) == 0
+    assert "--: not measured (carafe at 8: oom)" in capsys.readouterr().out
+
+
 def test_markdown_latency_tables_mark_suspect_timings(knob_rows, tmp_path, capsys):
     rows = knob_rows.copy()
     suspect = (rows["operator"] == "carafe") & (rows["K"] == 5) & (rows["H"] == 8)

@@ -267,6 +267,17 @@ def measured_with(rows: pd.DataFrame) -> str:
     return f"{devices}; " + ", ".join(parts)
 
 
+def unmeasured_note(rows: pd.DataFrame) -> str:
+    """'--: not measured (carafe at 4096: crash; ...)' for the rows that are not ok, whose cells a table
+    leaves empty; '' when every row is ok."""
+    failed = _axes(rows[rows["status"] != "ok"])
+    if failed.empty:
+        return ""
+    where = [f"{operator} at {', '.join(dict.fromkeys(group['size']))}: {status}"
+             for (operator, status), group in failed.groupby(["operator", "status"], sort=False)]
+    return f"--: not measured ({'; '.join(where)}); each row's status and message columns say why."
+
+
 def to_latex(rows: pd.DataFrame) -> str:
     """The sweep as a booktabs table: :func:`paper_table`, units, rounding, how it was measured and which
     latencies are suspect (marked) stated under it."""
@@ -281,7 +292,7 @@ def to_latex(rows: pd.DataFrame) -> str:
     notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
              f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
              f"low-resolution input H x W.",
-             *([SUSPECT_NOTE] if marked else []), *filter(None, [_counted_as_zero(rows)])]
+             *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows), _counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..cli_args import FORMATS, emit, render_table
 from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
-                      pivot, size_columns, to_latex, to_markdown)
+                      pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log, torn_line_note
@@ -60,7 +60,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     if fmt == "latex":
         sizes = size_columns(table, rows)
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
-        notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else [])]
+        notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
         return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
                         notes=notes, marked=marked)
     if fmt == "markdown":
