@@ -110,6 +110,26 @@ def test_grid_sweeps_only_the_knobs_an_operator_has():
     assert not (table["status"] == MISMATCH).any()
 
 
+def test_grid_sweeps_any_other_knob_in_a_column_of_its_own(capsys):
+    """A formula stated in a knob (carafe's content encoder is ke^2 * 4K^2 * d) is validated at its values."""
+    table = validation_table(["carafe", "nearest"], Grid(C=(8,), K=(3,), sizes=((4, 4),),
+                                                         knobs={"encoder_kernel": (1, 5)}))
+    assert list(table.columns) == [*COLUMNS[:COLUMNS.index("d") + 1], "encoder_kernel", *COLUMNS[COLUMNS.index("d") + 1:]]
+    carafe = table[(table["operator"] == "carafe") & (table["stage"] == "kernel_generation")]
+    assert list(carafe["encoder_kernel"]) == [1, 5]
+    assert list(carafe["exact_macs"]) == [(ke * ke * 4 * 9 * 64 + 8 * 64) * 16 for ke in (1, 5)]  # per low-res pixel
+    assert (carafe["exact_macs"] == carafe["fvcore_macs"]).all() and not (table["status"] == MISMATCH).any()
+    assert table.loc[table["operator"] == "nearest", "encoder_kernel"].isna().all()
+    with pytest.raises(ValueError, match="unknown knob 'groups': no selected operator has it"):
+        validation_table(["carafe"], Grid(knobs={"groups": (2,)}))
+    assert main(["table1", "--ops", "carafe", "--knob", "encoder_kernel=2"]) == 2
+    assert "carafe: encoder_kernel=2 is invalid" in capsys.readouterr().err
+    assert main(["table1", "--ops", "carafe,nearest", "--C", "8", "--size", "4", "--knob", "encoder_kernel=1",
+                 "--format", "csv"]) == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(printed.loc[printed["operator"] == "carafe", "encoder_kernel"]) == {1}
+
+
 # -- command line ------------------------------------------------------------------------------
 def test_check_exits_zero_from_the_repo_root(repo_root):
     result = subprocess.run(

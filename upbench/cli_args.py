@@ -107,3 +107,11 @@ def emit(text: str, out: str | None) -> None:
             handle.write(text + "\n")
     else:
         print(text)
+
+
+def knob_pair(text: str) -> tuple[str, list[int]]:
+    """'encoder_kernel=3,5' -> ('encoder_kernel', [3, 5])."""
+    name, equals, values = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2, got {text!r}")
+    return name.strip(), int_list(values)

@@ -7,8 +7,8 @@ never matched. Custom ops no counting rule covers are named in the note ("counte
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -30,17 +30,35 @@ PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 
 @dataclass(frozen=True)
 class Grid:
-    """Which shapes to validate at. Empty K or d means each operator's default."""
+    """Which shapes to validate at. Empty K or d means each operator's default; ``knobs`` sweeps any other
+    knob (a plugin's own, carafe's encoder_kernel), each with a column of its own in the table."""
 
     C: Sequence[int] = (256,)
     K: Sequence[int] = ()
     d: Sequence[int] = ()
     sizes: Sequence[tuple[int, int]] = ((16, 16),)
+    knobs: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+    def swept(self) -> dict[str, Sequence[int]]:
+        return {name: values for name, values in (("K", self.K), ("d", self.d), *self.knobs.items()) if values}
+
+    def check(self, operators: Sequence[str]) -> None:
+        """ValueError for a knob no operator of ``operators`` has, or a value an operator's knob refuses."""
+        if taken := sorted({"K", "d"}.intersection(self.knobs)):
+            raise ValueError(f"knob {taken[0]}: give it as --{taken[0]}, not as --knob")
+        for name, values in self.swept().items():
+            owners = [get(op) for op in operators if name in get(op).knobs]
+            if not owners:
+                offered = "; ".join(f"{op}: {', '.join(get(op).knobs) or 'none'}" for op in operators)
+                raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {offered})")
+            for cls in owners:
+                for value in values:
+                    cls.knobs[name].check(cls.name, name, value)
 
     def points(self, operator: str) -> Iterator[dict[str, int]]:
         """Hyperparameter settings for one operator: knobs it lacks are not swept."""
         knobs = get(operator).knobs
-        axes = {name: values for name, values in (("K", self.K), ("d", self.d)) if name in knobs and values}
+        axes = {name: values for name, values in self.swept().items() if name in knobs}
         for combo in itertools.product(*axes.values()):
             yield dict(zip(axes, combo))
 
@@ -69,8 +87,10 @@ def torch_note(torch_macs: int, exact_macs: int, torch_count: Count) -> str:
             f"{', '.join(uncounted or torch_count.zero_ops) or 'no op it saw'}")
 
 
-def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, int]) -> list[dict]:
-    """One row per stage plus ``total``, for a batch of one at H x W."""
+def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, int],
+                      knob_columns: Sequence[str] = ()) -> list[dict]:
+    """One row per stage plus ``total``, for a batch of one at H x W; ``knob_columns``: the knobs beside K
+    and d that the table has columns for (blank where the operator lacks the knob)."""
     op = make(operator, C, impl="reference", **hparams)
     inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
     counted = count(op, inputs, "paper")
@@ -94,7 +114,8 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
             "operator": operator, "stage": stage, "C": C,
-            "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None, "H": H, "W": W,
+            "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None,
+            **{name: op.hparams.get(name) for name in knob_columns}, "H": H, "W": W,
             "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
             "fvcore_macs": fv.macs, "torch_macs": torch_macs,
             "paper_params": paper.params if stated else None, "exact_params": exact.params if stated else None,
@@ -109,8 +130,14 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
 
 def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: Exception) -> dict:
     """The one row of a point whose forward failed: status ``error``, the exception in the note."""
-    return {"operator": operator, "stage": TOTAL, "C": C, "K": hparams.get("K"), "d": hparams.get("d"), "H": H,
-            "W": W, "status": ERROR, "note": f"the forward failed: {type(error).__name__}: {error}"}
+    return {"operator": operator, "stage": TOTAL, "C": C, **hparams, "H": H, "W": W, "status": ERROR,
+            "note": f"the forward failed: {type(error).__name__}: {error}"}
+
+
+def table_columns(grid: Grid) -> list[str]:
+    """:data:`COLUMNS` with a column for each of the grid's other knobs after d."""
+    at = COLUMNS.index("d") + 1
+    return [*COLUMNS[:at], *grid.knobs, *COLUMNS[at:]]
 
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
@@ -120,16 +147,18 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
     operators = list(operators or available())
     for name in operators:
         get(name)  # unknown names fail before any counting
+    grid.check(operators)
     rows = []
     for name in operators:
         for C, (H, W) in itertools.product(grid.C, grid.sizes):
             for hparams in grid.points(name):
                 try:
-                    rows.extend(validate_operator(name, C, H, W, hparams))
+                    rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs)))
                 except ValueError:
                     raise
                 except Exception as error:  # a plugin's forward failing at this shape: say so, go on
                     rows.append(error_row(name, C, H, W, hparams, error))
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    counts = {c: "Int64" for c in COLUMNS if c.endswith(("_macs", "_params"))}
-    return table.astype({"K": "Int64", "d": "Int64", **counts})
+    columns = table_columns(grid)
+    table = pd.DataFrame(rows, columns=columns)
+    counts = {c: "Int64" for c in columns if c.endswith(("_macs", "_params"))}
+    return table.astype({knob: "Int64" for knob in ("K", "d", *grid.knobs)} | counts)

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..cli_args import int_list, name_list, non_negative_int, positive_float, positive_int, size_list, str_list
+from ..cli_args import (int_list, knob_pair, name_list, non_negative_int, positive_float, positive_int, size_list,
+                        str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, check_formats, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
@@ -26,14 +27,6 @@ from ..sweep import parse_shard, run_sweep
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
 RESULTS = Path("results")
-
-
-def knob_pair(text: str) -> tuple[str, list[int]]:
-    """'encoder_kernel=3,5' -> ('encoder_kernel', [3, 5])."""
-    name, equals, values = text.partition("=")
-    if not equals or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2, got {text!r}")
-    return name.strip(), int_list(values)
 
 
 def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, int_list, render_table, size_list, str_list
+from ..cli_args import FORMATS, emit, int_list, knob_pair, render_table, size_list, str_list
 from ..latex import booktabs
 from ..table1 import ERROR, MISMATCH, Grid, validation_table
 
@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--C", type=int_list, default=[256], help="channels (comma list), default 256")
     parser.add_argument("--K", type=int_list, default=[], help="kernel sizes; default: each operator's own")
     parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
+    parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
+                        help="any other knob, e.g. encoder_kernel=3,5 (repeatable); default: each operator's own")
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
@@ -38,18 +40,22 @@ def render_latex(table: pd.DataFrame) -> str:
     """Every stage row, MACs and params in one unit each; the notes (why rows differ) go under the table."""
     notes = [f"{op} / {stage}: {note}" for op, stage, note in zip(table["operator"], table["stage"], table["note"]) if note]
     latex_table = table.drop(columns="note").astype(object).rename(columns=latex_name)
-    return booktabs(latex_table, LATEX_KINDS,
+    kinds = {column: LATEX_KINDS.get(column, "int") for column in latex_table.columns}  # other knobs: integers
+    return booktabs(latex_table, kinds,
                     caption="Table 1 formulas (paper, exact) against traced counts (fvcore, torch)", notes=notes)
 
 
 def run(args: argparse.Namespace) -> int:
-    table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size))
+    knobs: dict[str, list[int]] = {}
+    for name, values in args.knob:
+        knobs.setdefault(name, []).extend(values)
+    table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size, knobs=knobs))
     text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
     emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     failed = table[table["status"] == ERROR]
-    for row in failed.itertuples():  # each failing point, named by its shape: several may fail alike
-        knobs = "".join(f", {k}={getattr(row, k)}" for k in ("K", "d") if pd.notna(getattr(row, k)))
-        print(f"table1: {row.operator} at C={row.C}, {row.H}x{row.W}{knobs}: {row.note}", file=sys.stderr)
+    for _, row in failed.iterrows():  # each failing point, named by its shape: several may fail alike
+        point = "".join(f", {k}={row[k]}" for k in ("K", "d", *knobs) if pd.notna(row[k]))
+        print(f"table1: {row['operator']} at C={row['C']}, {row['H']}x{row['W']}{point}: {row['note']}", file=sys.stderr)
     return 1 if len(failed) or (args.check and (table["status"] == MISMATCH).any()) else 0
