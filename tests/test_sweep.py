@@ -2,6 +2,7 @@
 exports and the command line. Tiny shapes throughout; bookkeeping tests fake the measurement."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -102,6 +103,39 @@ def test_a_knob_value_is_checked_by_each_operator_that_has_it(plain, odd_k):
         SweepSpec(ops=(plain, odd_k), knobs={"K": (3, 4)}, devices=("cpu",))
     with pytest.raises(ValueError, match="unknown knob 'K': no selected operator has it"):
         SweepSpec(ops=(plain,), knobs={"K": (3,)}, devices=("cpu",))
+
+
+def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_path, capsys):
+    """Cg sweeps the guide's width where an operator reads a guide of any width; the others run as before."""
+    spec = SweepSpec(ops=("sapa-b", "fade", "nearest"), channels=(64,), guide_channels=(16, 64), sizes=(8,),
+                     devices=("cpu",), impls=("reference",), policies=("paper",))
+    keys = [c.key for c in spec.expand()]
+    assert [k.split("|")[:3] for k in keys] == [["sapa-b", "reference", "C=64"]] * 2 + [
+        ["fade", "reference", "C=64"], ["nearest", "reference", "C=64"]]
+    assert [k.split("|")[3] for k in keys[:2]] == ["Cg=16", "Cg=64"] and "Cg=" not in "".join(keys[2:])
+    # a spec without Cg keeps the id it had before the axis existed: its logs still resume
+    assert SweepSpec(ops=("nearest", "sapa-b"), channels=(4,), sizes=(4,), devices=("cpu",)).spec_id == "8c7208d91a36"
+    assert spec.spec_id != SweepSpec(**{**spec_kwargs(spec), "guide_channels": (16,)}).spec_id
+    with pytest.raises(ValueError, match=r"Cg 8: no selected operator reads a guide of another width than C "
+                                         r"\(fade take a guide of C channels only\)"):
+        SweepSpec(ops=("fade", "nearest"), guide_channels=(8,), devices=("cpu",))
+    out = tmp_path / "cg.csv"
+    assert main(["sweep", "--ops", "sapa-b,nearest", "--C", "64", "--Cg", "16,64", "--size", "8", "--device", "cpu",
+                 "--impl", "reference", "--policy", "paper", "--warmup", "0", "--min-run-time", "0.001",
+                 "--out", str(out), "--formats", "markdown", "--quiet"]) == 0
+    rows = read_rows(out)
+    assert list(rows["Cg"]) == [16, 64, 0]
+    sapa = upbench.get("sapa-b")
+    for Cg, macs, params in zip(rows["Cg"][:2], rows["macs_paper"][:2], rows["params"][:2]):
+        exact = sapa.formulas.exact_cost("total", upbench.make("sapa-b", 64, guide_channels=int(Cg)).dims(1, 8, 8))
+        assert (macs, params) == (exact.macs, exact.params)  # the guide embedding is 4 * Cg * d a pixel
+    assert main(["report", str(out), "--pivot", "macs"]) == 0
+    table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [[cell.strip() for cell in line] for line in table] == [["sapa-b", "16"], ["sapa-b", "64"], ["nearest", "-"]]
+
+
+def spec_kwargs(spec: SweepSpec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
 def test_spec_files_yaml_and_toml(tmp_path, plain, odd_k):

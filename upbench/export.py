@@ -69,10 +69,12 @@ def _format(value: object) -> str:
 
 
 def _axes(rows: pd.DataFrame) -> pd.DataFrame:
-    """The config axes as display text ("-" for a knob the operator lacks) plus a ``size`` label."""
+    """The config axes as display text ("-" for a knob the operator lacks, and for the guide channels of
+    one that reads no guide) plus a ``size`` label."""
     frame = rows.copy()
     for column in knob_columns(rows):
         frame[column] = [_format(v) or "-" for v in rows[column]]
+    frame["Cg"] = [_format(v) if pd.notna(v) and v != 0 else "-" for v in rows["Cg"]]
     frame["size"] = [size_label(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])]
     return frame
 
@@ -83,7 +85,7 @@ def varying_axes(rows: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     An axis that differs only between operators (K of 5 for one and absent for another, impl
     compiled for one and reference for another) is told apart by the operator already.
     """
-    candidates = ["impl", "C", *knob_columns(rows), "N", "dtype", "device", "mode"]
+    candidates = ["impl", "C", "Cg", *knob_columns(rows), "N", "dtype", "device", "mode"]
     per_operator = rows.groupby("operator", sort=False)
     return [a for a in candidates if a not in exclude and (per_operator[a].nunique(dropna=False) > 1).any()]
 
@@ -137,7 +139,7 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The main columns of every row, scaled for reading (MMACs, MiB)."""
     frame = _axes(rows)
     policies = [c.removeprefix("macs_") for c in rows.columns if c.startswith("macs_")]
-    table = frame[["operator", "impl", "C", *knob_columns(rows), "N", "size", "dtype", "device", "mode"]].copy()
+    table = frame[["operator", "impl", "C", "Cg", *knob_columns(rows), "N", "size", "dtype", "device", "mode"]].copy()
     for policy in policies:
         table[f"MMACs {policy}"] = rows[f"macs_{policy}"] / 1e6
     table["params"] = rows["params"]

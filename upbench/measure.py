@@ -76,7 +76,7 @@ def count_config(config: Config, policies: tuple[str, ...]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for policy in policies:
         counted = count_operator(config.operator, config.C, config.N, config.H, config.W, policy,
-                                 None, config.hparams)
+                                 config.Cg, config.hparams)
         row.update({f"macs_{policy}": counted.macs, f"flops_{policy}": counted.flops,
                     f"zero_ops_{policy}": ";".join(counted.zero_ops), "params": counted.params})
     return row
@@ -91,8 +91,8 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
             row["message"] = "compiled ops not built: upbench.kernels.compiled_available() is False"
             return
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
-    op = make(config.operator, config.C, impl=config.impl, **dict(config.hparams)).to(device=device, dtype=dtype)
-    row["Cg"] = op.guide_channels
+    op = make(config.operator, config.C, guide_channels=config.Cg, impl=config.impl,
+              **dict(config.hparams)).to(device=device, dtype=dtype)
     row["bytes_moved"] = compulsory_bytes(op, config, row["params"])
     call = build_call(op, config, torch.Generator(device=device).manual_seed(spec.seed))
 
@@ -148,7 +148,8 @@ def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[
     """A row with the config and the environment filled in and nothing measured yet."""
     row: dict[str, Any] = dict.fromkeys(spec.columns())
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
-               operator=config.operator, impl=config.impl, C=config.C, N=config.N, H=config.H, W=config.W,
+               operator=config.operator, impl=config.impl, C=config.C, Cg=config.guide_channels, N=config.N,
+               H=config.H, W=config.W,
                dtype=config.dtype, device=config.device, mode=config.mode, tf32=spec.tf32, **dict(config.hparams))
     row["operator_source"] = source_digest(config.operator)
     row.update(environment(config.device))

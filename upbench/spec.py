@@ -109,16 +109,25 @@ class Config:
     dtype: str
     device: str
     mode: str
+    Cg: int | None = None  # guide channels; None: the operator's own choice (C for a guided one)
 
     @property
     def key(self) -> str:
         knobs = "".join(f"|{name}={value}" for name, value in self.hparams)
-        return (f"{self.operator}|{self.impl}|C={self.C}{knobs}|N={self.N}|{self.H}x{self.W}"
+        guide = f"|Cg={self.Cg}" if self.Cg is not None else ""
+        return (f"{self.operator}|{self.impl}|C={self.C}{guide}{knobs}|N={self.N}|{self.H}x{self.W}"
                 f"|{self.dtype}|{self.device}|{self.mode}")
+
+    @property
+    def guide_channels(self) -> int:
+        """The guide's channels in this row: ``Cg``, C for a guided operator given none, 0 without a guide."""
+        if not get(self.operator).needs_guide:
+            return 0
+        return self.C if self.Cg is None else self.Cg
 
 
 # File and CLI names of the axes and settings -> SweepSpec fields. Any other name must be a knob.
-AXIS_KEYS = {"ops": "ops", "C": "channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
+AXIS_KEYS = {"ops": "ops", "C": "channels", "Cg": "guide_channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
              "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
 SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
                 "l2_flush": "l2_flush", "tf32": "tf32", "seed": "seed", "threads": "threads"}
@@ -170,7 +179,9 @@ class SweepSpec:
     """Axes of a sweep (each a tuple; the sweep is their Cartesian product) and how to measure.
 
     ``knobs`` maps a knob name (``K``, ``d``, ...) to its values; an operator that lacks a knob is
-    not swept over it, and one that has a knob not listed runs at its default. ``ops`` empty means
+    not swept over it, and one that has a knob not listed runs at its default. ``guide_channels`` (Cg)
+    sweeps the width of the guide of the operators that read one and may take a guide of another width
+    than C (empty: the guide has C channels, as in the paper's tables). ``ops`` empty means
     every registered operator; a device of ``auto`` means the best one present. ``impls`` of
     ``auto`` resolves, per operator, to ``compiled`` when the compiled ops are built, else
     ``reference``; operators without a compiled path only run ``reference``.
@@ -187,6 +198,7 @@ class SweepSpec:
 
     ops: tuple[str, ...] = ()
     channels: tuple[int, ...] = (64,)
+    guide_channels: tuple[int, ...] = ()
     knobs: Any = ()  # Mapping[str, Iterable[int]] in; tuple of (name, values) pairs once built
     sizes: tuple[tuple[int, int], ...] = ((16, 16), (32, 32), (64, 64))
     batches: tuple[int, ...] = (1,)
@@ -212,6 +224,12 @@ class SweepSpec:
             get(op)  # raises ValueError naming the known operators
         put("ops", ops)
         put("channels", _dedupe(_positive_ints("C", _as_tuple(self.channels))))
+        put("guide_channels", _dedupe(_positive_ints("Cg", _as_tuple(self.guide_channels))))
+        if self.guide_channels and not any(self._takes_other_guides(get(op)) for op in ops):
+            matching = [op for op in ops if get(op).needs_guide]
+            why = f"{', '.join(matching)} take a guide of C channels only" if matching else "none reads a guide"
+            raise ValueError(f"Cg {', '.join(map(str, self.guide_channels))}: no selected operator reads a guide of "
+                             f"another width than C ({why})")
         put("sizes", _dedupe(parse_size(s) for s in _as_tuple(self.sizes)))
         put("batches", _dedupe(_positive_ints("N", _as_tuple(self.batches))))
         put("dtypes", _dedupe(_dtype_name(d) for d in _as_tuple(self.dtypes)))
@@ -226,7 +244,8 @@ class SweepSpec:
                 raise ValueError(f"{op}: knob {taken[0]!r} has the name of a column every sweep row has; expected "
                                  f"a knob name that is none of {', '.join(sorted(fixed))}")
         for f in fields(self):
-            if f.name not in ("knobs",) and isinstance(getattr(self, f.name), tuple) and not getattr(self, f.name):
+            if f.name not in ("knobs", "guide_channels") and isinstance(getattr(self, f.name), tuple) \
+                    and not getattr(self, f.name):
                 raise ValueError(f"sweep axis {f.name!r} is empty")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup={self.warmup!r}: expected a non-negative integer")
@@ -295,7 +314,10 @@ class SweepSpec:
     @property
     def spec_id(self) -> str:
         """A stable hash of the axes and settings: rows of different specs are never merged."""
-        canonical = json.dumps(asdict(self), sort_keys=True)
+        fields_ = asdict(self)
+        if not self.guide_channels:  # the default leaves the ids of specs from before the Cg axis as they were
+            del fields_["guide_channels"]
+        canonical = json.dumps(fields_, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def knob_columns(self) -> tuple[str, ...]:
@@ -320,6 +342,15 @@ class SweepSpec:
         ]
 
     # -- expansion ------------------------------------------------------------------------
+    @staticmethod
+    def _takes_other_guides(cls: type[Upsampler]) -> bool:
+        return cls.needs_guide and not cls.guide_must_match
+
+    def _guides_for(self, cls: type[Upsampler]) -> tuple[int | None, ...]:
+        """The Cg values an operator is swept over: none (its own choice) unless it reads a guide that may
+        differ from C."""
+        return self.guide_channels if self.guide_channels and self._takes_other_guides(cls) else (None,)
+
     def _impls_for(self, cls: type[Upsampler]) -> tuple[str, ...]:
         if not cls.compiled_ops:
             return ("reference",) if set(self.impls) - {"compiled"} else ()
@@ -336,11 +367,11 @@ class SweepSpec:
             cls = get(op)
             knob_names = tuple(cls.knobs)
             knob_values = [swept.get(name, (cls.knobs[name].default,)) for name in knob_names]
-            for C, combo, N, (H, W), dtype, device, mode, impl in itertools.product(
-                self.channels, itertools.product(*knob_values), self.batches, self.sizes,
+            for C, Cg, combo, N, (H, W), dtype, device, mode, impl in itertools.product(
+                self.channels, self._guides_for(cls), itertools.product(*knob_values), self.batches, self.sizes,
                 self.dtypes, self.devices, self.modes, self._impls_for(cls),
             ):
-                configs.append(Config(op, impl, C, tuple(zip(knob_names, combo)), N, H, W, dtype, device, mode))
+                configs.append(Config(op, impl, C, tuple(zip(knob_names, combo)), N, H, W, dtype, device, mode, Cg))
         configs = list(dict.fromkeys(configs))
         if not configs:
             raise ValueError(f"the sweep is empty: none of {', '.join(self.ops)} runs impl {', '.join(self.impls)}")

@@ -35,6 +35,8 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
     axes = parser.add_argument_group("axes (comma lists)", defaults)
     axes.add_argument("--ops", type=name_list, help=ops_help)
     axes.add_argument("--C", type=int_list, help="channels")
+    axes.add_argument("--Cg", type=int_list, help="guide channels, for the operators that read a guide of any width "
+                                                  "(default: the guide has C channels)")
     axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
     axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
     axes.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
