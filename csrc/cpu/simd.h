@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -32,14 +33,21 @@ namespace simd {
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-// The best instruction set this CPU runs, decided once.
+// The best instruction set this CPU runs, decided once. UPBENCH_CPU_ISA=avx2 or =baseline caps it
+// (never above what the CPU runs), so the tests can run the bodies a newer CPU would not pick.
 inline Isa cpu_isa() {
 #ifdef UPBENCH_X86_DISPATCH
   static const Isa isa = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
-    if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
-    return Isa::kBaseline;
+    Isa best = Isa::kBaseline;
+    if (__builtin_cpu_supports("x86-64-v4"))
+      best = Isa::kAvx512;
+    else if (__builtin_cpu_supports("x86-64-v3"))
+      best = Isa::kAvx2;
+    const char* cap = std::getenv("UPBENCH_CPU_ISA");
+    if (cap && std::strcmp(cap, "baseline") == 0) return Isa::kBaseline;
+    if (cap && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) return Isa::kAvx2;
+    return best;
   }();
   return isa;
 #else

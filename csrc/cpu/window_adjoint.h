@@ -109,7 +109,9 @@ UPBENCH_INLINE void scatter_block(const T* split, const T* hi, T* out, int64_t c
   for (int64_t y = y0; y < y1; ++y) {
     if (y + s.R < s.H) split_parent<T, B>(hi, c0, nc, y + s.R, s, ring);
     const int64_t p_lo = std::max<int64_t>(0, y - s.R), p_hi = std::min(s.H - 1, y + s.R);
-    for (int64_t qb = 0; qb < s.Wp; qb += L) {
+    // Up to W, not Wp: the split shape rounds Wp to the widest vectors, and a narrower body's vectors
+    // past W would store a negative count of lanes.
+    for (int64_t qb = 0; qb < s.W; qb += L) {
       Vec<T, B> acc[NC][2] = {};
       for (int64_t p = p_lo; p <= p_hi; ++p) {
         // Window column kx reads the parents q = x + R - kx, at line index x + 2R - kx. Running
