@@ -22,7 +22,7 @@ import torch
 import upbench
 from upbench import kernels
 from upbench.memory import cpu_peak_bytes
-from upbench.references import reference_assembly, reference_sapa, reference_similarity
+from upbench.references import reference_assembly, reference_norm_linear, reference_sapa, reference_similarity
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -620,6 +620,172 @@ def test_cpu_half_precision(ops, dtype, tol):
         for a, b in zip(low, rounded):
             assert a.grad.dtype == dtype
             assert_close(a.grad.float(), b.grad, tol)
+
+
+def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal element for element, NaN where the other is NaN (payloads aside), Inf and -0.0 included."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), nan)
+    same = actual[~nan].view(torch.int16) == expected[~nan].view(torch.int16)
+    assert same.all(), f"{(~same).sum().item()} of {same.numel()} elements differ, the first at " \
+                       f"{actual[~nan][~same][:4].tolist()} vs {expected[~nan][~same][:4].tolist()}"
+
+
+# (N, d, C, H, W, K): a 1 x 1 map under a 3 x 3 window; K > H and K > W; C > 1024; C and W off every
+# vector width (4, 8 and 16 floats; 8, 16 and 32 16-bit values), W past two vectors with a tail.
+HALF_SHAPES = [(1, 4, 3, 1, 1, 3), (2, 5, 33, 2, 3, 5), (1, 8, 1030, 3, 2, 3), (1, 3, 17, 5, 37, 5),
+               (3, 2, 7, 7, 19, 7)]
+# Where the values sit: ordinary; float16 subnormals and overflow to Inf; bfloat16 (float) subnormals.
+HALF_SCALES = {torch.float16: [1.0, 1e-6, 3e3], torch.bfloat16: [1.0, 1e-39]}
+
+
+def half_cases(ops, q, k, v, w, K, generator):
+    """(name, op, inputs, reference, output grad) for each op and its backward op, grads in q's dtype."""
+    def grad(shape):
+        return torch.randn(shape, dtype=torch.float64, generator=generator).to(q.dtype)
+
+    N, C, H, W = v.shape
+    return [
+        ("local_similarity", ops.local_similarity, (q, k), reference_similarity, grad((N, K * K, 2 * H, 2 * W))),
+        ("dynamic_assembly", ops.dynamic_assembly, (w, v), reference_assembly, grad((N, C, 2 * H, 2 * W))),
+        ("sapa_fused", ops.sapa_fused, (q, k, v), reference_sapa, grad((N, C, 2 * H, 2 * W))),
+    ]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("shape", HALF_SHAPES, ids=lambda s: "N{}d{}C{}H{}W{}K{}".format(*s))
+def test_cpu_half_is_float32_rounded_once(ops, shape, dtype, layout, threads):
+    """fp16 / bf16 are read and written in place and computed in float32: every output of the forward
+    and backward ops is, bit for bit, the float32 kernel's on the same values rounded once to the dtype
+    (round to nearest even, subnormals, overflow to Inf), and close to the float64 reference."""
+    K = shape[-1]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for scale in HALF_SCALES[dtype]:
+            q, k, v, w = make_inputs(*shape, dtype=dtype, layout=layout, seed=4)
+            # q and k / 3: the softmax away from saturation, so the comparison means something. In place,
+            # so a sliced layout stays sliced.
+            for t, factor in ((q, 1 / 3), (k, scale / 3), (v, scale)):
+                t.copy_(t.double() * factor)
+            generator = torch.Generator().manual_seed(5)
+            for name, op, args, ref, grad in half_cases(ops, q, k, v, w, K, generator):
+                out = op(*args, K)
+                assert out.dtype == dtype
+                assert_same_bits(out, op(*[t.float() for t in args], K).to(dtype))
+                backward = getattr(ops, f"{name}_backward")
+                grads = backward(grad, *args, K)
+                expected = backward(grad.float(), *[t.float() for t in args], K)
+                for a, b in zip(grads, expected):
+                    assert_same_bits(a, b.to(dtype))
+                if scale == 1.0:  # the reference, on the same rounded inputs in float64
+                    tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+                    wide = [t.double().requires_grad_() for t in args]
+                    expected = ref(*wide, K)
+                    assert_close(out.double(), expected, tol)
+                    expected.backward(grad.double())
+                    for a, b in zip(grads, wide):
+                        assert_close(a.double(), b.grad, tol)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_cpu_half_nan_and_inf(ops, dtype):
+    """NaN and Inf inputs in fp16 / bf16 give NaN and Inf where the float32 kernel's do."""
+    shape = (2, 2, 5, 2, 3, 5)
+    K = shape[-1]
+    for _, q, k, v, w in nan_inf_cases(shape, K, "cpu"):
+        q, k, v, w = (t.to(dtype) for t in (q, k, v, w))
+        for name, op, args, ref, grad in half_cases(ops, q, k, v, w, K, torch.Generator().manual_seed(6)):
+            out = op(*args, K)
+            assert not torch.isfinite(out).all()
+            assert_same_bits(out, op(*[t.float() for t in args], K).to(dtype))
+            grads = getattr(ops, f"{name}_backward")(grad, *args, K)
+            expected = getattr(ops, f"{name}_backward")(grad.float(), *[t.float() for t in args], K)
+            for a, b in zip(grads, expected):
+                assert_same_bits(a, b.to(dtype))
+
+
+_ISA_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {repo!r})
+    from upbench import kernels
+    assert kernels.compiled_available(), kernels.build_info()["error"]
+    ops = torch.ops.upbench
+    g = torch.Generator().manual_seed(0)
+    N, d, C, H, W, K = 2, 5, 33, 3, 19, 5
+    base = dict(q=(N, d, 2 * H, 2 * W), k=(N, d, H, W), v=(N, C, H, W), w=(N, K * K, 2 * H, 2 * W),
+                gs=(N, K * K, 2 * H, 2 * W), ga=(N, C, 2 * H, 2 * W), gamma=(C,), beta=(C,), weight=(d, C),
+                bias=(d,), gn=(N, d, H, W))
+    inputs = {{name: torch.randn(shape, generator=g, dtype=torch.float64) for name, shape in base.items()}}
+    inputs["q"] /= 3
+    inputs["k"] /= 3
+
+    def run(t):
+        return dict(
+            local_similarity=ops.local_similarity(t["q"], t["k"], K),
+            local_similarity_backward=ops.local_similarity_backward(t["gs"], t["q"], t["k"], K),
+            dynamic_assembly=ops.dynamic_assembly(t["w"], t["v"], K),
+            dynamic_assembly_backward=ops.dynamic_assembly_backward(t["ga"], t["w"], t["v"], K),
+            sapa_fused=ops.sapa_fused(t["q"], t["k"], t["v"], K),
+            sapa_fused_backward=ops.sapa_fused_backward(t["ga"], t["q"], t["k"], t["v"], K),
+            norm_linear=ops.norm_linear(t["v"], t["gamma"], t["beta"], t["weight"], t["bias"], 1e-5),
+            norm_linear_backward=ops.norm_linear_backward(t["gn"], t["v"], t["gamma"], t["beta"], t["weight"], 1e-5),
+        )
+
+    results = dict(float32=run({{name: x.float() for name, x in inputs.items()}}))
+    for dtype in (torch.float16, torch.bfloat16):
+        rounded = {{name: x.to(dtype) for name, x in inputs.items()}}
+        results[str(dtype)] = run(rounded)
+        results[str(dtype) + " widened"] = run({{name: x.float() for name, x in rounded.items()}})
+    torch.save(dict(inputs=inputs, results=results), {out!r})
+    """
+)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_every_instruction_set_rounds_half_once(ops, tmp_path, isa):
+    """The kernel bodies this CPU would not pick (UPBENCH_CPU_ISA caps the choice; csrc/cpu/simd.h), which
+    convert float16 with F16C (AVX2) or lane by lane (baseline): fp16 / bf16 results are the float32
+    kernel's rounded once, bit for bit, and the float32 ones, gradients too, match the float64 reference.
+    W = 19 leaves a partial vector at every width, and one past W in the adjoint's split lines."""
+    out = tmp_path / "results.pt"
+    env = {**os.environ, "UPBENCH_CPU_ISA": isa}
+    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT.format(repo=str(REPO), out=str(out))], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = torch.load(out)
+    inputs, results = saved["inputs"], saved["results"]
+    K = 5
+    wide = {name: x.float() for name, x in inputs.items()}
+    expected = dict(
+        local_similarity=reference_similarity(wide["q"], wide["k"], K),
+        dynamic_assembly=reference_assembly(wide["w"], wide["v"], K),
+        sapa_fused=reference_sapa(wide["q"], wide["k"], wide["v"], K),
+    )
+    for name, value in expected.items():
+        assert_close(results["float32"][name], value, 1e-5)
+    for name, ref, args, grad in [("local_similarity", reference_similarity, ("q", "k"), "gs"),
+                                  ("dynamic_assembly", reference_assembly, ("w", "v"), "ga"),
+                                  ("sapa_fused", reference_sapa, ("q", "k", "v"), "ga")]:
+        leaves = [inputs[a].clone().requires_grad_() for a in args]
+        expected_grads = torch.autograd.grad(ref(*leaves, K), leaves, inputs[grad])
+        for a, b in zip(results["float32"][f"{name}_backward"], expected_grads):
+            assert_close(a.double(), b, 1e-5)
+    assert_close(results["float32"]["norm_linear"], reference_norm_linear(
+        wide["v"], wide["gamma"], wide["beta"], wide["weight"], wide["bias"], 1e-5), 1e-5)
+    for dtype in (torch.float16, torch.bfloat16):
+        for name, value in results[str(dtype)].items():
+            low = value if isinstance(value, tuple) else (value,)
+            high = results[str(dtype) + " widened"][name]
+            high = high if isinstance(high, tuple) else (high,)
+            for a, b in zip(low, high):
+                assert_same_bits(a, b.to(dtype))
 
 
 @pytest.mark.parametrize("name", ["sapa-b", "carafe"])

@@ -143,6 +143,47 @@ def test_half_dtypes_computed_in_float32(dtype):
     torch.testing.assert_close(out.double(), reference(*args), rtol=3e-2, atol=3e-2 * reference(*args).abs().max().item())
 
 
+def assert_same_bits(actual, expected):
+    """Equal element for element (NaN where the other is NaN), as 16-bit patterns."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), nan)
+    same = actual[~nan].view(torch.int16) == expected[~nan].view(torch.int16)
+    assert same.all(), f"{(~same).sum().item()} of {same.numel()} elements differ"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 7, 5, 7, 9), (1, 1030, 6, 3, 5), (3, 33, 4, 1, 1), (1, 17, 3, 2, 53)],
+                         ids=str)
+def test_half_dtypes_are_float32_rounded_once(shape, dtype, layout, threads):
+    """x and y, grad and grad_x are read and written in fp16 / bf16 and computed in float32: bit for bit
+    the float32 kernel's results on the same values, rounded once; and close to the float64 reference.
+    Shapes: C off every vector width and C > 1024, 1 x 1 maps, a tile with a partial last vector."""
+    N, C, d, H, W = shape
+    args = [t.to(dtype) for t in make_args(N, C, d, H, W, offset=1.0)]
+    grad = torch.randn(N, d, H, W, generator=torch.Generator().manual_seed(1)).to(dtype)
+    if layout == "channels_last":
+        args[0] = args[0].to(memory_format=torch.channels_last)
+        grad = grad.to(memory_format=torch.channels_last)
+    wide = [t.float() for t in args]
+    with intra_op_threads(threads):
+        out = kernels.norm_linear(*args, EPS)
+        assert_same_bits(out, kernels.norm_linear(*wide, EPS).to(dtype))
+        grads = torch.ops.upbench.norm_linear_backward(grad, *args[:4], EPS)
+        expected = torch.ops.upbench.norm_linear_backward(grad.float(), *wide[:4], EPS)
+    for a, b in zip(grads, expected):
+        assert a.dtype == dtype
+        assert_same_bits(a, b.to(dtype))
+    tol = {torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
+    wide64 = [t.double().requires_grad_() for t in args]
+    exact = reference(*wide64)
+    exact_grads = torch.autograd.grad(exact, wide64, grad.double())
+    for a, b in zip((out, *grads), (exact, *exact_grads)):
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * b.abs().max().item())
+
+
 def test_fake_gives_the_shape_without_computing():
     args = [t.to("meta") for t in make_args(2, 7, 5, 3, 9, dtype=torch.float32)]
     out = kernels.norm_linear(*args, EPS)

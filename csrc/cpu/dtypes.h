@@ -1,10 +1,17 @@
 // The CPU kernels' dtypes: float32 and float64 are computed in themselves; float16 and bfloat16 are
-// widened to float32 in one copy, computed and accumulated in float32, and rounded once at the end.
+// computed and accumulated in float32. The window ops and norm_linear read and write them in place,
+// widening as they load and rounding as they store (simd.h); contiguous_compute is the widened copy
+// for what is small enough not to matter (norm_linear's parameters).
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 namespace upbench {
+
+// The compute dtype of a storage dtype S.
+template <typename S>
+using compute_t = at::opmath_type<S>;
 
 inline at::ScalarType compute_type(const at::Tensor& t) {
   const at::ScalarType st = t.scalar_type();

@@ -7,6 +7,10 @@
 // copy in the thread's scratch: P is often a power of two, and rows that far apart fall in a handful of
 // cache sets, so the strided slab itself would not stay in cache. The products with the weights are
 // register blocks (block_product) that walk the channels down a few vectors of pixels of the copy.
+//
+// float16 / bfloat16 maps (S; T is the compute dtype, float) are widened by that first copy and the
+// outputs rounded as they are stored (simd.h), so neither x nor y has a widened copy; the parameters,
+// a few KB, are widened up front.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -16,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 #include "../norm_linear.h"
 #include "../upbench_checks.h"
@@ -86,8 +91,8 @@ UPBENCH_INLINE void for_vectors(int64_t width, const F& f) {
 }
 
 // The lanes of v for the pixels before `left` (those of the tile, which ends `left` pixels after p).
-template <typename T, int B>
-UPBENCH_INLINE void store_within(T* p, simd::Vec<T, B> v, int64_t left) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void store_within(S* p, simd::Vec<T, B> v, int64_t left) {
   if (left >= simd::lanes<T, B>())
     simd::store<T, B>(p, v);
   else if (left > 0)
@@ -124,22 +129,22 @@ UPBENCH_INLINE std::array<const T*, R> block_rows(const T* matrix, int64_t strid
 // Copies the tile's slab of x (C rows P apart) to packed (C rows tile.stride apart) and gives each
 // pixel's mean and rstd over the channels: the centred variance, from the copy. The packed columns past
 // the tile's width hold what earlier tiles left there; the kernels compute them and drop them.
-template <typename T, int B>
-UPBENCH_INLINE void pack_slab(const T* slab, int64_t C, int64_t P, const Tile& tile, double eps, T* packed, T* mean,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void pack_slab(const S* slab, int64_t C, int64_t P, const Tile& tile, double eps, T* packed, T* mean,
                               T* rstd) {
   constexpr int L = simd::lanes<T, B>();
   const T inv_c = T(1) / T(C);
   std::fill(mean, mean + tile.stride, T(0));
   std::fill(rstd, rstd + tile.stride, T(0));
   for (int64_t c = 0; c < C; ++c) {
-    const T* row = slab + c * P;
+    const S* row = slab + c * P;
     T* copy = packed + c * tile.stride;
     // The copy's lines two rows ahead are fetched before they are stored to: a store that waits for its
     // line holds up the loads from memory behind it (the copy runs about a third faster).
     if (c + 2 < C)
       for (int64_t q = 0; q < tile.width; q += 64 / sizeof(T)) __builtin_prefetch(copy + 2 * tile.stride + q, 1);
     for_vectors<T, B>(tile.width, [&]<int BB>(int64_t q) __attribute__((always_inline)) {
-      const simd::Vec<T, BB> v = simd::load<T, BB>(row + q);
+      const simd::Vec<T, BB> v = simd::load<T, BB>(row + q);  // widened from S
       simd::store<T, BB>(copy + q, v);
       simd::store<T, BB>(mean + q, simd::load<T, BB>(mean + q) + v);
     });
@@ -159,9 +164,9 @@ UPBENCH_INLINE void pack_slab(const T* slab, int64_t C, int64_t P, const Tile& t
 int64_t forward_scratch(const Tiling& t, int64_t C) {
   return (C + 2) * t.width;
 }
-template <typename T, int B>
-UPBENCH_INLINE void forward_tiles(int64_t begin, int64_t end, Arena<T> arena, const T* x, const T* A, const T* s,
-                                  const T* c0, T* y, int64_t C, int64_t d, int64_t P, Tiling tiling, double eps) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void forward_tiles(int64_t begin, int64_t end, Arena<T> arena, const S* x, const T* A, const T* s,
+                                  const T* c0, S* y, int64_t C, int64_t d, int64_t P, Tiling tiling, double eps) {
   constexpr int R = kBlockRows<B>, V = kBlockVectors<B>, L = simd::lanes<T, B>();
   static_assert(kPixelUnit<T> % (V * L) == 0);
   using Vec = simd::Vec<T, B>;
@@ -171,7 +176,7 @@ UPBENCH_INLINE void forward_tiles(int64_t begin, int64_t end, Arena<T> arena, co
   for (int64_t task = begin; task < end; ++task) {
     const Tile tile = Tile::of<T>(task, tiling, P);
     pack_slab<T, B>(x + tile.n * C * P + tile.p0, C, P, tile, eps, packed, mean, rstd);
-    T* out = y + tile.n * d * P + tile.p0;
+    S* out = y + tile.n * d * P + tile.p0;
     for (int64_t q = 0; q < tile.stride; q += V * L) {
       Vec scale[V], shift[V];
       for (int v = 0; v < V; ++v) {
@@ -209,11 +214,11 @@ struct BackwardSums {
 // Copies the tile of grad_out (d rows P apart) to packed (rows tile.stride apart), and to scaled,
 // pixel-major, times rstd (scaled[q * dp + j], the padding left zero) for the parameter product; adds
 // the tile's part of grad_out 1 and (grad_out * rstd) mean to the thread's sums.
-template <typename T, int B>
-UPBENCH_INLINE void pack_grad_out(const T* grad_out, int64_t P, const Tile& tile, const T* mean, const T* rstd,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void pack_grad_out(const S* grad_out, int64_t P, const Tile& tile, const T* mean, const T* rstd,
                                   const BackwardSums& layout, T* packed, T* scaled, T* sums) {
   for (int64_t j = 0; j < layout.d; ++j) {
-    const T* row = grad_out + j * P;
+    const S* row = grad_out + j * P;
     T* copy = packed + j * tile.stride;
     simd::Vec<T, B> bias_sum = {}, mean_sum = {};
     for_vectors<T, B>(tile.width, [&]<int BB>(int64_t q) __attribute__((always_inline)) {
@@ -264,9 +269,9 @@ UPBENCH_INLINE void parameter_product(const T* packed, const Tile& tile, const T
 // time, into `g` (C rows tile.stride apart), and leave each pixel's two means in `coefficients`; grad_x
 // is then written row by row, whole rows of the tile at a time, which the caches take far better than
 // a few lines from each of C rows P apart.
-template <typename T, int B>
+template <typename T, int B, typename S>
 UPBENCH_INLINE void input_grad(const T* packed, const T* packed_grad, const T* AT, int64_t C, int64_t d, int64_t P,
-                               const Tile& tile, const T* mean, const T* rstd, T* g, T* coefficients, T* grad_x) {
+                               const Tile& tile, const T* mean, const T* rstd, T* g, T* coefficients, S* grad_x) {
   constexpr int R = kBlockRows<B>, V = kBlockVectors<B>, L = simd::lanes<T, B>();
   static_assert(kPixelUnit<T> % (V * L) == 0);
   using Vec = simd::Vec<T, B>;
@@ -304,9 +309,9 @@ UPBENCH_INLINE void input_grad(const T* packed, const T* packed_grad, const T* A
                                                       centred * simd::load<T, B>(g_dot + q));
       // grad_x is as big as x and this op does not read it back: whole aligned vectors skip the caches
       // (the backward on SAPA-B's guide, 16 MB, took a sixth longer with plain stores).
-      T* out = grad_x + c * P + q;
-      if (tile.width - q >= L && reinterpret_cast<uintptr_t>(out) % B == 0)
-        simd::stream<T, B>(out, value);
+      S* out = grad_x + c * P + q;
+      if (std::is_same_v<S, T> && tile.width - q >= L && reinterpret_cast<uintptr_t>(out) % B == 0)
+        simd::stream<T, B>(reinterpret_cast<T*>(out), value);
       else
         store_within<T, B>(out, value, tile.width - q);
     }
@@ -318,9 +323,9 @@ UPBENCH_INLINE void input_grad(const T* packed, const T* packed_grad, const T* A
 int64_t backward_scratch(const Tiling& t, const BackwardSums& layout) {
   return t.width * (2 * layout.C + 4 + layout.d + layout.dp);
 }
-template <typename T, int B>
-UPBENCH_INLINE void backward_tiles(int64_t begin, int64_t end, Arena<T> arena, const T* x, const T* grad_out,
-                                   const T* AT, T* grad_x, T* thread_sums, BackwardSums layout, int64_t P,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void backward_tiles(int64_t begin, int64_t end, Arena<T> arena, const S* x, const S* grad_out,
+                                   const T* AT, S* grad_x, T* thread_sums, BackwardSums layout, int64_t P,
                                    Tiling tiling, double eps) {
   const int64_t C = layout.C, d = layout.d;
   T* sums = thread_sums + at::get_thread_num() * layout.size();
@@ -347,26 +352,27 @@ at::Tensor norm_linear_cpu(const at::Tensor& x_, const at::Tensor& gamma, const 
   constexpr const char* op = "upbench::norm_linear";
   check_norm_linear(op, x_, gamma, beta, weight, bias, eps);
   check_cpu_dtype(op, x_);
-  const at::Tensor x = contiguous_compute(x_);
+  const at::Tensor x = x_.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
-  const FoldedNormLinear folded = fold_norm_linear(contiguous_compute(gamma), contiguous_compute(beta), contiguous_compute(weight), contiguous_compute(bias));
+  const FoldedNormLinear folded = fold_norm_linear(contiguous_compute(gamma), contiguous_compute(beta),
+                                                   contiguous_compute(weight), contiguous_compute(bias));
   const int64_t d = folded.A.size(0);
   at::Tensor y = at::empty({N, d, H, W}, x.options());
-  if (C == 0) return y.copy_(folded.c0.view({1, d, 1, 1})).to(x_.scalar_type());  // nothing to normalise: the bias
+  if (C == 0) return y.copy_(folded.c0.view({1, d, 1, 1}));  // nothing to normalise: the bias
   if (d > 0) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
-      const Tiling tiling = tiling_for<scalar_t>(N, C, P);
-      const scalar_t *xs = x.data_ptr<scalar_t>(), *A = folded.A.data_ptr<scalar_t>(),
-                     *s = folded.s.data_ptr<scalar_t>(), *c0 = folded.c0.data_ptr<scalar_t>();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+      using T = compute_t<scalar_t>;
+      const Tiling tiling = tiling_for<T>(N, C, P);
+      const scalar_t* xs = x.data_ptr<scalar_t>();
+      const T *A = folded.A.data_ptr<T>(), *s = folded.s.data_ptr<T>(), *c0 = folded.c0.data_ptr<T>();
       scalar_t* ys = y.data_ptr<scalar_t>();
-      parallel_with_scratch<scalar_t>(N * tiling.tiles, 1, forward_scratch(tiling, C),
-                                      [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
-                                        forward_tiles_dispatch<scalar_t>(begin, end, arena, xs, A, s, c0, ys, C, d, P,
-                                                                         tiling, eps);
-                                      });
+      parallel_with_scratch<T>(N * tiling.tiles, 1, forward_scratch(tiling, C),
+                               [&](int64_t begin, int64_t end, Arena<T> arena) {
+                                 forward_tiles_dispatch<T>(begin, end, arena, xs, A, s, c0, ys, C, d, P, tiling, eps);
+                               });
     });
   }
-  return y.to(x_.scalar_type());
+  return y;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_linear_backward_cpu(
@@ -376,24 +382,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_line
   check_norm_linear(op, x_, gamma_, beta_, weight_, eps);
   check_norm_linear_grad(op, grad_, x_, weight_);
   check_cpu_dtype(op, x_);
-  const at::Tensor x = contiguous_compute(x_), gamma = contiguous_compute(gamma_), beta = contiguous_compute(beta_), weight = contiguous_compute(weight_);
+  const at::Tensor x = x_.contiguous(), grad_out = grad_.contiguous();
+  const at::Tensor gamma = contiguous_compute(gamma_), beta = contiguous_compute(beta_),
+                   weight = contiguous_compute(weight_);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W, d = weight.size(0);
-  const at::Tensor grad_out = contiguous_compute(grad_);
   const at::Tensor AT = (weight * gamma.unsqueeze(0)).t().contiguous();  // A^T, (C, d)
   at::Tensor grad_x = at::empty({N, C, H, W}, x.options());
-  const BackwardSums layout(C, d, x.element_size());
+  const BackwardSums layout(C, d, weight.element_size());
   // Allocated here, not in the workers, for the memory probe (csrc/cpu/thread_scratch.h); zeroed, as a
   // thread may get no tiles.
-  const at::Tensor thread_sums = at::zeros({at::get_num_threads(), layout.size()}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
-    const Tiling tiling = tiling_for<scalar_t>(N, C, P);
-    const scalar_t *xs = x.data_ptr<scalar_t>(), *gs = grad_out.data_ptr<scalar_t>(), *As = AT.data_ptr<scalar_t>();
-    scalar_t *gx = grad_x.data_ptr<scalar_t>(), *ts = thread_sums.data_ptr<scalar_t>();
-    parallel_with_scratch<scalar_t>(N * tiling.tiles, 1, backward_scratch(tiling, layout),
-                                    [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
-                                      backward_tiles_dispatch<scalar_t>(begin, end, arena, xs, gs, As, gx, ts, layout,
-                                                                        P, tiling, eps);
-                                    });
+  const at::Tensor thread_sums = at::zeros({at::get_num_threads(), layout.size()}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+    using T = compute_t<scalar_t>;
+    const Tiling tiling = tiling_for<T>(N, C, P);
+    const scalar_t *xs = x.data_ptr<scalar_t>(), *gs = grad_out.data_ptr<scalar_t>();
+    const T* As = AT.data_ptr<T>();
+    scalar_t* gx = grad_x.data_ptr<scalar_t>();
+    T* ts = thread_sums.data_ptr<T>();
+    parallel_with_scratch<T>(N * tiling.tiles, 1, backward_scratch(tiling, layout),
+                             [&](int64_t begin, int64_t end, Arena<T> arena) {
+                               backward_tiles_dispatch<T>(begin, end, arena, xs, gs, As, gx, ts, layout, P, tiling,
+                                                          eps);
+                             });
   });
   const at::Tensor sums = thread_sums.sum(0);
   const at::Tensor M = sums.narrow(0, 0, C * layout.dp).view({C, layout.dp}).narrow(1, 0, d).t() -
@@ -401,7 +411,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_line
   auto [grad_gamma, grad_beta, grad_weight, grad_bias] =
       norm_linear_parameter_grads_from_sums(M, sums.narrow(0, layout.grad_bias(), d), gamma, beta, weight);
   const at::ScalarType st = x_.scalar_type();
-  return {grad_x.to(st), grad_gamma.to(st), grad_beta.to(st), grad_weight.to(st), grad_bias.to(st)};
+  return {grad_x, grad_gamma.to(st), grad_beta.to(st), grad_weight.to(st), grad_bias.to(st)};
 }
 
 }  // namespace

@@ -13,6 +13,9 @@
 //     once per window that reads it.
 //   - per row, the children's per-tap values, [child t][tap k][q], q padded to a whole number of
 //     vectors.
+// Both are in the compute dtype T. The maps themselves may be stored narrower (S: float16 / bfloat16
+// for T = float): the copies into the lines and the splits widen them, and the stores of the outputs
+// round, so no pass makes a widened copy of a whole map or of the output.
 #pragma once
 
 #include <algorithm>
@@ -66,8 +69,8 @@ struct Lines {
   const T* operator[](int64_t c) const { return base + c * stride; }
 };
 
-// Zero-padded lines of every channel of the rows of NCHW images (channels, H, W), for the last K
-// (image, row) pairs asked for: slot = row mod K, so the K rows of one window never evict each other
+// Zero-padded lines of every channel of the rows of NCHW images (channels, H, W) of any storage dtype,
+// for the last K (image, row) pairs asked for: slot = row mod K, so the K rows of one window never evict each other
 // and a thread that moves down one row per task copies one row of lines per task. The lines come
 // from the thread's zeroed scratch; the K-entry bookkeeping vectors are too small to matter.
 template <typename T>
@@ -83,13 +86,14 @@ class LineCache {
         rows_(s.K, -1),
         window_(s.K) {}
 
-  Lines<T> row(const T* image, int64_t y) {
+  template <int B, typename S>
+  UPBENCH_INLINE Lines<T> row(const S* image, int64_t y) {
     if (y < 0 || y >= s_.H) return {zero_, 0};
     const int64_t slot = y % s_.K;
     T* base = lines_ + slot * channels_ * s_.Wl;
     if (images_[slot] != image || rows_[slot] != y) {  // only the interiors: the padding stays zero
       for (int64_t c = 0; c < channels_; ++c)
-        std::memcpy(base + c * s_.Wl + s_.R, image + (c * s_.H + y) * s_.W, s_.W * sizeof(T));
+        simd::copy<T, B>(base + c * s_.Wl + s_.R, image + (c * s_.H + y) * s_.W, s_.W);
       images_[slot] = image;
       rows_[slot] = y;
     }
@@ -98,8 +102,9 @@ class LineCache {
 
   // The lines of rows p - R .. p + R, window row ky at [ky]: asked for before a kernel's loops, since
   // a call inside them would spill the accumulators around it.
-  const Lines<T>* window(const T* image, int64_t p) {
-    for (int64_t ky = 0; ky < s_.K; ++ky) window_[ky] = row(image, p - s_.R + ky);
+  template <int B, typename S>
+  UPBENCH_INLINE const Lines<T>* window(const S* image, int64_t p) {
+    for (int64_t ky = 0; ky < s_.K; ++ky) window_[ky] = row<B>(image, p - s_.R + ky);
     return window_.data();
   }
 
@@ -107,14 +112,14 @@ class LineCache {
   Shape s_;
   int64_t channels_;
   T *lines_, *zero_;
-  std::vector<const T*> images_;
+  std::vector<const void*> images_;
   std::vector<int64_t> rows_;
   std::vector<Lines<T>> window_;
 };
 
 // even[q] = row[2q], odd[q] = row[2q + 1] for q < W; zero up to Wp.
-template <typename T, int B>
-UPBENCH_INLINE void split_row(const T* row, const Shape& s, T* even, T* odd) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void split_row(const S* row, const Shape& s, T* even, T* odd) {
   constexpr int L = lanes<T, B>();
   int64_t q = 0;
   for (; q + L <= s.W; q += L) {
@@ -124,16 +129,16 @@ UPBENCH_INLINE void split_row(const T* row, const Shape& s, T* even, T* odd) {
     store<T, B>(odd + q, o);
   }
   for (; q < s.W; ++q) {
-    even[q] = row[2 * q];
-    odd[q] = row[2 * q + 1];
+    even[q] = static_cast<T>(row[2 * q]);
+    odd[q] = static_cast<T>(row[2 * q + 1]);
   }
   std::fill(even + s.W, even + s.Wp, T(0));
   std::fill(odd + s.W, odd + s.Wp, T(0));
 }
 
 // row[2q + j] for the first n of the 2L values: zip of even (j = 0) and odd (j = 1).
-template <typename T, int B>
-UPBENCH_INLINE void store_zipped(T* row, Vec<T, B> even, Vec<T, B> odd, int64_t n) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void store_zipped(S* row, Vec<T, B> even, Vec<T, B> odd, int64_t n) {
   constexpr int L = lanes<T, B>();
   Vec<T, B> low, high;
   simd::zip<T, B>(even, odd, low, high);
@@ -150,12 +155,12 @@ UPBENCH_INLINE void store_zipped(T* row, Vec<T, B> even, Vec<T, B> odd, int64_t 
 
 // The four children of every pixel of low-resolution row p, split per channel:
 // children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
-template <typename T, int B>
-UPBENCH_INLINE void split_children(const T* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void split_children(const S* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
   const int64_t plane = channels * s.Wp;
   for (int64_t c = 0; c < channels; ++c) {
     for (int a = 0; a < 2; ++a) {
-      const T* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
+      const S* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
       T* even = children + (2 * a) * plane + c * s.Wp;
       split_row<T, B>(row, s, even, even + plane);
     }
@@ -209,11 +214,11 @@ UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t c
 // taps[t][k][q] = <child t of (p, q), tap k of its window> over `channels` channels, for every child
 // of low-resolution row p: hi (channels, 2H, 2W) gives the children, lo (channels, H, W) the windows
 // through lo_lines (a cache of `channels` channels).
-template <typename T, int B>
-UPBENCH_INLINE void children_dots(const T* hi, const T* lo, LineCache<T>& lo_lines, int64_t channels, int64_t p,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void children_dots(const S* hi, const S* lo, LineCache<T>& lo_lines, int64_t channels, int64_t p,
                                   const Shape& s, Scratch<T>& buf, T* taps) {
   split_children<T, B>(hi, channels, p, s, buf.children);
-  const Lines<T>* rows = lo_lines.window(lo, p);
+  const Lines<T>* rows = lo_lines.template window<B>(lo, p);
   for (int64_t ky = 0; ky < s.K; ++ky) window_row_dots<T, B>(buf.children, rows[ky], channels, ky, s, taps);
 }
 
@@ -242,12 +247,12 @@ UPBENCH_INLINE void softmax_taps(T* logits, const Shape& s) {
 // out[c][2p + a][2q + b] = sum_k weights[2a + b][k][q] * (tap k of (p, q) in channel c of `image`),
 // whose lines come from image_lines (a cache of C channels). Channels go NC at a time so each weight
 // vector loaded serves NC channels.
-template <typename T, int B>
-UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, LineCache<T>& image_lines, int64_t C, int64_t p,
-                                  const Shape& s, T* out) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void assemble_rows(const T* weights, const S* image, LineCache<T>& image_lines, int64_t C, int64_t p,
+                                  const Shape& s, S* out) {
   constexpr int L = lanes<T, B>();
   constexpr int NC = B >= 64 ? 4 : 2;  // AVX-512 has the registers for 4 x 4 accumulators
-  const Lines<T>* rows = image_lines.window(image, p);
+  const Lines<T>* rows = image_lines.template window<B>(image, p);
   const int64_t tap_stride = s.Wp, child_stride = s.KK * s.Wp;
   for (int64_t c0 = 0; c0 < C; c0 += NC) {
     const int64_t nc = std::min<int64_t>(NC, C - c0);
@@ -269,7 +274,7 @@ UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, LineCache<T>
       const int64_t n = std::min<int64_t>(2 * L, s.Wo - 2 * qb);
       for (int j = 0; j < NC; ++j) {  // unrolled, so the accumulators never go through memory
         if (j >= nc) break;
-        T* row = out + ((c0 + j) * 2 * s.H + 2 * p) * s.Wo + 2 * qb;
+        S* row = out + ((c0 + j) * 2 * s.H + 2 * p) * s.Wo + 2 * qb;
         store_zipped<T, B>(row, acc[j][0], acc[j][1], n);
         store_zipped<T, B>(row + s.Wo, acc[j][2], acc[j][3], n);
       }
@@ -279,14 +284,14 @@ UPBENCH_INLINE void assemble_rows(const T* weights, const T* image, LineCache<T>
 
 // Writes the children's per-tap values taps[t][k][q] to rows 2p, 2p + 1 of an NCHW image
 // (KK, 2H, 2W): image[k][2p + a][2q + b] = taps[2a + b][k][q].
-template <typename T, int B>
-UPBENCH_INLINE void store_children_taps(const T* taps, int64_t p, const Shape& s, T* image) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void store_children_taps(const T* taps, int64_t p, const Shape& s, S* image) {
   constexpr int L = lanes<T, B>();
   for (int64_t k = 0; k < s.KK; ++k) {
     for (int a = 0; a < 2; ++a) {
       const T* even = taps + ((2 * a) * s.KK + k) * s.Wp;
       const T* odd = even + s.KK * s.Wp;
-      T* row = image + (k * 2 * s.H + 2 * p + a) * s.Wo;
+      S* row = image + (k * 2 * s.H + 2 * p + a) * s.Wo;
       for (int64_t qb = 0; qb < s.Wp; qb += L)
         store_zipped<T, B>(row + 2 * qb, load<T, B>(even + qb), load<T, B>(odd + qb), std::min<int64_t>(2 * L, s.Wo - 2 * qb));
     }

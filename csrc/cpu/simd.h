@@ -1,6 +1,7 @@
 // Explicit SIMD for the CPU kernels: GNU vector types of a chosen width, the few operations the
 // kernels need (load, store, streaming store, broadcast, interleave, exp), and a run-time choice of
-// instruction set.
+// instruction set. Loads and stores also convert between float vectors and float16 / bfloat16 memory,
+// so the kernels read and write those dtypes where they are and compute in float.
 //
 // Why not at::vec: its width is fixed when the extension is compiled (the JIT build passes no -m
 // flags, so it would be the generic scalar fallback). Here every kernel body is a template on the
@@ -10,8 +11,13 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define UPBENCH_INLINE inline __attribute__((always_inline))
@@ -32,14 +38,21 @@ namespace simd {
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-// The best instruction set this CPU runs, decided once.
+// The best instruction set this CPU runs, decided once. UPBENCH_CPU_ISA=avx2 or =baseline caps it
+// (never above what the CPU runs), so the tests can run the bodies a newer CPU would not pick.
 inline Isa cpu_isa() {
 #ifdef UPBENCH_X86_DISPATCH
   static const Isa isa = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
-    if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
-    return Isa::kBaseline;
+    Isa best = Isa::kBaseline;
+    if (__builtin_cpu_supports("x86-64-v4"))
+      best = Isa::kAvx512;
+    else if (__builtin_cpu_supports("x86-64-v3"))
+      best = Isa::kAvx2;
+    const char* cap = std::getenv("UPBENCH_CPU_ISA");
+    if (cap && std::strcmp(cap, "baseline") == 0) return Isa::kBaseline;
+    if (cap && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) return Isa::kAvx2;
+    return best;
   }();
   return isa;
 #else
@@ -59,22 +72,113 @@ constexpr int lanes() {
   return B / static_cast<int>(sizeof(T));
 }
 
-template <typename T, int B>
-UPBENCH_INLINE Vec<T, B> load(const T* p) {
-  Vec<T, B> v;
-  std::memcpy(&v, p, sizeof(v));
+// ---- float16 / bfloat16 in memory, float in registers --------------------------------------------
+//
+// A vector of L floats is stored as L 16-bit values (B / 2 bytes). Widening is exact; narrowing rounds
+// to nearest even, as torch's own conversions do, so a kernel that widens on load and narrows on store
+// gives bit for bit what computing on a float32 copy and rounding the result would (NaN payloads aside).
+// F16C's conversions are inline assembly, as stream() is: GCC will not inline an intrinsic into a
+// template without the target attribute, and B says which instruction set the body is compiled for
+// (32: AVX2 + F16C, 64: AVX-512); the baseline converts lane by lane.
+
+template <typename S>
+constexpr bool is_half_storage = std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
+
+namespace detail {
+template <int B>
+using Bits = Vec<uint16_t, B / 2>;  // the 16-bit storage of a float vector of B bytes
+
+template <typename S, int B>
+UPBENCH_INLINE Vec<float, B> widen(Bits<B> h) {
+  Vec<float, B> v;
+  if constexpr (std::is_same_v<S, c10::BFloat16>) {  // bfloat16 is the top half of a float
+    const Vec<uint32_t, B> bits = __builtin_convertvector(h, Vec<uint32_t, B>) << 16;
+    std::memcpy(&v, &bits, sizeof(v));
+#if defined(__x86_64__)
+  } else if constexpr (B == 64 || B == 32) {
+    asm("vcvtph2ps %1, %0" : "=v"(v) : "v"(h));
+#endif
+  } else {
+    for (int l = 0; l < lanes<float, B>(); ++l) v[l] = static_cast<float>(c10::Half(h[l], c10::Half::from_bits()));
+  }
   return v;
 }
 
-template <typename T, int B>
-UPBENCH_INLINE void store(T* p, Vec<T, B> v) {
-  std::memcpy(p, &v, sizeof(v));
+template <typename S, int B>
+UPBENCH_INLINE Bits<B> narrow(Vec<float, B> v) {
+  Bits<B> h;
+  if constexpr (std::is_same_v<S, c10::BFloat16>) {
+    // c10::BFloat16's round to nearest even on the bits, and its quiet NaN
+    using U = Vec<uint32_t, B>;
+    U bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    U rounded = (bits + (((bits >> 16) & 1) + 0x7fffu)) >> 16;
+    rounded = v != v ? U{} + 0x7fc0u : rounded;
+    h = __builtin_convertvector(rounded, Bits<B>);
+#if defined(__x86_64__)
+  } else if constexpr (B == 64 || B == 32) {
+    asm("vcvtps2ph $0, %1, %0" : "=v"(h) : "v"(v));  // immediate 0: round to nearest even
+#endif
+  } else {
+    for (int l = 0; l < lanes<float, B>(); ++l) h[l] = c10::Half(v[l]).x;
+  }
+  return h;
+}
+}  // namespace detail
+
+// A vector of T from p, which holds T or, for T = float, float16 / bfloat16 (S).
+template <typename T, int B, typename S>
+UPBENCH_INLINE Vec<T, B> load(const S* p) {
+  if constexpr (is_half_storage<S>) {
+    static_assert(std::is_same_v<T, float>, "float16 / bfloat16 are computed in float");
+    detail::Bits<B> h;
+    std::memcpy(&h, p, sizeof(h));
+    return detail::widen<S, B>(h);
+  } else {
+    static_assert(std::is_same_v<S, T>);
+    Vec<T, B> v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+}
+
+// v to p, which holds T or, for T = float, float16 / bfloat16 (rounded to nearest even).
+template <typename T, int B, typename S>
+UPBENCH_INLINE void store(S* p, Vec<T, B> v) {
+  if constexpr (is_half_storage<S>) {
+    static_assert(std::is_same_v<T, float>, "float16 / bfloat16 are computed in float");
+    const detail::Bits<B> h = detail::narrow<S, B>(v);
+    std::memcpy(p, &h, sizeof(h));
+  } else {
+    static_assert(std::is_same_v<S, T>);
+    std::memcpy(p, &v, sizeof(v));
+  }
 }
 
 // The first n (< lanes) elements of v.
-template <typename T, int B>
-UPBENCH_INLINE void store_first(T* p, Vec<T, B> v, int64_t n) {
-  std::memcpy(p, &v, n * sizeof(T));
+template <typename T, int B, typename S>
+UPBENCH_INLINE void store_first(S* p, Vec<T, B> v, int64_t n) {
+  if constexpr (is_half_storage<S>) {
+    static_assert(std::is_same_v<T, float>, "float16 / bfloat16 are computed in float");
+    const detail::Bits<B> h = detail::narrow<S, B>(v);
+    std::memcpy(p, &h, n * sizeof(S));
+  } else {
+    static_assert(std::is_same_v<S, T>);
+    std::memcpy(p, &v, n * sizeof(T));
+  }
+}
+
+// dst[i] = src[i] for i < n, widened to T where src holds float16 / bfloat16.
+template <typename T, int B, typename S>
+UPBENCH_INLINE void copy(T* dst, const S* src, int64_t n) {
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(dst, src, n * sizeof(T));
+  } else {
+    constexpr int L = lanes<T, B>();
+    int64_t i = 0;
+    for (; i + L <= n; i += L) store<T, B>(dst + i, load<T, B>(src + i));
+    for (; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+  }
 }
 
 // store() to p, which is aligned to the vector's size, past the caches where the instruction set has

@@ -41,9 +41,10 @@ Shape split_shape(int64_t H, int64_t W, int64_t K) {
 // Floats of one low-resolution row's split taps.
 inline int64_t split_row_size(const Shape& s) { return 4 * s.KK * s.Wl; }
 
-// Split taps of low-resolution row p from an NCHW image of weights (KK, 2H, 2W).
-template <typename T, int B>
-UPBENCH_INLINE void split_taps_row(const T* weights, int64_t p, const Shape& s, T* row) {
+// Split taps of low-resolution row p from an NCHW image of weights (KK, 2H, 2W), stored as T or
+// narrower (row_pair.h).
+template <typename T, int B, typename S>
+UPBENCH_INLINE void split_taps_row(const S* weights, int64_t p, const Shape& s, T* row) {
   for (int64_t k = 0; k < s.KK; ++k) {
     for (int a = 0; a < 2; ++a) {
       T* even = row + ((2 * a) * s.KK + k) * s.Wl;
@@ -87,20 +88,20 @@ struct Ring {
 };
 
 // Parent row p of channels [c0, c0 + nc) of hi (C, 2H, 2W) into the ring.
-template <typename T, int B>
-UPBENCH_INLINE void split_parent(const T* hi, int64_t c0, int64_t nc, int64_t p, const Shape& s, Ring<T>& ring) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void split_parent(const S* hi, int64_t c0, int64_t nc, int64_t p, const Shape& s, Ring<T>& ring) {
   for (int64_t j = 0; j < nc; ++j) {
     for (int a = 0; a < 2; ++a) {
-      const T* row = hi + ((c0 + j) * 2 * s.H + 2 * p + a) * s.Wo;
+      const S* row = hi + ((c0 + j) * 2 * s.H + 2 * p + a) * s.Wo;
       row_pair::split_row<T, B>(row, s, ring.line(s, p, j, 2 * a) + s.R, ring.line(s, p, j, 2 * a + 1) + s.R);
     }
   }
 }
 
 // The adjoint for one image: rows [y0, y1) of channels [c0, c0 + nc) of out (C, H, W), from the
-// image's split taps and hi (C, 2H, 2W).
-template <typename T, int B>
-UPBENCH_INLINE void scatter_block(const T* split, const T* hi, T* out, int64_t c0, int64_t nc, int64_t y0,
+// image's split taps and hi (C, 2H, 2W); hi and out stored as T or narrower (row_pair.h).
+template <typename T, int B, typename S>
+UPBENCH_INLINE void scatter_block(const T* split, const S* hi, S* out, int64_t c0, int64_t nc, int64_t y0,
                                   int64_t y1, const Shape& s, Ring<T>& ring) {
   constexpr int L = lanes<T, B>();
   constexpr int NC = kChannelBlock;
@@ -109,7 +110,9 @@ UPBENCH_INLINE void scatter_block(const T* split, const T* hi, T* out, int64_t c
   for (int64_t y = y0; y < y1; ++y) {
     if (y + s.R < s.H) split_parent<T, B>(hi, c0, nc, y + s.R, s, ring);
     const int64_t p_lo = std::max<int64_t>(0, y - s.R), p_hi = std::min(s.H - 1, y + s.R);
-    for (int64_t qb = 0; qb < s.Wp; qb += L) {
+    // Up to W, not Wp: the split shape rounds Wp to the widest vectors, and a narrower body's vectors
+    // past W would store a negative count of lanes.
+    for (int64_t qb = 0; qb < s.W; qb += L) {
       Vec<T, B> acc[NC][2] = {};
       for (int64_t p = p_lo; p <= p_hi; ++p) {
         // Window column kx reads the parents q = x + R - kx, at line index x + 2R - kx. Running

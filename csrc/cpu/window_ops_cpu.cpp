@@ -10,8 +10,11 @@
 // a zero that is multiplied in, so it adds nothing unless the other factor is NaN or Inf, and then it
 // adds NaN (0 * Inf = NaN). Skipping those taps would turn a NaN input into a finite output.
 //
-// float16 / bfloat16 inputs are widened to float32 in one copy, computed and accumulated in float32,
-// and the results rounded once to the input dtype.
+// float16 / bfloat16: the kernels read the maps in their dtype and widen them to float as they copy
+// them into their per-row buffers, compute and accumulate in float, and round each output once as they
+// store it (row_pair.h). A widened copy of the inputs and a float output rounded afterwards cost more
+// than the kernels themselves (the copies and their page faults, at C = 256 and 64 x 64, made bfloat16
+// 1.6x slower than float32). T below is the compute dtype, S the dtype of the maps.
 //
 // Instruction sets: every per-task body is an always-inline template on the vector width, compiled
 // for AVX-512, AVX2 + FMA and the baseline, and chosen at run time (simd.h).
@@ -57,8 +60,8 @@ int64_t similarity_scratch(const Geom& g, int64_t d) {
   const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
   return row_pair::Scratch<T>::size(widest, d) + row_pair::LineCache<T>::size(widest, d);
 }
-template <typename T, int B>
-UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key, T* out,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void similarity_rows(int64_t begin, int64_t end, Arena<T> arena, const S* query, const S* key, S* out,
                                     Geom g, int64_t d) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
   row_pair::Scratch<T> buf(s, d, arena);
@@ -78,8 +81,8 @@ int64_t assembly_scratch(const Geom& g, int64_t C) {
   const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
   return row_pair::Scratch<T>::size(widest, 0) + row_pair::LineCache<T>::size(widest, C);
 }
-template <typename T, int B>
-UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, Arena<T> arena, const T* weights, const T* x, T* out,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void assembly_rows(int64_t begin, int64_t end, Arena<T> arena, const S* weights, const S* x, S* out,
                                   Geom g, int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
   row_pair::Scratch<T> buf(s, 0, arena);
@@ -105,9 +108,9 @@ int64_t sapa_forward_scratch(const Geom& g, int64_t d, int64_t C) {
   return row_pair::Scratch<T>::size(widest, d) + row_pair::LineCache<T>::size(widest, d) +
          row_pair::LineCache<T>::size(widest, C);
 }
-template <typename T, int B>
-UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key,
-                                      const T* value, T* out, Geom g, int64_t d, int64_t C) {
+template <typename T, int B, typename S>
+UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, Arena<T> arena, const S* query, const S* key,
+                                      const S* value, S* out, Geom g, int64_t d, int64_t C) {
   const row_pair::Shape s(g.H, g.W, g.K, simd::lanes<T, B>());
   row_pair::Scratch<T> buf(s, d, arena);
   row_pair::LineCache<T> key_lines(s, d, arena), value_lines(s, C, arena);
@@ -132,9 +135,9 @@ int64_t sapa_backward_scratch(const Geom& g, int64_t d, int64_t C) {
   return row_pair::Scratch<T>::size(widest, std::max(d, C)) + row_pair::LineCache<T>::size(widest, d) +
          row_pair::LineCache<T>::size(widest, C) + row_pair::Scratch<T>::taps_size(widest);
 }
-template <typename T, int B>
-UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> arena, const T* query, const T* key,
-                                       const T* value, const T* grad, T* grad_query, T* P_split, T* G_split, Geom g,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> arena, const S* query, const S* key,
+                                       const S* value, const S* grad, S* grad_query, T* P_split, T* G_split, Geom g,
                                        row_pair::Shape split, int64_t d, int64_t C) {
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
@@ -168,8 +171,8 @@ UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> aren
 }
 UPBENCH_PER_ISA(sapa_backward_rows)
 
-template <typename T, int B>
-UPBENCH_INLINE void split_taps_rows(int64_t begin, int64_t end, const T* weights, T* split, Geom g,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void split_taps_rows(int64_t begin, int64_t end, const S* weights, T* split, Geom g,
                                     row_pair::Shape s) {
   const int64_t size = window_adjoint::split_row_size(s);
   for (int64_t task = begin; task < end; ++task) {
@@ -181,8 +184,8 @@ UPBENCH_PER_ISA(split_taps_rows)
 
 // Task = (image, band of output rows, block of channels), in that order of nesting: consecutive
 // tasks of a thread share one band, whose split taps then stay in L2.
-template <typename T, int B>
-UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, Arena<T> arena, const T* split, const T* hi, T* out,
+template <typename T, int B, typename S>
+UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, Arena<T> arena, const T* split, const S* hi, S* out,
                                   Geom g, row_pair::Shape s, int64_t C, int64_t band_rows) {
   constexpr int64_t NC = window_adjoint::kChannelBlock;
   window_adjoint::Ring<T> ring(s, arena);
@@ -196,17 +199,17 @@ UPBENCH_INLINE void adjoint_tasks(int64_t begin, int64_t end, Arena<T> arena, co
 }
 UPBENCH_PER_ISA(adjoint_tasks)
 
-// The row kernels over every low-resolution row of the batch.
-template <typename T>
-void similarity_nchw(const T* query, const T* key, T* out, const Geom& g, int64_t d) {
+// The row kernels over every low-resolution row of the batch, computing in T on maps stored as S.
+template <typename T, typename S>
+void similarity_nchw(const S* query, const S* key, S* out, const Geom& g, int64_t d) {
   parallel_with_scratch<T>(g.N * g.H, grain_for(4 * g.W * g.KK * d), similarity_scratch<T>(g, d),
                            [&](int64_t begin, int64_t end, Arena<T> arena) {
                              similarity_rows_dispatch<T>(begin, end, arena, query, key, out, g, d);
                            });
 }
 
-template <typename T>
-void assembly_nchw(const T* weights, const T* x, T* out, const Geom& g, int64_t C) {
+template <typename T, typename S>
+void assembly_nchw(const S* weights, const S* x, S* out, const Geom& g, int64_t C) {
   parallel_with_scratch<T>(g.N * g.H, grain_for(4 * g.W * g.KK * C), assembly_scratch<T>(g, C),
                            [&](int64_t begin, int64_t end, Arena<T> arena) {
                              assembly_rows_dispatch<T>(begin, end, arena, weights, x, out, g, C);
@@ -223,8 +226,8 @@ at::Tensor empty_split_taps(const Geom& g, const at::TensorOptions& options) {
 // Bands of 16 rows: the split taps of a band's 16 + 2R parent rows fit in L2, and each block of
 // channels re-splits 2R parent rows of hi at the start of a band. Thinner bands only where there
 // are too few tasks for the threads.
-template <typename T>
-void adjoint_nchw(const T* split, const T* hi, T* out, const Geom& g, int64_t C) {
+template <typename T, typename S>
+void adjoint_nchw(const T* split, const S* hi, S* out, const Geom& g, int64_t C) {
   constexpr int64_t kBandRows = 16;
   const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
   const int64_t blocks = ceil_div(C, window_adjoint::kChannelBlock);
@@ -239,33 +242,39 @@ void adjoint_nchw(const T* split, const T* hi, T* out, const Geom& g, int64_t C)
 }
 
 // The same adjoint with the weights as an NCHW map (N, KK, Ho, Wo): split first, then as above.
-template <typename T>
-void adjoint_nchw_weights(const T* weights, const T* hi, T* out, const Geom& g, int64_t C,
+template <typename T, typename S>
+void adjoint_nchw_weights(const S* weights, const S* hi, S* out, const Geom& g, int64_t C,
                           const at::TensorOptions& options) {
   const row_pair::Shape s = window_adjoint::split_shape<T>(g.H, g.W, g.K);
-  const at::Tensor split = empty_split_taps<T>(g, options);
+  const at::Tensor split = empty_split_taps<T>(g, options.dtype(c10::CppTypeToScalarType<T>::value));
   T* split_data = split.data_ptr<T>();
   at::parallel_for(0, g.N * g.H, grain_for(4 * g.KK * g.Wo), [&](int64_t begin, int64_t end) {
     split_taps_rows_dispatch<T>(begin, end, weights, split_data, g, s);
   });
-  adjoint_nchw(static_cast<const T*>(split_data), hi, out, g, C);
+  adjoint_nchw<T>(static_cast<const T*>(split_data), hi, out, g, C);
 }
 
 // ---- op entry points ------------------------------------------------------------------------
+//
+// Every map is used in its own dtype (contiguous), computed on in compute_type's (dtypes.h).
+
+#define UPBENCH_DISPATCH_CPU_DTYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_, int64_t K) {
   constexpr const char* op = "upbench::local_similarity";
   check_local_similarity(op, query_, key_, K);
   check_cpu_dtype(op, key_);
-  const at::Tensor query = contiguous_compute(query_);
-  const at::Tensor key = contiguous_compute(key_);
-  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
-  const int64_t d = key_.size(1);
-  at::Tensor out = at::empty({g.N, g.KK, g.Ho, g.Wo}, query.options());
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
-    similarity_nchw(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, d);
+  const at::Tensor query = query_.contiguous();
+  const at::Tensor key = key_.contiguous();
+  const Geom g(key.size(0), key.size(2), key.size(3), K);
+  const int64_t d = key.size(1);
+  at::Tensor out = at::empty({g.N, g.KK, g.Ho, g.Wo}, key.options());
+  UPBENCH_DISPATCH_CPU_DTYPES(key.scalar_type(), op, [&] {
+    similarity_nchw<compute_t<scalar_t>>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
+                                         out.data_ptr<scalar_t>(), g, d);
   });
-  return out.to(key_.scalar_type());
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tensor& grad_,
@@ -278,32 +287,34 @@ std::tuple<at::Tensor, at::Tensor> local_similarity_backward_cpu(const at::Tenso
   const int64_t d = key_.size(1);
   check_grad(op, grad_, {g.N, g.KK, g.Ho, g.Wo}, key_);
   // d/dquery = dynamic_assembly(grad, key); d/dkey = the assembly's adjoint of (grad, query).
-  const at::Tensor grad = contiguous_compute(grad_);
-  const at::Tensor query = contiguous_compute(query_);
-  const at::Tensor key = contiguous_compute(key_);
-  at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, grad.options());
-  at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
-    assembly_nchw(grad.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
-    adjoint_nchw_weights(grad.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), g, d,
-                         grad.options());
+  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor query = query_.contiguous();
+  const at::Tensor key = key_.contiguous();
+  at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, key.options());
+  at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, key.options());
+  UPBENCH_DISPATCH_CPU_DTYPES(key.scalar_type(), op, [&] {
+    using T = compute_t<scalar_t>;
+    assembly_nchw<T>(grad.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), grad_query.data_ptr<scalar_t>(), g, d);
+    adjoint_nchw_weights<T>(grad.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), g,
+                            d, key.options());
   });
-  return {grad_query.to(key_.scalar_type()), grad_key.to(key_.scalar_type())};
+  return {grad_query, grad_key};
 }
 
 at::Tensor dynamic_assembly_cpu(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
   constexpr const char* op = "upbench::dynamic_assembly";
   check_dynamic_assembly(op, weights_, x_, K);
   check_cpu_dtype(op, x_);
-  const at::Tensor weights = contiguous_compute(weights_);
-  const at::Tensor x = contiguous_compute(x_);
-  const Geom g(x_.size(0), x_.size(2), x_.size(3), K);
-  const int64_t C = x_.size(1);
-  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, weights.options());
-  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), op, [&] {
-    assembly_nchw(weights.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, C);
+  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor x = x_.contiguous();
+  const Geom g(x.size(0), x.size(2), x.size(3), K);
+  const int64_t C = x.size(1);
+  at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, x.options());
+  UPBENCH_DISPATCH_CPU_DTYPES(x.scalar_type(), op, [&] {
+    assembly_nchw<compute_t<scalar_t>>(weights.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                       g, C);
   });
-  return out.to(x_.scalar_type());
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tensor& grad_,
@@ -316,17 +327,18 @@ std::tuple<at::Tensor, at::Tensor> dynamic_assembly_backward_cpu(const at::Tenso
   const int64_t C = x_.size(1);
   check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, x_);
   // d/dweights = local_similarity(grad, x); d/dx = the assembly's adjoint of (weights, grad).
-  const at::Tensor grad = contiguous_compute(grad_);
-  const at::Tensor weights = contiguous_compute(weights_);
-  const at::Tensor x = contiguous_compute(x_);
-  at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, grad.options());
-  at::Tensor grad_x = at::empty({g.N, C, g.H, g.W}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
-    similarity_nchw(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
-    adjoint_nchw_weights(weights.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g, C,
-                         grad.options());
+  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor weights = weights_.contiguous();
+  const at::Tensor x = x_.contiguous();
+  at::Tensor grad_weights = at::empty({g.N, g.KK, g.Ho, g.Wo}, x.options());
+  at::Tensor grad_x = at::empty({g.N, C, g.H, g.W}, x.options());
+  UPBENCH_DISPATCH_CPU_DTYPES(x.scalar_type(), op, [&] {
+    using T = compute_t<scalar_t>;
+    similarity_nchw<T>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), g, C);
+    adjoint_nchw_weights<T>(weights.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g,
+                            C, x.options());
   });
-  return {grad_weights.to(x_.scalar_type()), grad_x.to(x_.scalar_type())};
+  return {grad_weights, grad_x};
 }
 
 at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, const at::Tensor& value_,
@@ -334,21 +346,22 @@ at::Tensor sapa_fused_cpu(const at::Tensor& query_, const at::Tensor& key_, cons
   constexpr const char* op = "upbench::sapa_fused";
   check_sapa_fused(op, query_, key_, value_, K);
   check_cpu_dtype(op, key_);
-  const at::Tensor query = contiguous_compute(query_);
-  const at::Tensor key = contiguous_compute(key_);
-  const at::Tensor value = contiguous_compute(value_);
-  const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
-  const int64_t d = key_.size(1), C = value_.size(1);
+  const at::Tensor query = query_.contiguous();
+  const at::Tensor key = key_.contiguous();
+  const at::Tensor value = value_.contiguous();
+  const Geom g(key.size(0), key.size(2), key.size(3), K);
+  const int64_t d = key.size(1), C = value.size(1);
   at::Tensor out = at::empty({g.N, C, g.Ho, g.Wo}, value.options());
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
+  UPBENCH_DISPATCH_CPU_DTYPES(value.scalar_type(), op, [&] {
+    using T = compute_t<scalar_t>;
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    parallel_with_scratch<scalar_t>(g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), sapa_forward_scratch<scalar_t>(g, d, C),
-                                    [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
-                                      sapa_forward_rows_dispatch<scalar_t>(begin, end, arena, q, k, v, o, g, d, C);
-                                    });
+    parallel_with_scratch<T>(g.N * g.H, grain_for(4 * g.W * g.KK * (d + C)), sapa_forward_scratch<T>(g, d, C),
+                             [&](int64_t begin, int64_t end, Arena<T> arena) {
+                               sapa_forward_rows_dispatch<T>(begin, end, arena, q, k, v, o, g, d, C);
+                             });
   });
-  return out.to(value_.scalar_type());
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at::Tensor& grad_,
@@ -361,29 +374,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
   const Geom g(key_.size(0), key_.size(2), key_.size(3), K);
   const int64_t d = key_.size(1), C = value_.size(1);
   check_grad(op, grad_, {g.N, C, g.Ho, g.Wo}, value_);
-  const at::Tensor query = contiguous_compute(query_);
-  const at::Tensor key = contiguous_compute(key_);
-  const at::Tensor value = contiguous_compute(value_);
-  const at::Tensor grad = contiguous_compute(grad_);
+  const at::Tensor query = query_.contiguous();
+  const at::Tensor key = key_.contiguous();
+  const at::Tensor value = value_.contiguous();
+  const at::Tensor grad = grad_.contiguous();
   // The kernel and its logit gradient are recomputed here, never saved by the forward.
   at::Tensor grad_query = at::empty({g.N, d, g.Ho, g.Wo}, query.options());
   at::Tensor grad_key = at::empty({g.N, d, g.H, g.W}, query.options());
   at::Tensor grad_value = at::empty({g.N, C, g.H, g.W}, query.options());
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), op, [&] {
-    const row_pair::Shape split = window_adjoint::split_shape<scalar_t>(g.H, g.W, g.K);
-    at::Tensor P = empty_split_taps<scalar_t>(g, query.options()), G = empty_split_taps<scalar_t>(g, query.options());
+  UPBENCH_DISPATCH_CPU_DTYPES(query.scalar_type(), op, [&] {
+    using T = compute_t<scalar_t>;
+    const row_pair::Shape split = window_adjoint::split_shape<T>(g.H, g.W, g.K);
+    const at::TensorOptions compute_options = query.options().dtype(c10::CppTypeToScalarType<T>::value);
+    at::Tensor P = empty_split_taps<T>(g, compute_options), G = empty_split_taps<T>(g, compute_options);
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>(),
                    *go = grad.data_ptr<scalar_t>();
-    scalar_t *Ps = P.data_ptr<scalar_t>(), *Gs = G.data_ptr<scalar_t>(), *gq = grad_query.data_ptr<scalar_t>();
-    parallel_with_scratch<scalar_t>(g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), sapa_backward_scratch<scalar_t>(g, d, C),
-                                    [&](int64_t begin, int64_t end, Arena<scalar_t> arena) {
-                                      sapa_backward_rows_dispatch<scalar_t>(begin, end, arena, q, k, v, go, gq, Ps, Gs,
-                                                                            g, split, d, C);
-                                    });
-    adjoint_nchw(static_cast<const scalar_t*>(Gs), q, grad_key.data_ptr<scalar_t>(), g, d);
-    adjoint_nchw(static_cast<const scalar_t*>(Ps), go, grad_value.data_ptr<scalar_t>(), g, C);
+    T *Ps = P.data_ptr<T>(), *Gs = G.data_ptr<T>();
+    scalar_t* gq = grad_query.data_ptr<scalar_t>();
+    parallel_with_scratch<T>(g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), sapa_backward_scratch<T>(g, d, C),
+                             [&](int64_t begin, int64_t end, Arena<T> arena) {
+                               sapa_backward_rows_dispatch<T>(begin, end, arena, q, k, v, go, gq, Ps, Gs, g, split, d,
+                                                              C);
+                             });
+    adjoint_nchw<T>(static_cast<const T*>(Gs), q, grad_key.data_ptr<scalar_t>(), g, d);
+    adjoint_nchw<T>(static_cast<const T*>(Ps), go, grad_value.data_ptr<scalar_t>(), g, C);
   });
-  return {grad_query.to(key_.scalar_type()), grad_key.to(key_.scalar_type()), grad_value.to(value_.scalar_type())};
+  return {grad_query, grad_key, grad_value};
 }
 
 }  // namespace
