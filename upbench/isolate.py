@@ -17,9 +17,8 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -103,25 +102,6 @@ def describe_exit(exitcode: int | None) -> str:
     return f"the worker process exited with code {exitcode}"
 
 
-@contextmanager
-def _sigint_ignored_by_children() -> Iterator[None]:
-    """A process started meanwhile ignores SIGINT from its first instruction: it inherits the ignoring
-    through fork and exec, and Python then installs no KeyboardInterrupt handler. A Ctrl-C reaches the
-    whole process group, and a worker still importing torch would otherwise die with a traceback printed
-    over the parent's one-line answer. Here SIGINT is held back meanwhile, not lost: it arrives when the
-    handler is back. Only the main thread may change handlers; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
 class IsolatedMeasurer:
     """Measures each config in a worker process; a row that crashes or hangs it is a ``crash`` /
     ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
@@ -151,8 +131,7 @@ class IsolatedMeasurer:
                                  os.getpid(), threading.current_thread() is threading.main_thread()),
             name="upbench-row-worker", daemon=True,
         )
-        with _sigint_ignored_by_children():
-            process.start()
+        process.start()
         child_end.close()  # so the worker's death reads as end-of-file here
         self.process, self.connection = process, parent_end
         self.starts += 1
