@@ -389,7 +389,11 @@ def test_a_resume_measures_once_more_the_row_one_run_died_on_and_records_a_secon
     keys = [c.key for c in spec.expand()]
     out = tmp_path / "run.csv"
     write_csv(run_sweep(spec, out).iloc[:1], out)
-    out.with_name(out.name + ".measuring").write_text(f"{keys[1]}\t{earlier_deaths}\n")
+    marker = out.with_name(out.name + ".measuring")
+    marker.write_text(f"{keys[1]}\t{earlier_deaths}\n")
+    with pytest.raises(ValueError, match="refusing to resume"):  # a refused resume keeps the count of deaths
+        run_sweep(SweepSpec(ops=plain_pair, **{**TINY, "sizes": (4, 6)}), out, resume=True)
+    assert marker.read_text() == f"{keys[1]}\t{earlier_deaths}\n"
     measured = []
     real = sweep_module.measure_config
     monkeypatch.setattr(sweep_module, "measure_config", lambda c, *a: measured.append(c.key) or real(c, *a))

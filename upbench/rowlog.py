@@ -58,6 +58,7 @@ class RowLog:
         self.columns = columns
         self.measuring = path.with_name(path.name + ".measuring")
         self.died_measuring: tuple[str, int] | None = None  # (config key, runs that died measuring it)
+        self.marking = False  # whether this run's mark is in <log>.measuring
         prepare_parent(path)
         self.lock = FileLock(path.with_name(path.name + ".lock"))
         try:
@@ -74,11 +75,12 @@ class RowLog:
             if path.exists():  # under the lock: a kill mid-line (even mid-header) leaves a line to cut
                 drop_torn_line(path)
             fresh = not path.exists() or path.stat().st_size == 0
-            if self.measuring.exists():
+            if self.measuring.exists() and fresh:
+                self.measuring.unlink()  # left by a run whose log is gone
+            elif self.measuring.exists():  # kept until a resume accepts the log (forget_death)
                 key, _, earlier = self.measuring.read_text().strip().partition("\t")
-                if key and not fresh:
+                if key:
                     self.died_measuring = (key, (int(earlier) if earlier.isdigit() else 0) + 1)
-                self.measuring.unlink()
             self.file = open(path, "a", newline="")
         except OSError as error:
             self.lock.release()
@@ -92,19 +94,28 @@ class RowLog:
         self.file.flush()
         os.fsync(self.file.fileno())
 
+    def forget_death(self) -> None:
+        """Drop the mark of the row the last run died measuring, once a resume has accepted the log (and kept
+        :attr:`died_measuring` to act on): a refused resume must not reset the count of deaths."""
+        self.measuring.unlink(missing_ok=True)
+
     def begin(self, key: str) -> None:
         """Mark ``key`` as being measured in this process, until its row is written."""
         died_before = self.died_measuring[1] if self.died_measuring and self.died_measuring[0] == key else 0
         self.measuring.write_text(f"{key}\t{died_before}\n")
+        self.marking = True
 
     def write(self, row: Mapping[str, Any]) -> None:
         self.writer.writerow(row)
         self._sync()
-        self.measuring.unlink(missing_ok=True)
+        if self.marking:
+            self.measuring.unlink(missing_ok=True)
+            self.marking = False
 
     def close(self) -> None:
         """Also after an exception: a row stopped by Ctrl-C or an error did not kill the process."""
-        self.measuring.unlink(missing_ok=True)
+        if self.marking:
+            self.measuring.unlink(missing_ok=True)
         self.file.close()
         self.lock.release()
 

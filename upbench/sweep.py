@@ -135,6 +135,7 @@ def run_sweep(
             todo = [(index, config) for index, config in todo if config.key not in done]
             if isolated is None:
                 todo = _record_the_row_that_killed(log, todo, spec, len(configs), rows, on_row)
+            log.forget_death()
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:
                 measure = stack.enter_context(isolated).measure
