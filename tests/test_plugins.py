@@ -267,12 +267,33 @@ def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, c
 
 
 class Picky(nn.Module):
-    """Upsamples maps up to 8 pixels high and raises above: a plugin's forward that fails at some shapes."""
+    """Upsamples maps up to 8 pixels high and raises above: a plugin's forward that fails at some shapes
+    (with a ValueError when ``strict`` > 1: the kind a plugin checking its input raises)."""
+
+    def __init__(self, strict: int = 1):
+        super().__init__()
+        self.strict = strict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] > 8:
-            raise RuntimeError(f"picky: {x.shape[2]} rows is too many")
+            raise (ValueError if self.strict > 1 else RuntimeError)(f"picky: {x.shape[2]} rows is too many")
         return nn.functional.interpolate(x, scale_factor=2)
+
+
+def test_table1_keeps_every_other_row_when_a_forward_raises_a_value_error(capsys):
+    upbench.wrap(lambda channels, strict: Picky(strict), name="strict-test", knobs={"strict": 1})
+    table = validation_table(["strict-test"], Grid(C=(4,), sizes=((16, 16),), knobs={"strict": (1, 2)}))
+    assert list(table["status"]) == [ERROR, ERROR] and list(table["strict"]) == [1, 2]
+    assert table["note"].iloc[1] == "the forward failed: ValueError: picky: 16 rows is too many"
+    assert main(["table1", "--ops", "strict-test,nearest", "--C", "4", "--size", "16", "--knob", "strict=2",
+                 "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    assert "nearest,total" in out
+    assert "table1: strict-test at C=4, 16x16, strict=2: the forward failed: ValueError: picky: 16 rows" in err
+    for knob in ("note", "stage"):  # a knob named as a table1 column would overwrite it
+        upbench.wrap(lambda channels, **knobs: Picky(), name=f"{knob}-knob-test", knobs={knob: 1})
+        assert main(["table1", "--ops", f"{knob}-knob-test", "--knob", f"{knob}=1"]) == 2
+        assert f"knob {knob!r} has the name of a table1 column" in capsys.readouterr().err
 
 
 def test_table1_keeps_every_other_row_when_a_forward_raises(capsys):

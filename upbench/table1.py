@@ -42,10 +42,21 @@ class Grid:
     def swept(self) -> dict[str, Sequence[int]]:
         return {name: values for name, values in (("K", self.K), ("d", self.d), *self.knobs.items()) if values}
 
+    def __post_init__(self) -> None:
+        # each value once: a value given twice would validate every point twice
+        for name in ("C", "K", "d", "sizes"):
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
+        object.__setattr__(self, "knobs", {name: tuple(dict.fromkeys(values)) for name, values in self.knobs.items()})
+
     def check(self, operators: Sequence[str]) -> None:
         """ValueError for a knob no operator of ``operators`` has, or a value an operator's knob refuses."""
         if taken := sorted({"K", "d"}.intersection(self.knobs)):
             raise ValueError(f"knob {taken[0]}: give it as --{taken[0]}, not as --knob")
+        if taken := sorted(set(COLUMNS).intersection(self.knobs)):
+            raise ValueError(f"knob {taken[0]!r} has the name of a table1 column; a knob can be validated here only "
+                             f"under a name that is none of {', '.join(COLUMNS)}")
+        if empty := [name for name, values in self.knobs.items() if not values]:
+            raise ValueError(f"knob {empty[0]!r} has no values")
         for name, values in self.swept().items():
             owners = [get(op) for op in operators if name in get(op).knobs]
             if not owners:
@@ -93,8 +104,11 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     and d that the table has columns for (blank where the operator lacks the knob)."""
     op = make(operator, C, impl="reference", **hparams)
     inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
-    counted = count(op, inputs, "paper")
-    torch_counted = count(op, inputs, "torch")
+    try:
+        counted = count(op, inputs, "paper")
+        torch_counted = count(op, inputs, "torch")
+    except Exception as error:  # noqa: BLE001  the operator's own code failing at this point, whatever it raised
+        raise ForwardFailed(error) from error
     zero_note = counted_as_zero_note(counted.zero_ops)
     dims = op.dims(1, H, W)
     formulas = op.formulas
@@ -128,7 +142,12 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     return rows
 
 
-def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: Exception) -> dict:
+class ForwardFailed(Exception):
+    """An operator's forward raised while it was counted at one point (its ``__cause__``): that point is an
+    ``error`` row, unlike a ValueError of the declaration (a formula, a knob), which every point would repeat."""
+
+
+def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: BaseException | None) -> dict:
     """The one row of a point whose forward failed: status ``error``, the exception in the note."""
     return {"operator": operator, "stage": TOTAL, "C": C, **hparams, "H": H, "W": W, "status": ERROR,
             "note": f"the forward failed: {type(error).__name__}: {error}"}
@@ -154,10 +173,8 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
             for hparams in grid.points(name):
                 try:
                     rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs)))
-                except ValueError:
-                    raise
-                except Exception as error:  # a plugin's forward failing at this shape: say so, go on
-                    rows.append(error_row(name, C, H, W, hparams, error))
+                except ForwardFailed as failed:  # a plugin's forward failing at this shape: say so, go on
+                    rows.append(error_row(name, C, H, W, hparams, failed.__cause__))
     columns = table_columns(grid)
     table = pd.DataFrame(rows, columns=columns)
     counts = {c: "Int64" for c in columns if c.endswith(("_macs", "_params"))}
