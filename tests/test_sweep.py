@@ -11,6 +11,7 @@ import torch
 
 import upbench
 import upbench.measure as measure_module
+import upbench.export as export_module
 import upbench.sweep as sweep_module
 from upbench.commands import main
 from upbench.export import markdown_table, ratio_view, to_markdown, write_outputs
@@ -132,6 +133,20 @@ def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_pa
     assert main(["report", str(out), "--pivot", "macs"]) == 0
     table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()[2:]]
     assert [[cell.strip() for cell in line] for line in table] == [["sapa-b", "16"], ["sapa-b", "64"], ["nearest", "-"]]
+    # a failed Cg = 64 row: the pivot keeps labelling the Cg = 16 row, and the note names what is missing
+    rows.loc[1, ["status", "latency_median_ms"]] = ["error", None]
+    write_csv(rows, tmp_path / "failed.csv")
+    assert main(["report", str(tmp_path / "failed.csv"), "--pivot", "latency", "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert "sapa-b & 16 &" in latex and "not measured: sapa-b Cg=64 at 8 (error)" in latex
+    # without --Cg the guide follows C: no Cg column however C varies
+    plain = SweepSpec(ops=("sapa-b",), channels=(8, 16), sizes=(4,), devices=("cpu",), impls=("reference",))
+    assert "Cg" not in export_module.varying_axes(pd.DataFrame(
+        {"operator": "sapa-b", "impl": "reference", "C": [8, 16], "Cg": [8, 16], "N": 1, "dtype": "fp32",
+         "device": "cpu", "mode": "fwd"}))
+    assert all("Cg=" not in c.key for c in plain.expand())
+    assert main(["sweep", "--ops", "sapa-b", "--Cg", "", "--quiet"]) == 2
+    assert "sweep axis 'Cg' is empty" in capsys.readouterr().err
 
 
 def spec_kwargs(spec: SweepSpec) -> dict:

@@ -214,11 +214,12 @@ def test_latex_says_what_its_empty_cells_are(knob_rows, tmp_path, capsys):
     latex = to_latex(rows)
     carafe = [line for line in latex.splitlines() if line.startswith("carafe &")]
     assert all(line.endswith(r"-- & -- \\") for line in carafe)
-    assert "--: not measured (carafe at 8: oom); each row's status and message columns say why." in latex
+    assert "--: not measured: carafe K=3 at 8 (oom); carafe K=5 at 8 (oom); each row's status and message columns say " \
+           "why." in latex
     assert "not measured" not in to_latex(knob_rows)
     rows.to_csv(tmp_path / "rows.csv", index=False)
     assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency", "--format", "latex"]) == 0
-    assert "--: not measured (carafe at 8: oom)" in capsys.readouterr().out
+    assert "not measured: carafe K=3 at 8 (oom); carafe K=5 at 8 (oom)" in capsys.readouterr().out
 
 
 def test_markdown_latency_tables_mark_suspect_timings(knob_rows, tmp_path, capsys):

@@ -85,7 +85,9 @@ def varying_axes(rows: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     An axis that differs only between operators (K of 5 for one and absent for another, impl
     compiled for one and reference for another) is told apart by the operator already.
     """
-    candidates = ["impl", "C", "Cg", *knob_columns(rows), "N", "dtype", "device", "mode"]
+    # Cg follows C unless a guide's width was swept (a guide of C channels, or none, says nothing new)
+    other_guides = ((rows["Cg"] != rows["C"]) & (rows["Cg"].fillna(0) != 0)).any()
+    candidates = ["impl", "C", *(["Cg"] if other_guides else []), *knob_columns(rows), "N", "dtype", "device", "mode"]
     per_operator = rows.groupby("operator", sort=False)
     return [a for a in candidates if a not in exclude and (per_operator[a].nunique(dropna=False) > 1).any()]
 
@@ -101,7 +103,7 @@ def pivot(rows: pd.DataFrame, value: str, scale: float = 1.0) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     frame = _axes(ok).assign(**{value: ok[value].astype(float) * scale})
-    index = ["operator", *varying_axes(ok)]
+    index = ["operator", *varying_axes(rows)]  # all rows': the axis a failed config differs in still labels the rest
     table = frame.pivot_table(index=index, columns="size", values=value, aggfunc="first", sort=False)
     return table[[s for s in _size_order(ok) if s in table.columns]].reset_index()
 
@@ -270,14 +272,18 @@ def measured_with(rows: pd.DataFrame) -> str:
 
 
 def unmeasured_note(rows: pd.DataFrame) -> str:
-    """'--: not measured (carafe at 4096: crash; ...)' for the rows that are not ok, whose cells a table
-    leaves empty; '' when every row is ok."""
+    """'not measured: carafe K=5 at 64, 128 (crash); ...' for the rows that are not ok, which a table leaves
+    out or empty, each named by its operator, the axes that vary and its sizes; '' when every row is ok."""
+    axes = varying_axes(rows)
     failed = _axes(rows[rows["status"] != "ok"])
     if failed.empty:
         return ""
-    where = [f"{operator} at {', '.join(dict.fromkeys(group['size']))}: {status}"
-             for (operator, status), group in failed.groupby(["operator", "status"], sort=False)]
-    return f"--: not measured ({'; '.join(where)}); each row's status and message columns say why."
+    where = []
+    for key, group in failed.groupby(["operator", *axes, "status"], sort=False, dropna=False):
+        operator, *values, status = key
+        point = "".join(f" {axis}={value}" for axis, value in zip(axes, values))
+        where.append(f"{operator}{point} at {', '.join(dict.fromkeys(group['size']))} ({status})")
+    return f"not measured: {'; '.join(where)}; each row's status and message columns say why."
 
 
 def to_latex(rows: pd.DataFrame) -> str:
@@ -294,7 +300,8 @@ def to_latex(rows: pd.DataFrame) -> str:
     notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
              f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
              f"low-resolution input H x W.",
-             *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows), _counted_as_zero(rows)])]
+             *([SUSPECT_NOTE] if marked else []),
+             *filter(None, [unmeasured_note(rows) and f"--: {unmeasured_note(rows)}", _counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
 

@@ -292,6 +292,8 @@ class SweepSpec:
         knobs: dict[str, Any] = {}
         knob_names = all_knob_names()
         for key, value in mapping.items():
+            if key == "Cg" and not _as_tuple(value if value is not None else ()):  # () is the default: say so
+                raise ValueError(f"sweep axis 'Cg' is empty in {source}: leave it out for a guide of C channels")
             if key in AXIS_KEYS:
                 kwargs[AXIS_KEYS[key]] = value
             elif key in SETTING_KEYS:
