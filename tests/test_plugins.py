@@ -199,6 +199,33 @@ def test_a_plugins_source_hash_covers_the_plugin_file_and_the_wrapped_modules_fi
     sys.modules.pop("edited_model", None)
 
 
+def test_a_plugin_packages_source_hash_is_the_same_loaded_as_file_or_module_and_follows_its_helpers(tmp_path):
+    """A plugin package: a wrapped functools.partial of a helper's factory. Its hash must not depend on how
+    the plugin is named (--plugin pkg.mod or pkg/mod.py), and must change when any file of the package
+    does (the partial's arguments in the plugin, the helper's code)."""
+    package = tmp_path / "edited_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("from torch import nn\n\n\ndef make(channels, mode):\n"
+                                       "    return nn.Upsample(scale_factor=2, mode=mode)\n")
+    plugin = package / "plug.py"
+    plugin.write_text("import functools\nimport upbench\nfrom edited_pkg import helper\n\n"
+                      "upbench.wrap(functools.partial(helper.make, mode='nearest'), 'pkg-op')\n")
+
+    def digest(source: str) -> str:
+        run = ["-c", f"import upbench; upbench.load_plugin({source!r}); "
+                     f"print(upbench.registry.source_digest('pkg-op'))"]
+        return _run(run, _env(tmp_path), tmp_path).stdout.strip()
+
+    first = digest("edited_pkg.plug")
+    assert digest(str(plugin)) == first
+    plugin.write_text(plugin.read_text().replace("'nearest'", "'bilinear'"))
+    after_plugin = digest("edited_pkg.plug")
+    assert after_plugin != first and digest(str(plugin)) == after_plugin
+    (package / "helper.py").write_text((package / "helper.py").read_text() + "# edited\n")
+    assert digest("edited_pkg.plug") not in (first, after_plugin)
+
+
 def test_unknown_plugin_exits_2_naming_it(capsys):
     assert main(["--plugin", "no/such/file.py", "table1"]) == 2
     assert "no/such/file.py" in capsys.readouterr().err

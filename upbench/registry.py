@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import sysconfig
 import warnings
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
@@ -38,7 +39,7 @@ _loaded_sources: dict[str, str] = {}  # resolved plugin target -> its label
 _loading: list[str] = []  # labels of the sources being loaded (innermost last)
 _REPLAY: dict[str, str] = {}  # operator name -> the load_plugin target that brings it into a fresh process
 _SOURCE_DIGESTS: dict[str, str] = {}  # operator name -> source_digest of what was registered
-_loading_files: list[Path] = []  # plugin files being imported (innermost last)
+_loading_files: list[Path | None] = []  # files of the plugins being loaded (innermost last; None: no file)
 _entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
@@ -78,18 +79,34 @@ SOURCE_DIGEST_CHARS = 12
 NO_SOURCE = "unknown"  # a class defined where no file holds it (an interactive session)
 
 
+def _installed(path: Path) -> bool:
+    """Whether ``path`` lies in the interpreter's library or its installed packages (site-packages)."""
+    libraries = {Path(p).resolve() for name, p in sysconfig.get_paths().items() if name in ("stdlib", "purelib", "platlib")}
+    return any(library == path or library in path.parents for library in libraries)
+
+
+def _package_files(module_name: str) -> list[Path]:
+    """Every .py file of the package ``module_name`` belongs to, where that package is the user's own code (not
+    installed): an operator's helpers, wherever in its package they live."""
+    package = sys.modules.get(module_name.partition(".")[0])
+    roots = [Path(p).resolve() for p in getattr(package, "__path__", ())]
+    return [file for root in roots if not _installed(root) for file in root.rglob("*.py")]
+
+
 def _source_files(cls: type[Upsampler]) -> list[Path]:
     """The files that define ``cls``: the modules of it and its bases up to :class:`Upsampler` (for a
-    wrapped module, the factory's module), and the plugin file that registered it (a wrapped factory may
-    live elsewhere, its knobs and formulas in the plugin)."""
-    files = []
+    wrapped module, the factory's module), all files of their packages where these are the user's own code
+    (the built-in operators share ``operators/assembly.py``, a plugin package its helpers), and the plugin
+    file or module that registered it (a wrapped factory may live elsewhere, its knobs and formulas in the
+    plugin). A helper module outside those (a plain file beside a plugin file) is not followed."""
+    files = [file for file in _loading_files[-1:] if file is not None]
     for klass in cls.__mro__:
         if klass is Upsampler:
             break
         module_file = getattr(sys.modules.get(klass.__module__), "__file__", None)
         if module_file:
             files.append(Path(module_file).resolve())
-    files.extend(_loading_files[-1:])
+        files.extend(_package_files(klass.__module__))
     return sorted(set(files))
 
 
@@ -175,19 +192,25 @@ def load_plugin(target: str | Path) -> list[str]:
                     raise ValueError(f"{label}: no such file")
                 _loading_files.append(Path(text).resolve())
                 try:
-                    obj = _import_file(_loading_files[-1])
+                    obj = _import_file(Path(text).resolve())
                 finally:
                     _loading_files.pop()
+                _adopt(obj, label)
             else:
                 module_name, _, attribute = text.partition(":")
-                obj = importlib.import_module(module_name)
-                for part in filter(None, attribute.split(".")):
-                    obj = getattr(obj, part)
+                spec = importlib.util.find_spec(module_name)
+                _loading_files.append(Path(spec.origin).resolve() if spec and spec.has_location else None)
+                try:
+                    obj = importlib.import_module(module_name)
+                    for part in filter(None, attribute.split(".")):
+                        obj = getattr(obj, part)
+                    _adopt(obj, label)
+                finally:
+                    _loading_files.pop()
         except ValueError:
             raise
         except Exception as error:  # an import error of the user's code: name the plugin and the cause
             raise ValueError(f"{label}: failed to load: {type(error).__name__}: {error}") from error
-        _adopt(obj, label)
     _loaded_sources[key] = label
     added = [name for name in _REGISTRY if name not in before]
     for name in added:

@@ -70,7 +70,8 @@ def wrap(
         "stages": (WRAPPED_STAGE,), "formulas": formulas or NO_FORMULAS, "compiled_ops": False,
         "__init__": __init__, "upsample": upsample,
         "__doc__": inspect.getdoc(factory) or f"{name}: a wrapped module",
-        "__module__": getattr(factory, "__module__", __name__),
+        # a functools.partial's module is functools: the function it binds says where the code is
+        "__module__": getattr(getattr(factory, "func", factory), "__module__", None) or __name__,
     }
     class_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part) or "Wrapped"
     return register(type(class_name, (Upsampler,), namespace))
