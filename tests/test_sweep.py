@@ -230,6 +230,12 @@ def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, mon
     measured.clear()
     assert list(run_sweep(spec, out, resume=True)["key"]) == everything and measured == []
 
+    # but a row cut inside its timestamp (2026-11-22 parses as a date) is torn: measured again
+    whole = out.read_bytes()
+    out.write_bytes(whole[:whole.rstrip(b"\n").rfind(b"T")])
+    measured.clear()
+    assert list(run_sweep(spec, out, resume=True)["key"]) == everything and measured == everything[-1:]
+
 
 def test_shards_merge_to_the_whole(tmp_path, plain_pair, monkeypatch):
     monkeypatch.setattr(measure_module, "_measure", fake_measure)

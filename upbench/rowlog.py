@@ -122,14 +122,16 @@ class RowLog:
 
 def _whole_row(line: bytes, header: bytes) -> bool:
     """Whether ``line`` is a whole row that lacks only its newline: as many fields as the header, down to a
-    timestamp, the last column, that parses (a cut inside it would leave a prefix that does not)."""
+    whole timestamp, the last column, as rows write it (a cut inside it leaves a prefix such as 2026-11-22,
+    which parses as a date but does not read back the same)."""
     try:
         fields = next(csv.reader([line.decode()]), [])
         columns = next(csv.reader([header.decode()]), [])
-        datetime.fromisoformat(fields[-1])
+        stamp = fields[-1].strip()
+        whole_stamp = datetime.fromisoformat(stamp).isoformat(timespec="seconds") == stamp
     except (UnicodeDecodeError, csv.Error, ValueError, IndexError):
         return False
-    return len(fields) == len(columns) and columns[-1:] == [ENVIRONMENT_FIELDS[-1]]
+    return whole_stamp and len(fields) == len(columns) and columns[-1:] == [ENVIRONMENT_FIELDS[-1]]
 
 
 def _torn_line_start(data: bytes) -> int | None:
