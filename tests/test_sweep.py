@@ -209,6 +209,11 @@ def test_resume_after_a_kill_measures_each_config_once(tmp_path, plain_pair, mon
     assert f"merge: warning: {out}: line 4 was cut mid-write" in capsys.readouterr().err
     assert list(read_rows(out.with_name("merged.csv"))["key"]) == everything[:2]
     assert out.read_bytes() == torn
+    empty = out.with_name("empty.csv")  # a shard killed before its first row: nothing to merge, not an error
+    empty.write_text("spec_id,config_ind")
+    assert main(["merge", str(out), str(empty), "--out", str(out.with_name("merged2.csv")), "--allow-partial",
+                 "--formats", "markdown"]) == 0
+    assert f"merge: warning: {empty} holds no rows" in capsys.readouterr().err
 
     measured = []
     real = sweep_module.measure_config

@@ -157,6 +157,15 @@ def drop_torn_line(path: Path) -> None:
             handle.truncate(start)
 
 
+def holds_nothing(path: str | Path) -> bool:
+    """Whether the log at ``path`` is empty or holds only a header a kill cut (a shard killed at its start)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    return not data or _torn_line_start(data) == 0
+
+
 def torn_line_note(path: str | Path) -> str | None:
     """What :func:`read_log` left out of ``path``: its last line, half-written by a kill; None if nothing."""
     try:

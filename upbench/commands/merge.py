@@ -8,7 +8,7 @@ from pathlib import Path
 from ..cli_args import str_list
 from ..export import FORMATS, write_outputs
 from ..files import prepare_parent
-from ..rowlog import log_path, read_log, torn_line_note
+from ..rowlog import holds_nothing, log_path, read_log, torn_line_note
 from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
@@ -33,8 +33,14 @@ def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
     if out.resolve() in {path.resolve() for path in args.inputs}:
         raise ValueError(f"--out {out} is one of the inputs")
-    rows = merge_frames([read_log(path) for path in args.inputs], args.allow_mixed)
-    for note in filter(None, map(torn_line_note, args.inputs)):
+    empty = [path for path in args.inputs if holds_nothing(path)]
+    for path in empty:
+        print(f"merge: warning: {path} holds no rows (a shard killed before its first row); skipped", file=sys.stderr)
+    logs = [path for path in args.inputs if path not in empty]
+    if not logs:
+        raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
+    rows = merge_frames([read_log(path) for path in logs], args.allow_mixed)
+    for note in filter(None, map(torn_line_note, logs)):
         print(f"merge: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
