@@ -346,6 +346,18 @@ def _suspect_section(rows: pd.DataFrame) -> list[str]:
             markdown_table(suspect)]
 
 
+def _mixed_sources_note(rows: pd.DataFrame) -> str:
+    """Which operators' rows were measured from more than one version of their source (merged or resumed with
+    --allow-mixed); '' when none were, or the rows predate the column."""
+    if "operator_source" not in rows:
+        return ""
+    sources = rows.groupby("operator", sort=False)["operator_source"].unique()
+    mixed = [f"{operator} ({' / '.join(map(str, versions))})" for operator, versions in sources.items()
+             if len(versions) > 1]
+    return (f"Measured from more than one version of the operator's source files (operator_source): "
+            f"{', '.join(mixed)}. Their rows do not all time the same code." if mixed else "")
+
+
 def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]] = ()) -> str:
     """The report: environment, notes, pivot views, any extra ``sections``, then every row."""
     spec_ids = ", ".join(sorted(rows["spec_id"].dropna().unique())) or "none"
@@ -355,6 +367,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
         *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
+        *filter(None, [_mixed_sources_note(rows)]),
         NOTES,
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
