@@ -182,7 +182,7 @@ def test_an_edited_plugin_is_not_resumed_into_the_rows_of_its_old_source(tmp_pat
     resumed = pd.read_csv(out, dtype={"operator_source": str})
     assert len(resumed) == 4 and resumed["operator_source"].nunique() == 3
     report = out.with_suffix(".md").read_text()
-    assert f"more than one version of the operator's source files (operator_source): subpixel (" in report
+    assert "more than one version of the operator's source files (operator_source): subpixel (" in report
     assert "nearest (" not in report
 
 
