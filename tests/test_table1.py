@@ -130,6 +130,21 @@ def test_grid_sweeps_any_other_knob_in_a_column_of_its_own(capsys):
     assert set(printed.loc[printed["operator"] == "carafe", "encoder_kernel"]) == {1}
 
 
+def test_grid_sweeps_the_guides_width_where_an_operator_reads_any(capsys):
+    """Table 1's SAPA-B and A2U rows assume C_g = C; at other widths fvcore must still equal the exact formula."""
+    table = validation_table(["sapa-b", "a2u", "sapa-i", "nearest"], Grid(C=(32,), Cg=(8, 48), sizes=((4, 4),)))
+    assert list(table.columns) == [*COLUMNS[:COLUMNS.index("C") + 1], "Cg", *COLUMNS[COLUMNS.index("C") + 1:]]
+    totals = table[table["stage"] == "total"]
+    assert list(zip(totals["operator"], totals["Cg"].astype(object))) == [
+        ("sapa-b", 8), ("sapa-b", 48), ("a2u", 8), ("a2u", 48), ("sapa-i", 32), ("nearest", pd.NA)]
+    assert (table["fvcore_macs"] == table["exact_macs"]).all() and not (table["status"] == MISMATCH).any()
+    sapa_b = totals[totals["operator"] == "sapa-b"]
+    assert sapa_b["exact_macs"].diff().iloc[1] == 16 * 4 * (48 - 8) * 32  # 4 Cg d per high-res pixel, d = 32
+    assert "Cg" not in validation_table(["sapa-b"], Grid(C=(8,), sizes=((4, 4),))).columns
+    assert main(["table1", "--ops", "sapa-i,nearest", "--Cg", "8"]) == 2
+    assert "Cg 8: no selected operator reads a guide of another width than C" in capsys.readouterr().err
+
+
 # -- command line ------------------------------------------------------------------------------
 def test_check_exits_zero_from_the_repo_root(repo_root):
     result = subprocess.run(

@@ -111,6 +111,11 @@ class Upsampler(nn.Module):
         if isinstance(cls.formulas, Formulas):
             cls.formulas = cls.formulas.named(cls.name)
 
+    @classmethod
+    def reads_any_guide(cls) -> bool:
+        """Whether the guide may have another width than C (a Cg axis applies to this operator)."""
+        return cls.needs_guide and not cls.guide_must_match
+
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:

@@ -135,6 +135,21 @@ SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "r
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
 
 
+def check_guide_channels(values: Sequence[int], ops: Sequence[str]) -> None:
+    """ValueError when guide channels are given but no operator of ``ops`` reads a guide of any width."""
+    if values and not any(get(op).reads_any_guide() for op in ops):
+        matching = [op for op in ops if get(op).needs_guide]
+        why = f"{', '.join(matching)} take a guide of C channels only" if matching else "none reads a guide"
+        raise ValueError(f"Cg {', '.join(map(str, values))}: no selected operator reads a guide of another width "
+                         f"than C ({why})")
+
+
+def guides_for(cls: type[Upsampler], values: Sequence[int]) -> tuple[int | None, ...]:
+    """The Cg values an operator runs at: ``values`` if it reads a guide of any width and some are given, else
+    None only (its own choice: a guide of C channels, or none)."""
+    return tuple(values) if values and cls.reads_any_guide() else (None,)
+
+
 def all_knob_names() -> tuple[str, ...]:
     """Knob names of every registered operator, in registry order."""
     return _dedupe(name for op in available() for name in get(op).knobs)
@@ -225,11 +240,7 @@ class SweepSpec:
         put("ops", ops)
         put("channels", _dedupe(_positive_ints("C", _as_tuple(self.channels))))
         put("guide_channels", _dedupe(_positive_ints("Cg", _as_tuple(self.guide_channels))))
-        if self.guide_channels and not any(self._takes_other_guides(get(op)) for op in ops):
-            matching = [op for op in ops if get(op).needs_guide]
-            why = f"{', '.join(matching)} take a guide of C channels only" if matching else "none reads a guide"
-            raise ValueError(f"Cg {', '.join(map(str, self.guide_channels))}: no selected operator reads a guide of "
-                             f"another width than C ({why})")
+        check_guide_channels(self.guide_channels, ops)
         put("sizes", _dedupe(parse_size(s) for s in _as_tuple(self.sizes)))
         put("batches", _dedupe(_positive_ints("N", _as_tuple(self.batches))))
         put("dtypes", _dedupe(_dtype_name(d) for d in _as_tuple(self.dtypes)))
@@ -344,14 +355,8 @@ class SweepSpec:
         ]
 
     # -- expansion ------------------------------------------------------------------------
-    @staticmethod
-    def _takes_other_guides(cls: type[Upsampler]) -> bool:
-        return cls.needs_guide and not cls.guide_must_match
-
     def _guides_for(self, cls: type[Upsampler]) -> tuple[int | None, ...]:
-        """The Cg values an operator is swept over: none (its own choice) unless it reads a guide that may
-        differ from C."""
-        return self.guide_channels if self.guide_channels and self._takes_other_guides(cls) else (None,)
+        return guides_for(cls, self.guide_channels)
 
     def _impls_for(self, cls: type[Upsampler]) -> tuple[str, ...]:
         if not cls.compiled_ops:

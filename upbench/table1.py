@@ -17,6 +17,7 @@ from .counting import PAPER_HANDLES, Count, count
 from .formulas import TOTAL, Cost
 from .registry import available, get, make
 from .rules import counted_as_zero_note, is_custom_op, short_op_name
+from .spec import check_guide_channels, guides_for
 
 COLUMNS = [
     "operator", "stage", "C", "K", "d", "H", "W",
@@ -31,9 +32,11 @@ PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 @dataclass(frozen=True)
 class Grid:
     """Which shapes to validate at. Empty K or d means each operator's default; ``knobs`` sweeps any other
-    knob (a plugin's own, carafe's encoder_kernel), each with a column of its own in the table."""
+    knob (a plugin's own, carafe's encoder_kernel), each with a column of its own in the table; ``Cg`` the
+    guide's channels of the operators that read a guide of any width (a Cg column; empty: a guide of C)."""
 
     C: Sequence[int] = (256,)
+    Cg: Sequence[int] = ()
     K: Sequence[int] = ()
     d: Sequence[int] = ()
     sizes: Sequence[tuple[int, int]] = ((16, 16),)
@@ -44,7 +47,7 @@ class Grid:
 
     def __post_init__(self) -> None:
         # each value once: a value given twice would validate every point twice
-        for name in ("C", "K", "d", "sizes"):
+        for name in ("C", "Cg", "K", "d", "sizes"):
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         object.__setattr__(self, "knobs", {name: tuple(dict.fromkeys(values)) for name, values in self.knobs.items()})
 
@@ -57,6 +60,7 @@ class Grid:
                              f"under a name that is none of {', '.join(COLUMNS)}")
         if empty := [name for name, values in self.knobs.items() if not values]:
             raise ValueError(f"knob {empty[0]!r} has no values")
+        check_guide_channels(self.Cg, operators)
         for name, values in self.swept().items():
             owners = [get(op) for op in operators if name in get(op).knobs]
             if not owners:
@@ -99,10 +103,11 @@ def torch_note(torch_macs: int, exact_macs: int, torch_count: Count) -> str:
 
 
 def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, int],
-                      knob_columns: Sequence[str] = ()) -> list[dict]:
+                      knob_columns: Sequence[str] = (), Cg: int | None = None) -> list[dict]:
     """One row per stage plus ``total``, for a batch of one at H x W; ``knob_columns``: the knobs beside K
-    and d that the table has columns for (blank where the operator lacks the knob)."""
-    op = make(operator, C, impl="reference", **hparams)
+    and d that the table has columns for (blank where the operator lacks the knob); ``Cg``: the guide's
+    channels (None: the operator's own choice)."""
+    op = make(operator, C, guide_channels=Cg, impl="reference", **hparams)
     inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
     try:
         counted = count(op, inputs, "paper")
@@ -127,7 +132,7 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         note = "; ".join(filter(None, [note, zero_note]))
         stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
-            "operator": operator, "stage": stage, "C": C,
+            "operator": operator, "stage": stage, "C": C, "Cg": op.guide_channels or None,
             "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None,
             **{name: op.hparams.get(name) for name in knob_columns}, "H": H, "W": W,
             "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
@@ -147,16 +152,17 @@ class ForwardFailed(Exception):
     ``error`` row, unlike a ValueError of the declaration (a formula, a knob), which every point would repeat."""
 
 
-def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: BaseException | None) -> dict:
+def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: BaseException | None,
+              Cg: int | None = None) -> dict:
     """The one row of a point whose forward failed: status ``error``, the exception in the note."""
-    return {"operator": operator, "stage": TOTAL, "C": C, **hparams, "H": H, "W": W, "status": ERROR,
+    return {"operator": operator, "stage": TOTAL, "C": C, "Cg": Cg, **hparams, "H": H, "W": W, "status": ERROR,
             "note": f"the forward failed: {type(error).__name__}: {error}"}
 
 
 def table_columns(grid: Grid) -> list[str]:
-    """:data:`COLUMNS` with a column for each of the grid's other knobs after d."""
-    at = COLUMNS.index("d") + 1
-    return [*COLUMNS[:at], *grid.knobs, *COLUMNS[at:]]
+    """:data:`COLUMNS` with Cg after C where the grid sweeps it, and a column for each other knob after d."""
+    at_c, at_d = COLUMNS.index("C") + 1, COLUMNS.index("d") + 1
+    return [*COLUMNS[:at_c], *(["Cg"] if grid.Cg else []), *COLUMNS[at_c:at_d], *grid.knobs, *COLUMNS[at_d:]]
 
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
@@ -169,13 +175,13 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
     grid.check(operators)
     rows = []
     for name in operators:
-        for C, (H, W) in itertools.product(grid.C, grid.sizes):
+        for C, Cg, (H, W) in itertools.product(grid.C, guides_for(get(name), grid.Cg), grid.sizes):
             for hparams in grid.points(name):
                 try:
-                    rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs)))
+                    rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs), Cg))
                 except ForwardFailed as failed:  # a plugin's forward failing at this shape: say so, go on
-                    rows.append(error_row(name, C, H, W, hparams, failed.__cause__))
+                    rows.append(error_row(name, C, H, W, hparams, failed.__cause__, Cg))
     columns = table_columns(grid)
     table = pd.DataFrame(rows, columns=columns)
     counts = {c: "Int64" for c in columns if c.endswith(("_macs", "_params"))}
-    return table.astype({knob: "Int64" for knob in ("K", "d", *grid.knobs)} | counts)
+    return table.astype({column: "Int64" for column in ("Cg", "K", "d", *grid.knobs) if column in columns} | counts)

@@ -16,6 +16,8 @@ HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore cou
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=str_list, default=None, help="operators (comma list); default: all")
     parser.add_argument("--C", type=int_list, default=[256], help="channels (comma list), default 256")
+    parser.add_argument("--Cg", type=int_list, default=[], help="guide channels, for the operators that read a guide "
+                                                                "of any width; default: a guide of C channels")
     parser.add_argument("--K", type=int_list, default=[], help="kernel sizes; default: each operator's own")
     parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
     parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
@@ -31,7 +33,7 @@ def latex_name(column: str) -> str:
     return column.replace("_macs", " MACs").replace("_params", " params")
 
 
-LATEX_KINDS = {"operator": "text", "stage": "text", "C": "int", "K": "int", "d": "int", "H": "int", "W": "int",
+LATEX_KINDS = {"operator": "text", "stage": "text", "C": "int", "Cg": "int", "K": "int", "d": "int", "H": "int", "W": "int",
                "status": "text", **{latex_name(f"{source}_macs"): "macs" for source in ("paper", "exact", "fvcore", "torch")},
                **{latex_name(f"{source}_params"): "params" for source in ("paper", "exact", "fvcore")}}
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     knobs: dict[str, list[int]] = {}
     for name, values in args.knob:
         knobs.setdefault(name, []).extend(values)
-    table = validation_table(args.ops, Grid(C=args.C, K=args.K, d=args.d, sizes=args.size, knobs=knobs))
+    table = validation_table(args.ops, Grid(C=args.C, Cg=args.Cg, K=args.K, d=args.d, sizes=args.size, knobs=knobs))
     text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
     emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
@@ -57,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
     failed = table[table["status"] == ERROR]
     for _, row in failed.iterrows():  # each failing point, named by its shape: several may fail alike
         point = "".join(f", {k}={row[k]}" for k in ("K", "d", *knobs) if pd.notna(row[k]))
-        print(f"table1: {row['operator']} at C={row['C']}, {row['H']}x{row['W']}{point}: {row['note']}", file=sys.stderr)
+        guide = f", Cg={row['Cg']}" if "Cg" in row and pd.notna(row["Cg"]) else ""
+        print(f"table1: {row['operator']} at C={row['C']}{guide}, {row['H']}x{row['W']}{point}: {row['note']}",
+              file=sys.stderr)
     return 1 if len(failed) or (args.check and (table["status"] == MISMATCH).any()) else 0
