@@ -133,6 +133,8 @@ def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_pa
     assert main(["report", str(out), "--pivot", "macs"]) == 0
     table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()[2:]]
     assert [[cell.strip() for cell in line] for line in table] == [["sapa-b", "16"], ["sapa-b", "64"], ["nearest", "-"]]
+    # a table without a Cg column says in its footnote how wide the guide was
+    assert r"C = 64, guide C\_g = 16, batch 1" in export_module.to_latex(rows[rows["Cg"] != 64])
     # a failed Cg = 64 row: the pivot keeps labelling the Cg = 16 row, and the note names what is missing
     rows.loc[1, ["status", "latency_median_ms"]] = ["error", None]
     write_csv(rows, tmp_path / "failed.csv")

@@ -199,7 +199,8 @@ def test_latex_marks_suspect_latencies_and_says_how_the_rows_were_measured(knob_
     assert len(marked) == 1 and marked[0].startswith("carafe & 5 &") and marked[0].count(r"$^\dagger$") == 1
     assert marked[0].split(" & ")[-2].endswith(r"$^\dagger$")  # the 8x8 latency, not its MACs or memory
     assert r"$^\dagger$: timing suspect" in latex
-    assert f"batch 1, fp32, inference forward (eval mode, no\\_grad), {rows['threads'].iloc[0]} CPU thread" in latex
+    assert f"C = 8, batch 1, fp32, inference forward (eval mode, no\\_grad), {rows['threads'].iloc[0]} CPU thread" \
+        in latex
     assert r"$^\dagger$" not in to_latex(knob_rows)
     rows.to_csv(tmp_path / "rows.csv", index=False)
     assert main(["report", str(tmp_path / "rows.csv"), "--pivot", "latency", "--format", "latex"]) == 0

@@ -258,14 +258,21 @@ def flagged_cells(flags: pd.DataFrame, columns: Iterable[Any],
 
 
 def measured_with(rows: pd.DataFrame) -> str:
-    """How the rows were measured, for a caption: the device(s), and batch, dtype, mode and CPU threads where
-    the rows share one (else the table's columns say)."""
-    def shared(column: str, say: Callable[[object], str]) -> str:
-        values = rows[column].dropna().unique()
+    """How the rows were measured, for a caption: the device(s), and C, the guide's width where it is not C,
+    batch, dtype, mode and CPU threads where the rows share one (else the table's columns say)."""
+    def shared_in(frame: pd.DataFrame, column: str, say: Callable[[object], str]) -> str:
+        values = frame[column].dropna().unique()
         return say(values[0]) if len(values) == 1 else f"{column} as in its column"
 
+    def shared(column: str, say: Callable[[object], str]) -> str:
+        return shared_in(rows, column, say)
+
     devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
-    parts = [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
+    parts = [shared("C", lambda c: f"C = {c}")]
+    guided = rows[rows["Cg"].fillna(0) != 0]
+    if (guided["Cg"] != guided["C"]).any():  # a guide narrower or wider than C: say how wide, or where
+        parts.append(shared_in(guided, "Cg", lambda g: f"guide C_g = {g}"))
+    parts += [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
     if rows["device"].astype(str).str.startswith("cpu").all():
         parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
     return f"{devices}; " + ", ".join(parts)
