@@ -236,6 +236,28 @@ def test_a_killed_isolated_sweep_takes_its_worker_with_it(tmp_path, signum):
     assert not any(_alive(worker) for worker in workers), f"worker {workers} outlived its sweep"
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_the_worker_starts_is_the_parents_one_line(tmp_path):
+    """A terminal's Ctrl-C reaches its whole foreground process group: a worker in it, still importing torch,
+    would die with a KeyboardInterrupt traceback over the parent's answer, and the key must never be lost."""
+    out = tmp_path / "starting.csv"
+    sweep = subprocess.Popen([sys.executable, "bench.py", "sweep", "--ops", "nearest", "--C", "4", "--size", "4",
+                              "--device", "cpu", "--isolate", "--out", str(out), "--quiet"],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not _children(sweep.pid, "spawn_main") and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.01)
+    workers = _children(sweep.pid, "spawn_main")
+    assert workers, "no worker was started"
+    os.killpg(sweep.pid, signal.SIGINT)  # as the terminal sends it: to every process of the group
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGINT, err
+    assert f"sweep: interrupted; finished rows are in {out}; resume with:" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert not any(_alive(worker) for worker in workers)
+
+
 def test_a_row_that_kills_an_unisolated_sweep_is_recorded_as_a_crash_on_resume(tmp_path):
     """Without --isolate a segfault takes the sweep down; resuming must not die on the same row forever:
     a row that killed two runs in a row is recorded as a crash and the sweep goes on."""

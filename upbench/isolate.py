@@ -17,8 +17,10 @@ import signal
 import sys
 import threading
 import time
+import multiprocessing.util
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -102,6 +104,39 @@ def describe_exit(exitcode: int | None) -> str:
     return f"the worker process exited with code {exitcode}"
 
 
+def _spawn_in_own_process_group(path: str, args: list[str], passfds: list[int]) -> int:
+    """Start ``args`` as multiprocessing's spawn does (the ``passfds`` kept open, nothing else of ours), in a
+    process group of its own."""
+    for fd in passfds:
+        os.set_inheritable(fd, True)
+    try:
+        return os.posix_spawn(path, args, os.environ, setpgroup=0)
+    finally:
+        for fd in passfds:
+            os.set_inheritable(fd, False)
+
+
+@contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Workers started meanwhile get a process group of their own. A terminal's Ctrl-C goes to its foreground
+    group: a worker in it, still importing torch, would die of KeyboardInterrupt with a traceback over the
+    parent's one-line answer. Out of it, only the parent hears the key, and stops the worker itself. (Ignoring
+    SIGINT around the start instead lets another thread of the parent discard a Ctrl-C.)"""
+    if not hasattr(os, "posix_spawn") or not hasattr(multiprocessing.util, "spawnv_passfds"):
+        yield
+        return
+    with _SPAWN_LOCK:
+        default = multiprocessing.util.spawnv_passfds
+        multiprocessing.util.spawnv_passfds = _spawn_in_own_process_group
+        try:
+            yield
+        finally:
+            multiprocessing.util.spawnv_passfds = default
+
+
+_SPAWN_LOCK = threading.Lock()
+
+
 class IsolatedMeasurer:
     """Measures each config in a worker process; a row that crashes or hangs it is a ``crash`` /
     ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
@@ -131,7 +166,8 @@ class IsolatedMeasurer:
                                  os.getpid(), threading.current_thread() is threading.main_thread()),
             name="upbench-row-worker", daemon=True,
         )
-        process.start()
+        with _own_process_group():
+            process.start()
         child_end.close()  # so the worker's death reads as end-of-file here
         self.process, self.connection = process, parent_end
         self.starts += 1
