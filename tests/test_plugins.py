@@ -22,6 +22,7 @@ import upbench
 from upbench import registry
 from upbench.commands import main
 from upbench.counting import count
+from upbench.files import digest_files
 from upbench.latex import booktabs, count_unit, escape
 from upbench.table1 import ERROR, NO_FORMULA, Grid, validation_table
 
@@ -193,11 +194,11 @@ def test_a_plugins_source_hash_covers_the_plugin_file_and_the_wrapped_modules_fi
                       f"upbench.wrap(edited_model.make, 'edited-op')\n")
     upbench.load_plugin(plugin)
     before = registry.source_digest("edited-op")
-    assert before == registry._digest_files([model.resolve(), plugin.resolve()])
+    assert before == digest_files([model.resolve(), plugin.resolve()])
     for edited in (model, plugin):
         text = edited.read_text()
         edited.write_text(text + "# edited\n")
-        assert registry._digest_files([model.resolve(), plugin.resolve()]) != before, edited.name
+        assert digest_files([model.resolve(), plugin.resolve()]) != before, edited.name
         edited.write_text(text)
     sys.modules.pop("edited_model", None)
 

@@ -218,9 +218,18 @@ def test_git_commit_is_upbenchs_never_that_of_a_repository_it_is_installed_in(tm
     site_packages = tmp_path / ".venv" / "lib" / "site-packages"
     site_packages.mkdir(parents=True)
     monkeypatch.setattr(environment, "REPO_ROOT", site_packages.resolve())
-    assert environment.git_commit.__wrapped__() == f"upbench {environment.upbench_version()}"
+    assert environment.git_commit.__wrapped__() == environment.installed_code()
+    assert environment.installed_code().startswith(f"upbench {environment.upbench_version()} files ")
     monkeypatch.setattr(environment, "REPO_ROOT", tmp_path.resolve())  # a checkout of its own: its HEAD
     assert environment.git_commit.__wrapped__() == users_commit
+    # installed code is told apart by its files, the version being the same for every commit
+    package = site_packages / "upbench"
+    package.mkdir()
+    (package / "measure.py").write_text("x = 1\n")
+    monkeypatch.setattr(environment, "__file__", str(package / "environment.py"))
+    before = environment.installed_code()
+    (package / "measure.py").write_text("x = 2\n")
+    assert environment.installed_code() != before
 
 
 def test_merge_refuses_rows_of_an_operator_measured_from_two_sources(logged):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .files import digest_files
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,15 +85,24 @@ def upbench_version() -> str:
         return "unknown (not installed)"
 
 
+def installed_code() -> str:
+    """``upbench <version> files <hash>`` of an installed upbench: the version alone is the same for every
+    commit, the hash of its Python and kernel sources is not."""
+    package = Path(__file__).resolve().parent
+    sources = [*sorted(package.rglob("*.py")), *sorted(package.rglob("*.cpp")), *sorted(package.rglob("*.cu")),
+               *sorted(package.rglob("*.h"))]
+    return f"upbench {upbench_version()} files {digest_files(sources)}"
+
+
 @lru_cache(maxsize=None)
 def git_commit() -> str:
     """HEAD's hash of the upbench checkout, with ``+dirty`` when tracked files differ from it. Outside a
-    checkout of upbench, ``upbench <version>``: an installed upbench may sit in a virtual environment inside
+    checkout of upbench, :func:`installed_code`: an installed upbench may sit in a virtual environment inside
     the user's own repository, whose commit says nothing of upbench's code."""
     top = _git("rev-parse", "--show-toplevel")
     commit = _git("rev-parse", "HEAD")
     if not top or not commit or Path(top).resolve() != REPO_ROOT:
-        return f"upbench {upbench_version()}"
+        return installed_code()
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return commit + ("+dirty" if dirty else "")
 

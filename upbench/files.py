@@ -1,8 +1,28 @@
-"""Where a command may write a file: checked before anything is measured, one clear error when it cannot."""
+"""Files: where a command may write one (checked before anything is measured, one clear error when it
+cannot), and a short hash of what some hold (which code measured a row)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Iterable
+
+DIGEST_CHARS = 12
+NO_FILES = "unknown"  # nothing to hash: no file could be read
+
+
+def digest_files(files: Iterable[Path]) -> str:
+    """A short hash of the names and contents of ``files`` (those that can be read), in the order given."""
+    digest = hashlib.sha256()
+    found = False
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        found = True
+        digest.update(path.name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:DIGEST_CHARS] if found else NO_FILES
 
 
 def prepare_parent(path: Path) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
+from .files import DIGEST_CHARS, digest_files
 
 ENTRY_POINT_GROUP = "upbench.operators"
 BUILTIN_SOURCE = "operators"
@@ -62,7 +63,7 @@ def register(cls: U) -> U:
         )
     _REGISTRY[cls.name] = cls
     _ORIGINS.setdefault(cls.name, origin)
-    _SOURCE_DIGESTS.setdefault(cls.name, _digest_files(_source_files(cls)))
+    _SOURCE_DIGESTS.setdefault(cls.name, digest_files(_source_files(cls)))
     if not _loading and cls.__module__ != "__main__":  # registered by importing a module: importing it again replays it
         _REPLAY.setdefault(cls.name, cls.__module__)
     return cls
@@ -75,8 +76,7 @@ def origin(name: str) -> str:
 
 
 # -- what was registered, as a hash of its source ---------------------------------------------------
-SOURCE_DIGEST_CHARS = 12
-NO_SOURCE = "unknown"  # a class defined where no file holds it (an interactive session)
+SOURCE_DIGEST_CHARS = DIGEST_CHARS
 
 
 def _installed(path: Path) -> bool:
@@ -108,19 +108,6 @@ def _source_files(cls: type[Upsampler]) -> list[Path]:
             files.append(Path(module_file).resolve())
         files.extend(_package_files(klass.__module__))
     return sorted(set(files))
-
-
-def _digest_files(files: Iterable[Path]) -> str:
-    digest = hashlib.sha256()
-    found = False
-    for path in files:
-        try:
-            content = path.read_bytes()
-        except OSError:
-            continue
-        found = True
-        digest.update(path.name.encode() + b"\0" + content + b"\0")
-    return digest.hexdigest()[:SOURCE_DIGEST_CHARS] if found else NO_SOURCE
 
 
 def source_digest(name: str) -> str:
