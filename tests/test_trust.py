@@ -177,13 +177,21 @@ def test_merge_keeps_the_ok_row_of_a_config_in_either_order(logged):
         assert list(merged["status"]) == ["ok", "ok"]
 
 
-def test_setups_compare_threads_on_cpu_only_and_commits_without_their_dirty_mark(logged):
+def test_setups_compare_threads_on_cpu_only_and_commits_with_their_edits(logged):
     from upbench.rows import mixed_environments
 
     rows = pd.concat([logged.assign(device="cuda:0", device_name="GPU")] * 2, ignore_index=True)
     rows["git_commit"] = "4567def"
-    rows.loc[0, "threads"], rows.loc[1, "git_commit"] = 99, "4567def+dirty"
+    rows.loc[0, "threads"], rows.loc[1, "git_commit"] = 99, "4567def+dirty"  # edits of old rows: unknown
     assert mixed_environments(rows) == []
+    rows["git_commit"] = "4567def+dirty.aaaa1111"  # a requeued job on the same edits
+    assert mixed_environments(rows) == []
+    rows.loc[1, "git_commit"] = "4567def+dirty.bbbb2222"
+    assert mixed_environments(rows) == ["cuda:0: git_commit 4567def+dirty.aaaa1111 / 4567def+dirty.bbbb2222"]
+    rows["git_commit"] = "4567def+dirty.bbbb2222"
+    rows.loc[0, "git_commit"] = "4567def"  # the commit, then edits of it
+    assert mixed_environments(rows) == ["cuda:0: git_commit 4567def / 4567def+dirty.bbbb2222"]
+    rows["git_commit"] = "4567def"
     rows.loc[1, "git_commit"] = "0123abc+dirty"
     assert mixed_environments(rows) == ["cuda:0: git_commit 0123abc / 4567def"]
 
@@ -222,6 +230,13 @@ def test_git_commit_is_upbenchs_never_that_of_a_repository_it_is_installed_in(tm
     assert environment.installed_code().startswith(f"upbench {environment.upbench_version()} files ")
     monkeypatch.setattr(environment, "REPO_ROOT", tmp_path.resolve())  # a checkout of its own: its HEAD
     assert environment.git_commit.__wrapped__() == users_commit
+    stamps = []
+    for text in ("y", "z", "y"):  # uncommitted edits: named by their hash, the same edits alike
+        (tmp_path / "tracked").write_text(text)
+        stamps.append(environment.git_commit.__wrapped__())
+    assert all(stamp.startswith(users_commit + "+dirty.") for stamp in stamps)
+    assert stamps[0] == stamps[2] != stamps[1]
+    (tmp_path / "tracked").write_text("x")
     # installed code is told apart by its files, the version being the same for every commit
     package = site_packages / "upbench"
     package.mkdir()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import platform
 import re
@@ -15,6 +16,7 @@ import torch
 from .files import digest_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
 
 
 def best_device() -> str:
@@ -96,7 +98,8 @@ def installed_code() -> str:
 
 @lru_cache(maxsize=None)
 def git_commit() -> str:
-    """HEAD's hash of the upbench checkout, with ``+dirty`` when tracked files differ from it. Outside a
+    """HEAD's hash of the upbench checkout, with ``+dirty.<hash of the edits>`` when tracked files differ from
+    it (two runs on the same uncommitted edits agree, runs on different ones do not). Outside a
     checkout of upbench, :func:`installed_code`: an installed upbench may sit in a virtual environment inside
     the user's own repository, whose commit says nothing of upbench's code."""
     top = _git("rev-parse", "--show-toplevel")
@@ -104,7 +107,10 @@ def git_commit() -> str:
     if not top or not commit or Path(top).resolve() != REPO_ROOT:
         return installed_code()
     dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return commit + ("+dirty" if dirty else "")
+    if not dirty:
+        return commit
+    edits = _git("diff", "HEAD", "--binary") or ""
+    return f"{commit}{DIRTY}.{hashlib.sha256(edits.encode()).hexdigest()[:8]}"
 
 
 def utc_timestamp() -> str:

@@ -12,7 +12,7 @@ from typing import IO, Iterable, Sequence
 
 import pandas as pd
 
-from .environment import ENVIRONMENT_FIELDS
+from .environment import DIRTY, ENVIRONMENT_FIELDS
 from .timing import TRANSIENT_DOUBTS
 
 # What can be written beside a row log, and the suffix each takes: a report's name given as --out names
@@ -28,8 +28,8 @@ ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1mi
 # What a latency depends on besides the config: rows of one device that differ in any of these were measured
 # on other hardware, by other software or with other threads, and do not belong in one table. (The CPU
 # model is left out: shards of a GPU sweep may run on nodes with different host CPUs; so is the thread
-# count of GPU rows, which follows the node's cores. A commit's "+dirty" mark is left out: it cannot tell
-# one set of uncommitted edits from another, so comparing it would only refuse a requeued job.)
+# count of GPU rows, which follows the node's cores. Uncommitted edits are compared by their hash, so a
+# requeued job on the same edits is not refused: rows._differing_code.)
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
 
 
@@ -124,6 +124,17 @@ def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
 SOURCE_HINT = ": an operator's source differs when its files were edited between the runs"
 
 
+def _differing_code(commits: Sequence[str]) -> list[str]:
+    """The git_commit values that name different code: different commits, or different uncommitted edits of
+    one (``+dirty.<hash>``). A bare ``+dirty`` (rows from before the edits were hashed) says only that there
+    were edits, so it agrees with its commit however edited."""
+    bases = sorted({commit.partition(DIRTY)[0] for commit in commits})
+    if len(bases) > 1:
+        return bases
+    edited = sorted({commit for commit in commits if commit != bases[0] + DIRTY})
+    return edited if len(edited) > 1 else []
+
+
 def mixed_environments(rows: pd.DataFrame) -> list[str]:
     """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column, and
     'mine: source 1a2b / 3c4d' for each operator whose rows were measured with different source files
@@ -138,10 +149,9 @@ def mixed_environments(rows: pd.DataFrame) -> list[str]:
         for column in MEASURED_WITH:
             if column not in group or (column == "threads" and not str(device).startswith("cpu")):
                 continue
-            values = group[column].dropna().astype(str)
+            values = sorted(group[column].dropna().astype(str).unique())
             if column == "git_commit":
-                values = values.str.removesuffix("+dirty")
-            values = sorted(values.unique())
+                values = _differing_code(values)
             if len(values) > 1:
                 mixed.append(f"{device}: {column} {' / '.join(values)}")
     return mixed
