@@ -22,7 +22,7 @@ import upbench
 from upbench import registry
 from upbench.commands import main
 from upbench.counting import count
-from upbench.files import digest_files
+from upbench.files import DIGEST_CHARS, digest_files
 from upbench.latex import booktabs, count_unit, escape
 from upbench.table1 import ERROR, NO_FORMULA, Grid, validation_table
 
@@ -169,7 +169,7 @@ def test_an_edited_plugin_is_not_resumed_into_the_rows_of_its_old_source(tmp_pat
     _run(sweep, _env(), tmp_path)
     rows = pd.read_csv(out, dtype={"operator_source": str})
     sources = rows.groupby("operator")["operator_source"].unique()
-    assert all(len(values) == 1 and len(values[0]) == registry.SOURCE_DIGEST_CHARS for values in sources)
+    assert all(len(values) == 1 and len(values[0]) == DIGEST_CHARS for values in sources)
     assert sources["subpixel"][0] != sources["nearest"][0]
     rows.iloc[:1].to_csv(out, index=False)  # a run killed after its first row
     plugin.write_text(plugin.read_text() + "\n# edited after the first run\n")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import signal
 import sys
 import threading
 import time
-import multiprocessing.util
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, Iterator
@@ -116,6 +116,9 @@ def _spawn_in_own_process_group(path: str, args: list[str], passfds: list[int]) 
             os.set_inheritable(fd, False)
 
 
+_SPAWN_LOCK = threading.Lock()  # one patched start at a time
+
+
 @contextmanager
 def _own_process_group() -> Iterator[None]:
     """Workers started meanwhile get a process group of their own. A terminal's Ctrl-C goes to its foreground
@@ -132,9 +135,6 @@ def _own_process_group() -> Iterator[None]:
             yield
         finally:
             multiprocessing.util.spawnv_passfds = default
-
-
-_SPAWN_LOCK = threading.Lock()
 
 
 class IsolatedMeasurer:

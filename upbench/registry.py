@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
-from .files import DIGEST_CHARS, digest_files
+from .files import digest_files
 
 ENTRY_POINT_GROUP = "upbench.operators"
 BUILTIN_SOURCE = "operators"
@@ -76,9 +76,6 @@ def origin(name: str) -> str:
 
 
 # -- what was registered, as a hash of its source ---------------------------------------------------
-SOURCE_DIGEST_CHARS = DIGEST_CHARS
-
-
 def _installed(path: Path) -> bool:
     """Whether ``path`` lies in the interpreter's library or its installed packages (site-packages)."""
     libraries = {Path(p).resolve() for name, p in sysconfig.get_paths().items() if name in ("stdlib", "purelib", "platlib")}
