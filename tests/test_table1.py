@@ -145,6 +145,13 @@ def test_grid_sweeps_the_guides_width_where_an_operator_reads_any(capsys):
     assert "Cg 8: no selected operator reads a guide of another width than C" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--C", "--size"])
+def test_an_empty_grid_is_refused_not_passed(flag, capsys):
+    """A table with no rows would pass --check having validated nothing."""
+    assert main(["table1", "--ops", "nearest", flag, "", "--check"]) == 2
+    assert f"table1: {flag} is empty: expected at least one value to validate at" in capsys.readouterr().err
+
+
 # -- command line ------------------------------------------------------------------------------
 def test_check_exits_zero_from_the_repo_root(repo_root):
     result = subprocess.run(

@@ -50,6 +50,9 @@ class Grid:
         for name in ("C", "Cg", "K", "d", "sizes"):
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         object.__setattr__(self, "knobs", {name: tuple(dict.fromkeys(values)) for name, values in self.knobs.items()})
+        for name, flag in (("C", "--C"), ("sizes", "--size")):  # an empty grid would validate nothing, and pass
+            if not getattr(self, name):
+                raise ValueError(f"{flag} is empty: expected at least one value to validate at")
 
     def check(self, operators: Sequence[str]) -> None:
         """ValueError for a knob no operator of ``operators`` has, or a value an operator's knob refuses."""

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, int_list, knob_pair, render_table, size_list, str_list
+from ..cli_args import FORMATS, emit, int_list, knob_pair, name_list, render_table, size_list
 from ..latex import booktabs
 from ..table1 import ERROR, MISMATCH, Grid, validation_table
 
@@ -14,7 +14,7 @@ HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore cou
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ops", type=str_list, default=None, help="operators (comma list); default: all")
+    parser.add_argument("--ops", type=name_list, default=None, help="operators (comma list); default: all")
     parser.add_argument("--C", type=int_list, default=[256], help="channels (comma list), default 256")
     parser.add_argument("--Cg", type=int_list, default=[], help="guide channels, for the operators that read a guide "
                                                                 "of any width; default: a guide of C channels")
