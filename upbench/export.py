@@ -79,15 +79,20 @@ def _axes(rows: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _other_guides(rows: pd.DataFrame) -> pd.Series:
+    """Which rows read a guide whose width is not C (a swept Cg): a guide of C channels, or none, says nothing
+    that C does not."""
+    return (rows["Cg"].fillna(0) != 0) & (rows["Cg"] != rows["C"])
+
+
 def varying_axes(rows: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     """Config axes (besides operator and size) that take more than one value for some operator.
 
     An axis that differs only between operators (K of 5 for one and absent for another, impl
     compiled for one and reference for another) is told apart by the operator already.
     """
-    # Cg follows C unless a guide's width was swept (a guide of C channels, or none, says nothing new)
-    other_guides = ((rows["Cg"] != rows["C"]) & (rows["Cg"].fillna(0) != 0)).any()
-    candidates = ["impl", "C", *(["Cg"] if other_guides else []), *knob_columns(rows), "N", "dtype", "device", "mode"]
+    candidates = ["impl", "C", *(["Cg"] if _other_guides(rows).any() else []), *knob_columns(rows), "N", "dtype",
+                  "device", "mode"]
     per_operator = rows.groupby("operator", sort=False)
     return [a for a in candidates if a not in exclude and (per_operator[a].nunique(dropna=False) > 1).any()]
 
@@ -269,9 +274,8 @@ def measured_with(rows: pd.DataFrame) -> str:
 
     devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
     parts = [shared("C", lambda c: f"C = {c}")]
-    guided = rows[rows["Cg"].fillna(0) != 0]
-    if (guided["Cg"] != guided["C"]).any():  # a guide narrower or wider than C: say how wide, or where
-        parts.append(shared_in(guided, "Cg", lambda g: f"guide C_g = {g}"))
+    if _other_guides(rows).any():  # a guide narrower or wider than C: say how wide, or where
+        parts.append(shared_in(rows[rows["Cg"].fillna(0) != 0], "Cg", lambda g: f"guide C_g = {g}"))
     parts += [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
     if rows["device"].astype(str).str.startswith("cpu").all():
         parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
@@ -308,7 +312,7 @@ def to_latex(rows: pd.DataFrame) -> str:
              f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
              f"low-resolution input H x W.",
              *([SUSPECT_NOTE] if marked else []),
-             *filter(None, [unmeasured_note(rows) and f"--: {unmeasured_note(rows)}", _counted_as_zero(rows)])]
+             *(f"--: {note}" for note in [unmeasured_note(rows)] if note), *filter(None, [_counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
 

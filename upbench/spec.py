@@ -135,6 +135,20 @@ SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "r
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
 
 
+def check_knob(name: str, values: Sequence[Any], ops: Sequence[str]) -> None:
+    """ValueError for a knob no operator of ``ops`` has, one given no values, or a value an operator that has
+    the knob refuses."""
+    owners = [get(op) for op in ops if name in get(op).knobs]
+    if not owners:
+        listing = "; ".join(f"{op}: {', '.join(get(op).knobs) or 'none'}" for op in ops)
+        raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {listing})")
+    if not values:
+        raise ValueError(f"knob {name!r} has no values")
+    for cls in owners:
+        for value in values:
+            cls.knobs[name].check(cls.name, name, value)
+
+
 def check_guide_channels(values: Sequence[int], ops: Sequence[str]) -> None:
     """ValueError when guide channels are given but no operator of ``ops`` reads a guide of any width."""
     if values and not any(get(op).reads_any_guide() for op in ops):
@@ -278,18 +292,9 @@ class SweepSpec:
         knobs = dict(self.knobs) if not isinstance(self.knobs, Mapping) else self.knobs
         checked = []
         for name, values in knobs.items():
-            owners = [get(op) for op in ops if name in get(op).knobs]
-            if not owners:
-                offered = {op: ", ".join(get(op).knobs) or "none" for op in ops}
-                listing = "; ".join(f"{op}: {names}" for op, names in offered.items())
-                raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {listing})")
-            values = _dedupe(_as_tuple(values))
-            if not values:
-                raise ValueError(f"knob {name!r} has no values")
-            values = tuple(int(v) if isinstance(v, str) and v.strip().isdigit() else v for v in values)
-            for cls in owners:
-                for value in values:
-                    cls.knobs[name].check(cls.name, name, value)
+            values = tuple(int(v) if isinstance(v, str) and v.strip().isdigit() else v
+                           for v in _dedupe(_as_tuple(values)))
+            check_knob(name, values, ops)
             checked.append((name, values))
         return tuple(checked)
 

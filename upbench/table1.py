@@ -17,7 +17,7 @@ from .counting import PAPER_HANDLES, Count, count
 from .formulas import TOTAL, Cost
 from .registry import available, get, make
 from .rules import counted_as_zero_note, is_custom_op, short_op_name
-from .spec import check_guide_channels, guides_for
+from .spec import check_guide_channels, check_knob, guides_for
 
 COLUMNS = [
     "operator", "stage", "C", "K", "d", "H", "W",
@@ -61,17 +61,9 @@ class Grid:
         if taken := sorted(set(COLUMNS).intersection(self.knobs)):
             raise ValueError(f"knob {taken[0]!r} has the name of a table1 column; a knob can be validated here only "
                              f"under a name that is none of {', '.join(COLUMNS)}")
-        if empty := [name for name, values in self.knobs.items() if not values]:
-            raise ValueError(f"knob {empty[0]!r} has no values")
         check_guide_channels(self.Cg, operators)
-        for name, values in self.swept().items():
-            owners = [get(op) for op in operators if name in get(op).knobs]
-            if not owners:
-                offered = "; ".join(f"{op}: {', '.join(get(op).knobs) or 'none'}" for op in operators)
-                raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {offered})")
-            for cls in owners:
-                for value in values:
-                    cls.knobs[name].check(cls.name, name, value)
+        for name, values in {**self.swept(), **self.knobs}.items():  # K and d given empty mean their defaults
+            check_knob(name, values, operators)
 
     def points(self, operator: str) -> Iterator[dict[str, int]]:
         """Hyperparameter settings for one operator: knobs it lacks are not swept."""
