@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import warnings
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
@@ -63,7 +64,7 @@ def register(cls: U) -> U:
         )
     _REGISTRY[cls.name] = cls
     _ORIGINS.setdefault(cls.name, origin)
-    _SOURCE_DIGESTS.setdefault(cls.name, digest_files(_source_files(cls)))
+    _SOURCE_DIGESTS.setdefault(cls.name, _digest(tuple(_file_states(_source_files(cls)))))
     if not _loading and cls.__module__ != "__main__":  # registered by importing a module: importing it again replays it
         _REPLAY.setdefault(cls.name, cls.__module__)
     return cls
@@ -76,10 +77,16 @@ def origin(name: str) -> str:
 
 
 # -- what was registered, as a hash of its source ---------------------------------------------------
+@lru_cache(maxsize=None)
+def _libraries() -> frozenset[Path]:
+    """The interpreter's library and its installed packages (site-packages)."""
+    return frozenset(Path(p).resolve() for name, p in sysconfig.get_paths().items()
+                     if name in ("stdlib", "purelib", "platlib"))
+
+
 def _installed(path: Path) -> bool:
-    """Whether ``path`` lies in the interpreter's library or its installed packages (site-packages)."""
-    libraries = {Path(p).resolve() for name, p in sysconfig.get_paths().items() if name in ("stdlib", "purelib", "platlib")}
-    return any(library == path or library in path.parents for library in libraries)
+    """Whether ``path`` lies in :func:`_libraries`."""
+    return any(library == path or library in path.parents for library in _libraries())
 
 
 def _package_files(module_name: str) -> list[Path]:
@@ -105,6 +112,23 @@ def _source_files(cls: type[Upsampler]) -> list[Path]:
             files.append(Path(module_file).resolve())
         files.extend(_package_files(klass.__module__))
     return sorted(set(files))
+
+
+def _file_states(files: Iterable[Path]) -> Iterator[tuple[Path, int, int]]:
+    """Each file with its modification time and size: a key that changes when the file does."""
+    for path in files:
+        try:
+            state = path.stat()
+        except OSError:
+            state = None
+        yield path, state.st_mtime_ns if state else -1, state.st_size if state else -1
+
+
+@lru_cache(maxsize=None)
+def _digest(states: tuple[tuple[Path, int, int], ...]) -> str:
+    """:func:`digest_files` of the files, read once per process while they stay as they were: the built-ins
+    all hash the same package."""
+    return digest_files(path for path, _, _ in states)
 
 
 def source_digest(name: str) -> str:
