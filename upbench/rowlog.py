@@ -166,20 +166,6 @@ def holds_nothing(path: str | Path) -> bool:
     return not data or _torn_line_start(data) == 0
 
 
-def torn_line_note(path: str | Path) -> str | None:
-    """What :func:`read_log` left out of ``path``: its last line, half-written by a kill; None if nothing."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    start = _torn_line_start(data)
-    if start is None:
-        return None
-    line = data.count(b"\n") + 1
-    return (f"{path}: line {line} was cut mid-write (a killed sweep); read without it "
-            f"(--resume cuts it and measures its config again)")
-
-
 def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
@@ -225,10 +211,10 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
     return header
 
 
-def read_log(path: str | Path) -> pd.DataFrame:
+def read_log_noting(path: str | Path) -> tuple[pd.DataFrame, str | None]:
     """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
-    config measured again replacing its earlier one. A last line a kill left half-written is left out, as
-    ``--resume`` cuts it (:func:`torn_line_note` says so); the file is not changed."""
+    config measured again replacing its earlier one; and what was left out, if anything: a last line a kill
+    left half-written, as ``--resume`` cuts it. The file is not changed."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -239,7 +225,15 @@ def read_log(path: str | Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text CSV file") from None
     check_log(Path(path), text=text)
-    return latest_rows(read_rows(io.StringIO(text, newline="")))
+    lines = data.count(b"\n")
+    note = None if start is None else (f"{path}: line {lines + 1} was cut mid-write (a killed sweep); read without "
+                                       f"it (--resume cuts it and measures its config again)")
+    return latest_rows(read_rows(io.StringIO(text, newline=""))), note
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """:func:`read_log_noting`'s rows."""
+    return read_log_noting(path)[0]
 
 
 def _measured_with_now(devices: list[str], operators: list[str], threads: int | None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..cli_args import str_list
 from ..export import FORMATS, write_outputs
 from ..files import prepare_parent
-from ..rowlog import holds_nothing, log_path, read_log, torn_line_note
+from ..rowlog import holds_nothing, log_path, read_log_noting
 from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     logs = [path for path in args.inputs if path not in empty]
     if not logs:
         raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
-    rows = merge_frames([read_log(path) for path in logs], args.allow_mixed)
-    for note in filter(None, map(torn_line_note, logs)):
+    frames, notes = zip(*map(read_log_noting, logs))
+    rows = merge_frames(list(frames), args.allow_mixed)
+    for note in filter(None, notes):
         print(f"merge: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")

@@ -12,7 +12,7 @@ from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot,
                       pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
 from ..memory import MIB
-from ..rowlog import read_log, torn_line_note
+from ..rowlog import read_log_noting
 from ..rows import read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
@@ -43,8 +43,8 @@ def read_any(path: Path) -> pd.DataFrame:
         except ValueError as error:
             raise ValueError(f"{path}: not a JSON list of rows ({error})") from None
     else:
-        rows = read_log(path)
-        if note := torn_line_note(path):
+        rows, note = read_log_noting(path)
+        if note:
             print(f"report: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"{path}: holds no rows")
