@@ -13,10 +13,10 @@ from typing import Any, Iterator, NoReturn, Sequence
 
 from ..environment import upbench_version
 from ..registry import load_plugin
-from . import compare, merge, network, report, roofline, selfcheck, sweep, table1
+from . import compare, diff, merge, network, report, roofline, selfcheck, sweep, table1
 
 COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
-            "report": report, "roofline": roofline, "selfcheck": selfcheck}
+            "report": report, "diff": diff, "roofline": roofline, "selfcheck": selfcheck}
 DEFAULT_COMMAND = "sweep"
 PLUGIN_HELP = ("register the operators of a plugin: a Python file (path/to/file.py) or an importable module "
                "(package.module); repeatable, before or after the command")

@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
 
 
-def read_any(path: Path) -> pd.DataFrame:
-    """The rows of a sweep's CSV log or JSON, checked to hold what the report renders."""
+def read_any(path: Path, command: str = "report") -> pd.DataFrame:
+    """The rows of a sweep's CSV log or JSON, checked to hold what the report renders; a warning that names
+    ``command`` if a kill cut the log's last line."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if path.suffix.lower() == ".json":
@@ -45,7 +46,7 @@ def read_any(path: Path) -> pd.DataFrame:
     else:
         rows, note = read_log_noting(path)
         if note:
-            print(f"report: warning: {note}", file=sys.stderr)
+            print(f"{command}: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"{path}: holds no rows")
     return check_viewable(rows, str(path))
