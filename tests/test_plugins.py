@@ -203,6 +203,27 @@ def test_a_plugins_source_hash_covers_the_plugin_file_and_the_wrapped_modules_fi
     sys.modules.pop("edited_model", None)
 
 
+def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path):
+    """A plain helper file beside the plugin file (no package), and the helper that one imports: editing
+    either changes what the operator computes, so it must change the hash; upbench's own files and
+    installed libraries are never hashed."""
+    (tmp_path / "beside_block.py").write_text("import beside_scale\n\n\ndef scale():\n"
+                                              "    return beside_scale.FACTOR\n")
+    (tmp_path / "beside_scale.py").write_text("FACTOR = 2\n")
+    plugin = tmp_path / "beside_plugin.py"
+    plugin.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom torch import nn\nimport upbench\n"
+                      f"from beside_block import scale\n\n\ndef make(channels):\n"
+                      f"    return nn.Upsample(scale_factor=scale())\n\n\nupbench.wrap(make, 'beside-op')\n")
+    try:
+        upbench.load_plugin(plugin)
+        files = registry._source_files(upbench.get("beside-op"))
+        assert files == sorted(p.resolve() for p in tmp_path.glob("beside_*.py"))
+        assert registry.source_digest("beside-op") == digest_files(files)
+    finally:
+        for name in ("beside_block", "beside_scale"):
+            sys.modules.pop(name, None)
+
+
 def test_a_plugin_packages_source_hash_is_the_same_loaded_as_file_or_module_and_follows_its_helpers(tmp_path):
     """A plugin package: a wrapped functools.partial of a helper's factory. Its hash must not depend on how
     the plugin is named (--plugin pkg.mod or pkg/mod.py), and must change when any file of the package

@@ -41,7 +41,8 @@ _loaded_sources: dict[str, str] = {}  # resolved plugin target -> its label
 _loading: list[str] = []  # labels of the sources being loaded (innermost last)
 _REPLAY: dict[str, str] = {}  # operator name -> the load_plugin target that brings it into a fresh process
 _SOURCE_DIGESTS: dict[str, str] = {}  # operator name -> source_digest of what was registered
-_loading_files: list[Path | None] = []  # files of the plugins being loaded (innermost last; None: no file)
+# the plugins being loaded, innermost last: the file (None: none) and the name of the module
+_loading_plugins: list[tuple[Path | None, str]] = []
 _entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
@@ -97,20 +98,72 @@ def _package_files(module_name: str) -> list[Path]:
     return [file for root in roots if not _installed(root) for file in root.rglob("*.py")]
 
 
+def _own_module_file(name: str) -> Path | None:
+    """The file of module ``name`` where it is the user's own code: loaded, from a file, not installed and not
+    upbench's (whose edits the git commit of the rows names)."""
+    if name.partition(".")[0] == "upbench":
+        return None
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return _not_installed(file) if isinstance(file, str) else None
+
+
+@lru_cache(maxsize=None)
+def _not_installed(file: str) -> Path | None:
+    """``file`` resolved, unless it lies in :func:`_libraries` (asked once per file: registering the built-ins
+    meets torch's modules once per operator)."""
+    path = Path(file).resolve()
+    return None if _installed(path) else path
+
+
+def _module_used(value: Any) -> str | None:
+    """The module a module-level name refers to: the module itself, or the module that defines it."""
+    if inspect.ismodule(value):
+        return value.__name__
+    try:
+        name = getattr(value, "__module__", None)
+    except Exception:  # a lazy proxy may raise anything from its attribute lookup
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _imported_own_files(module_names: Iterable[str]) -> list[Path]:
+    """The files of the user's own modules that ``module_names`` use at module level (``import helper``,
+    ``from helper import Block``), and those they use in turn: an operator built from a helper file beside
+    its plugin computes what the helper says."""
+    seen, todo, files = set(module_names), list(module_names), []
+    while todo:
+        module = sys.modules.get(todo.pop())
+        for value in list(vars(module).values()) if module is not None else ():
+            used = _module_used(value)
+            if used is None or used in seen:
+                continue
+            seen.add(used)
+            file = _own_module_file(used)
+            if file is not None:
+                files.append(file)
+                todo.append(used)
+    return files
+
+
 def _source_files(cls: type[Upsampler]) -> list[Path]:
     """The files that define ``cls``: the modules of it and its bases up to :class:`Upsampler` (for a
     wrapped module, the factory's module), all files of their packages where these are the user's own code
-    (the built-in operators share ``operators/assembly.py``, a plugin package its helpers), and the plugin
+    (the built-in operators share ``operators/assembly.py``, a plugin package its helpers), the plugin
     file or module that registered it (a wrapped factory may live elsewhere, its knobs and formulas in the
-    plugin). A helper module outside those (a plain file beside a plugin file) is not followed."""
-    files = [file for file in _loading_files[-1:] if file is not None]
+    plugin), and the user's own modules any of those use at module level (:func:`_imported_own_files`).
+    Not followed: an import inside a function, which runs after registering."""
+    plugin_file, plugin_module = _loading_plugins[-1] if _loading_plugins else (None, None)
+    files = [plugin_file] if plugin_file is not None else []
+    modules = [plugin_module] if plugin_module else []
     for klass in cls.__mro__:
         if klass is Upsampler:
             break
+        modules.append(klass.__module__)
         module_file = getattr(sys.modules.get(klass.__module__), "__file__", None)
         if module_file:
             files.append(Path(module_file).resolve())
         files.extend(_package_files(klass.__module__))
+    files.extend(_imported_own_files(modules))
     return sorted(set(files))
 
 
@@ -161,10 +214,14 @@ def _adopt(obj: Any, label: str) -> None:
         raise ValueError(f"{label}: expected a module, an Upsampler subclass or a callable, got {type(obj).__name__}")
 
 
-def _import_file(path: Path) -> Any:
+def _file_module_name(path: Path) -> str:
     # a name unique per file, so two plugin files both called plugin.py do not shadow each other
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    module_name = f"upbench_plugin_{path.stem}_{digest}"
+    return f"upbench_plugin_{path.stem}_{digest}"
+
+
+def _import_file(path: Path) -> Any:
+    module_name = _file_module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"plugin file {path}: cannot be imported as a Python module")
@@ -198,23 +255,25 @@ def load_plugin(target: str | Path) -> list[str]:
             if is_file:
                 if not Path(text).is_file():
                     raise ValueError(f"{label}: no such file")
-                _loading_files.append(Path(text).resolve())
+                path = Path(text).resolve()
+                _loading_plugins.append((path, _file_module_name(path)))
                 try:
-                    obj = _import_file(Path(text).resolve())
+                    obj = _import_file(path)
                 finally:
-                    _loading_files.pop()
+                    _loading_plugins.pop()
                 _adopt(obj, label)
             else:
                 module_name, _, attribute = text.partition(":")
                 spec = importlib.util.find_spec(module_name)
-                _loading_files.append(Path(spec.origin).resolve() if spec and spec.has_location else None)
+                origin = Path(spec.origin).resolve() if spec and spec.has_location else None
+                _loading_plugins.append((origin, module_name))
                 try:
                     obj = importlib.import_module(module_name)
                     for part in filter(None, attribute.split(".")):
                         obj = getattr(obj, part)
                     _adopt(obj, label)
                 finally:
-                    _loading_files.pop()
+                    _loading_plugins.pop()
         except ValueError:
             raise
         except Exception as error:  # an import error of the user's code: name the plugin and the cause
