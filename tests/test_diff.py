@@ -30,6 +30,16 @@ def knobbed() -> str:
 
 
 @pytest.fixture(scope="module")
+def compiled() -> str:
+    return next(n for n in upbench.available() if upbench.get(n).compiled_ops and not upbench.get(n).needs_guide)
+
+
+@pytest.fixture(scope="module")
+def guided() -> str:
+    return next(n for n in upbench.available() if upbench.get(n).reads_any_guide())
+
+
+@pytest.fixture(scope="module")
 def plain() -> str:
     return next(n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide)
 
@@ -69,9 +79,24 @@ def test_each_change_is_judged_against_the_noise(run):
     # the mean is over the four pairs whose timing both runs trust, and the rest of the pairs
     trusted = [0.5, 2.0, 1.2, 1.02] + [1.0] * (len(changes) - 6)
     assert result.geometric_mean() == pytest.approx(math.exp(sum(map(math.log, trusted)) / len(trusted)))
-    regressions = result.regressions(1.1)
-    assert len(regressions) == 2 and "2x slower" in regressions[0] and "oom in the new run" in regressions[1]
-    assert result.regressions(2.5) == [regressions[1]]  # slower, but not by more than the ratio asked
+    found = result.regressions(1.1)
+    assert len(found.failures) == 2 and "2x slower" in found.failures[0] and "oom in the new run" in found.failures[1]
+    assert found.doubts == [f"{new.loc[2, 'key']}: 1.2x slower (p20-p80 ranges overlap)"]
+    assert result.regressions(2.5).failures == [found.failures[1]]  # slower, but not by more than the ratio asked
+    assert f"{new.loc[3, 'key']}: 1.02x slower (p20-p80 ranges overlap)" in result.regressions(1.01).doubts
+
+
+@pytest.mark.parametrize("median, p20, p80", [(0.0, 0.0, 0.0), (float("nan"),) * 3, (-1.0, -1.0, -1.0)])
+def test_an_ok_row_without_a_positive_latency_is_not_measured(run, median, p20, p80):
+    base = run()
+    new = base.copy()
+    timed(new, 0, median, p20, p80)
+    for first, second in ((base, new), (new, base)):
+        result = diff_runs(first, second)
+        assert result.pairs.loc[0, "change"] == "not measured"
+        assert "ok without a positive latency" in result.pairs.loc[0, "note"]
+        assert result.geometric_mean() == pytest.approx(1.0)
+    assert diff_runs(base, new).regressions(1.1).failures == [f"{base.loc[0, 'key']}: ok in the new run, ok in the base"]
 
 
 def test_a_narrower_threshold_turns_same_into_a_change(run):
@@ -80,6 +105,8 @@ def test_a_narrower_threshold_turns_same_into_a_change(run):
     timed(new, 0, 10.3, 10.2, 10.4)  # 3%, ranges apart (9.5-10.5 overlaps 10.2-10.4: no)
     timed(base, 0, 10.0, 9.9, 10.1)
     assert diff_runs(base, new).pairs.loc[0, "change"] == "same"
+    # a gate's ratio below 1 + threshold still catches it: the gate judges by its own ratio
+    assert diff_runs(base, new).regressions(1.01).failures == [f"{base.loc[0, 'key']}: 1.03x slower"]
     assert diff_runs(base, new, threshold=0.01).pairs.loc[0, "change"] == "slower"
     with pytest.raises(ValueError, match="threshold"):
         diff_runs(base, new, threshold=0)
@@ -89,9 +116,43 @@ def test_configs_pair_across_the_axis_the_runs_compare(run, knobbed):
     base = run(ops=(knobbed,), knobs={"K": (3,)})
     new = run(ops=(knobbed,), knobs={"K": (5,)}, batches=(1,))
     result = diff_runs(base, new)
-    assert result.across == {"K": (3, 5)}
+    assert result.across == {"K": {knobbed: (3, 5)}}
     assert len(result.pairs) == len(base) and not result.only_base and not result.only_new
-    assert "K" not in result.pairs.columns
+    assert "K" not in result.axes and list(result.pairs["base K"]) == [3] * 3 and list(result.pairs["new K"]) == [5] * 3
+    assert list(result.pairs["new key"]) == list(new["key"])
+
+
+def test_shapes_or_several_axes_are_paired_across_only_when_asked(run, plain, knobbed):
+    base, wider = run(), run(channels=(8,))
+    with pytest.raises(ValueError, match=r"differ in C 4 -> 8: .*different workloads; .*--across C"):
+        diff_runs(base, wider)
+    assert diff_runs(base, wider, across=["C"]).across == {"C": {plain: (4, 8), knobbed: (4, 8)}}
+    half = run(channels=(8,), dtypes=("fp16",))
+    with pytest.raises(ValueError, match=r"differ in C 4 -> 8; dtype fp32 -> fp16: .*several|--across C,dtype"):
+        diff_runs(base, half)
+    with pytest.raises(ValueError, match=r"also differ in dtype fp32 -> fp16: add it to --across"):
+        diff_runs(base, half, across=["C"])
+    with pytest.raises(ValueError, match=r"--across colour: not an axis"):
+        diff_runs(base, wider, across=["colour"])
+    bigger = run(sizes=(16,))
+    assert set(diff_runs(base.iloc[:1], bigger.iloc[:1], across=["size"]).across) == {"H", "W"}
+
+
+def test_an_axis_compared_for_some_operators_pairs_the_others_as_they_are(run, plain, compiled):
+    """impl auto resolves per operator: reference for one without a compiled path, compiled for the other."""
+    auto = run(ops=(plain, compiled), impls=("auto",))
+    reference = run(ops=(plain, compiled), impls=("reference",))
+    result = diff_runs(auto, reference)
+    assert result.across == {"impl": {compiled: ("compiled", "reference")}}
+    assert len(result.pairs) == len(auto) and not result.only_base
+
+
+def test_a_guide_that_follows_c_is_not_a_second_axis(run, guided, plain):
+    base, wider = run(ops=(guided, plain)), run(ops=(guided, plain), channels=(8,))
+    result = diff_runs(base, wider, across=["C"])
+    assert set(result.across) == {"C"} and len(result.pairs) == len(base)
+    narrow, wide = run(ops=(guided, plain), guide_channels=(2,)), run(ops=(guided, plain), guide_channels=(16,))
+    assert diff_runs(narrow, wide, across=["Cg"]).across == {"Cg": {guided: (2, 16)}}
 
 
 def test_knobs_an_operator_lacks_do_not_keep_it_from_pairing(run, plain, knobbed):
@@ -135,13 +196,43 @@ def test_the_command_prints_the_pairs_and_fails_on_a_regression(run, tmp_path, c
     out = capsys.readouterr().out
     assert "The setups differ in: device_name." in out
     assert f"{len(base)} configs in both runs: 1 slower, {len(base) - 1} same" in out
-    assert "| 20 (19-21) " in out
+    assert "| 20 [19, 21] " in out
     assert main(["diff", base_log, str(tmp_path / "new.csv"), "--fail-slower", "1.5"]) == 1
     assert "diff: regression: " in capsys.readouterr().err
+    write_csv(new.iloc[2:], tmp_path / "short.csv")  # a new run that a crash stopped before its first rows
+    assert main(["diff", base_log, str(tmp_path / "short.csv"), "--fail-slower", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "short.csv has no row for 2 of its sweep's 6 configs (indices 0-1)" in err
+    assert f"diff: regression: {base.loc[0, 'key']}: no row in the new run" in err
+    assert main(["diff", base_log, str(tmp_path / "short.csv"), "--fail-slower", "3", "--allow-missing"]) == 0
     new.loc[2, "timing_suspect"] = "unsteady: p80/p20 1.6"
+    timed(new, 2, 40.0, 10.0, 50.0)
     write_csv(new, tmp_path / "new.csv")
     assert main(["diff", base_log, str(tmp_path / "new.csv"), "--fail-slower", "3"]) == 0
-    assert "diff: warning: 1 config(s) not judged" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "diff: warning: not judged: " in err and "4x slower, timing suspect (new timing suspect (unsteady))" in err
+    assert "diff: warning: 1 config not judged: their timing is suspect" in err
+    assert main(["diff", base_log, str(tmp_path / "new.csv"), "--fail-slower", "3", "--strict"]) == 1
+
+
+def test_the_setups_name_tf32_and_a_cold_cache(run, tmp_path, capsys):
+    base = run()
+    write_csv(base.assign(tf32=True, cache="cold"), tmp_path / "new.csv")
+    assert main(["diff", str(tmp_path / "run0.csv"), str(tmp_path / "new.csv")]) == 0
+    assert "The setups differ in: tf32, cache." in capsys.readouterr().out
+
+
+def test_a_message_with_a_pipe_or_a_newline_stays_in_its_cell(run, tmp_path, capsys):
+    base = run()
+    write_csv(base.assign(status="error", message="boom | pipe\nline2"), tmp_path / "new.csv")
+    assert main(["diff", str(tmp_path / "run0.csv"), str(tmp_path / "new.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| operator"))
+    table = [line for line in lines[start:] if line.startswith("| ") or line.startswith("|:")]
+    table.pop(1)  # the alignment line
+    assert len(table) == 1 + len(base)  # the header and one line per pair
+    assert all(line.count(" | ") == table[0].count(" | ") for line in table)
+    assert "new error: boom \\| pipe line2" in table[1]
 
 
 def test_the_command_lists_unpaired_configs_in_its_csv(run, knobbed, tmp_path, capsys):
@@ -155,15 +246,22 @@ def test_the_command_lists_unpaired_configs_in_its_csv(run, knobbed, tmp_path, c
 @pytest.mark.parametrize("flags, message", [
     (["--fail-slower", "0.9"], "ratio of at least 1"),
     (["--threshold", "-1"], "positive number"),
+    (["--threshold", "5"], "threshold 5.0: expected a fraction between 0 and 1"),
+    (["--strict"], "--strict and --allow-missing refine --fail-slower"),
 ])
 def test_the_command_refuses_bad_flags(run, tmp_path, capsys, flags, message):
     run()
     log = str(tmp_path / "run0.csv")
-    with pytest.raises(SystemExit) as exit_:
-        main(["diff", log, log, *flags])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    try:
+        code = main(["diff", log, log, *flags])
+    except SystemExit as exit_:  # argparse's own checks
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
 
 
-def test_the_command_names_a_missing_file(tmp_path, capsys):
+def test_the_command_names_a_missing_file_and_rows_it_cannot_pair(run, tmp_path, capsys):
     assert main(["diff", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 2
     assert "a.csv: no such file" in capsys.readouterr().err
+    run().drop(columns="config_index").to_json(tmp_path / "rows.json", orient="records")
+    assert main(["diff", str(tmp_path / "rows.json"), str(tmp_path / "rows.json")]) == 2
+    assert "rows.json: not upbench sweep rows a diff can pair (no config_index column)" in capsys.readouterr().err

@@ -56,7 +56,9 @@ def size_label(H: int, W: int) -> str:
     return f"{H}" if H == W else f"{H}x{W}"
 
 
-def _format(value: object) -> str:
+def format_number(value: object) -> str:
+    """A cell as the Markdown tables print it: blank for missing, thousands separated, 3 significant digits below
+    1,000."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -73,8 +75,8 @@ def _axes(rows: pd.DataFrame) -> pd.DataFrame:
     one that reads no guide) plus a ``size`` label."""
     frame = rows.copy()
     for column in knob_columns(rows):
-        frame[column] = [_format(v) or "-" for v in rows[column]]
-    frame["Cg"] = [_format(v) if pd.notna(v) and v != 0 else "-" for v in rows["Cg"]]
+        frame[column] = [format_number(v) or "-" for v in rows[column]]
+    frame["Cg"] = [format_number(v) if pd.notna(v) and v != 0 else "-" for v in rows["Cg"]]
     frame["size"] = [size_label(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])]
     return frame
 
@@ -113,11 +115,16 @@ def pivot(rows: pd.DataFrame, value: str, scale: float = 1.0) -> pd.DataFrame:
     return table[[s for s in _size_order(ok) if s in table.columns]].reset_index()
 
 
+def _cell_text(value: object) -> str:
+    """:func:`format_number`, kept to one table cell: a message's newline or pipe would end the cell or the row."""
+    return " ".join(format_number(value).split()).replace("|", "\\|")
+
+
 def markdown_table(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
     """A pipe table; the ``marked`` cells, (row position, column), carry :data:`TEXT_MARK`."""
     if table.empty:
         return "(no ok rows)"
-    cells = [[_format(value) + (f" {TEXT_MARK}" if (position, column) in marked else "")
+    cells = [[_cell_text(value) + (f" {TEXT_MARK}" if (position, column) in marked else "")
               for column, value in zip(table.columns, record)]
              for position, record in enumerate(table.astype(object).itertuples(index=False))]
     return tabulate(cells, headers=[str(c) for c in table.columns], tablefmt="pipe", disable_numparse=True)

@@ -37,7 +37,7 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
     """The rows of a sweep's CSV log or JSON, checked to hold what the report renders; a warning that names
     ``command`` if a kill cut the log's last line."""
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: {'a folder, not a file of rows' if path.is_dir() else 'no such file'}")
     if path.suffix.lower() == ".json":
         try:
             rows = read_json_rows(path)
