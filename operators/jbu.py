@@ -48,14 +48,15 @@ def _range_kernel_cost(s: Dims) -> Cost:
 
 def _bilateral_kernel_cost(s: Dims) -> Cost:
     # range x spatial (K^2 products per output pixel), the fixup MLP on [kernel, guide]; plus sigma_spatial.
-    # A one-tap window's spatial kernel is a single number, and the paper policy counts scaling by one as free.
+    # A one-tap window's spatial kernel is a single number, and the paper policy counts multiplying by a
+    # single number as free.
     taps = s.K**2
     product = Cost(macs=4 * s.pixels * taps if taps > 1 else 0, params=1)
     return product + _conv1x1(s, taps + s.Cg, taps) + _conv1x1(s, taps, taps)
 
 
-# FeatUp prints no per-stage cost formula: paper = exact. Bicubic interpolation counts zero under the
-# paper policy, as every interpolation does.
+# JBU is not in Table 1 and no per-stage formula is transcribed from FeatUp: paper = exact. Bicubic
+# interpolation counts zero under the paper policy, as every interpolation does.
 FORMULAS = paper_is_exact({
     "range_kernel": _range_kernel_cost,
     "bilateral_kernel": _bilateral_kernel_cost,
