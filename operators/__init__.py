@@ -11,3 +11,4 @@ from . import dysample  # noqa: F401  isort: skip
 from . import fade  # noqa: F401  isort: skip
 from . import pixel_shuffle  # noqa: F401  isort: skip
 from . import deconv  # noqa: F401  isort: skip
+from . import jbu  # noqa: F401  isort: skip

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu",
 ]
 
 
@@ -196,6 +196,7 @@ EXPECTED_PAPER_ZERO_OPS = {
     "fade": {"softmax", "im2col", "sigmoid", "rsub", "add", "upsample_nearest2d"},
     "pixel-shuffle": {"pixel_shuffle"},
     "deconv": set(),
+    "jbu": {"gelu", "feature_dropout", "pad", "sum", "stack", "softmax", "cat", "div", "upsample_bicubic2d", "add_"},
 }
 
 
