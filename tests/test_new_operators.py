@@ -16,6 +16,7 @@ from upbench.formulas import TOTAL
 from upbench.kernels import compiled_available
 from upbench.network import GIGA, MEGA, as_printed, network_cost
 from upbench.presets import get_preset
+from stage_counts import assert_stages_count_as_derived
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -278,16 +279,8 @@ def test_counts_equal_exact_formulas_and_closed_forms_per_stage(name, hparams, g
     for C in (16, 48):
         op = make(name, C, impl="reference", **hparams)
         for N, H, W in ((1, 8, 8), (2, 5, 7)):
-            counted = count(op, op.example_inputs(N, H, W, generator=generator), "paper")
-            dims = op.dims(N, H, W)
-            derived = _closed_forms(name, C, N, H, W, hparams)
-            assert tuple(derived) == op.stages
-            for stage in op.stages:
-                where = f"{name} {hparams} C={C} N={N} {H}x{W} [{stage}]"
-                exact = op.formulas.exact_cost(stage, dims)
-                assert counted.stage(stage) == (exact.macs, exact.params) == derived[stage], where
-                assert op.formulas.paper_cost(stage, dims) == exact, where  # no paper formula: paper = exact
-            assert counted.unattributed_macs == 0
+            assert_stages_count_as_derived(op, _closed_forms(name, C, N, H, W, hparams), N, H, W, generator,
+                                           f"{name} {hparams} C={C} N={N} {H}x{W}")
 
 
 @pytest.mark.parametrize("name", DYSAMPLE)
