@@ -80,7 +80,7 @@ def test_each_change_is_judged_against_the_noise(run):
     trusted = [0.5, 2.0, 1.2, 1.02] + [1.0] * (len(changes) - 6)
     assert result.geometric_mean() == pytest.approx(math.exp(sum(map(math.log, trusted)) / len(trusted)))
     found = result.regressions(1.1)
-    assert len(found.failures) == 2 and "2x slower" in found.failures[0] and "oom in the new run" in found.failures[1]
+    assert len(found.failures) == 2 and "2x slower" in found.failures[0] and "no latency in the new run (status oom); the base measured 10 ms" in found.failures[1]
     assert found.doubts == [f"{new.loc[2, 'key']}: 1.2x slower (p20-p80 ranges overlap)"]
     assert result.regressions(2.5).failures == [found.failures[1]]  # slower, but not by more than the ratio asked
     assert f"{new.loc[3, 'key']}: 1.02x slower (p20-p80 ranges overlap)" in result.regressions(1.01).doubts
@@ -96,7 +96,8 @@ def test_an_ok_row_without_a_positive_latency_is_not_measured(run, median, p20, 
         assert result.pairs.loc[0, "change"] == "not measured"
         assert "ok without a positive latency" in result.pairs.loc[0, "note"]
         assert result.geometric_mean() == pytest.approx(1.0)
-    assert diff_runs(base, new).regressions(1.1).failures == [f"{base.loc[0, 'key']}: ok in the new run, ok in the base"]
+    assert diff_runs(base, new).regressions(1.1).failures == [
+        f"{base.loc[0, 'key']}: no latency in the new run (status ok); the base measured 10 ms"]
 
 
 def test_a_narrower_threshold_turns_same_into_a_change(run):

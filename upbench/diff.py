@@ -238,7 +238,8 @@ class RunDiff:
             elif pair["change"] == "suspect" and ratio > slower_than:
                 doubts.append(f"{where}: {ratio:.3g}x slower, timing suspect ({pair['note']})")
             elif pair["base status"] == "ok" and pair["change"] == "not measured" and not math.isnan(pair["base ms"]):
-                failures.append(f"{where}: {pair['new status']} in the new run, ok in the base")
+                failures.append(f"{where}: no latency in the new run (status {pair['new status']}); the base measured "
+                                f"{pair['base ms']:.3g} ms")
         if not allow_missing:
             failures += [f"{key}: no row in the new run" for key in self.only_base]
         return Regressions(failures, doubts)
