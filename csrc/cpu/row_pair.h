@@ -13,6 +13,8 @@
 //     once per window that reads it.
 //   - per row, the children's per-tap values, [child t][tap k][q], q padded to a whole number of
 //     vectors.
+//   - per row, the children split per channel, [child t][channel c][q], each line with zeros before
+//     it, so the adjoint's shifted loads (window_adjoint.h) read zeros past either end of the row.
 // Both are in the compute dtype T. The maps themselves may be stored narrower (S: float16 / bfloat16
 // for T = float): the copies into the lines and the splits widen them, and the stores of the outputs
 // round, so no pass makes a widened copy of a whole map or of the output.
@@ -50,14 +52,25 @@ Shape widest_shape(int64_t H, int64_t W, int64_t K) {
 }
 
 // Per-thread buffers of the row kernels: the children of `hi_channels` channels split, and the
-// per-tap values of one row, carved from the thread's scratch (thread_scratch.h).
+// per-tap values of one row, carved from the thread's zeroed scratch (thread_scratch.h). A child line
+// starts `stride` after the previous one; the pad(s) zeros before each, never written, are at least R
+// (the adjoint's shifted loads, window_adjoint.h) and a whole number of 64-byte vectors.
 template <typename T>
 struct Scratch {
+  int64_t stride;
   T *children, *taps;
-  static int64_t size(const Shape& s, int64_t hi_channels) { return 4 * hi_channels * s.Wp + taps_size(s); }
+  static int64_t pad(const Shape& s) {
+    constexpr int64_t widest = 64 / static_cast<int64_t>(sizeof(T));
+    return (s.R + widest - 1) / widest * widest;
+  }
+  static int64_t size(const Shape& s, int64_t hi_channels) {
+    return 4 * hi_channels * (s.Wp + pad(s)) + pad(s) + taps_size(s);
+  }
   static int64_t taps_size(const Shape& s) { return 4 * s.KK * s.Wp; }
   Scratch(const Shape& s, int64_t hi_channels, Arena<T>& arena)
-      : children(arena.take(4 * hi_channels * s.Wp)), taps(arena.take(taps_size(s))) {}
+      : stride(s.Wp + pad(s)),
+        children(arena.take(4 * hi_channels * stride + pad(s)) + pad(s)),
+        taps(arena.take(taps_size(s))) {}
 };
 
 // The lines of one row of every channel: line c starts at base + c * stride (stride 0 for the one
@@ -154,14 +167,15 @@ UPBENCH_INLINE void store_zipped(S* row, Vec<T, B> even, Vec<T, B> odd, int64_t 
 }
 
 // The four children of every pixel of low-resolution row p, split per channel:
-// children[(t * channels + c) * Wp + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
+// children[(t * channels + c) * stride + q] = hi[c][2p + a][2q + b] for an NCHW image hi (channels, 2H, 2W).
 template <typename T, int B, typename S>
-UPBENCH_INLINE void split_children(const S* hi, int64_t channels, int64_t p, const Shape& s, T* children) {
-  const int64_t plane = channels * s.Wp;
+UPBENCH_INLINE void split_children(const S* hi, int64_t channels, int64_t p, const Shape& s, T* children,
+                                   int64_t stride) {
+  const int64_t plane = channels * stride;
   for (int64_t c = 0; c < channels; ++c) {
     for (int a = 0; a < 2; ++a) {
       const S* row = hi + (c * 2 * s.H + 2 * p + a) * s.Wo;
-      T* even = children + (2 * a) * plane + c * s.Wp;
+      T* even = children + (2 * a) * plane + c * stride;
       split_row<T, B>(row, s, even, even + plane);
     }
   }
@@ -169,17 +183,17 @@ UPBENCH_INLINE void split_children(const S* hi, int64_t channels, int64_t p, con
 
 // logits[t][ky * K + kx][q] for kx in [kx0, kx0 + KX): <child t of (p, q), tap (ky, kx) of its
 // window> over `channels` channels, from the children split per channel
-// (children[(t * channels + c) * Wp + q]) and window row ky's lines. The KX taps share each load of
-// the four children, which for many channels come from L2.
+// (children[(t * channels + c) * stride + q]) and window row ky's lines. The KX taps share each load
+// of the four children, which for many channels come from L2.
 template <typename T, int B, int KX>
-UPBENCH_INLINE void window_row_dots_block(const T* children, Lines<T> lines, int64_t channels, int64_t ky,
-                                          int64_t kx0, const Shape& s, T* logits) {
+UPBENCH_INLINE void window_row_dots_block(const T* children, int64_t stride, Lines<T> lines, int64_t channels,
+                                          int64_t ky, int64_t kx0, const Shape& s, T* logits) {
   constexpr int L = lanes<T, B>();
-  const int64_t plane = channels * s.Wp;
+  const int64_t plane = channels * stride;
   for (int64_t qb = 0; qb < s.Wp; qb += L) {
     Vec<T, B> acc[4][KX] = {};
     for (int64_t c = 0; c < channels; ++c) {
-      const T* child = children + c * s.Wp + qb;
+      const T* child = children + c * stride + qb;
       Vec<T, B> a[4];
       for (int t = 0; t < 4; ++t) a[t] = load<T, B>(child + t * plane);
       const T* line = lines[c] + qb + kx0;
@@ -194,19 +208,20 @@ UPBENCH_INLINE void window_row_dots_block(const T* children, Lines<T> lines, int
 }
 
 template <typename T, int B>
-UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t channels, int64_t ky,
-                                    const Shape& s, T* logits) {
+UPBENCH_INLINE void window_row_dots(const T* children, int64_t stride, Lines<T> lines, int64_t channels,
+                                    int64_t ky, const Shape& s, T* logits) {
   // K = 5 in one block where 32 vector registers hold its 4 x 5 accumulators, 4 children and a tap: each
   // child is then loaded once per window row, not twice (a 4 + 1 split); 16 registers would spill.
   if constexpr (B >= 64) {
-    if (s.K == 5) return window_row_dots_block<T, B, 5>(children, lines, channels, ky, 0, s, logits);
+    if (s.K == 5) return window_row_dots_block<T, B, 5>(children, stride, lines, channels, ky, 0, s, logits);
   }
   int64_t kx0 = 0;
-  for (; kx0 + 4 <= s.K; kx0 += 4) window_row_dots_block<T, B, 4>(children, lines, channels, ky, kx0, s, logits);
+  for (; kx0 + 4 <= s.K; kx0 += 4)
+    window_row_dots_block<T, B, 4>(children, stride, lines, channels, ky, kx0, s, logits);
   switch (s.K - kx0) {
-    case 3: return window_row_dots_block<T, B, 3>(children, lines, channels, ky, kx0, s, logits);
-    case 2: return window_row_dots_block<T, B, 2>(children, lines, channels, ky, kx0, s, logits);
-    case 1: return window_row_dots_block<T, B, 1>(children, lines, channels, ky, kx0, s, logits);
+    case 3: return window_row_dots_block<T, B, 3>(children, stride, lines, channels, ky, kx0, s, logits);
+    case 2: return window_row_dots_block<T, B, 2>(children, stride, lines, channels, ky, kx0, s, logits);
+    case 1: return window_row_dots_block<T, B, 1>(children, stride, lines, channels, ky, kx0, s, logits);
     default: return;
   }
 }
@@ -217,9 +232,10 @@ UPBENCH_INLINE void window_row_dots(const T* children, Lines<T> lines, int64_t c
 template <typename T, int B, typename S>
 UPBENCH_INLINE void children_dots(const S* hi, const S* lo, LineCache<T>& lo_lines, int64_t channels, int64_t p,
                                   const Shape& s, Scratch<T>& buf, T* taps) {
-  split_children<T, B>(hi, channels, p, s, buf.children);
+  split_children<T, B>(hi, channels, p, s, buf.children, buf.stride);
   const Lines<T>* rows = lo_lines.template window<B>(lo, p);
-  for (int64_t ky = 0; ky < s.K; ++ky) window_row_dots<T, B>(buf.children, rows[ky], channels, ky, s, taps);
+  for (int64_t ky = 0; ky < s.K; ++ky)
+    window_row_dots<T, B>(buf.children, buf.stride, rows[ky], channels, ky, s, taps);
 }
 
 // Softmax over the taps k of logits[t][k][q], in place, for every child and pixel.

@@ -125,48 +125,71 @@ UPBENCH_INLINE void sapa_forward_rows(int64_t begin, int64_t end, Arena<T> arena
 }
 UPBENCH_PER_ISA(sapa_forward_rows)
 
-// sapa_fused backward, first pass: per low-resolution row, the softmax kernel P (recomputed, as the
-// forward computes it), the gradient of its logits G = P * (dP - <P, dP>) with
-// dP[k] = <grad_out, value window k>, and d/dquery = the assembly of key's windows with G. P and G
-// are written as split taps for the adjoints that give d/dvalue and d/dkey.
+// sapa_fused backward, one pass over grad_out: per low-resolution row, the softmax kernel P
+// (recomputed, as the forward computes it), the gradient of its logits G = P * (dP - <P, dP>) with
+// dP[k] = <grad_out, value window k>, d/dquery = the assembly of key's windows with G, and d/dvalue
+// by the adjoint's push form (window_adjoint.h) from P and the row's children of grad_out, which dP
+// has just split: grad_out is read once, and P never leaves the thread. G is written as split taps
+// for the adjoint that gives d/dkey. A thread owns the d/dvalue rows of its tasks; the R parent rows
+// past either end of its range, which add to them, it splits and computes P for again (not G).
 template <typename T>
 int64_t sapa_backward_scratch(const Geom& g, int64_t d, int64_t C) {
   const row_pair::Shape widest = row_pair::widest_shape<T>(g.H, g.W, g.K);
   return row_pair::Scratch<T>::size(widest, std::max(d, C)) + row_pair::LineCache<T>::size(widest, d) +
-         row_pair::LineCache<T>::size(widest, C) + row_pair::Scratch<T>::taps_size(widest);
+         row_pair::LineCache<T>::size(widest, C) + row_pair::Scratch<T>::taps_size(widest) +
+         window_adjoint::split_row_size(widest) + g.K * C * widest.Wp;
 }
 template <typename T, int B, typename S>
 UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> arena, const S* query, const S* key,
-                                       const S* value, const S* grad, S* grad_query, T* P_split, T* G_split, Geom g,
-                                       row_pair::Shape split, int64_t d, int64_t C) {
+                                       const S* value, const S* grad, S* grad_query, S* grad_value, T* G_split,
+                                       Geom g, row_pair::Shape split, int64_t d, int64_t C) {
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
   const row_pair::Shape s(g.H, g.W, g.K, L);
   row_pair::Scratch<T> buf(s, std::max(d, C), arena);
   row_pair::LineCache<T> key_lines(s, d, arena), value_lines(s, C, arena);
   T *P = buf.taps, *G = arena.take(row_pair::Scratch<T>::taps_size(s));
+  T* P_split = arena.take(window_adjoint::split_row_size(split));
+  T* sums = arena.take(g.K * C * split.Wp);  // d/dvalue rows in progress (window_adjoint::push_parent)
   const int64_t split_size = window_adjoint::split_row_size(split);
-  for (int64_t task = begin; task < end; ++task) {
-    const int64_t n = task / g.H, p = task % g.H;
-    row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf, P);
-    row_pair::softmax_taps<T, B>(P, s);
-    row_pair::children_dots<T, B>(grad + n * C * g.Ho * g.Wo, value + n * C * g.H * g.W, value_lines, C, p, s, buf,
-                                  G);
-    for (int t = 0; t < 4; ++t) {
-      const int64_t child = t * g.KK * s.Wp;
-      for (int64_t qb = 0; qb < s.Wp; qb += L) {
-        V expected = {};
-        for (int64_t k = 0; k < g.KK; ++k)
-          expected += simd::load<T, B>(P + child + k * s.Wp + qb) * simd::load<T, B>(G + child + k * s.Wp + qb);
-        for (int64_t k = 0; k < g.KK; ++k) {
-          T* gk = G + child + k * s.Wp + qb;
-          simd::store<T, B>(gk, simd::load<T, B>(P + child + k * s.Wp + qb) * (simd::load<T, B>(gk) - expected));
+  for (int64_t first = begin; first < end;) {  // the tasks' rows [p0, p1) of one image
+    const int64_t n = first / g.H, p0 = first % g.H, p1 = std::min(g.H, p0 + end - first);
+    const S* image_grad = grad + n * C * g.Ho * g.Wo;
+    S* image_grad_value = grad_value + n * C * g.H * g.W;
+    int64_t stored = p0;  // d/dvalue rows below this one are stored
+    for (int64_t p = std::max<int64_t>(0, p0 - g.R); p < std::min(g.H, p1 + g.R); ++p) {
+      row_pair::children_dots<T, B>(query + n * d * g.Ho * g.Wo, key + n * d * g.H * g.W, key_lines, d, p, s, buf,
+                                    P);
+      row_pair::softmax_taps<T, B>(P, s);
+      if (p >= p0 && p < p1) {
+        row_pair::children_dots<T, B>(image_grad, value + n * C * g.H * g.W, value_lines, C, p, s, buf, G);
+        for (int t = 0; t < 4; ++t) {
+          const int64_t child = t * g.KK * s.Wp;
+          for (int64_t qb = 0; qb < s.Wp; qb += L) {
+            V expected = {};
+            for (int64_t k = 0; k < g.KK; ++k)
+              expected += simd::load<T, B>(P + child + k * s.Wp + qb) * simd::load<T, B>(G + child + k * s.Wp + qb);
+            for (int64_t k = 0; k < g.KK; ++k) {
+              T* gk = G + child + k * s.Wp + qb;
+              simd::store<T, B>(gk, simd::load<T, B>(P + child + k * s.Wp + qb) * (simd::load<T, B>(gk) - expected));
+            }
+          }
         }
+        row_pair::assemble_rows<T, B>(G, key + n * d * g.H * g.W, key_lines, d, p, s,
+                                      grad_query + n * d * g.Ho * g.Wo);
+        window_adjoint::copy_taps_to_split(G, s.Wp, split, G_split + (n * g.H + p) * split_size);
+      } else {
+        row_pair::split_children<T, B>(image_grad, C, p, s, buf.children, buf.stride);
       }
+      window_adjoint::copy_taps_to_split(P, s.Wp, split, P_split);
+      window_adjoint::push_parent<T, B>(P_split, buf.children, buf.stride, C, p, std::max(p0, p - g.R),
+                                        std::min(p1 - 1, p + g.R), split, sums);
+      // Row y has every share once parent min(H - 1, y + R) has added its own.
+      const int64_t done = p == g.H - 1 ? p1 : std::min(p1, p - g.R + 1);
+      for (; stored < done; ++stored)
+        window_adjoint::store_sums<T, B>(sums, C, stored, split, image_grad_value);
     }
-    row_pair::assemble_rows<T, B>(G, key + n * d * g.H * g.W, key_lines, d, p, s, grad_query + n * d * g.Ho * g.Wo);
-    window_adjoint::copy_taps_to_split(P, s.Wp, split, P_split + task * split_size);
-    window_adjoint::copy_taps_to_split(G, s.Wp, split, G_split + task * split_size);
+    first += p1 - p0;
   }
 }
 UPBENCH_PER_ISA(sapa_backward_rows)
@@ -386,18 +409,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cpu(const at:
     using T = compute_t<scalar_t>;
     const row_pair::Shape split = window_adjoint::split_shape<T>(g.H, g.W, g.K);
     const at::TensorOptions compute_options = query.options().dtype(c10::CppTypeToScalarType<T>::value);
-    at::Tensor P = empty_split_taps<T>(g, compute_options), G = empty_split_taps<T>(g, compute_options);
+    at::Tensor G = empty_split_taps<T>(g, compute_options);
     const scalar_t *q = query.data_ptr<scalar_t>(), *k = key.data_ptr<scalar_t>(), *v = value.data_ptr<scalar_t>(),
                    *go = grad.data_ptr<scalar_t>();
-    T *Ps = P.data_ptr<T>(), *Gs = G.data_ptr<T>();
-    scalar_t* gq = grad_query.data_ptr<scalar_t>();
-    parallel_with_scratch<T>(g.N * g.H, grain_for(8 * g.W * g.KK * (d + C)), sapa_backward_scratch<T>(g, d, C),
+    T* Gs = G.data_ptr<T>();
+    scalar_t *gq = grad_query.data_ptr<scalar_t>(), *gv = grad_value.data_ptr<scalar_t>();
+    parallel_with_scratch<T>(g.N * g.H, grain_for(12 * g.W * g.KK * (d + C)), sapa_backward_scratch<T>(g, d, C),
                              [&](int64_t begin, int64_t end, Arena<T> arena) {
-                               sapa_backward_rows_dispatch<T>(begin, end, arena, q, k, v, go, gq, Ps, Gs, g, split, d,
+                               sapa_backward_rows_dispatch<T>(begin, end, arena, q, k, v, go, gq, gv, Gs, g, split, d,
                                                               C);
                              });
     adjoint_nchw<T>(static_cast<const T*>(Gs), q, grad_key.data_ptr<scalar_t>(), g, d);
-    adjoint_nchw<T>(static_cast<const T*>(Ps), go, grad_value.data_ptr<scalar_t>(), g, C);
   });
   return {grad_query, grad_key, grad_value};
 }
