@@ -215,7 +215,7 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
         _row(f"{name} forward+backward / forward", fwd_bwd, "x", f"<= {FWD_BWD_GOAL}", fwd_bwd <= FWD_BWD_GOAL),
         _row(f"{name} forward speedup 1 -> {timing.threads} threads", speedup, "x", f">= {SCALING_GOAL}",
              speedup >= SCALING_GOAL),
-        _row(f"{name} float64 max |compiled - reference| / max |reference|", difference, "",
+        _row(f"{name} float64 max abs(compiled - reference) / max abs(reference)", difference, "",
              f"<= {F64_TOLERANCE:g}", difference <= F64_TOLERANCE),
     ]
 
