@@ -258,6 +258,20 @@ def test_ctrl_c_while_the_worker_starts_is_the_parents_one_line(tmp_path):
     assert not any(_alive(worker) for worker in workers)
 
 
+def test_an_isolated_sweep_from_a_fresh_process_measures_its_rows(tmp_path):
+    """A fresh process's first spawn starts multiprocessing's resource tracker, whose passed fds include
+    stderr: starting it in a process group of our own must leave fd 2 inheritable, or every worker after it
+    starts without a stderr and each row fails in the CPU memory probe (it flushes stderr)."""
+    out = tmp_path / "isolated.csv"
+    run = subprocess.run([sys.executable, "bench.py", "sweep", "--ops", "nearest,carafe", "--C", "4", "--size", "4",
+                          "--device", "cpu", "--warmup", "0", "--min-run-time", "0.001", "--policy", "paper",
+                          "--isolate", "--out", str(out), "--formats", "", "--quiet"],
+                         cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = read_rows(out)
+    assert list(rows["status"]) == ["ok"] * len(rows) and len(rows) >= 2, rows["message"].tolist()
+
+
 def test_a_row_that_kills_an_unisolated_sweep_is_recorded_as_a_crash_on_resume(tmp_path):
     """Without --isolate a segfault takes the sweep down; resuming must not die on the same row forever:
     a row that killed two runs in a row is recorded as a crash and the sweep goes on."""

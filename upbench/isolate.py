@@ -106,14 +106,16 @@ def describe_exit(exitcode: int | None) -> str:
 
 def _spawn_in_own_process_group(path: str, args: list[str], passfds: list[int]) -> int:
     """Start ``args`` as multiprocessing's spawn does (the ``passfds`` kept open, nothing else of ours), in a
-    process group of its own."""
+    process group of its own. Each fd's inheritability is put back as it was: the resource tracker's
+    passfds hold stderr, and leaving fd 2 close-on-exec would start every later worker without one."""
+    inheritable = {fd: os.get_inheritable(fd) for fd in passfds}
     for fd in passfds:
         os.set_inheritable(fd, True)
     try:
         return os.posix_spawn(path, args, os.environ, setpgroup=0)
     finally:
-        for fd in passfds:
-            os.set_inheritable(fd, False)
+        for fd, was in inheritable.items():
+            os.set_inheritable(fd, was)
 
 
 _SPAWN_LOCK = threading.Lock()  # one patched start at a time
