@@ -224,6 +224,32 @@ def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path):
             sys.modules.pop(name, None)
 
 
+def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survives_odd_objects(tmp_path):
+    """``import nspkg.blocks`` binds a namespace package (no __file__) whose submodule is the helper; a
+    library on PYTHONPATH in a site-packages folder is installed code, not the user's; and an object that
+    raises when looked at (a lazy settings proxy) must not keep the plugin from loading."""
+    (tmp_path / "odd_nspkg").mkdir()
+    (tmp_path / "odd_nspkg" / "blocks.py").write_text("from torch import nn\n\n\ndef make(channels):\n"
+                                                      "    return nn.Upsample(scale_factor=2)\n")
+    library = tmp_path / "lib" / "site-packages"
+    library.mkdir(parents=True)
+    (library / "odd_library.py").write_text("VERSION = 1\n")
+    (tmp_path / "odd_lazy.py").write_text("class Lazy:\n    def __getattribute__(self, name):\n"
+                                          "        raise RuntimeError('settings are not configured')\n\n\n"
+                                          "settings = Lazy()\n")
+    plugin = tmp_path / "odd_plugin.py"
+    plugin.write_text(f"import sys\nsys.path[:0] = [{str(tmp_path)!r}, {str(library)!r}]\nimport upbench\n"
+                      f"import odd_nspkg.blocks\nimport odd_library\nfrom odd_lazy import settings\n\n"
+                      f"upbench.wrap(odd_nspkg.blocks.make, 'odd-op')\n")
+    try:
+        upbench.load_plugin(plugin)
+        hashed = [plugin, tmp_path / "odd_nspkg" / "blocks.py", tmp_path / "odd_lazy.py"]
+        assert registry.source_digest("odd-op") == digest_files(sorted(p.resolve() for p in hashed))
+    finally:
+        for name in ("odd_nspkg", "odd_nspkg.blocks", "odd_library", "odd_lazy"):
+            sys.modules.pop(name, None)
+
+
 def test_a_plugin_packages_source_hash_is_the_same_loaded_as_file_or_module_and_follows_its_helpers(tmp_path):
     """A plugin package: a wrapped functools.partial of a helper's factory. Its hash must not depend on how
     the plugin is named (--plugin pkg.mod or pkg/mod.py), and must change when any file of the package

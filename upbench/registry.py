@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import site
 import sys
 import sysconfig
 import warnings
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
@@ -78,16 +80,24 @@ def origin(name: str) -> str:
 
 
 # -- what was registered, as a hash of its source ---------------------------------------------------
+# Folders where pip, a distribution or a cluster's module system puts installed packages, wherever they lie.
+SITE_FOLDER_NAMES = ("site-packages", "dist-packages")
+
+
 @lru_cache(maxsize=None)
 def _libraries() -> frozenset[Path]:
-    """The interpreter's library and its installed packages (site-packages)."""
-    return frozenset(Path(p).resolve() for name, p in sysconfig.get_paths().items()
-                     if name in ("stdlib", "purelib", "platlib"))
+    """The interpreter's library and its installed packages: site-packages, the user's site (pip install
+    --user)."""
+    paths = [p for name, p in sysconfig.get_paths().items() if name in ("stdlib", "purelib", "platlib")]
+    paths += [*site.getsitepackages(), site.getusersitepackages()]
+    return frozenset(Path(p).resolve() for p in paths)
 
 
 def _installed(path: Path) -> bool:
-    """Whether ``path`` lies in :func:`_libraries`."""
-    return any(library == path or library in path.parents for library in _libraries())
+    """Whether ``path`` lies in :func:`_libraries` or in any site-packages / dist-packages folder (a library on
+    PYTHONPATH from a cluster's module system)."""
+    return (any(library == path or library in path.parents for library in _libraries())
+            or any(part in SITE_FOLDER_NAMES for part in path.parts))
 
 
 def _package_files(module_name: str) -> list[Path]:
@@ -98,50 +108,61 @@ def _package_files(module_name: str) -> list[Path]:
     return [file for root in roots if not _installed(root) for file in root.rglob("*.py")]
 
 
-def _own_module_file(name: str) -> Path | None:
-    """The file of module ``name`` where it is the user's own code: loaded, from a file, not installed and not
-    upbench's (whose edits the git commit of the rows names)."""
-    if name.partition(".")[0] == "upbench":
-        return None
-    file = getattr(sys.modules.get(name), "__file__", None)
-    return _not_installed(file) if isinstance(file, str) else None
+def _own_module(name: str) -> tuple[bool, Path | None]:
+    """Whether module ``name`` is the user's own code, and its file: loaded, not upbench's (whose edits the git
+    commit of the rows names) and not installed. A namespace package (no file) is the user's where all its
+    folders are. An editable install of a library is not told apart from the user's own code: its edits
+    change what the operator computes as much."""
+    module = sys.modules.get(name)
+    if module is None or name.partition(".")[0] == "upbench":
+        return False, None
+    file = getattr(module, "__file__", None)
+    if isinstance(file, str):
+        path = _not_installed(file)
+        return path is not None, path
+    folders = [str(p) for p in getattr(module, "__path__", ())]
+    return bool(folders) and all(_not_installed(folder) for folder in folders), None
 
 
 @lru_cache(maxsize=None)
 def _not_installed(file: str) -> Path | None:
-    """``file`` resolved, unless it lies in :func:`_libraries` (asked once per file: registering the built-ins
-    meets torch's modules once per operator)."""
+    """``file`` resolved, unless it is installed (:func:`_installed`; asked once per file: registering the
+    built-ins meets torch's modules once per operator)."""
     path = Path(file).resolve()
     return None if _installed(path) else path
 
 
 def _module_used(value: Any) -> str | None:
-    """The module a module-level name refers to: the module itself, or the module that defines it."""
-    if inspect.ismodule(value):
+    """The module a module-level name refers to: the module itself, or the module that defines it (for an
+    object that raises on being looked at, a lazy settings proxy, the module of its class)."""
+    if issubclass(type(value), ModuleType):
         return value.__name__
     try:
         name = getattr(value, "__module__", None)
-    except Exception:  # a lazy proxy may raise anything from its attribute lookup
-        return None
+    except Exception:
+        name = type(value).__module__
     return name if isinstance(name, str) else None
 
 
 def _imported_own_files(module_names: Iterable[str]) -> list[Path]:
     """The files of the user's own modules that ``module_names`` use at module level (``import helper``,
-    ``from helper import Block``), and those they use in turn: an operator built from a helper file beside
-    its plugin computes what the helper says."""
+    ``from helper import Block``, ``import namespace_package.helper``), and those they use in turn: an operator
+    built from a helper file beside its plugin computes what the helper says."""
     seen, todo, files = set(module_names), list(module_names), []
-    while todo:
-        module = sys.modules.get(todo.pop())
-        for value in list(vars(module).values()) if module is not None else ():
-            used = _module_used(value)
-            if used is None or used in seen:
-                continue
-            seen.add(used)
-            file = _own_module_file(used)
-            if file is not None:
-                files.append(file)
-                todo.append(used)
+    with warnings.catch_warnings():  # looking at a library's deprecated names must not warn the user
+        warnings.simplefilter("ignore")
+        while todo:
+            module = sys.modules.get(todo.pop())
+            for value in list(vars(module).values()) if module is not None else ():
+                used = _module_used(value)
+                if used is None or used in seen:
+                    continue
+                seen.add(used)
+                own, file = _own_module(used)
+                if file is not None:
+                    files.append(file)
+                if own:
+                    todo.append(used)
     return files
 
 
