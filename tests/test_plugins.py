@@ -203,7 +203,18 @@ def test_a_plugins_source_hash_covers_the_plugin_file_and_the_wrapped_modules_fi
     sys.modules.pop("edited_model", None)
 
 
-def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path):
+@pytest.fixture
+def scratch_modules(tmp_path, monkeypatch):
+    """The modules a test's plugin imports from tmp_path are forgotten after it, and sys.path is restored."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", None) or ()), None)
+        if where and str(where).startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path, scratch_modules):
     """A plain helper file beside the plugin file (no package), and the helper that one imports: editing
     either changes what the operator computes, so it must change the hash; upbench's own files and
     installed libraries are never hashed."""
@@ -214,17 +225,14 @@ def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path):
     plugin.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom torch import nn\nimport upbench\n"
                       f"from beside_block import scale\n\n\ndef make(channels):\n"
                       f"    return nn.Upsample(scale_factor=scale())\n\n\nupbench.wrap(make, 'beside-op')\n")
-    try:
-        upbench.load_plugin(plugin)
-        files = registry._source_files(upbench.get("beside-op"))
-        assert files == sorted(p.resolve() for p in tmp_path.glob("beside_*.py"))
-        assert registry.source_digest("beside-op") == digest_files(files)
-    finally:
-        for name in ("beside_block", "beside_scale"):
-            sys.modules.pop(name, None)
+    upbench.load_plugin(plugin)
+    files = registry._source_files(upbench.get("beside-op"))
+    assert files == sorted(p.resolve() for p in tmp_path.glob("beside_*.py"))
+    assert registry.source_digest("beside-op") == digest_files(files)
 
 
-def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survives_odd_objects(tmp_path):
+def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survives_odd_objects(tmp_path,
+                                                                                               scratch_modules):
     """``import nspkg.blocks`` binds a namespace package (no __file__) whose submodule is the helper; a
     library on PYTHONPATH in a site-packages folder is installed code, not the user's; and an object that
     raises when looked at (a lazy settings proxy) must not keep the plugin from loading."""
@@ -241,13 +249,9 @@ def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survi
     plugin.write_text(f"import sys\nsys.path[:0] = [{str(tmp_path)!r}, {str(library)!r}]\nimport upbench\n"
                       f"import odd_nspkg.blocks\nimport odd_library\nfrom odd_lazy import settings\n\n"
                       f"upbench.wrap(odd_nspkg.blocks.make, 'odd-op')\n")
-    try:
-        upbench.load_plugin(plugin)
-        hashed = [plugin, tmp_path / "odd_nspkg" / "blocks.py", tmp_path / "odd_lazy.py"]
-        assert registry.source_digest("odd-op") == digest_files(sorted(p.resolve() for p in hashed))
-    finally:
-        for name in ("odd_nspkg", "odd_nspkg.blocks", "odd_library", "odd_lazy"):
-            sys.modules.pop(name, None)
+    upbench.load_plugin(plugin)
+    hashed = [plugin, tmp_path / "odd_nspkg" / "blocks.py", tmp_path / "odd_lazy.py"]
+    assert registry.source_digest("odd-op") == digest_files(sorted(p.resolve() for p in hashed))
 
 
 def test_a_plugin_packages_source_hash_is_the_same_loaded_as_file_or_module_and_follows_its_helpers(tmp_path):
