@@ -254,6 +254,19 @@ def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survi
     assert registry.source_digest("odd-op") == digest_files(sorted(p.resolve() for p in hashed))
 
 
+def test_one_plugin_loaded_as_a_file_and_as_a_module_is_named_as_such(tmp_path, monkeypatch, scratch_modules):
+    """The same file imported under two module names registers two classes of one name: the message must say
+    that, not advise renaming one of two operators."""
+    plugin = tmp_path / "twice_plugin.py"
+    plugin.write_text("from torch import nn\nimport upbench\n\n\ndef make(channels):\n"
+                      "    return nn.Upsample(scale_factor=2)\n\n\nupbench.wrap(make, 'twice-op')\n")
+    sys.path.insert(0, str(tmp_path))
+    upbench.load_plugin(plugin)
+    with pytest.raises(ValueError, match=r"'twice-op' is registered twice from one file, .*twice_plugin\.py: by "
+                                         r"plugin file .* and by plugin module twice_plugin, .*load it once"):
+        upbench.load_plugin("twice_plugin")
+
+
 def test_a_plugin_packages_source_hash_is_the_same_loaded_as_file_or_module_and_follows_its_helpers(tmp_path):
     """A plugin package: a wrapped functools.partial of a helper's factory. Its hash must not depend on how
     the plugin is named (--plugin pkg.mod or pkg/mod.py), and must change when any file of the package

@@ -61,6 +61,12 @@ def register(cls: U) -> U:
     origin = _loading[-1] if _loading else f"module {cls.__module__}"
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         taken = _REGISTRY[cls.name]
+        file = _defining_file(cls)
+        if file is not None and file == _defining_file(taken):  # one plugin imported as a file and as a module
+            raise ValueError(
+                f"operator {cls.name!r} is registered twice from one file, {file}: by {_ORIGINS[cls.name]} and by "
+                f"{origin}, two imports of the same code under two module names; load it once, one way"
+            )
         raise ValueError(
             f"operator {cls.name!r} is claimed twice: by {_ORIGINS[cls.name]} ({taken.__module__}.{taken.__qualname__}) "
             f"and by {origin} ({cls.__module__}.{cls.__qualname__}); rename one of them"
@@ -71,6 +77,12 @@ def register(cls: U) -> U:
     if not _loading and cls.__module__ != "__main__":  # registered by importing a module: importing it again replays it
         _REPLAY.setdefault(cls.name, cls.__module__)
     return cls
+
+
+def _defining_file(cls: type) -> Path | None:
+    """The resolved file of the module that defines ``cls`` (None for one without a file)."""
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return Path(file).resolve() if isinstance(file, str) else None
 
 
 def origin(name: str) -> str:
