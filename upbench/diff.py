@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .memory import MIB
-from .rows import is_suspect, latest_rows
+from .rows import is_suspect, knob_columns, latest_rows
 
 # The config columns besides the operator and its knobs, as the rows hold them.
 AXES = ("impl", "C", "Cg", "N", "H", "W", "dtype", "device", "mode")
@@ -46,12 +46,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-def knob_names(rows: pd.DataFrame) -> list[str]:
-    """The knob columns: the row layout puts them between ``Cg`` and ``N``."""
-    columns = list(rows.columns)
-    return columns[columns.index("Cg") + 1: columns.index("N")]
 
 
 def _pairing_frame(rows: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
@@ -288,7 +282,7 @@ def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
         raise ValueError(f"threshold {threshold!r}: expected a fraction between 0 and 1, e.g. 0.05 for 5%")
     base, new = latest_rows(base), latest_rows(new)
     base, new = (rows.assign(_suspect=(rows["status"] == "ok") & is_suspect(rows)) for rows in (base, new))
-    knobs = list(dict.fromkeys(knob_names(base) + knob_names(new)))
+    knobs = list(dict.fromkeys(knob_columns(base) + knob_columns(new)))
     base_frame, new_frame = _pairing_frame(base, knobs), _pairing_frame(new, knobs)
     compared = compared_axes(base_frame, new_frame, knobs, across)
     leave_out: dict[str, set[str]] = {}

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from .latex import MARK, booktabs
 from .memory import MIB
-from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, write_json
+from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, write_json
 from .rules import counted_as_zero_note
 
 
@@ -46,12 +46,6 @@ def first_policy(rows: pd.DataFrame) -> str:
 
 
 # -- display helpers --------------------------------------------------------------------------
-def knob_columns(rows: pd.DataFrame) -> list[str]:
-    """The row layout puts the knob columns between ``Cg`` and ``N``."""
-    columns = list(rows.columns)
-    return columns[columns.index("Cg") + 1 : columns.index("N")]
-
-
 def size_label(H: int, W: int) -> str:
     return f"{H}" if H == W else f"{H}x{W}"
 

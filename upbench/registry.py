@@ -192,9 +192,7 @@ def _source_files(cls: type[Upsampler]) -> list[Path]:
         if klass is Upsampler:
             break
         modules.append(klass.__module__)
-        module_file = getattr(sys.modules.get(klass.__module__), "__file__", None)
-        if module_file:
-            files.append(Path(module_file).resolve())
+        files.extend(filter(None, [_defining_file(klass)]))
         files.extend(_package_files(klass.__module__))
     files.extend(_imported_own_files(modules))
     return sorted(set(files))

@@ -84,6 +84,12 @@ def check_retry(kinds: Iterable[str]) -> tuple[str, ...]:
     return kinds
 
 
+def knob_columns(rows: pd.DataFrame) -> list[str]:
+    """The knob columns: the row layout puts them between ``Cg`` and ``N``."""
+    columns = list(rows.columns)
+    return columns[columns.index("Cg") + 1 : columns.index("N")]
+
+
 def is_suspect(rows: pd.DataFrame) -> pd.Series:
     """Which of ``rows`` have a timing that cannot be trusted (a reason in ``timing_suspect``)."""
     return rows["timing_suspect"].fillna("").astype(str).ne("")
