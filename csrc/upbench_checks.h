@@ -16,8 +16,8 @@ namespace upbench {
 constexpr int64_t kMaxFusedK = 15;
 
 inline void check_k(const char* op, int64_t K) {
-  TORCH_CHECK(K >= 1 && K % 2 == 1, op, ": K must be an odd integer >= 1 (the window is centred on the "
-              "low-resolution parent), got K=", K);
+  TORCH_CHECK(K >= 1 && K % 2 == 1, op, ": K must be an odd integer >= 1 (the window is centred on a pixel), got K=",
+              K);
 }
 
 // The product of `factors`, or an error when it does not fit int64_t: the kernels compute flat int64_t
@@ -119,6 +119,36 @@ inline void check_sapa_fused(const char* op, const at::Tensor& query, const at::
   int64_t channels = 0;
   TORCH_CHECK(!c10::add_overflows(key.size(1), value.size(1), &channels), op, ": d + C overflows int64");
   check_work(op, key, K, channels);
+}
+
+// The reflect ops: `a` and `b` are maps of one size that reflect padding by K/2 can mirror.
+inline void check_reflect_pair(const char* op, int64_t K, const char* a_name, const at::Tensor& a,
+                               const char* b_name, const at::Tensor& b) {
+  check_k(op, K);
+  check_rank4(op, a_name, a);
+  check_rank4(op, b_name, b);
+  check_same(op, a_name, a, b_name, b);
+  TORCH_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(2) && a.size(3) == b.size(3), op, ": ", a_name,
+              " and ", b_name, " must share N, h and w, got ", a_name, " ", a.sizes(), " and ", b_name, " ",
+              b.sizes());
+  const int64_t radius = K / 2;
+  TORCH_CHECK(b.size(2) > radius && b.size(3) > radius, op, ": reflect padding by K/2 = ", radius,
+              " needs h and w of at least ", radius + 1, " (K=", K, "), got ", b_name, " ", b.sizes());
+  // the window work N * K*K * h * w * channels, as check_work for the 2x ops
+  checked_product(op, "the window work N * K*K * h * w * channels",
+                  {b.size(0), checked_product(op, "the window size K*K", {K, K}), b.size(2), b.size(3),
+                   std::max<int64_t>(std::max(a.size(1), b.size(1)), 1)});
+}
+
+inline void check_reflect_similarity(const char* op, const at::Tensor& query, const at::Tensor& key, int64_t K) {
+  check_reflect_pair(op, K, "query (N, d, h, w)", query, "key (N, d, h, w)", key);
+  check_channels(op, "query", query, "key", key);
+}
+
+inline void check_reflect_assembly(const char* op, const at::Tensor& weights, const at::Tensor& x, int64_t K) {
+  check_reflect_pair(op, K, "weights (N, K*K, h, w)", weights, "x (N, C, h, w)", x);
+  TORCH_CHECK(weights.size(1) == K * K, op, ": weights must have K*K = ", K * K, " channels for K=", K,
+              ", got weights ", weights.sizes());
 }
 
 // norm_linear's inputs but the bias (which its backward does not take).

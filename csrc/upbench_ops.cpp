@@ -19,6 +19,15 @@ TORCH_LIBRARY(upbench, m) {
   m.def(
       "sapa_fused_backward(Tensor grad, Tensor query, Tensor key, Tensor value, int K) -> "
       "(Tensor, Tensor, Tensor)");
+  // Same-resolution windows with a reflected border (FeatUp's JBU): pixel (i, j) of an h x w map reads the
+  // K x K window of an h x w map centred on (i, j) itself, a neighbour outside the map being its mirror
+  // image (reflect padding, which needs h and w above K/2).
+  // logits[n, k, i, j] = <query[n, :, i, j], key[n, :, reflected window k of (i, j)]>
+  m.def("reflect_similarity(Tensor query, Tensor key, int K) -> Tensor");
+  m.def("reflect_similarity_backward(Tensor grad, Tensor query, Tensor key, int K) -> (Tensor, Tensor)");
+  // out[n, c, i, j] = sum_k weights[n, k, i, j] * x[n, c, reflected window k of (i, j)]
+  m.def("reflect_assembly(Tensor weights, Tensor x, int K) -> Tensor");
+  m.def("reflect_assembly_backward(Tensor grad, Tensor weights, Tensor x, int K) -> (Tensor, Tensor)");
   // Linear(LayerNorm over channels) of each pixel of an NCHW map: x (N, C, H, W) -> (N, d, H, W), with
   // LayerNorm's gamma, beta (C) and eps and the Linear's weight (d, C) and bias (d)
   m.def("norm_linear(Tensor x, Tensor gamma, Tensor beta, Tensor weight, Tensor bias, float eps) -> Tensor");

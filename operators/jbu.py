@@ -13,6 +13,11 @@ Every output pixel of the 2H x 2W guide gets a K x K kernel (K = 2r + 1, the dia
 x is upsampled bicubically to 2H x 2W and each output pixel is the kernel-weighted sum of its K x K window
 there. Both windows are reflect-padded at the border, as released, so 2H and 2W must exceed r.
 
+``impl="compiled"`` runs the two window stages as the compiled reflect ops (``upbench.kernels``:
+``reflect_similarity`` for the range kernel's inner products, ``reflect_assembly`` for the adaptive
+convolution, FeatUp's own CUDA/C++ AdaptiveConv being the released counterpart of the latter); the
+reference takes the K^2 taps as shifted views, one at a time.
+
 FeatUp stacks four of these for x16, each fed the RGB image pooled to its output size (C_g = 3); here the
 guide is the (N, C_g, 2H, 2W) feature every guided operator gets, of any width.
 """
@@ -24,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upbench import kernels
 from upbench.base import MAX_D, MAX_K, Knob, Upsampler
 from upbench.formulas import ZERO, Cost, Dims, paper_is_exact
 from upbench.registry import register
@@ -92,24 +98,29 @@ def _mlp(in_channels: int, out_channels: int) -> nn.Sequential:
 class RangeKernel(nn.Module):
     """Stage: guide (N, C_g, 2H, 2W) -> softmax over the K^2 taps of the scaled key similarities (N, K^2, 2H, 2W)."""
 
-    def __init__(self, guide_channels: int, key_channels: int, diameter: int):
+    def __init__(self, guide_channels: int, key_channels: int, diameter: int, impl: str):
         super().__init__()
         self.diameter = diameter
+        self.impl = impl
         self.log_temperature = nn.Parameter(torch.tensor(0.0))  # FeatUp's range_temp
         self.projection = _mlp(guide_channels, key_channels)
 
-    def forward(self, guide: torch.Tensor) -> torch.Tensor:
-        keys = self.projection(guide)
+    def similarities(self, keys: torch.Tensor) -> torch.Tensor:
+        """<key at a pixel, key at each tap of its reflect-padded window>, (N, K^2, 2H, 2W)."""
+        if self.impl == "compiled":
+            return kernels.reflect_similarity(keys, keys, self.diameter)
         height, width = keys.shape[-2:]
         padded = reflect_pad(keys, self.diameter // 2)
-        similarities = torch.stack(
+        return torch.stack(
             [(window * keys).sum(dim=1) for window in shifted_windows(padded, self.diameter, height, width)], dim=1
         )
+
+    def forward(self, guide: torch.Tensor) -> torch.Tensor:
         temperature = self.log_temperature.exp().clamp(*TEMPERATURE_RANGE)
-        return F.softmax(temperature * similarities, dim=1)
+        return F.softmax(temperature * self.similarities(self.projection(guide)), dim=1)
 
     def extra_repr(self) -> str:
-        return f"diameter={self.diameter}"
+        return f"diameter={self.diameter}, impl={self.impl}"
 
 
 class BilateralKernel(nn.Module):
@@ -148,11 +159,14 @@ class AdaptiveConvolution(nn.Module):
     """Stage: kernels (N, K^2, 2H, 2W) and map (N, C, 2H, 2W) -> (N, C, 2H, 2W), each output pixel the sum over
     its reflect-padded K x K window of the map times that pixel's kernel (FeatUp's AdaptiveConv)."""
 
-    def __init__(self, diameter: int):
+    def __init__(self, diameter: int, impl: str):
         super().__init__()
         self.diameter = diameter
+        self.impl = impl
 
     def forward(self, kernel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        if self.impl == "compiled":
+            return kernels.reflect_assembly(kernel, source, self.diameter)
         height, width = source.shape[-2:]
         padded = reflect_pad(source, self.diameter // 2)
         # the taps summed in FeatUp's order, from zero, one C x 2H x 2W product at a time
@@ -162,7 +176,7 @@ class AdaptiveConvolution(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"diameter={self.diameter}"
+        return f"diameter={self.diameter}, impl={self.impl}"
 
 
 @register
@@ -172,14 +186,15 @@ class JBU(Upsampler):
     knobs = {"K": Knob(7, "odd", max=MAX_K), "d": Knob(32, max=MAX_D)}
     stages = ("range_kernel", "bilateral_kernel", "bicubic_upsampling", "adaptive_convolution")
     formulas = FORMULAS
+    compiled_ops = True
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__(channels, guide_channels, impl, **hparams)
         K = self.hparams["K"]
-        self.range_kernel = RangeKernel(self.guide_channels, self.hparams["d"], K)
+        self.range_kernel = RangeKernel(self.guide_channels, self.hparams["d"], K, self.impl)
         self.bilateral_kernel = BilateralKernel(self.guide_channels, K)
         self.bicubic_upsampling = BicubicUpsampling()
-        self.adaptive_convolution = AdaptiveConvolution(K)
+        self.adaptive_convolution = AdaptiveConvolution(K, self.impl)
 
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
         super().check_inputs(x, guide)

@@ -1,4 +1,5 @@
-"""Seeded differential fuzz: the compiled window ops against the pure-PyTorch reference functions.
+"""Seeded differential fuzz: the compiled window ops (the reflect ops too) against the pure-PyTorch reference
+functions.
 
 One case per (odd K in 1..17, dtype): random N, d, a prime channel count C > 1024, and an H x W that is
 often a single row or column; every input arrives in one of four layouts (contiguous, strided slices,
@@ -17,7 +18,8 @@ import torch
 
 from test_kernels import DEVICES, assert_close
 from upbench import kernels
-from upbench.references import reference_assembly, reference_sapa, reference_similarity
+from upbench.references import (reference_assembly, reference_reflect_assembly, reference_reflect_similarity,
+                                reference_sapa, reference_similarity)
 
 SEED = 9
 PRIMES_OVER_1024 = (1031, 1033, 1039, 1049, 1051, 1061)
@@ -112,6 +114,12 @@ def test_compiled_matches_reference(ops, case, device):
             (N, C, 2 * H, 2 * W), device)
     if K <= kernels.FUSED_MAX_K:
         compare(ops.sapa_fused, reference_sapa, [hi, lo, (N, C, H, W)], case, gen, (N, C, 2 * H, 2 * W), device)
+    # the reflect ops on the 2H x 2W map, grown where the window's radius needs a larger one to mirror
+    h, w = max(2 * H, K // 2 + 1), max(2 * W, K // 2 + 1)
+    compare(ops.reflect_similarity, reference_reflect_similarity, [(N, d, h, w)] * 2, case, gen, (N, K * K, h, w),
+            device)
+    compare(ops.reflect_assembly, reference_reflect_assembly, [(N, K * K, h, w), (N, C, h, w)], case, gen,
+            (N, C, h, w), device)
 
 
 def test_cases_cover_the_brief():

@@ -293,3 +293,45 @@ def test_fvcore_policy_leaves_the_products_out():
     assert fvcore.stage_macs["adaptive_convolution"] == 0
     assert fvcore.stage_macs["range_kernel"] == pixels * (3 * 4 + 4 * 4)
     assert fvcore.stage_macs["bilateral_kernel"] == pixels * ((9 + 3) * 9 + 9 * 9)
+
+
+# -- the compiled path: the reflect ops in place of the shifted views ------------------------------------
+@pytest.fixture
+def compiled_ops():
+    from upbench import kernels
+
+    if not kernels.compiled_available():
+        pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
+
+
+@pytest.mark.parametrize("K,d,Cg,size", [(7, 4, 3, (2, 2)), (3, 8, None, (3, 5)), (5, 4, 6, (4, 3)), (9, 2, 3, (3, 3))])
+def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(compiled_ops, K, d, Cg, size, generator):
+    """Same weights on both paths, float64, the smallest maps each K allows among them: the output, x, the guide
+    and every parameter's gradient."""
+    reference = build(5, Cg, K=K, d=d)
+    perturb(reference, generator)
+    compiled = make("jbu", 5, guide_channels=Cg, impl="compiled", K=K, d=d).double().eval()
+    compiled.load_state_dict(reference.state_dict())
+    assert (compiled.impl, reference.impl) == ("compiled", "reference")
+    x = torch.randn(2, 5, *size, dtype=F64, generator=generator)
+    guide = torch.randn(2, reference.guide_channels, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
+    grad = torch.randn(2, 5, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
+    results = []
+    for op in (reference, compiled):
+        leaves = [x.clone().requires_grad_(), guide.clone().requires_grad_(), *op.parameters()]
+        out = op(*leaves[:2])
+        results.append([out.detach(), *torch.autograd.grad(out, leaves, grad)])
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_counts_do_not_depend_on_the_implementation(compiled_ops, policy):
+    """The compiled ops count what the reference's products count under each policy: the paper policy counts
+    both stages' window products, fvcore and FlopCounterMode count elementwise products as zero."""
+    reference_op, compiled_op = (make("jbu", 8, guide_channels=3, impl=impl, K=5, d=4) for impl in ("reference", "compiled"))
+    inputs = reference_op.example_inputs(1, 3, 4)
+    reference, compiled = count(reference_op, inputs, policy), count(compiled_op, inputs, policy)
+    assert compiled.stage_macs == reference.stage_macs
+    assert compiled.macs == reference.macs
+    assert (compiled.stage_macs["adaptive_convolution"] > 0) == (policy == "paper")

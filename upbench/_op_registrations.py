@@ -8,9 +8,9 @@ tensor with a CPU one dispatches to the fake, so a fake that checked less would 
 uninitialised memory where the kernel raises.
 
 Every op has an autograd formula, the ``*_backward`` ops included, so gradients of any order are
-exact. A first backward is one kernel call per op (the ``*_backward`` op). local_similarity and
-dynamic_assembly are bilinear, so the derivatives of their backward ops are the forward and backward
-ops again (:func:`_bilinear_backward_backward`); sapa_fused_backward is differentiated through its
+exact. A first backward is one kernel call per op (the ``*_backward`` op). local_similarity,
+dynamic_assembly and the two reflect ops are bilinear, so the derivatives of their backward ops are the
+forward and backward ops again (:func:`_bilinear_backward_backward`); sapa_fused_backward is differentiated through its
 expression in those two ops (:func:`_sapa_backward_composite`). norm_linear_backward likewise through
 its expression in differentiable torch ops (:func:`_norm_linear_backward_composite`).
 """
@@ -25,6 +25,8 @@ import torch
 FUSED_MAX_K = 15
 
 _registered = False
+# The window ops that are bilinear in their two tensors: their backward ops differentiate as the ops again.
+_BILINEAR_OPS = ("local_similarity", "dynamic_assembly", "reflect_similarity", "reflect_assembly")
 
 # The dtypes the device kernels take; every tensor argument of one call shares one dtype and one device.
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -107,6 +109,37 @@ def _sapa_shape(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Te
     return (value.shape[0], value.shape[1], query.shape[2], query.shape[3])
 
 
+def _reflect_shape(op: str, a: torch.Tensor, b: torch.Tensor, K: int, a_name: str, b_name: str,
+                   **more: torch.Tensor) -> None:
+    """As check_reflect_pair in csrc/upbench_checks.h: maps of one N, h, w that reflect padding can mirror."""
+    _check_k(op, K)
+    _check_tensors(op, **{a_name: a, b_name: b}, **more)
+    _check(a.shape[0] == b.shape[0] and a.shape[2:] == b.shape[2:],
+           f"{op}: {a_name} and {b_name} must share N, h and w, got {tuple(a.shape)} and {tuple(b.shape)}")
+    radius = K // 2
+    _check(b.shape[2] > radius and b.shape[3] > radius, f"{op}: reflect padding by K/2 = {radius} needs h and w "
+           f"of at least {radius + 1} (K={K}), got {b_name} {tuple(b.shape)}")
+    n, _, h, w = b.shape
+    channels = torch.sym_max(torch.sym_max(a.shape[1], b.shape[1]), 1)
+    _check(K * K <= _INT64_MAX and n * K * K * h * w * channels <= _INT64_MAX,
+           f"{op}: the window work N * K*K * h * w * channels exceeds {_INT64_MAX}, the largest size the kernels "
+           "can index")
+
+
+def _reflect_similarity_shape(op: str, query: torch.Tensor, key: torch.Tensor, K: int, **more: torch.Tensor) -> tuple:
+    _reflect_shape(op, query, key, K, "query", "key", **more)
+    _check(query.shape[1] == key.shape[1], f"{op}: query and key must have the same number of channels, got "
+           f"{tuple(query.shape)} and {tuple(key.shape)}")
+    return (key.shape[0], K * K, key.shape[2], key.shape[3])
+
+
+def _reflect_assembly_shape(op: str, weights: torch.Tensor, x: torch.Tensor, K: int, **more: torch.Tensor) -> tuple:
+    _reflect_shape(op, weights, x, K, "weights", "x", **more)
+    _check(weights.shape[1] == K * K, f"{op}: weights must have K*K = {K * K} channels for K={K}, got "
+           f"{tuple(weights.shape)}")
+    return tuple(x.shape)
+
+
 def _empty_like(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors)
 
@@ -142,6 +175,28 @@ def _fake_sapa_fused_backward(grad: torch.Tensor, query: torch.Tensor, key: torc
     op = "upbench::sapa_fused_backward"
     _check_grad(op, grad, _sapa_shape(op, query, key, value, K, grad=grad))
     return _empty_like(query, key, value)
+
+
+def _fake_reflect_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
+    return key.new_empty(_reflect_similarity_shape("upbench::reflect_similarity", query, key, K))
+
+
+def _fake_reflect_similarity_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+                                      K: int) -> tuple[torch.Tensor, ...]:
+    op = "upbench::reflect_similarity_backward"
+    _check_grad(op, grad, _reflect_similarity_shape(op, query, key, K, grad=grad))
+    return _empty_like(query, key)
+
+
+def _fake_reflect_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+    return x.new_empty(_reflect_assembly_shape("upbench::reflect_assembly", weights, x, K))
+
+
+def _fake_reflect_assembly_backward(grad: torch.Tensor, weights: torch.Tensor, x: torch.Tensor,
+                                    K: int) -> tuple[torch.Tensor, ...]:
+    op = "upbench::reflect_assembly_backward"
+    _check_grad(op, grad, _reflect_assembly_shape(op, weights, x, K, grad=grad))
+    return _empty_like(weights, x)
 
 
 def _fake_norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
@@ -194,8 +249,7 @@ def _backward_through(name: str) -> Callable[..., tuple]:
 
 
 def _bilinear_backward_backward(name: str) -> Callable[..., tuple]:
-    """The autograd formula of ``name_backward`` for a bilinear op y = B(a, b) (local_similarity,
-    dynamic_assembly), whose backward op gives (grad_a, grad_b) = Bw(g, a, b) with <g, B(a, b)> =
+    """The autograd formula of ``name_backward`` for a bilinear op y = B(a, b) (``_BILINEAR_OPS``), whose backward op gives (grad_a, grad_b) = Bw(g, a, b) with <g, B(a, b)> =
     <grad_a, a> = <grad_b, b>. With cotangents (u, v) of (grad_a, grad_b):
     d/dg = B(u, b) + B(a, v), d/da = Bw(g, a, v)[0], d/db = Bw(g, u, b)[1]. All of them are the two
     ops again, so every order of derivative goes through the compiled kernels."""
@@ -280,14 +334,18 @@ def register() -> None:
     lib.register_fake("upbench::dynamic_assembly_backward")(_fake_dynamic_assembly_backward)
     lib.register_fake("upbench::sapa_fused")(_fake_sapa_fused)
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
+    lib.register_fake("upbench::reflect_similarity")(_fake_reflect_similarity)
+    lib.register_fake("upbench::reflect_similarity_backward")(_fake_reflect_similarity_backward)
+    lib.register_fake("upbench::reflect_assembly")(_fake_reflect_assembly)
+    lib.register_fake("upbench::reflect_assembly_backward")(_fake_reflect_assembly_backward)
     lib.register_fake("upbench::norm_linear")(_fake_norm_linear)
     lib.register_fake("upbench::norm_linear_backward")(_fake_norm_linear_backward)
     lib.register_autograd("upbench::norm_linear", _norm_linear_backward, setup_context=_save_inputs)
     lib.register_autograd("upbench::norm_linear_backward", _vjp_of(_norm_linear_backward_composite),
                           setup_context=_save_inputs)
-    for name in ("local_similarity", "dynamic_assembly", "sapa_fused"):
+    for name in (*_BILINEAR_OPS, "sapa_fused"):
         lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
-    for name in ("local_similarity", "dynamic_assembly"):
+    for name in _BILINEAR_OPS:
         lib.register_autograd(f"upbench::{name}_backward", _bilinear_backward_backward(name),
                               setup_context=_save_inputs)
     lib.register_autograd("upbench::sapa_fused_backward", _vjp_of(_sapa_backward_composite),

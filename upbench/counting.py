@@ -115,10 +115,17 @@ def parts_handle(parts: Mapping[str, Rule]) -> Handle:
     return handle
 
 
+def no_macs(inputs: list, outputs: list) -> int:
+    return 0
+
+
 def compiled_op_handles(aten_handles: Mapping[str, Handle]) -> dict[str, Handle]:
-    """Handles of the compiled ops for a policy whose aten handles are ``aten_handles``."""
-    return {op: parts_handle(counted_parts(parts, lambda aten_op: aten_op in aten_handles))
-            for op, parts in COMPILED_OP_PARTS.items()}
+    """Handles of the compiled ops for a policy whose aten handles are ``aten_handles``: a part that stands for
+    an aten op counts where that op has a handle that counts something."""
+    def counts(aten_op: str) -> bool:
+        return aten_handles.get(aten_op, no_macs) is not no_macs
+
+    return {op: parts_handle(counted_parts(parts, counts)) for op, parts in COMPILED_OP_PARTS.items()}
 
 
 _PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
@@ -130,10 +137,6 @@ _PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
     **{op: rule_handle(rule) for op, rule in MATRIX_PRODUCT_RULES.items()},
 }
 PAPER_HANDLES: Mapping[str, Handle] = {**_PAPER_ATEN_HANDLES, **compiled_op_handles(_PAPER_ATEN_HANDLES)}
-
-def no_macs(inputs: list, outputs: list) -> int:
-    return 0
-
 
 _FVCORE_ATEN_HANDLES: Mapping[str, Handle] = {
     **_DEFAULT_SUPPORTED_OPS,

@@ -232,6 +232,20 @@ def sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: i
     return torch.ops.upbench.sapa_fused(query, key, value, K)
 
 
+def reflect_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
+    """query, key (N, d, h, w) -> logits (N, K*K, h, w): <query at a pixel, key at each tap of its K x K
+    window>, the window reflect-padded at the border (FeatUp's JBU range kernel)."""
+    require_compiled("upbench.kernels.reflect_similarity")
+    return torch.ops.upbench.reflect_similarity(query, key, K)
+
+
+def reflect_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+    """weights (N, K*K, h, w), x (N, C, h, w) -> (N, C, h, w): each pixel the weighted sum of its reflect-padded
+    K x K window of x (FeatUp's AdaptiveConv)."""
+    require_compiled("upbench.kernels.reflect_assembly")
+    return torch.ops.upbench.reflect_assembly(weights, x, K)
+
+
 def norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor, eps: float) -> torch.Tensor:
     """Linear(LayerNorm(x)) over the channels of each pixel of x (N, C, H, W) -> (N, d, H, W), with the

@@ -6,7 +6,8 @@ the low-resolution parent (i // 2, j // 2); window index k = ky * K + kx has off
 logit <q, 0>, zero value -> w * 0). Under IEEE arithmetic that zero still meets NaN and Inf: a NaN or
 Inf query, weight or gradient at a border pixel gives NaN there (0 * Inf = NaN), on both paths, in the
 forward and the backward. These definitions materialise the unfolded window, which is what costs
-memory; they are also the operators' ``impl="reference"`` path.
+memory; they are also the operators' ``impl="reference"`` path. The reflect ops (FeatUp's JBU) read a
+window of the same-size map centred on the pixel itself, mirrored at the border (reflect padding).
 """
 from __future__ import annotations
 
@@ -39,6 +40,23 @@ def reference_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.
 def reference_sapa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
     """sapa_fused: the assembly of value with the softmax over the window of the query-key logits."""
     return reference_assembly(torch.softmax(reference_similarity(query, key, K), dim=1), value, K)
+
+
+def reflect_window(x: torch.Tensor, K: int) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, K*K, h, w): each pixel's K x K neighbourhood centred on itself, reflect-padded."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, [K // 2] * 4, mode="reflect") if K > 1 else x
+    return F.unfold(padded, K).view(n, c, K * K, h, w)
+
+
+def reference_reflect_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
+    """query, key (N, d, h, w) -> logits (N, K*K, h, w) over each pixel's reflected window of key."""
+    return torch.einsum("ndkhw,ndhw->nkhw", reflect_window(key, K), query)
+
+
+def reference_reflect_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+    """weights (N, K*K, h, w), x (N, C, h, w) -> (N, C, h, w): out = sum_k w_k * x[reflected window k]."""
+    return torch.einsum("nckhw,nkhw->nchw", reflect_window(x, K), weights)
 
 
 def reference_norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,

@@ -21,12 +21,14 @@ _RULES: dict[str, Rule] = {}
 
 
 def _similarity_macs(query: tuple, *rest: Any, out_shape: tuple) -> int:
-    """The query (N, d, 2H, 2W) dotted with K*K keys per output pixel (K is the last argument)."""
+    """The query (N, d, 2H, 2W), or (N, d, h, w) for the reflect op, dotted with K*K keys per output pixel (K is
+    the last argument)."""
     return math.prod(query) * rest[-1] ** 2
 
 
 def _assembly_macs(*args: Any, out_shape: tuple) -> int:
-    """Every output element (N, C, 2H, 2W) a K*K-term weighted sum (K is the last argument)."""
+    """Every output element (N, C, 2H, 2W), or (N, C, h, w) for the reflect op, a K*K-term weighted sum (K is the
+    last argument)."""
     return math.prod(out_shape) * args[-1] ** 2
 
 
@@ -90,11 +92,19 @@ COMPILED_OP_PARTS: Mapping[str, Mapping[str, Rule]] = {
     "upbench::dynamic_assembly": {"dynamic_assembly": _assembly_macs},
     "upbench::sapa_fused": {"local_similarity": _similarity_macs, "dynamic_assembly": _assembly_macs},
     "upbench::norm_linear": {"linear": _norm_linear_macs, "layer_norm": _layer_norm_macs},
+    "upbench::reflect_similarity": {"reflect_similarity": _similarity_macs},
+    "upbench::reflect_assembly": {"reflect_assembly": _assembly_macs},
 }
 
 # Parts that do the work of an aten op the reference path runs instead: a policy counts such a part only
 # where it counts that aten op, so the compiled and reference paths get the same counts under every policy.
-ATEN_PARTS: Mapping[str, str] = {"linear": "aten::linear", "layer_norm": "aten::layer_norm"}
+ATEN_PARTS: Mapping[str, str] = {
+    "linear": "aten::linear",
+    "layer_norm": "aten::layer_norm",
+    # JBU's reference takes the window taps as elementwise products of shifted views
+    "reflect_similarity": "aten::mul",
+    "reflect_assembly": "aten::mul",
+}
 
 
 def counted_parts(parts: Mapping[str, Rule], counts_aten_op: Callable[[str], bool]) -> dict[str, Rule]:

@@ -4,8 +4,9 @@ A new machine's numbers mean something only once its kernels compute the right t
 one op on one device in one dtype at one shape, forward and the gradient of every input, and compares
 them with the float64 definition evaluated on the CPU from the same rounded inputs. The shapes are the
 ones kernels get wrong: a 1 x 1 map, a window larger than the map, channel counts off every block
-size and past 1024, and an Inf at a border pixel whose window reaches outside the map (the zero there
-must be multiplied in, giving NaN, as zero padding does).
+size and past 1024, and an Inf at a border pixel whose window reaches outside the map (for the zero-padded
+ops the zero there must be multiplied in, giving NaN, as zero padding does; for the reflect ops the Inf
+is read again through the mirror).
 
 Data flows one way: ``CHECKED_OPS`` x ``SHAPES`` x dtypes x devices -> :func:`run_check` -> rows.
 """
@@ -21,7 +22,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .environment import cpu_model, git_commit
-from .references import reference_assembly, reference_norm_linear, reference_sapa, reference_similarity
+from .references import (reference_assembly, reference_norm_linear, reference_reflect_assembly,
+                         reference_reflect_similarity, reference_sapa, reference_similarity)
 
 PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -99,6 +101,17 @@ def _sapa_inputs(s: Shape, g: torch.Generator) -> list[torch.Tensor]:
     return [*_similarity_inputs(s, g), _randn(g, s.N, s.C, s.H, s.W)]
 
 
+# The reflect ops read windows of a same-size map: they get the shape's 2H x 2W maps, the size JBU runs
+# them at, so K > H still mirrors a map larger than the radius.
+def _reflect_similarity_inputs(s: Shape, g: torch.Generator) -> list[torch.Tensor]:
+    scale = s.d ** -0.25
+    return [_randn(g, s.N, s.d, 2 * s.H, 2 * s.W, scale=scale), _randn(g, s.N, s.d, 2 * s.H, 2 * s.W, scale=scale)]
+
+
+def _reflect_assembly_inputs(s: Shape, g: torch.Generator) -> list[torch.Tensor]:
+    return [_randn(g, s.N, s.K * s.K, 2 * s.H, 2 * s.W), _randn(g, s.N, s.C, 2 * s.H, 2 * s.W)]
+
+
 def _norm_linear_inputs(s: Shape, g: torch.Generator) -> list[torch.Tensor]:
     scale = s.C ** -0.5  # a Linear's usual initial scale: outputs of unit size at every C
     return [_randn(g, s.N, s.C, s.H, s.W), 1 + 0.1 * _randn(g, s.C), 0.1 * _randn(g, s.C),
@@ -113,6 +126,9 @@ CHECKED_OPS = (
     CheckedOp("local_similarity", ("query", "key"), _similarity_inputs, _window, reference_similarity),
     CheckedOp("dynamic_assembly", ("weights", "x"), _assembly_inputs, _window, reference_assembly),
     CheckedOp("sapa_fused", ("query", "key", "value"), _sapa_inputs, _window, reference_sapa),
+    CheckedOp("reflect_similarity", ("query", "key"), _reflect_similarity_inputs, _window,
+              reference_reflect_similarity),
+    CheckedOp("reflect_assembly", ("weights", "x"), _reflect_assembly_inputs, _window, reference_reflect_assembly),
     CheckedOp("norm_linear", ("x", "gamma", "beta", "weight", "bias"), _norm_linear_inputs,
               lambda s: (NORM_EPS,), reference_norm_linear, windowed=False),
 )

@@ -5,7 +5,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+
+// AT_DISPATCH over the dtypes the CPU kernels take (check_cpu_dtype).
+#define UPBENCH_DISPATCH_CPU_DTYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 namespace upbench {
 

@@ -44,10 +44,6 @@ constexpr int64_t kSlabBytes = int64_t(256) << 10;
 // Bounds the scratch that grows with the tile's width (the backward's width x d) where C is small.
 constexpr int64_t kMaxTileWidth = 1024;
 
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
 // Pixels of a whole number of register blocks for every instruction set: the packed rows' length is a
 // multiple of it, so the products need no tail.
 template <typename T>
@@ -360,7 +356,7 @@ at::Tensor norm_linear_cpu(const at::Tensor& x_, const at::Tensor& gamma, const 
   at::Tensor y = at::empty({N, d, H, W}, x.options());
   if (C == 0) return y.copy_(folded.c0.view({1, d, 1, 1}));  // nothing to normalise: the bias
   if (d > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+    UPBENCH_DISPATCH_CPU_DTYPES(x.scalar_type(), op, [&] {
       using T = compute_t<scalar_t>;
       const Tiling tiling = tiling_for<T>(N, C, P);
       const scalar_t* xs = x.data_ptr<scalar_t>();
@@ -392,7 +388,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_line
   // Allocated here, not in the workers, for the memory probe (csrc/cpu/thread_scratch.h); zeroed, as a
   // thread may get no tiles.
   const at::Tensor thread_sums = at::zeros({at::get_num_threads(), layout.size()}, weight.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+  UPBENCH_DISPATCH_CPU_DTYPES(x.scalar_type(), op, [&] {
     using T = compute_t<scalar_t>;
     const Tiling tiling = tiling_for<T>(N, C, P);
     const scalar_t *xs = x.data_ptr<scalar_t>(), *gs = grad_out.data_ptr<scalar_t>();

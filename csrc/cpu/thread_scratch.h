@@ -33,6 +33,17 @@ class Arena {
   T* end_;
 };
 
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Tasks per parallel chunk so that a chunk does at least ~64K multiply-adds: small problems run
+// inline instead of paying for a parallel region (costly when the cores are shared).
+inline int64_t grain_for(int64_t work_per_task) {
+  constexpr int64_t kMinWork = int64_t(1) << 16;
+  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
+}
+
 // at::parallel_for(0, n, grain, body) where body(begin, end, arena) gets a zeroed share of
 // `per_thread` elements. One share per chunk that can run at once: parallel_for makes at most
 // min(threads, ceil(n / grain)) chunks, and runs inline (thread 0) when n <= grain, so a small

@@ -35,17 +35,6 @@
 namespace upbench {
 namespace {
 
-// Tasks per parallel chunk so that a chunk does at least ~64K multiply-adds: small problems run
-// inline instead of paying for a parallel region (costly when the cores are shared).
-int64_t grain_for(int64_t work_per_task) {
-  constexpr int64_t kMinWork = int64_t(1) << 16;
-  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
 struct Geom {
   int64_t N, H, W, Ho, Wo, K, R, KK;
   Geom(int64_t n, int64_t h, int64_t w, int64_t k)
@@ -280,9 +269,6 @@ void adjoint_nchw_weights(const S* weights, const S* hi, S* out, const Geom& g, 
 // ---- op entry points ------------------------------------------------------------------------
 //
 // Every map is used in its own dtype (contiguous), computed on in compute_type's (dtypes.h).
-
-#define UPBENCH_DISPATCH_CPU_DTYPES(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 at::Tensor local_similarity_cpu(const at::Tensor& query_, const at::Tensor& key_, int64_t K) {
   constexpr const char* op = "upbench::local_similarity";

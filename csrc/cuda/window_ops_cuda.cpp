@@ -159,6 +159,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sapa_fused_backward_cuda(const at
   return {grad_query, grad_key, grad_value};
 }
 
+at::Tensor reflect_similarity_cuda(const at::Tensor& query_, const at::Tensor& key_, int64_t K) {
+  constexpr const char* op = "upbench::reflect_similarity";
+  check_reflect_similarity(op, query_, key_, K);
+  const DType dt = to_dtype(op, key_.scalar_type());
+  const c10::cuda::CUDAGuard guard(key_.device());
+  const at::Tensor query = query_.contiguous(), key = key_.contiguous();
+  const int64_t N = key.size(0), d = key.size(1), h = key.size(2), w = key.size(3);
+  at::Tensor out = at::empty({N, K * K, h, w}, key.options());
+  check_launch(op, cuda::launch_reflect_dot(dt, query.const_data_ptr(), key.const_data_ptr(), out.data_ptr(), N, d,
+                                            h, w, K, current_stream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> reflect_similarity_backward_cuda(const at::Tensor& grad_, const at::Tensor& query_,
+                                                                    const at::Tensor& key_, int64_t K) {
+  constexpr const char* op = "upbench::reflect_similarity_backward";
+  check_reflect_similarity(op, query_, key_, K);
+  const int64_t N = key_.size(0), d = key_.size(1), h = key_.size(2), w = key_.size(3);
+  check_grad(op, grad_, {N, K * K, h, w}, key_);
+  const DType dt = to_dtype(op, key_.scalar_type());
+  const c10::cuda::CUDAGuard guard(key_.device());
+  const at::Tensor grad = grad_.contiguous(), query = query_.contiguous(), key = key_.contiguous();
+  at::Tensor grad_query = at::empty(query.sizes(), query.options());
+  at::Tensor grad_key = at::empty(key.sizes(), key.options());
+  const cudaStream_t stream = current_stream();
+  // d/dquery = reflect_gather(grad, key); d/dkey = reflect_scatter(grad, query).
+  check_launch(op, cuda::launch_reflect_gather(dt, grad.const_data_ptr(), key.const_data_ptr(), grad_query.data_ptr(),
+                                               N, d, h, w, K, stream));
+  check_launch(op, cuda::launch_reflect_scatter(dt, grad.const_data_ptr(), query.const_data_ptr(),
+                                                grad_key.data_ptr(), N, d, h, w, K, stream));
+  return {grad_query, grad_key};
+}
+
+at::Tensor reflect_assembly_cuda(const at::Tensor& weights_, const at::Tensor& x_, int64_t K) {
+  constexpr const char* op = "upbench::reflect_assembly";
+  check_reflect_assembly(op, weights_, x_, K);
+  const DType dt = to_dtype(op, x_.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const at::Tensor weights = weights_.contiguous(), x = x_.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  check_launch(op, cuda::launch_reflect_gather(dt, weights.const_data_ptr(), x.const_data_ptr(), out.data_ptr(),
+                                               x.size(0), x.size(1), x.size(2), x.size(3), K, current_stream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> reflect_assembly_backward_cuda(const at::Tensor& grad_, const at::Tensor& weights_,
+                                                                  const at::Tensor& x_, int64_t K) {
+  constexpr const char* op = "upbench::reflect_assembly_backward";
+  check_reflect_assembly(op, weights_, x_, K);
+  check_grad(op, grad_, x_.sizes(), x_);
+  const DType dt = to_dtype(op, x_.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const at::Tensor grad = grad_.contiguous(), weights = weights_.contiguous(), x = x_.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), h = x.size(2), w = x.size(3);
+  at::Tensor grad_weights = at::empty(weights.sizes(), weights.options());
+  at::Tensor grad_x = at::empty(x.sizes(), x.options());
+  const cudaStream_t stream = current_stream();
+  // d/dweights = reflect_dot(grad, x); d/dx = reflect_scatter(weights, grad).
+  check_launch(op, cuda::launch_reflect_dot(dt, grad.const_data_ptr(), x.const_data_ptr(), grad_weights.data_ptr(), N,
+                                            C, h, w, K, stream));
+  check_launch(op, cuda::launch_reflect_scatter(dt, weights.const_data_ptr(), grad.const_data_ptr(),
+                                                grad_x.data_ptr(), N, C, h, w, K, stream));
+  return {grad_weights, grad_x};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(upbench, CUDA, m) {
@@ -168,6 +233,10 @@ TORCH_LIBRARY_IMPL(upbench, CUDA, m) {
   m.impl("dynamic_assembly_backward", &dynamic_assembly_backward_cuda);
   m.impl("sapa_fused", &sapa_fused_cuda);
   m.impl("sapa_fused_backward", &sapa_fused_backward_cuda);
+  m.impl("reflect_similarity", &reflect_similarity_cuda);
+  m.impl("reflect_similarity_backward", &reflect_similarity_backward_cuda);
+  m.impl("reflect_assembly", &reflect_assembly_cuda);
+  m.impl("reflect_assembly_backward", &reflect_assembly_backward_cuda);
   // GEMMs and reductions: cuBLAS and ATen's kernels
   m.impl("norm_linear", &norm_linear_composite);
   m.impl("norm_linear_backward", &norm_linear_backward_composite);

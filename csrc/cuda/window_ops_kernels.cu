@@ -332,6 +332,134 @@ cudaError_t sapa_backward_impl(const void* q, const void* k, const void* v, cons
   return cudaGetLastError();
 }
 
+
+// ---- reflect ops: same-size maps, each pixel's window centred on itself, mirrored at the border -----------
+
+// The source index of padded index i of a map of n pixels (reflect padding: -1 -> 1, n -> n - 2).
+__device__ __forceinline__ int64_t mirror(int64_t i, int64_t n) {
+  return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i);
+}
+
+// The pixels p of a map of n whose tap at offset o lands on pixel s once mirrored, at most three, each once:
+// p + o = s; p + o = -s (the top / left mirror of s, s > 0); p + o = 2(n - 1) - s (the bottom / right
+// mirror, s < n - 1). Returns how many lie in [0, n).
+__device__ __forceinline__ int reflect_preimages(int64_t s, int64_t o, int64_t n, int64_t* p) {
+  int count = 0;
+  const int64_t candidates[3] = {s - o, s > 0 ? -s - o : -1, s < n - 1 ? 2 * (n - 1) - s - o : -1};
+  for (int c = 0; c < 3; ++c)
+    if (candidates[c] >= 0 && candidates[c] < n) p[count++] = candidates[c];
+  return count;
+}
+
+// reflect_dot: one thread per (n, k, y, x)
+template <typename T>
+__global__ void reflect_dot_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t N,
+                                   int64_t Ca, int64_t h, int64_t w, int64_t K) {
+  using A = typename Acc<T>::type;
+  const int64_t hw = h * w, KK = K * K, R = K / 2;
+  const int64_t total = N * KK * hw;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t pix = idx % hw;
+    const int64_t k = (idx / hw) % KK;
+    const int64_t n = idx / (hw * KK);
+    const int64_t source = mirror(pix / w + k / K - R, h) * w + mirror(pix % w + k % K - R, w);
+    const T* ap = a + n * Ca * hw + pix;
+    const T* bp = b + n * Ca * hw + source;
+    A acc = 0;
+    for (int64_t c = 0; c < Ca; ++c) acc += A(widen(ap[c * hw])) * A(widen(bp[c * hw]));
+    out[idx] = narrow<T>(acc);
+  }
+}
+
+// reflect_gather: one thread per (n, c, y, x), the taps in order from zero
+template <typename T>
+__global__ void reflect_gather_kernel(const T* __restrict__ wt, const T* __restrict__ x, T* __restrict__ out,
+                                      int64_t N, int64_t C, int64_t h, int64_t w, int64_t K) {
+  using A = typename Acc<T>::type;
+  const int64_t hw = h * w, KK = K * K, R = K / 2;
+  const int64_t total = N * C * hw;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t pix = idx % hw;
+    const int64_t nc = idx / hw;  // n * C + c
+    const int64_t n = nc / C;
+    const int64_t y = pix / w, xx = pix % w;
+    const T* wp = wt + n * KK * hw + pix;
+    const T* xp = x + nc * hw;
+    A acc = 0;
+    for (int64_t ky = 0; ky < K; ++ky) {
+      const int64_t row = mirror(y + ky - R, h) * w;
+      for (int64_t kx = 0; kx < K; ++kx)
+        acc += A(widen(wp[(ky * K + kx) * hw])) * A(widen(xp[row + mirror(xx + kx - R, w)]));
+    }
+    out[idx] = narrow<T>(acc);
+  }
+}
+
+// reflect_scatter as a gather: one thread per (n, c, y, x), over the pixels whose reflected taps land there
+template <typename T>
+__global__ void reflect_scatter_kernel(const T* __restrict__ wt, const T* __restrict__ g, T* __restrict__ out,
+                                       int64_t N, int64_t C, int64_t h, int64_t w, int64_t K) {
+  using A = typename Acc<T>::type;
+  const int64_t hw = h * w, KK = K * K, R = K / 2;
+  const int64_t total = N * C * hw;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t pix = idx % hw;
+    const int64_t nc = idx / hw;
+    const int64_t n = nc / C;
+    const int64_t y = pix / w, xx = pix % w;
+    const T* gp = g + nc * hw;
+    A acc = 0;
+    for (int64_t ky = 0; ky < K; ++ky) {
+      int64_t rows[3];
+      const int row_count = reflect_preimages(y, ky - R, h, rows);
+      for (int64_t kx = 0; kx < K; ++kx) {
+        int64_t cols[3];
+        const int col_count = reflect_preimages(xx, kx - R, w, cols);
+        const T* wk = wt + (n * KK + ky * K + kx) * hw;
+        for (int r = 0; r < row_count; ++r)
+          for (int c = 0; c < col_count; ++c) {
+            const int64_t p = rows[r] * w + cols[c];
+            acc += A(widen(wk[p])) * A(widen(gp[p]));
+          }
+      }
+    }
+    out[idx] = narrow<T>(acc);
+  }
+}
+
+template <typename T>
+cudaError_t reflect_dot_impl(const void* a, const void* b, void* out, int64_t N, int64_t Ca, int64_t h, int64_t w,
+                             int64_t K, cudaStream_t stream) {
+  const int64_t total = N * K * K * h * w;
+  if (total == 0) return cudaSuccess;
+  reflect_dot_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), N, Ca, h, w, K);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t reflect_gather_impl(const void* wt, const void* x, void* out, int64_t N, int64_t C, int64_t h, int64_t w,
+                                int64_t K, cudaStream_t stream) {
+  const int64_t total = N * C * h * w;
+  if (total == 0) return cudaSuccess;
+  reflect_gather_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(wt), static_cast<const T*>(x), static_cast<T*>(out), N, C, h, w, K);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t reflect_scatter_impl(const void* wt, const void* g, void* out, int64_t N, int64_t C, int64_t h, int64_t w,
+                                 int64_t K, cudaStream_t stream) {
+  const int64_t total = N * C * h * w;
+  if (total == 0) return cudaSuccess;
+  reflect_scatter_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(wt), static_cast<const T*>(g), static_cast<T*>(out), N, C, h, w, K);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t launch_window_dot(DType dtype, const void* a, const void* b, void* out, int64_t N, int64_t Ca,
@@ -401,6 +529,33 @@ cudaError_t launch_sapa_backward_kernel(DType dtype, const void* query, const vo
   }
   return cudaErrorInvalidValue;
 }
+
+// One instantiation per storage type: IMPL<T>(args...) for dtype's T.
+#define UPBENCH_DTYPE_DISPATCH(IMPL, ...)                                          \
+  switch (dtype) {                                                                \
+    case DType::kFloat32: return IMPL<float>(__VA_ARGS__);                        \
+    case DType::kFloat64: return IMPL<double>(__VA_ARGS__);                       \
+    case DType::kFloat16: return IMPL<__half>(__VA_ARGS__);                       \
+    case DType::kBFloat16: return IMPL<__nv_bfloat16>(__VA_ARGS__);               \
+  }                                                                               \
+  return cudaErrorInvalidValue;
+
+cudaError_t launch_reflect_dot(DType dtype, const void* a, const void* b, void* out, int64_t N, int64_t Ca,
+                               int64_t h, int64_t w, int64_t K, cudaStream_t stream) {
+  UPBENCH_DTYPE_DISPATCH(reflect_dot_impl, a, b, out, N, Ca, h, w, K, stream)
+}
+
+cudaError_t launch_reflect_gather(DType dtype, const void* wt, const void* x, void* out, int64_t N, int64_t C,
+                                  int64_t h, int64_t w, int64_t K, cudaStream_t stream) {
+  UPBENCH_DTYPE_DISPATCH(reflect_gather_impl, wt, x, out, N, C, h, w, K, stream)
+}
+
+cudaError_t launch_reflect_scatter(DType dtype, const void* wt, const void* g, void* out, int64_t N, int64_t C,
+                                   int64_t h, int64_t w, int64_t K, cudaStream_t stream) {
+  UPBENCH_DTYPE_DISPATCH(reflect_scatter_impl, wt, g, out, N, C, h, w, K, stream)
+}
+
+#undef UPBENCH_DTYPE_DISPATCH
 
 }  // namespace cuda
 }  // namespace upbench

@@ -46,5 +46,21 @@ cudaError_t launch_sapa_backward_kernel(DType dtype, const void* query, const vo
                                         const void* grad, void* P, void* G, int64_t N, int64_t d, int64_t C,
                                         int64_t H, int64_t W, int64_t K, cudaStream_t stream);
 
+// ---- reflect ops: maps of one size h x w, each pixel's K x K window centred on itself, the border the
+// map's mirror image (reflect padding; h and w above K/2) -------------------------------------------------
+
+// out (N, K*K, h, w) = <a (N, Ca, h, w), b (N, Ca, h, w) at reflected window k>.
+cudaError_t launch_reflect_dot(DType dtype, const void* a, const void* b, void* out, int64_t N, int64_t Ca,
+                               int64_t h, int64_t w, int64_t K, cudaStream_t stream);
+
+// out (N, C, h, w) = sum_k wt (N, K*K, h, w) * x (N, C, h, w) at reflected window k.
+cudaError_t launch_reflect_gather(DType dtype, const void* wt, const void* x, void* out, int64_t N, int64_t C,
+                                  int64_t h, int64_t w, int64_t K, cudaStream_t stream);
+
+// Adjoint of reflect_gather in x: out (N, C, h, w) at a pixel = sum over the (pixel, tap) pairs whose
+// reflected tap lands on it of wt * g there. g is (N, C, h, w). Written as a gather: no atomics.
+cudaError_t launch_reflect_scatter(DType dtype, const void* wt, const void* g, void* out, int64_t N, int64_t C,
+                                   int64_t h, int64_t w, int64_t K, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace upbench
