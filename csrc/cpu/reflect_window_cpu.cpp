@@ -5,7 +5,8 @@
 // to the compute dtype, so the inner loops are branch-free vector loops along the row: the mirror is paid
 // once per copied row, not once per tap. Rows are rounded up to whole vectors with zeros; the lanes past
 // the row's end are computed on those zeros and never stored.
-// * reflect_assembly: one block of channels per task, whose padded planes serve every output row.
+// * reflect_assembly: one band of output rows per task: its weight rows copied once, then each block of
+//   channels padded and assembled, several output rows at a time.
 // * reflect_similarity: one output row per task, over all channels. The K padded source rows it needs
 //   are kept in a ring, so a thread's consecutive rows copy one new source row each.
 // * the adjoint of the assembly in x (both backward ops need it): one block of channels per task; the
@@ -88,9 +89,9 @@ struct Rows {
   int64_t stride;
   const T* row(int64_t i) const { return base + i * stride; }
 };
-template <typename T, int B, typename S>
+template <typename T, int B, typename S, bool in_place = true>
 UPBENCH_INLINE Rows<T> readable_rows(const S* first, int64_t count, int64_t stride, const Geom& g, T* scratch) {
-  if constexpr (std::is_same_v<S, T>) {
+  if constexpr (in_place && std::is_same_v<S, T>) {
     if (g.w == g.Wp) return {first, stride};
   }
   for (int64_t i = 0; i < count; ++i) {
@@ -111,57 +112,120 @@ UPBENCH_INLINE void store_valid(S* dst, simd::Vec<T, B> v, int64_t valid) {
 
 // ---- reflect_assembly: out (N, C, h, w) = sum_k weights (N, KK, h, w) * x's reflected window k ----------
 
-// Channels [0, CB) of `out` from their padded planes: every output row, the taps in order from zero.
-template <typename T, int B, int CB, typename S>
-UPBENCH_INLINE void assemble_planes(const S* weights, const T* planes, S* out, const Geom& g, T* weight_rows) {
+// One vector from column xv of Y output rows of channels [0, CB): `padded` is the padded row of the first
+// output row's first window row (channels `band` elements apart), `weights` the K*K weight vectors of each
+// of the Y rows at this column, one after another. A loaded vector of a padded row serves every output row
+// whose window holds it, and each weight vector every channel: 1/Y + 1/CB loads per multiply-add. Each
+// output sums its taps in order from zero (window row i = ii - yy ascending).
+template <typename T, int B, int CB, int Y, typename S>
+UPBENCH_INLINE void assemble_vector(const T* weights, const T* padded, int64_t band, S* out, int64_t xv,
+                                    const Geom& g) {
   constexpr int L = simd::lanes<T, B>();
   using V = simd::Vec<T, B>;
-  for (int64_t y = 0; y < g.h; ++y) {
-    const Rows<T> w = readable_rows<T, B>(weights + y * g.w, g.KK, g.hw, g, weight_rows);
-    for (int64_t xv = 0; xv < g.Wp; xv += L) {
-      V acc[CB] = {};
-      for (int64_t i = 0; i < g.K; ++i) {
-        const T* window_row = planes + (y + i) * g.Pw + xv;
-        for (int64_t j = 0; j < g.K; ++j) {
-          const V wk = simd::load<T, B>(w.row(i * g.K + j) + xv);
-          for (int cb = 0; cb < CB; ++cb) acc[cb] += wk * simd::load<T, B>(window_row + cb * g.plane() + j);
-        }
+  V acc[Y][CB] = {};
+  for (int64_t ii = 0; ii < Y + g.K - 1; ++ii) {
+    for (int64_t j = 0; j < g.K; ++j) {
+      V source[CB];
+      for (int cb = 0; cb < CB; ++cb) source[cb] = simd::load<T, B>(padded + cb * band + ii * g.Pw + xv + j);
+      for (int yy = 0; yy < Y; ++yy) {  // unrolled: the accumulators stay in registers
+        const int64_t i = ii - yy;
+        if (i < 0 || i >= g.K) continue;
+        const V wk = simd::load<T, B>(weights + (yy * g.KK + i * g.K + j) * L);
+        for (int cb = 0; cb < CB; ++cb) acc[yy][cb] += wk * source[cb];
       }
-      for (int cb = 0; cb < CB; ++cb) store_valid<T, B>(out + cb * g.hw + y * g.w + xv, acc[cb], std::min<int64_t>(L, g.w - xv));
     }
   }
+  const int64_t valid = std::min<int64_t>(L, g.w - xv);
+  for (int yy = 0; yy < Y; ++yy)
+    for (int cb = 0; cb < CB; ++cb) store_valid<T, B>(out + cb * g.hw + yy * g.w + xv, acc[yy][cb], valid);
 }
 
-// Task = (image, block of channels).
+// Output rows this many at a time: AVX-512 has the registers for 4 x 4 accumulators, narrower sets for 2 x 4.
+template <int B>
+constexpr int kRowBlock = B >= 64 ? 4 : 2;
+
+// Rows [y0, y1) of channels [0, CB) of `out` (image rows), from their padded band (rows y0 - R to y1 + R,
+// channels `band` elements apart) and the band's weights as staged by stage_band_weights.
+template <typename T, int B, int CB, typename S>
+UPBENCH_INLINE void assemble_band(const T* weights, const T* padded, int64_t band, S* out, int64_t y0, int64_t y1,
+                                  int64_t band_rows, const Geom& g) {
+  constexpr int L = simd::lanes<T, B>();
+  constexpr int Y = kRowBlock<B>;
+  int64_t y = y0;
+  const auto at = [&](int64_t row, int64_t xv) { return weights + ((xv / L * band_rows + row - y0) * g.KK) * L; };
+  for (; y + Y <= y1; y += Y)
+    for (int64_t xv = 0; xv < g.Wp; xv += L)
+      assemble_vector<T, B, CB, Y>(at(y, xv), padded + (y - y0) * g.Pw, band, out + y * g.w, xv, g);
+  for (; y < y1; ++y)
+    for (int64_t xv = 0; xv < g.Wp; xv += L)
+      assemble_vector<T, B, CB, 1>(at(y, xv), padded + (y - y0) * g.Pw, band, out + y * g.w, xv, g);
+}
+
+// The K*K weight rows of output rows [y0, y1) of one image, widened, as vectors grouped by column: those of
+// column block xb, row y, tap k at ((xb * band_rows + y - y0) * KK + k) * L. Read in place, the rows (h * w
+// apart, often a power of two) alias in the L1 cache and every weight load missed it; grouped, the
+// Y * K*K vectors one output vector needs are one contiguous run.
+template <typename T, int B, typename S>
+UPBENCH_INLINE void stage_band_weights(const S* image_weights, int64_t y0, int64_t y1, int64_t band_rows,
+                                       const Geom& g, T* staged) {
+  constexpr int L = simd::lanes<T, B>();
+  for (int64_t y = y0; y < y1; ++y)
+    for (int64_t k = 0; k < g.KK; ++k) {
+      const S* row = image_weights + k * g.hw + y * g.w;
+      for (int64_t xv = 0; xv < g.Wp; xv += L) {
+        T* dst = staged + ((xv / L * band_rows + y - y0) * g.KK + k) * L;
+        const int64_t valid = std::min<int64_t>(L, g.w - xv);
+        simd::copy<T, B>(dst, row + xv, valid);
+        std::fill(dst + valid, dst + L, T(0));
+      }
+    }
+}
+
+// Task = (image, band of output rows): the band's weights staged once, then each block of channels padded
+// and assembled.
 template <typename T, int B, typename S>
 UPBENCH_INLINE void assembly_tasks(int64_t begin, int64_t end, Arena<T> arena, const S* weights, const S* x, S* out,
-                                   Dims d, int64_t C) {
+                                   Dims d, int64_t C, int64_t band_rows) {
   const Geom g(d, simd::lanes<T, B>());
-  T* planes = arena.take(kChannelBlock * g.plane());
-  T* weight_rows = arena.take(g.KK * g.Wp);
-  const int64_t blocks = ceil_div(C, kChannelBlock);
+  const int64_t band = (band_rows + 2 * g.R) * g.Pw;
+  T* padded = arena.take(kChannelBlock * band);
+  T* staged = arena.take(band_rows * g.KK * g.Wp);
+  const int64_t bands = ceil_div(g.h, band_rows);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t n = task / blocks, c0 = task % blocks * kChannelBlock;
-    const int64_t count = std::min(kChannelBlock, C - c0);
-    for (int64_t cb = 0; cb < count; ++cb) reflect_plane<T, B>(planes + cb * g.plane(), x + (n * C + c0 + cb) * g.hw, g);
-    const S* image_weights = weights + n * g.KK * g.hw;
-    S* block_out = out + (n * C + c0) * g.hw;
-    if (count == kChannelBlock) {
-      assemble_planes<T, B, kChannelBlock>(image_weights, planes, block_out, g, weight_rows);
-    } else {
-      for (int64_t cb = 0; cb < count; ++cb)
-        assemble_planes<T, B, 1>(image_weights, planes + cb * g.plane(), block_out + cb * g.hw, g, weight_rows);
+    const int64_t n = task / bands, y0 = task % bands * band_rows, y1 = std::min(g.h, y0 + band_rows);
+    stage_band_weights<T, B>(weights + n * g.KK * g.hw, y0, y1, band_rows, g, staged);
+    for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+      const int64_t count = std::min(kChannelBlock, C - c0);
+      for (int64_t cb = 0; cb < count; ++cb) {
+        const S* channel = x + (n * C + c0 + cb) * g.hw;
+        for (int64_t pr = 0; pr < y1 - y0 + 2 * g.R; ++pr)
+          reflect_row<T, B>(padded + cb * band + pr * g.Pw, channel + mirror(y0 + pr - g.R, g.h) * g.w, g);
+      }
+      S* block_out = out + (n * C + c0) * g.hw;
+      if (count == kChannelBlock) {
+        assemble_band<T, B, kChannelBlock>(staged, padded, band, block_out, y0, y1, band_rows, g);
+      } else {
+        for (int64_t cb = 0; cb < count; ++cb)
+          assemble_band<T, B, 1>(staged, padded + cb * band, band, block_out + cb * g.hw, y0, y1, band_rows, g);
+      }
     }
   }
 }
 UPBENCH_PER_ISA(assembly_tasks)
 
+// Bands of up to 16 rows (their weight rows, at K = 7 and w = 128, take 400 KB: L2); thinner ones only where
+// there are too few tasks for the threads. Each block of channels pads 2R rows more than the band.
 template <typename T, typename S>
 void assembly_nchw(const S* weights, const S* x, S* out, const Dims& d, int64_t C) {
+  constexpr int64_t kBandRows = 16;
   const Geom g = widest<T>(d);
-  parallel_with_scratch<T>(d.N * ceil_div(C, kChannelBlock), grain_for(g.KK * g.hw * kChannelBlock),
-                           kChannelBlock * g.plane() + g.KK * g.Wp, [&](int64_t begin, int64_t end, Arena<T> arena) {
-                             assembly_tasks_dispatch<T>(begin, end, arena, weights, x, out, d, C);
+  const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
+  int64_t band_rows = std::min(d.h, kBandRows);
+  while (band_rows > 1 && d.N * ceil_div(d.h, band_rows) < wanted) band_rows = ceil_div(band_rows, 2);
+  parallel_with_scratch<T>(d.N * ceil_div(d.h, band_rows), grain_for(g.KK * band_rows * d.w * C),
+                           kChannelBlock * (band_rows + 2 * g.R) * g.Pw + band_rows * g.KK * g.Wp,
+                           [&](int64_t begin, int64_t end, Arena<T> arena) {
+                             assembly_tasks_dispatch<T>(begin, end, arena, weights, x, out, d, C, band_rows);
                            });
 }
 
@@ -215,7 +279,8 @@ UPBENCH_INLINE void similarity_tasks(int64_t begin, int64_t end, Arena<T> arena,
       const S* source = key + n * C * g.hw + mirror(next - g.R, g.h) * g.w;
       for (int64_t c = 0; c < C; ++c) reflect_row<T, B>(slot + c * g.Pw, source + c * g.hw, g);
     }
-    const Rows<T> q = readable_rows<T, B>(query + n * C * g.hw + y * g.w, C, g.hw, g, query_rows);
+    // copied, not read in place: C rows h * w apart would alias in the L1 cache
+    const Rows<T> q = readable_rows<T, B, S, false>(query + n * C * g.hw + y * g.w, C, g.hw, g, query_rows);
     S* image_out = out + n * g.KK * g.hw;
     switch (g.K) {
       case 1: similarity_row<T, B, 1>(q, ring, y, C, g, image_out); break;
