@@ -34,7 +34,7 @@ def test_session_refuses_unknown_parts_before_installing_anything(tmp_path, part
 def test_released_kernels_script_imports_and_explains_itself():
     done = subprocess.run([sys.executable, str(RELEASED), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "--sapa-src" in done.stdout and "--mmcv-src" in done.stdout
+    assert "--sapa-src" in done.stdout and "--mmcv-src" in done.stdout and "--featup-src" in done.stdout
 
 
 def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
@@ -48,6 +48,8 @@ def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
     floor = (p.d * hi + p.d * lo + p.C * lo + p.C * hi) * 4
     assert module.compulsory_bytes("sapa", p, 4)["fwd"] == floor
     assert module.compulsory_bytes("carafe", p, 2)["fwd"] == (p.K * p.K * hi + p.C * lo + p.C * hi) * 2
+    # JBU's adaptive convolution: the weights and the source map at 2H x 2W read once, the output written once
+    assert module.compulsory_bytes("adaptive conv", p, 4)["fwd"] == (p.K * p.K * hi + p.C * hi + p.C * hi) * 4
 
 
 def test_every_bench_command_of_the_session_parses():

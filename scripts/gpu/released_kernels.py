@@ -1,17 +1,20 @@
 """upbench's CUDA kernels against the kernels users run today, same shapes, same run, on one GPU.
 
-The released SAPA kernels (poppinace/sapa: ``sim`` and ``atn``, channels-last) and mmcv's CARAFE kernel
-are built here from their own source trees, which the caller provides (``--sapa-src``, ``--mmcv-src``;
-``scripts/gpu/prepare.sh`` exports them from their repositories). Nothing of theirs is part of upbench:
-this script compiles their files where they lie, with a binding of its own for mmcv's two launchers,
-and imports the released SAPA's autograd functions from its checkout.
+The released SAPA kernels (poppinace/sapa: ``sim`` and ``atn``, channels-last), mmcv's CARAFE kernel and,
+given ``--featup-src``, FeatUp's AdaptiveConv (JBU's adaptive convolution, after the reflect padding its
+JBU does on every call) are built here from their own source trees, which the caller provides
+(``--sapa-src``, ``--mmcv-src``, ``--featup-src``; ``scripts/gpu/prepare.sh`` exports them from their
+repositories). Nothing of theirs is part of upbench: this script compiles their files where they lie,
+with a binding of its own for mmcv's two launchers, and imports the released SAPA's and FeatUp's autograd
+functions from their checkouts.
 
 For each dtype it reports, per implementation: agreement with upbench's float64 definitions (at a small
 shape, float64 where the kernel takes it), median forward and forward+backward times (CUDA events),
 compulsory DRAM bytes, the achieved GB/s and its share of this GPU's device-to-device copy bandwidth,
 measured in the same run.
 
-    python scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released/mmcv --out DIR
+    python scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released [--featup-src .released]
+        --out DIR
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import importlib
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +39,7 @@ import upbench  # noqa: E402
 from upbench import kernels  # noqa: E402
 from upbench.environment import device_name  # noqa: E402
 from upbench.formulas import compulsory_elements  # noqa: E402
-from upbench.references import reference_assembly, reference_sapa  # noqa: E402
+from upbench.references import reference_assembly, reference_reflect_assembly, reference_sapa  # noqa: E402
 from upbench.timing import time_call  # noqa: E402
 
 # mmcv exposes its launchers through its own registry; this binding calls them directly.
@@ -85,6 +89,21 @@ def build_mmcv_carafe(source: Path, build: Path):
     includes = [str(csrc / "common"), str(csrc / "common" / "cuda")]
     return load(name="mmcv_carafe", sources=[str(binding), str(csrc / "pytorch" / "cuda" / "carafe_cuda.cu")],
                 extra_include_paths=includes, build_directory=str(directory), verbose=False)
+
+
+def build_featup_adaptive_conv(source: Path, build: Path):
+    """FeatUp's AdaptiveConv autograd function, its CUDA extension built from ``source`` (the folder holding
+    featup/adaptive_conv_cuda)."""
+    src = source / "featup" / "adaptive_conv_cuda"
+    directory = build / "featup_adaptive_conv"
+    directory.mkdir(parents=True, exist_ok=True)
+    sys.modules["adaptive_conv_cuda_impl"] = load(
+        name="adaptive_conv_cuda_impl", sources=[str(src / "adaptive_conv_cuda.cpp"), str(src / "adaptive_conv_kernel.cu")],
+        build_directory=str(directory), verbose=False)
+    # their module imports the CPU extension too, which a GPU comparison never calls
+    sys.modules.setdefault("adaptive_conv_cpp_impl", types.ModuleType("adaptive_conv_cpp_impl"))
+    sys.path.insert(0, str(source))
+    return importlib.import_module("featup.adaptive_conv_cuda.adaptive_conv").AdaptiveConv
 
 
 class MmcvCarafe(torch.autograd.Function):
@@ -148,9 +167,11 @@ def _cpu64(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().double().cpu() for t in tensors]
 
 
-def implementations(sim, atn, carafe_ext, K: int, d: int) -> dict[str, tuple[str, Callable[[dict], Prepared]]]:
+def implementations(sim, atn, carafe_ext, adaptive_conv, K: int,
+                    d: int) -> dict[str, tuple[str, Callable[[dict], Prepared]]]:
     """name -> (task, prepare: NCHW inputs -> Prepared). Tasks: the SAPA kernel, the CARAFE assembly,
-    and the whole SAPA-B operator."""
+    the whole SAPA-B operator and, where FeatUp's AdaptiveConv was built (else None), JBU's adaptive
+    convolution of the 2H x 2W map."""
     ops = torch.ops.upbench
 
     def sapa_definition(x):
@@ -191,10 +212,30 @@ def implementations(sim, atn, carafe_ext, K: int, d: int) -> dict[str, tuple[str
         return Prepared(lambda: op(value, guide), (value, guide),
                         lambda: reference(*_cpu64(value, guide)))
 
-    return {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
-            "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
-            "upbench SAPA-B operator": ("sapa-b operator", ours_sapa_b),
-            "mmcv carafe": ("carafe", mmcv_carafe), "upbench dynamic_assembly": ("carafe", ours_assembly)}
+    def adaptive_conv_definition(x):
+        return lambda: reference_reflect_assembly(*_cpu64(x["weights"], x["guide"]), K)
+
+    def featup_adaptive_conv(x):
+        # FeatUp's layouts, made before any timing: filters (N, 2H, 2W, K, K); the source is reflect-padded on
+        # every call, as its JBU does
+        n, _, h, w = x["weights"].shape
+        filters = x["weights"].permute(0, 2, 3, 1).reshape(n, h, w, K, K).contiguous()
+        source = x["guide"]
+        return Prepared(lambda: adaptive_conv.apply(F.pad(source, [K // 2] * 4, mode="reflect"), filters),
+                        (source, filters), adaptive_conv_definition(x))
+
+    def ours_reflect_assembly(x):
+        return Prepared(lambda: ops.reflect_assembly(x["weights"], x["guide"], K), (x["weights"], x["guide"]),
+                        adaptive_conv_definition(x))
+
+    released = {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
+                "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
+                "upbench SAPA-B operator": ("sapa-b operator", ours_sapa_b),
+                "mmcv carafe": ("carafe", mmcv_carafe), "upbench dynamic_assembly": ("carafe", ours_assembly)}
+    if adaptive_conv is not None:
+        released |= {"FeatUp reflect pad + AdaptiveConv": ("adaptive conv", featup_adaptive_conv),
+                     "upbench reflect_assembly": ("adaptive conv", ours_reflect_assembly)}
+    return released
 
 
 def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
@@ -207,6 +248,8 @@ def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
         inputs = p.N * (p.d * hi + p.d * lo + p.C * lo)
     elif task == "carafe":
         inputs = p.N * (p.K * p.K * hi + p.C * lo)
+    elif task == "adaptive conv":  # weights and the source, both 2H x 2W
+        inputs = p.N * (p.K * p.K * hi + p.C * hi)
     else:
         op = upbench.make("sapa-b", p.C, K=p.K, d=p.d, impl="reference")
         inputs = compulsory_elements(op.dims(p.N, p.H, p.W), sum(t.numel() for t in op.parameters())) - out
@@ -256,6 +299,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sapa-src", type=Path, required=True, help="poppinace/sapa's sapa/ folder (holds setup.py)")
     parser.add_argument("--mmcv-src", type=Path, required=True, help="a checkout of open-mmlab/mmcv (holds mmcv/)")
+    parser.add_argument("--featup-src", type=Path, default=None,
+                        help="a checkout of mhamilton723/FeatUp (holds featup/adaptive_conv_cuda); optional")
     parser.add_argument("--build", type=Path, default=Path("/tmp/released_build"))
     parser.add_argument("--C", type=int, default=256)
     parser.add_argument("--size", type=int, default=128, help="low-resolution side (output is twice it)")
@@ -269,6 +314,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     sim, atn = build_released_sapa(args.sapa_src, args.build)
     carafe_ext = build_mmcv_carafe(args.mmcv_src, args.build)
+    adaptive_conv = build_featup_adaptive_conv(args.featup_src, args.build) if args.featup_src else None
     print(f"released kernels built and loaded in {time.perf_counter() - start:.0f} s", flush=True)
     if args.build_only:
         return 0
@@ -283,7 +329,7 @@ def main(argv: list[str]) -> int:
         dtype = getattr(torch, dtype_name)
         small = check.inputs(torch.float64 if dtype == torch.float32 else dtype, device)
         x = problem.inputs(dtype, device)
-        for name, (task, prepare) in implementations(sim, atn, carafe_ext, problem.K, problem.d).items():
+        for name, (task, prepare) in implementations(sim, atn, carafe_ext, adaptive_conv, problem.K, problem.d).items():
             difference = agreement(prepare(small))
             prepared = prepare(x)
             seconds = timed(prepared.run, prepared.leaves, device, args.min_run_time)

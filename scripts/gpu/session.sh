@@ -7,7 +7,8 @@
 #   racecheck  compute-sanitizer racecheck, likewise                                -> sanitize.log
 #   bench      bench.py (the default sweep), then bench.py compare at C=256, 128x128 -> 256x256, K=5,
 #              d=32 in fp32 and fp16                                                -> results.tgz
-#   released   the released SAPA and mmcv CARAFE kernels against ours, same run    -> released_kernels.*
+#   released   the released SAPA, mmcv CARAFE (and, prepared, FeatUp AdaptiveConv) kernels against ours,
+#              same run                                                              -> released_kernels.*
 # Usage: bash scripts/gpu/session.sh PART [PART ...]; every part's output also goes to $OUT/session.log
 # (OUT defaults to /tmp/upbench-gpu). Exit status: 0 when every part passed, else the last failure's.
 set -uo pipefail
@@ -18,7 +19,7 @@ PY=${PY:-python3}
 LOG=$OUT/session.log
 # The window ops (norm_linear runs ATen's kernels on CUDA) and the dtypes whose index math differs
 # (float32 data, and float16 data with float32 weights in the sapa backward).
-SANITIZE_OPS=${SANITIZE_OPS:-local_similarity,dynamic_assembly,sapa_fused}
+SANITIZE_OPS=${SANITIZE_OPS:-local_similarity,dynamic_assembly,sapa_fused,reflect_similarity,reflect_assembly}
 SANITIZE_DTYPES=${SANITIZE_DTYPES:-float32,float16}
 # Inside the checkout (ignored by git): a later call on the same warm machine reuses the build.
 export UPBENCH_BUILD_DIR=$PWD/.torch_extensions/upbench PYTHONUNBUFFERED=1
@@ -69,7 +70,10 @@ bench() {
 }
 
 released() {
-  $PY scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released --out "$OUT"
+  local featup=()
+  [ -d .released/featup ] && featup=(--featup-src .released)
+  $PY scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released ${featup[@]+"${featup[@]}"} \
+    --out "$OUT"
 }
 
 [ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
