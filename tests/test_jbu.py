@@ -329,7 +329,8 @@ def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(comp
 def test_counts_do_not_depend_on_the_implementation(compiled_ops, policy):
     """The compiled ops count what the reference's products count under each policy: the paper policy counts
     both stages' window products, fvcore and FlopCounterMode count elementwise products as zero."""
-    reference_op, compiled_op = (make("jbu", 8, guide_channels=3, impl=impl, K=5, d=4) for impl in ("reference", "compiled"))
+    reference_op, compiled_op = (make("jbu", 8, guide_channels=3, impl=impl, K=5, d=4)
+                                 for impl in ("reference", "compiled"))
     inputs = reference_op.example_inputs(1, 3, 4)
     reference, compiled = count(reference_op, inputs, policy), count(compiled_op, inputs, policy)
     assert compiled.stage_macs == reference.stage_macs

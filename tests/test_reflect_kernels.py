@@ -89,8 +89,9 @@ def test_lower_precision_is_the_definition_of_the_rounded_inputs(ops, dtype, tol
     N, C, h, w, K = 2, 13, 7, 19, 5
     x = rand(generator, N, C, h, w, dtype=dtype)
     weights = rand(generator, N, K * K, h, w, dtype=dtype)
-    for got, want in [(ops.reflect_similarity(x, x, K), reference_reflect_similarity(x.double(), x.double(), K)),
-                      (ops.reflect_assembly(weights, x, K), reference_reflect_assembly(weights.double(), x.double(), K))]:
+    wide_x, wide_weights = x.double(), weights.double()  # the rounded values, exactly
+    for got, want in [(ops.reflect_similarity(x, x, K), reference_reflect_similarity(wide_x, wide_x, K)),
+                      (ops.reflect_assembly(weights, x, K), reference_reflect_assembly(wide_weights, wide_x, K))]:
         assert got.dtype == dtype
         scale = want.abs().max().item()
         assert (got.double() - want).abs().max().item() <= tolerance * scale

@@ -25,8 +25,6 @@ import torch
 FUSED_MAX_K = 15
 
 _registered = False
-# The window ops that are bilinear in their two tensors: their backward ops differentiate as the ops again.
-_BILINEAR_OPS = ("local_similarity", "dynamic_assembly", "reflect_similarity", "reflect_assembly")
 
 # The dtypes the device kernels take; every tensor argument of one call shares one dtype and one device.
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -144,28 +142,6 @@ def _empty_like(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors)
 
 
-def _fake_local_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
-    return query.new_empty(_similarity_shape("upbench::local_similarity", query, key, K))
-
-
-def _fake_local_similarity_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
-                                    K: int) -> tuple[torch.Tensor, ...]:
-    op = "upbench::local_similarity_backward"
-    _check_grad(op, grad, _similarity_shape(op, query, key, K, grad=grad))
-    return _empty_like(query, key)
-
-
-def _fake_dynamic_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
-    return x.new_empty(_assembly_shape("upbench::dynamic_assembly", weights, x, K))
-
-
-def _fake_dynamic_assembly_backward(grad: torch.Tensor, weights: torch.Tensor, x: torch.Tensor,
-                                    K: int) -> tuple[torch.Tensor, ...]:
-    op = "upbench::dynamic_assembly_backward"
-    _check_grad(op, grad, _assembly_shape(op, weights, x, K, grad=grad))
-    return _empty_like(weights, x)
-
-
 def _fake_sapa_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: int) -> torch.Tensor:
     return value.new_empty(_sapa_shape("upbench::sapa_fused", query, key, value, K))
 
@@ -177,26 +153,28 @@ def _fake_sapa_fused_backward(grad: torch.Tensor, query: torch.Tensor, key: torc
     return _empty_like(query, key, value)
 
 
-def _fake_reflect_similarity(query: torch.Tensor, key: torch.Tensor, K: int) -> torch.Tensor:
-    return key.new_empty(_reflect_similarity_shape("upbench::reflect_similarity", query, key, K))
+def _bilinear_fakes(name: str,
+                    shape: Callable[..., tuple]) -> tuple[Callable[..., torch.Tensor], Callable[..., tuple]]:
+    """The fake (meta) forward and backward of a bilinear window op ``name(a, b, K)`` whose checks and output
+    shape ``shape`` gives; the backward returns the gradients of a and b."""
+    op = f"upbench::{name}"
+
+    def fake(a: torch.Tensor, b: torch.Tensor, K: int) -> torch.Tensor:
+        return b.new_empty(shape(op, a, b, K))
+
+    def fake_backward(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, K: int) -> tuple[torch.Tensor, ...]:
+        _check_grad(f"{op}_backward", grad, shape(f"{op}_backward", a, b, K, grad=grad))
+        return _empty_like(a, b)
+
+    return fake, fake_backward
 
 
-def _fake_reflect_similarity_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
-                                      K: int) -> tuple[torch.Tensor, ...]:
-    op = "upbench::reflect_similarity_backward"
-    _check_grad(op, grad, _reflect_similarity_shape(op, query, key, K, grad=grad))
-    return _empty_like(query, key)
-
-
-def _fake_reflect_assembly(weights: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
-    return x.new_empty(_reflect_assembly_shape("upbench::reflect_assembly", weights, x, K))
-
-
-def _fake_reflect_assembly_backward(grad: torch.Tensor, weights: torch.Tensor, x: torch.Tensor,
-                                    K: int) -> tuple[torch.Tensor, ...]:
-    op = "upbench::reflect_assembly_backward"
-    _check_grad(op, grad, _reflect_assembly_shape(op, weights, x, K, grad=grad))
-    return _empty_like(weights, x)
+_BILINEAR_SHAPES: dict[str, Callable[..., tuple]] = {
+    "local_similarity": _similarity_shape,
+    "dynamic_assembly": _assembly_shape,
+    "reflect_similarity": _reflect_similarity_shape,
+    "reflect_assembly": _reflect_assembly_shape,
+}
 
 
 def _fake_norm_linear(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
@@ -249,10 +227,11 @@ def _backward_through(name: str) -> Callable[..., tuple]:
 
 
 def _bilinear_backward_backward(name: str) -> Callable[..., tuple]:
-    """The autograd formula of ``name_backward`` for a bilinear op y = B(a, b) (``_BILINEAR_OPS``), whose backward op gives (grad_a, grad_b) = Bw(g, a, b) with <g, B(a, b)> =
-    <grad_a, a> = <grad_b, b>. With cotangents (u, v) of (grad_a, grad_b):
-    d/dg = B(u, b) + B(a, v), d/da = Bw(g, a, v)[0], d/db = Bw(g, u, b)[1]. All of them are the two
-    ops again, so every order of derivative goes through the compiled kernels."""
+    """The autograd formula of ``name_backward`` for a bilinear op y = B(a, b) (``_BILINEAR_SHAPES``), whose
+    backward op gives (grad_a, grad_b) = Bw(g, a, b) with <g, B(a, b)> = <grad_a, a> = <grad_b, b>. With
+    cotangents (u, v) of (grad_a, grad_b): d/dg = B(u, b) + B(a, v), d/da = Bw(g, a, v)[0],
+    d/db = Bw(g, u, b)[1]. All of them are the two ops again, so every order of derivative goes through the
+    compiled kernels."""
     forward = getattr(torch.ops.upbench, name)
     backward_op = getattr(torch.ops.upbench, f"{name}_backward")
 
@@ -328,24 +307,20 @@ def register() -> None:
     if _registered:
         return
     lib = torch.library
-    lib.register_fake("upbench::local_similarity")(_fake_local_similarity)
-    lib.register_fake("upbench::local_similarity_backward")(_fake_local_similarity_backward)
-    lib.register_fake("upbench::dynamic_assembly")(_fake_dynamic_assembly)
-    lib.register_fake("upbench::dynamic_assembly_backward")(_fake_dynamic_assembly_backward)
+    for name, shape in _BILINEAR_SHAPES.items():
+        fake, fake_backward = _bilinear_fakes(name, shape)
+        lib.register_fake(f"upbench::{name}")(fake)
+        lib.register_fake(f"upbench::{name}_backward")(fake_backward)
     lib.register_fake("upbench::sapa_fused")(_fake_sapa_fused)
     lib.register_fake("upbench::sapa_fused_backward")(_fake_sapa_fused_backward)
-    lib.register_fake("upbench::reflect_similarity")(_fake_reflect_similarity)
-    lib.register_fake("upbench::reflect_similarity_backward")(_fake_reflect_similarity_backward)
-    lib.register_fake("upbench::reflect_assembly")(_fake_reflect_assembly)
-    lib.register_fake("upbench::reflect_assembly_backward")(_fake_reflect_assembly_backward)
     lib.register_fake("upbench::norm_linear")(_fake_norm_linear)
     lib.register_fake("upbench::norm_linear_backward")(_fake_norm_linear_backward)
     lib.register_autograd("upbench::norm_linear", _norm_linear_backward, setup_context=_save_inputs)
     lib.register_autograd("upbench::norm_linear_backward", _vjp_of(_norm_linear_backward_composite),
                           setup_context=_save_inputs)
-    for name in (*_BILINEAR_OPS, "sapa_fused"):
+    for name in (*_BILINEAR_SHAPES, "sapa_fused"):
         lib.register_autograd(f"upbench::{name}", _backward_through(name), setup_context=_save_inputs)
-    for name in _BILINEAR_OPS:
+    for name in _BILINEAR_SHAPES:
         lib.register_autograd(f"upbench::{name}_backward", _bilinear_backward_backward(name),
                               setup_context=_save_inputs)
     lib.register_autograd("upbench::sapa_fused_backward", _vjp_of(_sapa_backward_composite),

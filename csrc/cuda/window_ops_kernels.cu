@@ -351,6 +351,13 @@ __device__ __forceinline__ int reflect_preimages(int64_t s, int64_t o, int64_t n
   return count;
 }
 
+// Element idx of an (N, C, h, w) map: its image n, plane n * C + c, pixel y * w + x.
+struct MapElement {
+  int64_t n, nc, pix, y, x;
+  __device__ MapElement(int64_t idx, int64_t C, int64_t h, int64_t w)
+      : n(idx / (h * w) / C), nc(idx / (h * w)), pix(idx % (h * w)), y(pix / w), x(pix % w) {}
+};
+
 // reflect_dot: one thread per (n, k, y, x)
 template <typename T>
 __global__ void reflect_dot_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t N,
@@ -381,12 +388,10 @@ __global__ void reflect_gather_kernel(const T* __restrict__ wt, const T* __restr
   const int64_t total = N * C * hw;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = idx % hw;
-    const int64_t nc = idx / hw;  // n * C + c
-    const int64_t n = nc / C;
-    const int64_t y = pix / w, xx = pix % w;
-    const T* wp = wt + n * KK * hw + pix;
-    const T* xp = x + nc * hw;
+    const MapElement e(idx, C, h, w);
+    const int64_t y = e.y, xx = e.x;
+    const T* wp = wt + e.n * KK * hw + e.pix;
+    const T* xp = x + e.nc * hw;
     A acc = 0;
     for (int64_t ky = 0; ky < K; ++ky) {
       const int64_t row = mirror(y + ky - R, h) * w;
@@ -406,11 +411,9 @@ __global__ void reflect_scatter_kernel(const T* __restrict__ wt, const T* __rest
   const int64_t total = N * C * hw;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = idx % hw;
-    const int64_t nc = idx / hw;
-    const int64_t n = nc / C;
-    const int64_t y = pix / w, xx = pix % w;
-    const T* gp = g + nc * hw;
+    const MapElement e(idx, C, h, w);
+    const int64_t n = e.n, y = e.y, xx = e.x;
+    const T* gp = g + e.nc * hw;
     A acc = 0;
     for (int64_t ky = 0; ky < K; ++ky) {
       int64_t rows[3];
@@ -430,34 +433,33 @@ __global__ void reflect_scatter_kernel(const T* __restrict__ wt, const T* __rest
   }
 }
 
+// Launches `kernel` (one of the reflect kernels above) over `total` output elements: none when there are none.
+template <typename T>
+cudaError_t reflect_launch(void (*kernel)(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t),
+                           int64_t total, const void* a, const void* b, void* out, int64_t N, int64_t C, int64_t h,
+                           int64_t w, int64_t K, cudaStream_t stream) {
+  if (total == 0) return cudaSuccess;
+  kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(a), static_cast<const T*>(b),
+                                                             static_cast<T*>(out), N, C, h, w, K);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t reflect_dot_impl(const void* a, const void* b, void* out, int64_t N, int64_t Ca, int64_t h, int64_t w,
                              int64_t K, cudaStream_t stream) {
-  const int64_t total = N * K * K * h * w;
-  if (total == 0) return cudaSuccess;
-  reflect_dot_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
-      static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), N, Ca, h, w, K);
-  return cudaGetLastError();
+  return reflect_launch<T>(reflect_dot_kernel<T>, N * K * K * h * w, a, b, out, N, Ca, h, w, K, stream);
 }
 
 template <typename T>
 cudaError_t reflect_gather_impl(const void* wt, const void* x, void* out, int64_t N, int64_t C, int64_t h, int64_t w,
                                 int64_t K, cudaStream_t stream) {
-  const int64_t total = N * C * h * w;
-  if (total == 0) return cudaSuccess;
-  reflect_gather_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
-      static_cast<const T*>(wt), static_cast<const T*>(x), static_cast<T*>(out), N, C, h, w, K);
-  return cudaGetLastError();
+  return reflect_launch<T>(reflect_gather_kernel<T>, N * C * h * w, wt, x, out, N, C, h, w, K, stream);
 }
 
 template <typename T>
 cudaError_t reflect_scatter_impl(const void* wt, const void* g, void* out, int64_t N, int64_t C, int64_t h, int64_t w,
                                  int64_t K, cudaStream_t stream) {
-  const int64_t total = N * C * h * w;
-  if (total == 0) return cudaSuccess;
-  reflect_scatter_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
-      static_cast<const T*>(wt), static_cast<const T*>(g), static_cast<T*>(out), N, C, h, w, K);
-  return cudaGetLastError();
+  return reflect_launch<T>(reflect_scatter_kernel<T>, N * C * h * w, wt, g, out, N, C, h, w, K, stream);
 }
 
 }  // namespace

@@ -98,7 +98,8 @@ def build_featup_adaptive_conv(source: Path, build: Path):
     directory = build / "featup_adaptive_conv"
     directory.mkdir(parents=True, exist_ok=True)
     sys.modules["adaptive_conv_cuda_impl"] = load(
-        name="adaptive_conv_cuda_impl", sources=[str(src / "adaptive_conv_cuda.cpp"), str(src / "adaptive_conv_kernel.cu")],
+        name="adaptive_conv_cuda_impl",
+        sources=[str(src / "adaptive_conv_cuda.cpp"), str(src / "adaptive_conv_kernel.cu")],
         build_directory=str(directory), verbose=False)
     # their module imports the CPU extension too, which a GPU comparison never calls
     sys.modules.setdefault("adaptive_conv_cpp_impl", types.ModuleType("adaptive_conv_cpp_impl"))
