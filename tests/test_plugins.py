@@ -352,6 +352,47 @@ def test_wrap_rejects_a_module_that_does_not_upsample_by_two(generator):
         upbench.wrap(lambda channels: nn.Identity(), name="bad-knob", knobs={"depth": "2"})
 
 
+class _Forgets(upbench.Upsampler):
+    """A subclass whose upsample forgets to upsample (or casts): no wrap to check what it returns."""
+
+    name = "forgets-test"
+    stages = ("proj",)
+
+    def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
+        super().__init__(channels, guide_channels, impl, **hparams)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _Casts(_Forgets):
+    name = "casts-test"
+
+    def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        return nn.functional.interpolate(self.proj(x), scale_factor=2).half()
+
+
+class _HalfUpsample(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2).half()
+
+
+def test_an_upsampler_subclass_that_does_not_upsample_x2_or_casts_is_refused(generator):
+    # Only wrap's modules had their output checked: a subclass returning H x W was counted, timed and
+    # reported as an upsampler, and one casting to float16 was reported as a float32 row.
+    forgets, casts = _Forgets(3).eval(), _Casts(3).eval()
+    x = torch.randn(1, 3, 4, 4, generator=generator)
+    with pytest.raises(ValueError, match=r"forgets-test: upsample returned \(1, 3, 4, 4\); expected x2 upsampled "
+                                         r"\(1, 3, 8, 8\)"):
+        forgets(x)
+    with pytest.raises(ValueError, match="casts-test: upsample returned dtype torch.float16; expected torch.float32"):
+        casts(x)
+    upbench.wrap(lambda channels: _HalfUpsample(), name="wrapped-casts-test")
+    with pytest.raises(ValueError, match="wrapped-casts-test: the wrapped module returned dtype torch.float16"):
+        upbench.make("wrapped-casts-test", 3)(x)
+
+
 @pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status"])
 def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, capsys):
     upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="column-knob-test", knobs={knob: 1})
