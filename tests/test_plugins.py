@@ -393,13 +393,26 @@ def test_an_upsampler_subclass_that_does_not_upsample_x2_or_casts_is_refused(gen
         upbench.make("wrapped-casts-test", 3)(x)
 
 
-@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status"])
+@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status", "macs_torch", "gflops_per_s_torch"])
 def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, capsys):
     upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="column-knob-test", knobs={knob: 1})
     with pytest.raises(ValueError, match=f"column-knob-test: knob '{knob}' has the name of a column every sweep row"):
         upbench.SweepSpec(ops=("column-knob-test",), channels=(4,), sizes=(4,))
     assert main(["sweep", "--ops", "column-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
     assert f"knob '{knob}' has the name of a column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("knob", ["size", "ops", "seed", "policy", "budget"])
+def test_a_knob_named_as_a_sweep_axis_or_setting_is_refused(knob, capsys):
+    # --knob size=5,7 swept the input size instead of the knob (rows at 5x5 and 7x7, the knob at its default),
+    # and --knob seed=5,7 failed as a bad seed
+    upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="axis-knob-test", knobs={knob: 3})
+    with pytest.raises(ValueError, match=f"axis-knob-test: knob '{knob}' has the name of a sweep axis or setting"):
+        upbench.SweepSpec(ops=("axis-knob-test",), channels=(4,), sizes=(4,))
+    assert main(["sweep", "--ops", "axis-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
+    assert f"knob '{knob}' has the name of a sweep axis or setting" in capsys.readouterr().err
+    assert main(["sweep", "--ops", "bilinear", "--C", "4", "--size", "4", "--knob", f"{knob}=5,7", "--quiet"]) == 2
+    assert f"sweep: --knob {knob}=5,7: {knob} is a sweep " in capsys.readouterr().err
 
 
 class Picky(nn.Module):
