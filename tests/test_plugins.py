@@ -6,6 +6,7 @@ import ast
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,6 +392,14 @@ def test_an_upsampler_subclass_that_does_not_upsample_x2_or_casts_is_refused(gen
     upbench.wrap(lambda channels: _HalfUpsample(), name="wrapped-casts-test")
     with pytest.raises(ValueError, match="wrapped-casts-test: the wrapped module returned dtype torch.float16"):
         upbench.make("wrapped-casts-test", 3)(x)
+
+
+@pytest.mark.parametrize("name", ["mine,v2", "mine|v2", " mine", "mine\n"])
+def test_an_operator_name_the_command_line_cannot_select_is_refused(name):
+    # "mine,v2" registered, and then --ops mine,v2 asked for the unknown operators 'mine' and 'v2'
+    with pytest.raises(ValueError, match=f"operator name {re.escape(repr(name))} .*; expected a name without"):
+        upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name=name)
+    assert name not in upbench.available()
 
 
 @pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status", "macs_torch", "gflops_per_s_torch"])
