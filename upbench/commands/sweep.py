@@ -145,7 +145,7 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
             kind = "axis" if name in AXIS_KEYS else "setting"
             raise ValueError(f"--knob {name}={','.join(map(str, values))}: {name} is a sweep {kind}, not a knob; "
                              f"expected an operator's knob name (set the {kind} with --{name.replace('_', '-')})")
-        given[name] = values
+        given[name] = [*given.get(name, []), *values]  # repeated, or beside --K / --d: all the values, as table1
     return given
 
 
