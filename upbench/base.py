@@ -60,6 +60,9 @@ def output_problem(x: torch.Tensor, out: object) -> str | None:
     return f"dtype {out.dtype}; expected {x.dtype}, the dtype of x"
 
 
+KNOB_RULES = ("positive", "odd", "even", "flag")
+
+
 @dataclass(frozen=True)
 class Knob:
     """A hyperparameter: its paper default, the rule its values obey and its largest sensible value."""
@@ -186,6 +189,12 @@ class Upsampler(nn.Module):
         for name, knob in cls.knobs.items():
             if not isinstance(knob, Knob):
                 raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
+            # an unknown rule checked nothing (rule "od" let K=4 through) and failed with a KeyError on a bad value
+            if knob.rule not in KNOB_RULES:
+                raise ValueError(f"{cls.name}: knob {name!r} has rule {knob.rule!r}; expected one of "
+                                 f"{', '.join(KNOB_RULES)}")
+            if isinstance(knob.max, bool) or not isinstance(knob.max, int):
+                raise ValueError(f"{cls.name}: knob {name!r} has max={knob.max!r}; expected an integer upper bound")
             knob.check(cls.name, f"the default of {name}", knob.default)
             target = knob.dims_field or name
             shadowed = target not in DIMS_FIELDS and hasattr(Dims, target)  # s.pixels would read the property
