@@ -498,6 +498,21 @@ def test_custom_op_is_counted_as_zero_by_name_until_a_plugin_gives_a_rule(genera
         upbench.counting_rule("aten::mul", lambda *args, out_shape: 0)
 
 
+@pytest.mark.parametrize("rule, message", [
+    (lambda x, weight, out_shape: 1.5, "returned 1.5; expected a non-negative integer of MACs"),
+    (lambda x, weight, out_shape: -5, "returned -5; expected a non-negative integer of MACs"),
+    (lambda x, out_shape: 1, "raised TypeError: .*; a rule is called as rule.* with the op's 2 arguments"),
+])
+def test_a_counting_rule_that_fails_or_returns_no_count_is_named(rule, message, generator):
+    # int() of the result made 1.5 one MAC and let -5 subtract; a rule that raised was "the forward failed"
+    upbench.load_plugin(BLEND_PLUGIN)
+    upbench.counting_rule("upbench_test::blend", rule)
+    op = upbench.make("test-blend", 3)
+    for policy in ("paper", "fvcore"):
+        with pytest.raises(ValueError, match=f"counting rule for 'upbench_test::blend' {message}"):
+            count(op, op.example_inputs(1, 4, 4, generator=generator), policy)
+
+
 def test_sweep_report_names_custom_ops_counted_as_zero(tmp_path, capsys):
     out = tmp_path / "blend.csv"
     assert main(["--plugin", str(BLEND_PLUGIN), "sweep", "--ops", "test-blend", "--C", "2", "--size", "2",
