@@ -293,3 +293,13 @@ def test_network_measure_reports_progress(plain):
     network_report(get_preset("segformer-b1"), [plain], size=(32, 32), channels=4, measure=True,
                    min_run_time=0.001, progress=heard.append)
     assert heard[0].startswith(f"measuring {plain} (1/1)") and heard[1].startswith(f"{plain}: ok in ")
+
+
+def test_a_repeated_knob_sweeps_all_its_values():
+    # --knob K=3 --knob K=5 (and --K 3 --knob K=5) swept K=5 alone, silently; table1 took both
+    from upbench.commands import build_parser
+    from upbench.commands.sweep import spec_from_args
+
+    for flags in (["--knob", "K=3", "--knob", "K=5"], ["--K", "3", "--knob", "K=5"]):
+        args = build_parser().parse_args(["sweep", "--ops", "carafe", *flags])
+        assert dict(spec_from_args(args).knobs)["K"] == (3, 5)

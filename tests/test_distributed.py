@@ -3,6 +3,7 @@ submitit jobs on the local executor (--launcher submitit). Real measurements at 
 planted operators that crash or hang a worker live in planted_operators.py."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import signal
@@ -71,6 +72,10 @@ def test_a_row_timeout_needs_isolation_and_a_positive_value(tmp_path, plain_pair
         run_sweep(spec, row_timeout=1.0)
     with pytest.raises(ValueError, match="row_timeout=0: expected a positive number of seconds"):
         run_sweep(spec, tmp_path / "never.csv", isolate=True, row_timeout=0)
+    assert not (tmp_path / "never.csv").exists()
+    # not above the time a row spends timing: every row timed out, each after its full timeout
+    with pytest.raises(ValueError, match="row timeout 2 s: every row times its calls for 5 s"):
+        run_sweep(dataclasses.replace(spec, min_run_time=5.0), tmp_path / "never.csv", isolate=True, row_timeout=2)
     assert not (tmp_path / "never.csv").exists()
     with pytest.raises(ValueError, match="needs isolation"):  # refused before any job is submitted
         launch_sweep(dict(ops=plain_pair[0], device="cpu"), tmp_path / "l.csv", 2, Resources(cluster="local"),

@@ -6,6 +6,7 @@ import ast
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -352,13 +353,75 @@ def test_wrap_rejects_a_module_that_does_not_upsample_by_two(generator):
         upbench.wrap(lambda channels: nn.Identity(), name="bad-knob", knobs={"depth": "2"})
 
 
-@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status"])
+class _Forgets(upbench.Upsampler):
+    """A subclass whose upsample forgets to upsample (or casts): no wrap to check what it returns."""
+
+    name = "forgets-test"
+    stages = ("proj",)
+
+    def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
+        super().__init__(channels, guide_channels, impl, **hparams)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _Casts(_Forgets):
+    name = "casts-test"
+
+    def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        return nn.functional.interpolate(self.proj(x), scale_factor=2).half()
+
+
+class _HalfUpsample(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2).half()
+
+
+def test_an_upsampler_subclass_that_does_not_upsample_x2_or_casts_is_refused(generator):
+    # Only wrap's modules had their output checked: a subclass returning H x W was counted, timed and
+    # reported as an upsampler, and one casting to float16 was reported as a float32 row.
+    forgets, casts = _Forgets(3).eval(), _Casts(3).eval()
+    x = torch.randn(1, 3, 4, 4, generator=generator)
+    with pytest.raises(ValueError, match=r"forgets-test: upsample returned \(1, 3, 4, 4\); expected x2 upsampled "
+                                         r"\(1, 3, 8, 8\)"):
+        forgets(x)
+    with pytest.raises(ValueError, match="casts-test: upsample returned dtype torch.float16; expected torch.float32"):
+        casts(x)
+    upbench.wrap(lambda channels: _HalfUpsample(), name="wrapped-casts-test")
+    with pytest.raises(ValueError, match="wrapped-casts-test: the wrapped module returned dtype torch.float16"):
+        upbench.make("wrapped-casts-test", 3)(x)
+
+
+@pytest.mark.parametrize("name", ["mine,v2", "mine|v2", " mine", "mine\n"])
+def test_an_operator_name_the_command_line_cannot_select_is_refused(name):
+    # "mine,v2" registered, and then --ops mine,v2 asked for the unknown operators 'mine' and 'v2'
+    with pytest.raises(ValueError, match=f"operator name {re.escape(repr(name))} .*; expected a name without"):
+        upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name=name)
+    assert name not in upbench.available()
+
+
+@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status", "macs_torch", "gflops_per_s_torch"])
 def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, capsys):
     upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="column-knob-test", knobs={knob: 1})
     with pytest.raises(ValueError, match=f"column-knob-test: knob '{knob}' has the name of a column every sweep row"):
         upbench.SweepSpec(ops=("column-knob-test",), channels=(4,), sizes=(4,))
     assert main(["sweep", "--ops", "column-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
     assert f"knob '{knob}' has the name of a column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("knob", ["size", "ops", "seed", "policy", "budget"])
+def test_a_knob_named_as_a_sweep_axis_or_setting_is_refused(knob, capsys):
+    # --knob size=5,7 swept the input size instead of the knob (rows at 5x5 and 7x7, the knob at its default),
+    # and --knob seed=5,7 failed as a bad seed
+    upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="axis-knob-test", knobs={knob: 3})
+    with pytest.raises(ValueError, match=f"axis-knob-test: knob '{knob}' has the name of a sweep axis or setting"):
+        upbench.SweepSpec(ops=("axis-knob-test",), channels=(4,), sizes=(4,))
+    assert main(["sweep", "--ops", "axis-knob-test", "--C", "4", "--size", "4", "--quiet"]) == 2
+    assert f"knob '{knob}' has the name of a sweep axis or setting" in capsys.readouterr().err
+    assert main(["sweep", "--ops", "bilinear", "--C", "4", "--size", "4", "--knob", f"{knob}=5,7", "--quiet"]) == 2
+    assert f"sweep: --knob {knob}=5,7: {knob} is a sweep " in capsys.readouterr().err
 
 
 class Picky(nn.Module):
@@ -433,6 +496,21 @@ def test_custom_op_is_counted_as_zero_by_name_until_a_plugin_gives_a_rule(genera
         upbench.counting_rule("upbench_test::blend", lambda *args, out_shape: 0)
     with pytest.raises(ValueError, match="expected a custom op name"):
         upbench.counting_rule("aten::mul", lambda *args, out_shape: 0)
+
+
+@pytest.mark.parametrize("rule, message", [
+    (lambda x, weight, out_shape: 1.5, "returned 1.5; expected a non-negative integer of MACs"),
+    (lambda x, weight, out_shape: -5, "returned -5; expected a non-negative integer of MACs"),
+    (lambda x, out_shape: 1, "raised TypeError: .*; a rule is called as rule.* with the op's 2 arguments"),
+])
+def test_a_counting_rule_that_fails_or_returns_no_count_is_named(rule, message, generator):
+    # int() of the result made 1.5 one MAC and let -5 subtract; a rule that raised was "the forward failed"
+    upbench.load_plugin(BLEND_PLUGIN)
+    upbench.counting_rule("upbench_test::blend", rule)
+    op = upbench.make("test-blend", 3)
+    for policy in ("paper", "fvcore"):
+        with pytest.raises(ValueError, match=f"counting rule for 'upbench_test::blend' {message}"):
+            count(op, op.example_inputs(1, 4, 4, generator=generator), policy)
 
 
 def test_sweep_report_names_custom_ops_counted_as_zero(tmp_path, capsys):

@@ -3,6 +3,7 @@ exports and the command line. Tiny shapes throughout; bookkeeping tests fake the
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pandas as pd
@@ -317,6 +318,37 @@ def test_rows_round_trip_through_csv_and_json(tmp_path, plain_pair):
     report = (tmp_path / "r.md").read_text()
     assert "Latency median (ms) by operator x resolution" in report and "Peak memory (MiB)" in report
     assert all(name in report for name in plain_pair)
+
+
+def test_counts_stay_integers_in_every_file_beside_a_failed_row(tmp_path, plain, monkeypatch, capsys):
+    # A failed row's empty count cells made pandas read those columns as float: a merged log, the JSON beside a
+    # sweep and report --format csv|json wrote 4096.0 MACs, 64.0 params and 3.0 runs.
+    failures = iter([None, RuntimeError("boom")])
+
+    def measure(config, spec, row) -> None:
+        failure = next(failures)
+        if failure is not None:
+            raise failure
+        row.update(macs_paper=4096, flops_paper=8192, params=64, runs=3, latency_median_ms=1.5, status="ok")
+
+    monkeypatch.setattr(measure_module, "_measure", measure)
+    out = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=(plain,), policies=("paper",), **{**TINY, "sizes": (4, 6)}), out)
+    rows = read_rows(out)
+    assert list(rows["status"]) == ["ok", "error"]
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", str(out), "--out", str(merged), "--formats", "json"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    for records in (reported, json.loads(merged.with_suffix(".json").read_text())):
+        assert [(r["macs_paper"], r["params"], r["runs"]) for r in records] == [(4096, 64, 3), (None, None, None)]
+        assert all(type(r[c]) is int for c in ("macs_paper", "params", "runs", "C", "H") for r in records[:1])
+    assert main(["report", str(out), "--format", "csv"]) == 0
+    for text in (capsys.readouterr().out, merged.read_text()):
+        first = dict(zip(text.splitlines()[0].split(","), text.splitlines()[1].split(",")))
+        assert (first["macs_paper"], first["flops_paper"], first["params"], first["runs"]) == ("4096", "8192", "64", "3")
+    pd.testing.assert_frame_equal(read_rows(merged), rows)  # the merged log reads back as the log
 
 
 def test_ratio_view_pairs_reference_and_compiled(plain_pair, monkeypatch):

@@ -224,3 +224,13 @@ def test_unknown_operator_exits_2_with_the_known_list(capsys):
     assert "bogus-op" in err
     for name in OPERATORS:
         assert name in err
+
+
+def test_latex_notes_hold_once_and_name_the_points_they_hold_at():
+    # One note per row: at 2 C carafe's two notes came twice each, and a note of one point (a failing forward,
+    # a count that differs at one C) did not say which point it was.
+    from upbench.commands.table1 import render_latex
+
+    latex = render_latex(validation_table(["carafe", "sapa-b"], Grid(C=(8, 16), sizes=((4, 4),))))
+    assert latex.count("carafe / total: ") == 1 and latex.count("carafe / kernel\\_generation: ") == 1
+    assert "sapa-b / total at C=8, K=5, d=32, 4x4: " in latex and "sapa-b / total at C=16, K=5, d=32, 4x4: " in latex

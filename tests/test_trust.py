@@ -281,7 +281,7 @@ def test_latex_keeps_two_significant_digits_of_small_values():
     assert "deconv & 1.2000 & 1.500 & 2.50" in latex
     assert "carafe & 0.0175 & 0.250 & 1.25" in latex
     assert "sapa-b & 0.0082 & 0.012 & 0.50" in latex
-    assert "parameters to 4 decimals" in latex and "MACs to 2 decimals" in latex
+    assert "as headed, rounded, MACs to 2 decimals, parameters to 4 decimals;" in latex  # not "rounded to MACs to"
     assert "latency in ms (median), 3 decimals" in latex
 
 

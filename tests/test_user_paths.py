@@ -72,6 +72,9 @@ def test_dims_names_its_fields_for_a_misspelt_knob():
     (dict(knobs={"C": 3}), "knob 'C' fills the formula field 'C'"),
     (dict(knobs={"pixels": 3}), "knob 'pixels' fills the formula field 'pixels'"),
     (dict(knobs={"hidden": Knob(4, "odd")}), r"the default of hidden=4 is invalid; expected a positive odd"),
+    # an unknown rule checked nothing, and a bad value then failed with a KeyError traceback
+    (dict(knobs={"hidden": Knob(4, "od")}), r"knob 'hidden' has rule 'od'; expected one of positive, odd, even, flag"),
+    (dict(knobs={"hidden": Knob(4, max="8")}), r"knob 'hidden' has max='8'; expected an integer upper bound"),
     (dict(formulas=Formulas(paper={"conv": lambda s: Cost(0, 0)}, exact={})), "its paper formulas name stage"
                                                                                r"\(s\) 'conv' it does not have; its stages: body"),
 ])

@@ -44,6 +44,25 @@ def _describe(value: object) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
+def output_problem(x: torch.Tensor, out: object) -> str | None:
+    """What makes ``out`` no x2 upsampling of ``x`` ('<what it is>; expected <what it should be>'), or None.
+    Checked on every forward: an operator that forgot to upsample, or cast its result to another dtype, would
+    otherwise be counted, timed and reported as if it were one."""
+    n, c, h, w = x.shape
+    if isinstance(out, torch.Tensor) and out.dtype == x.dtype and out.shape == (n, c, 2 * h, 2 * w):
+        return None  # the timed path: a microsecond, as check_inputs
+    # ints for the message: while counting traces the module, sizes are tensors that print as tensor(4)
+    expected = (int(n), int(c), 2 * int(h), 2 * int(w))
+    if not isinstance(out, torch.Tensor):
+        return f"{type(out).__name__}; expected a tensor of shape {expected}"
+    if tuple(int(size) for size in out.shape) != expected:
+        return f"{tuple(int(size) for size in out.shape)}; expected x2 upsampled {expected}"
+    return f"dtype {out.dtype}; expected {x.dtype}, the dtype of x"
+
+
+KNOB_RULES = ("positive", "odd", "even", "flag")
+
+
 @dataclass(frozen=True)
 class Knob:
     """A hyperparameter: its paper default, the rule its values obey and its largest sensible value."""
@@ -170,6 +189,12 @@ class Upsampler(nn.Module):
         for name, knob in cls.knobs.items():
             if not isinstance(knob, Knob):
                 raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
+            # an unknown rule checked nothing (rule "od" let K=4 through) and failed with a KeyError on a bad value
+            if knob.rule not in KNOB_RULES:
+                raise ValueError(f"{cls.name}: knob {name!r} has rule {knob.rule!r}; expected one of "
+                                 f"{', '.join(KNOB_RULES)}")
+            if isinstance(knob.max, bool) or not isinstance(knob.max, int):
+                raise ValueError(f"{cls.name}: knob {name!r} has max={knob.max!r}; expected an integer upper bound")
             knob.check(cls.name, f"the default of {name}", knob.default)
             target = knob.dims_field or name
             shadowed = target not in DIMS_FIELDS and hasattr(Dims, target)  # s.pixels would read the property
@@ -211,7 +236,11 @@ class Upsampler(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(x, guide)
-        return self.upsample(x, guide)
+        out = self.upsample(x, guide)
+        problem = output_problem(x, out)
+        if problem is not None:
+            raise ValueError(f"{self.name}: upsample returned {problem}")
+        return out
 
     def upsample(self, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

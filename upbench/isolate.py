@@ -145,6 +145,12 @@ class IsolatedMeasurer:
 
     def __init__(self, spec: SweepSpec, row_timeout: float | None = None, load_kernels: bool = False):
         check_row_timeout(row_timeout)
+        # a row times its calls for min_run_time seconds (less only where its budget is shorter): a row timeout
+        # not above that killed every row, one timeout after another, and then the sweep said each had hung
+        if row_timeout is not None and spec.min_run_time <= spec.row_budget_s and row_timeout <= spec.min_run_time:
+            raise ValueError(f"row timeout {row_timeout:g} s: every row times its calls for {spec.min_run_time:g} s "
+                             f"(--min-run-time), so every row would time out; expected a row timeout well above "
+                             f"{spec.min_run_time:g} s, or a shorter --min-run-time")
         self.spec = spec
         self.row_timeout = row_timeout
         self.load_kernels = load_kernels

@@ -82,10 +82,11 @@ def rounding_note(decimals: Mapping[str, int]) -> str:
     counts = {kind: places for kind, places in decimals.items() if kind in (*COUNT_KINDS, "G", "M")}
     if counts:
         places = sorted(set(counts.values()))
-        rounding = (_plural(places[0]) if len(places) == 1 else
-                    ", ".join(f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind} to "
-                              f"{_plural(d)}" for kind, d in counts.items()))
-        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or k ($10^3$) as headed, rounded to {rounding}")
+        # one clause per kind where they differ: "rounded to MACs to 3 decimals" is what a caption pasted before
+        rounding = (f"rounded to {_plural(places[0])}" if len(places) == 1 else
+                    "rounded, " + ", ".join(f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind}"
+                                            f" to {_plural(d)}" for kind, d in counts.items()))
+        parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or k ($10^3$) as headed, {rounding}")
     if "ms" in decimals:
         parts.append(f"latency in ms (median), {_plural(decimals['ms'])}")
     if "mib" in decimals:

@@ -49,13 +49,27 @@ _entry_points_loaded = False
 U = TypeVar("U", bound=type[Upsampler])
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an operator's name, or None: ``--ops`` splits its list at commas and strips each
+    item, and a row's key joins its fields with '|', so such a name registered but could never be selected."""
+    if "," in name or "|" in name:
+        return f"contains {',' if ',' in name else '|'!r}"
+    if name != name.strip() or not name.isprintable():
+        return "has spaces at an end or a control character"
+    return None
+
+
 def register(cls: U) -> U:
     """Add an Upsampler class under its ``name``; the same class twice is a no-op, another class under a
     taken name is a ValueError naming both sources."""
     if not (isinstance(cls, type) and issubclass(cls, Upsampler)):
         raise ValueError(f"register: expected an Upsampler subclass, got {cls!r}")
-    if not cls.name:
+    if not isinstance(cls.name, str) or not cls.name:
         raise ValueError(f"{cls.__qualname__}: an Upsampler needs a name to be registered")
+    if (problem := name_problem(cls.name)) is not None:
+        raise ValueError(f"{cls.__qualname__}: operator name {cls.name!r} {problem}; expected a name without ',' or "
+                         f"'|', spaces at its ends or control characters (--ops splits at commas, row keys join "
+                         f"fields with '|')")
     cls.check_declaration()
     cls.formulas = cls.formulas.named(cls.name)  # also where name or formulas were set after the class body
     origin = _loading[-1] if _loading else f"module {cls.__module__}"

@@ -13,6 +13,7 @@ one place their MACs are written down for every policy.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 Rule = Callable[..., int]
@@ -143,9 +144,29 @@ def counting_rule(op: str, rule: Rule | None = None) -> Any:
     return add if rule is None else add(rule)
 
 
+def _checked(op: str, rule: Rule) -> Rule:
+    """``rule`` whose failure or result that is no count of MACs is a ValueError naming ``op``: int() of what it
+    returned made 1.5 one MAC, a negative count subtracted from the torch policy's total, and a rule that raised
+    (a signature that does not match the op's arguments) was reported as the operator's forward failing."""
+    def checked(*args: Any, out_shape: tuple[int, ...]) -> int:
+        try:
+            macs = rule(*args, out_shape=out_shape)
+        except Exception as error:  # noqa: BLE001  named, with how a rule is called
+            raise ValueError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is called "
+                             f"as rule(*arguments, out_shape=...) with the op's {len(args)} arguments (tensors as "
+                             f"shapes)") from None
+        if isinstance(macs, float) and macs.is_integer():
+            macs = int(macs)
+        if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 0:
+            raise ValueError(f"counting rule for {op!r} returned {macs!r}; expected a non-negative integer of MACs")
+        return int(macs)
+
+    return checked
+
+
 def rules() -> Mapping[str, Rule]:
-    """Every registered rule, by op name."""
-    return dict(_RULES)
+    """Every registered rule, by op name, each checked as it counts (:func:`_checked`)."""
+    return {op: _checked(op, rule) for op, rule in _RULES.items()}
 
 
 def short_op_name(op: str) -> str:

@@ -263,11 +263,19 @@ class SweepSpec:
         put("impls", _choices("impl", _dedupe(_as_tuple(self.impls)), IMPLS))
         put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), ALL_POLICIES))
         put("knobs", self._checked_knobs(ops))
-        fixed = set(self._columns(()))
+        # every policy's columns, not only this sweep's: a knob macs_torch would collide with --policy torch's
+        fixed = set(self._columns(())) | {f"{kind}_{p}" for p in ALL_POLICIES
+                                          for kind in ("macs", "flops", "zero_ops", "gflops_per_s")}
+        # a knob named as an axis or setting is unreachable: --knob size=5,7 (or size: in a file) set the input size
+        keys = set(AXIS_KEYS) | set(SETTING_KEYS)
         for op in ops:
             if taken := sorted(fixed.intersection(get(op).knobs)):
                 raise ValueError(f"{op}: knob {taken[0]!r} has the name of a column every sweep row has; expected "
                                  f"a knob name that is none of {', '.join(sorted(fixed))}")
+            if taken := sorted(keys.intersection(get(op).knobs)):
+                raise ValueError(f"{op}: knob {taken[0]!r} has the name of a sweep axis or setting, which --knob "
+                                 f"{taken[0]}=... and a sweep file's {taken[0]!r} set instead; expected a knob name "
+                                 f"that is none of {', '.join(sorted(keys))}")
         for f in fields(self):
             if f.name not in ("knobs", "guide_channels") and isinstance(getattr(self, f.name), tuple) \
                     and not getattr(self, f.name):

@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from .base import Knob, Upsampler
+from .base import Knob, Upsampler, output_problem
 from .formulas import NO_FORMULAS, Formulas
 from .registry import register
 
@@ -57,12 +57,9 @@ def wrap(
     def upsample(self: Upsampler, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         body = getattr(self, WRAPPED_STAGE)
         out = body(x, guide) if self.needs_guide else body(x)
-        expected = (x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-            # ints for the message: while counting traces the module, sizes are tensors that print as tensor(4)
-            expected = tuple(int(size) for size in expected)
-            got = tuple(int(size) for size in out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"{name}: the wrapped module returned {got}; expected x2 upsampled {expected}")
+        problem = output_problem(x, out)
+        if problem is not None:
+            raise ValueError(f"{name}: the wrapped module returned {problem}")
         return out
 
     namespace = {

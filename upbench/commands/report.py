@@ -13,7 +13,7 @@ from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot,
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
-from ..rows import read_json_rows
+from ..rows import integer_columns_as_ints, read_json_rows
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
@@ -74,7 +74,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
         return to_latex(rows)
     if fmt == "markdown":
         return to_markdown(rows)
-    return render_table(rows, fmt)
+    return render_table(integer_columns_as_ints(rows), fmt)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -141,7 +141,11 @@ def spec_mapping(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
     """The flags the user gave, under the sweep-file names."""
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     for name, values in args.knob:
-        given[name] = values
+        if name in AXIS_KEYS or name in SETTING_KEYS:  # it would set that axis or setting, silently
+            kind = "axis" if name in AXIS_KEYS else "setting"
+            raise ValueError(f"--knob {name}={','.join(map(str, values))}: {name} is a sweep {kind}, not a knob; "
+                             f"expected an operator's knob name (set the {kind} with --{name.replace('_', '-')})")
+        given[name] = [*given.get(name, []), *values]  # repeated, or beside --K / --d: all the values, as table1
     return given
 
 

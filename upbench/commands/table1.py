@@ -38,9 +38,30 @@ LATEX_KINDS = {"operator": "text", "stage": "text", "C": "int", "Cg": "int", "K"
                **{latex_name(f"{source}_params"): "params" for source in ("paper", "exact", "fvcore")}}
 
 
+def _point(row: pd.Series, columns: list[str]) -> str:
+    """'C=8, K=5, 32x32': the grid point of a row, from its ``columns`` (those between stage and the counts)."""
+    knobs = [f"{c}={row[c]}" for c in columns if c not in ("H", "W") and pd.notna(row[c])]
+    return ", ".join([*knobs, f"{row['H']}x{row['W']}"])
+
+
+def latex_notes(table: pd.DataFrame) -> list[str]:
+    """One note per operator, stage and note text, naming the grid points it holds at unless it holds at all of
+    that operator's: one note per row repeated a note once per point and left a failing point unnamed."""
+    columns = list(table.columns)
+    columns = columns[columns.index("stage") + 1 : columns.index("paper_macs")]
+    points = table.assign(_point=[_point(row, columns) for _, row in table.iterrows()])
+    noted = points[points["note"].fillna("").astype(str) != ""]
+    notes = []
+    for (op, stage, note), group in noted.groupby(["operator", "stage", "note"], sort=False):
+        everywhere = set(group["_point"]) == set(points.loc[points["operator"] == op, "_point"])
+        where = "" if everywhere else " at " + "; ".join(dict.fromkeys(group["_point"]))
+        notes.append(f"{op} / {stage}{where}: {note}")
+    return notes
+
+
 def render_latex(table: pd.DataFrame) -> str:
     """Every stage row, MACs and params in one unit each; the notes (why rows differ) go under the table."""
-    notes = [f"{op} / {stage}: {note}" for op, stage, note in zip(table["operator"], table["stage"], table["note"]) if note]
+    notes = latex_notes(table)
     latex_table = table.drop(columns="note").astype(object).rename(columns=latex_name)
     kinds = {column: LATEX_KINDS.get(column, "int") for column in latex_table.columns}  # other knobs: integers
     return booktabs(latex_table, kinds,
