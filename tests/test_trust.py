@@ -16,7 +16,9 @@ from upbench.commands import main
 from upbench.rows import merge_frames, read_rows, write_csv
 from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
-from upbench.timing import MIN_PROBE_S, MIN_RUNS, CoreUsage, Timing, time_cpu, timing_doubts, usable_cores
+import upbench.timing as timing_module
+from upbench.timing import (MIN_PROBE_S, MIN_RUNS, CoreUsage, Timing, cache_size_bytes, cpu_cache_bytes, time_call,
+                            time_cpu, timing_doubts, usable_cores)
 
 TINY = dict(channels=(4,), sizes=(4, 8), devices=("cpu",), warmup=0, min_run_time=0.001, policies=("paper",))
 
@@ -57,6 +59,38 @@ def test_a_slow_call_is_timed_min_runs_times():
     timing = time_cpu(lambda: time.sleep(0.01), min_run_time=0.0)
     assert timing.runs == MIN_RUNS
     assert time_cpu(lambda: time.sleep(0.01), min_run_time=0.0, min_runs=2).runs == 2
+
+
+def test_cache_sizes_are_read_from_sysfs(tmp_path):
+    assert [cache_size_bytes(t) for t in ("48K\n", "2048K", "300M", "1G", "512", "", "big", "K")] == [
+        48 * 2**10, 2048 * 2**10, 300 * 2**20, 2**30, 512, None, None, None]
+    for index, size in enumerate(("48K", "32K", "2048K", "307200K")):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert cpu_cache_bytes(tmp_path) == 300 * 2**20  # the last level, the largest
+    assert cpu_cache_bytes(tmp_path / "none") is None
+
+
+def test_a_cold_cpu_timing_flushes_before_every_call_outside_its_time(monkeypatch):
+    """--l2-flush on CPU: a flush before every call, warm-up included, none of it inside a call's time."""
+    events = []
+    monkeypatch.setattr(timing_module, "cpu_flush_buffer", lambda: torch.zeros(16, dtype=torch.uint8))
+
+    def slow_flush(buffer: torch.Tensor) -> None:
+        events.append("flush")
+        time.sleep(0.01)
+
+    monkeypatch.setattr(timing_module, "flush_cpu_caches", slow_flush)
+    timing = time_call(lambda: events.append("call"), torch.device("cpu"), warmup=2, min_run_time=0.0, l2_flush=True)
+    assert timing.cache == "cold" and timing.runs == MIN_RUNS
+    assert events == ["flush", "call"] * (2 + MIN_RUNS)
+    assert timing.p80_s < 0.005  # the 10 ms flushes are outside the calls' times
+    assert time_call(lambda: None, torch.device("cpu"), warmup=0, min_run_time=0.0).cache == "warm"
+
+
+def test_a_cold_cpu_sweep_says_so_in_its_rows(plain, monkeypatch):
+    monkeypatch.setattr(timing_module, "cpu_flush_buffer", lambda: torch.zeros(2**20, dtype=torch.uint8))
+    assert set(run_sweep(SweepSpec(ops=(plain,), l2_flush=True, **TINY))["cache"]) == {"cold"}
 
 
 def test_doubts_name_other_work_and_few_calls():

@@ -218,8 +218,9 @@ class SweepSpec:
     Measurement: ``warmup`` calls (at least one) before timing; ``min_run_time`` seconds of timed
     calls; ``row_budget_s``: seconds a row may spend measuring (counting aside): the timing is
     shortened to fit, and a row whose warm-up leaves no room for one timed call and the memory
-    probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: zero a buffer larger than L2 before each
-    timed GPU call (cold-cache numbers; CPU rows are always warm). ``tf32``: let float32 matmuls and cuDNN
+    probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: flush the caches before each
+    timed call (cold-cache numbers; GPU: a buffer larger than L2 zeroed; CPU: a buffer twice the last-level
+    cache written, which evicts every level). ``tf32``: let float32 matmuls and cuDNN
     convolutions run in TF32 on GPUs that have it (off: every float32 row computes in float32, where torch's
     own defaults would give convolutions TF32 and matmuls not). ``policies``: counting policies.
     ``threads``: CPU threads torch uses for each row (``torch.set_num_threads``); None keeps torch's own.

@@ -51,7 +51,7 @@ class Timing:
     p20_s: float
     p80_s: float
     runs: int  # calls timed, each one a sample
-    cache: str  # "warm", or "cold" when L2 was flushed before every call
+    cache: str  # "warm", or "cold" when the caches were flushed before every call (GPU: L2; CPU: every level)
     # CPU: the process's CPU time over the wall time of the timed calls (2.0: two cores busy all along);
     # None on GPU, where the host waits on the device
     cpu_util: float | None = None
@@ -153,9 +153,40 @@ def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_RUNS) -> Timing:
+def cache_size_bytes(text: str) -> int | None:
+    """sysfs's cache size ("48K", "2048K", "300M", or bytes) in bytes; None for anything else."""
+    text = text.strip().upper()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    return int(digits) * scale if digits.isdigit() else None
+
+
+def cpu_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The largest cache the first CPU reports (its last level), or None where sysfs reports none."""
+    try:
+        sizes = [cache_size_bytes(path.read_text()) for path in caches.glob("index*/size")]
+    except OSError:
+        return None
+    return max((size for size in sizes if size), default=None)
+
+
+def cpu_flush_buffer() -> torch.Tensor:
+    """Twice the last-level cache: writing all of it, from torch's threads, leaves none of a call's data in
+    any level of any core's caches."""
+    return torch.zeros(2 * (cpu_cache_bytes() or FALLBACK_FLUSH_BYTES // 2), dtype=torch.uint8)
+
+
+def flush_cpu_caches(buffer: torch.Tensor) -> None:
+    # A read-modify-write of every line: a large zero fill may go past the caches (memset's non-temporal
+    # stores) and evict nothing.
+    buffer.add_(1)
+
+
+def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_RUNS,
+             flush: torch.Tensor | None = None) -> Timing:
     """Every call timed on its own by the wall clock, with the threads torch uses now, until ``min_run_time``
-    seconds have passed and ``min_runs`` calls are timed; the garbage collector waits meanwhile.
+    seconds have passed and ``min_runs`` calls are timed; the garbage collector waits meanwhile. With a
+    ``flush`` buffer (:func:`cpu_flush_buffer`) the caches are flushed before each call, outside its time.
 
     Per-call times, not means of blocks of calls: the percentiles show a call that is sometimes slow.
     The clock's own cost (tens of nanoseconds a call) is inside each time.
@@ -167,6 +198,8 @@ def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_
     try:
         deadline = time.perf_counter() + min_run_time
         while len(times) < MAX_CPU_RUNS:
+            if flush is not None:  # inside the row's run time, outside the call's
+                flush_cpu_caches(flush)
             start = time.perf_counter()
             fn()
             end = time.perf_counter()
@@ -176,7 +209,7 @@ def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_
     finally:
         if collecting:
             gc.enable()
-    return _summary(times, "warm", usage.own_util(), usage.others())
+    return _summary(times, "warm" if flush is None else "cold", usage.own_util(), usage.others())
 
 
 def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
@@ -222,9 +255,13 @@ def time_call(
     fn: Callable[[], object], device: torch.device, *, warmup: int, min_run_time: float, l2_flush: bool = False,
     min_runs: int = MIN_RUNS,
 ) -> Timing:
-    """Latency of ``fn()`` on ``device``; see :func:`time_cpu` and :func:`time_cuda`."""
+    """Latency of ``fn()`` on ``device``; see :func:`time_cpu` and :func:`time_cuda`. ``l2_flush``: every call
+    from cold caches (GPU: L2; CPU: every level, by writing a buffer twice the last-level cache)."""
     if device.type == "cuda":
         return time_cuda(fn, device, warmup=warmup, min_run_time=min_run_time, l2_flush=l2_flush, min_runs=min_runs)
+    flush = cpu_flush_buffer() if l2_flush else None
     for _ in range(warmup):
+        if flush is not None:
+            flush_cpu_caches(flush)
         fn()
-    return time_cpu(fn, min_run_time, min_runs)
+    return time_cpu(fn, min_run_time, min_runs, flush)

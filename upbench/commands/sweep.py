@@ -57,7 +57,9 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
                          help="CPU threads torch uses for each row (torch.set_num_threads; default: torch's own); "
                               "recorded in the row's threads column")
     measure.add_argument("--l2-flush", action="store_const", const=True, dest="l2_flush",
-                         help="GPU: flush L2 before every timed call (cold-cache numbers)")
+                         help="flush the caches before every timed call (cold-cache numbers): GPU L2; CPU every "
+                              "level, by writing a buffer twice the last-level cache (slow: it adds that write to "
+                              "each call's share of the row's run time)")
     measure.add_argument("--tf32", action="store_const", const=True, dest="tf32",
                          help="GPU: let float32 matmuls and convolutions use TF32 (default off for all operators "
                               "alike; torch's own defaults differ between the two)")
