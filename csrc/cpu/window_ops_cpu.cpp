@@ -138,9 +138,9 @@ UPBENCH_INLINE void sapa_backward_rows(int64_t begin, int64_t end, Arena<T> aren
   row_pair::Scratch<T> buf(s, std::max(d, C), arena);
   row_pair::LineCache<T> key_lines(s, d, arena), value_lines(s, C, arena);
   T *P = buf.taps, *G = arena.take(row_pair::Scratch<T>::taps_size(s));
-  T* P_split = arena.take(window_adjoint::split_row_size(split));
-  T* sums = arena.take(g.K * C * split.Wp);  // d/dvalue rows in progress (window_adjoint::push_parent)
   const int64_t split_size = window_adjoint::split_row_size(split);
+  T* P_split = arena.take(split_size);
+  T* sums = arena.take(g.K * C * split.Wp);  // d/dvalue rows in progress (window_adjoint::push_parent)
   for (int64_t first = begin; first < end;) {  // the tasks' rows [p0, p1) of one image
     const int64_t n = first / g.H, p0 = first % g.H, p1 = std::min(g.H, p0 + end - first);
     const S* image_grad = grad + n * C * g.Ho * g.Wo;
