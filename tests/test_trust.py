@@ -89,8 +89,30 @@ def test_a_cold_cpu_timing_flushes_before_every_call_outside_its_time(monkeypatc
 
 
 def test_a_cold_cpu_sweep_says_so_in_its_rows(plain, monkeypatch):
-    monkeypatch.setattr(timing_module, "cpu_flush_buffer", lambda: torch.zeros(2**20, dtype=torch.uint8))
+    monkeypatch.setattr(measure_module, "cpu_flush_buffer", lambda: torch.zeros(2**20, dtype=torch.uint8))
     assert set(run_sweep(SweepSpec(ops=(plain,), l2_flush=True, **TINY))["cache"]) == {"cold"}
+
+
+def test_a_cold_cpu_row_counts_its_flushes_against_the_budget(plain, monkeypatch):
+    """Each timed call's flush (twice the last-level cache written: ~0.1 s where sysfs reports a 300 MB L3) takes
+    its share of --budget: a row whose budget leaves room for fewer flushed calls than MIN_RUNS times fewer, flagged,
+    where it used to time MIN_RUNS calls and their flushes past its budget."""
+    flushes = []
+    for module in (measure_module, timing_module):
+        monkeypatch.setattr(module, "cpu_flush_buffer", lambda: torch.zeros(16, dtype=torch.uint8), raising=False)
+
+    def slow_flush(buffer: torch.Tensor) -> None:
+        flushes.append(1)
+        time.sleep(0.06)
+
+    for module in (measure_module, timing_module):
+        monkeypatch.setattr(module, "flush_cpu_caches", slow_flush, raising=False)
+    spec = SweepSpec(ops=(plain,), l2_flush=True, row_budget_s=0.25, **{**TINY, "sizes": (4,), "warmup": 1,
+                                                                        "min_run_time": 0.2})
+    row = run_sweep(spec).iloc[0]
+    assert row["status"] == "ok" and row["cache"] == "cold"
+    assert row["runs"] < MIN_RUNS and "few calls" in row["timing_suspect"]
+    assert len(flushes) < 1 + MIN_RUNS  # the warm-up's and the timed calls' flushes
 
 
 def test_doubts_name_other_work_and_few_calls():

@@ -253,13 +253,14 @@ def time_cuda(
 
 def time_call(
     fn: Callable[[], object], device: torch.device, *, warmup: int, min_run_time: float, l2_flush: bool = False,
-    min_runs: int = MIN_RUNS,
+    min_runs: int = MIN_RUNS, cpu_flush: torch.Tensor | None = None,
 ) -> Timing:
     """Latency of ``fn()`` on ``device``; see :func:`time_cpu` and :func:`time_cuda`. ``l2_flush``: every call
-    from cold caches (GPU: L2; CPU: every level, by writing a buffer twice the last-level cache)."""
+    from cold caches (GPU: L2; CPU: every level, by writing a buffer twice the last-level cache: ``cpu_flush``
+    where the caller made it already, else a :func:`cpu_flush_buffer` of its own)."""
     if device.type == "cuda":
         return time_cuda(fn, device, warmup=warmup, min_run_time=min_run_time, l2_flush=l2_flush, min_runs=min_runs)
-    flush = cpu_flush_buffer() if l2_flush else None
+    flush = (cpu_flush if cpu_flush is not None else cpu_flush_buffer()) if l2_flush else None
     for _ in range(warmup):
         if flush is not None:
             flush_cpu_caches(flush)
