@@ -122,7 +122,7 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush,
                        min_runs=max(1, min(MIN_RUNS, int(room / max(pace, 1e-9)))),  # fewer: flagged few calls
                        cpu_flush=flush)
-    del flush
+    flush = None  # its hundreds of MB go before the memory probe
     row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
                latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
                cpu_others=timing.cpu_others, timing_suspect=suspect_cell(timing, torch.get_num_threads()))
