@@ -48,12 +48,12 @@ struct Dims {
 
 // Its sizes, with those of the per-thread rows for vectors of `lanes` elements.
 struct Geom {
-  int64_t N, h, w, K, R, KK, hw;
+  int64_t h, w, K, R, KK, hw;
   int64_t Wp;  // w rounded up to whole vectors: the length of the vector loops
   int64_t Pw;  // a padded row: Wp + 2R, plus the reads of a tap group past the window's last tap
   int64_t Ph;  // a padded plane's rows: h + 2R
   Geom(const Dims& d, int64_t lanes)
-      : N(d.N), h(d.h), w(d.w), K(d.K), R(d.K / 2), KK(d.K * d.K), hw(d.h * d.w),
+      : h(d.h), w(d.w), K(d.K), R(d.K / 2), KK(d.K * d.K), hw(d.h * d.w),
         Wp(ceil_div(d.w, lanes) * lanes), Pw(Wp + 2 * R + kTapGroup), Ph(d.h + 2 * R) {}
   int64_t plane() const { return Ph * Pw; }
 };
@@ -75,10 +75,11 @@ UPBENCH_INLINE void reflect_row(T* dst, const S* src, const Geom& g) {
   std::fill(dst + g.w + 2 * g.R, dst + g.Pw, T(0));
 }
 
-// A plane of S (h x w) as Ph padded rows of T.
+// Rows [y0 - R, y1 + R) of a plane of S (h x w), reflect-padded on every side, as padded rows of T.
 template <typename T, int B, typename S>
-UPBENCH_INLINE void reflect_plane(T* dst, const S* src, const Geom& g) {
-  for (int64_t pr = 0; pr < g.Ph; ++pr) reflect_row<T, B>(dst + pr * g.Pw, src + mirror(pr - g.R, g.h) * g.w, g);
+UPBENCH_INLINE void reflect_band(T* dst, const S* plane, int64_t y0, int64_t y1, const Geom& g) {
+  for (int64_t pr = 0; pr < y1 - y0 + 2 * g.R; ++pr)
+    reflect_row<T, B>(dst + pr * g.Pw, plane + mirror(y0 + pr - g.R, g.h) * g.w, g);
 }
 
 // `count` rows of w elements, `stride` apart, readable as T for Wp elements each: in place where they
@@ -196,11 +197,8 @@ UPBENCH_INLINE void assembly_tasks(int64_t begin, int64_t end, Arena<T> arena, c
     stage_band_weights<T, B>(weights + n * g.KK * g.hw, y0, y1, band_rows, g, staged);
     for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
       const int64_t count = std::min(kChannelBlock, C - c0);
-      for (int64_t cb = 0; cb < count; ++cb) {
-        const S* channel = x + (n * C + c0 + cb) * g.hw;
-        for (int64_t pr = 0; pr < y1 - y0 + 2 * g.R; ++pr)
-          reflect_row<T, B>(padded + cb * band + pr * g.Pw, channel + mirror(y0 + pr - g.R, g.h) * g.w, g);
-      }
+      for (int64_t cb = 0; cb < count; ++cb)
+        reflect_band<T, B>(padded + cb * band, x + (n * C + c0 + cb) * g.hw, y0, y1, g);
       S* block_out = out + (n * C + c0) * g.hw;
       if (count == kChannelBlock) {
         assemble_band<T, B, kChannelBlock>(staged, padded, band, block_out, y0, y1, band_rows, g);

@@ -367,12 +367,11 @@ __global__ void reflect_dot_kernel(const T* __restrict__ a, const T* __restrict_
   const int64_t total = N * KK * hw;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = idx % hw;
-    const int64_t k = (idx / hw) % KK;
-    const int64_t n = idx / (hw * KK);
-    const int64_t source = mirror(pix / w + k / K - R, h) * w + mirror(pix % w + k % K - R, w);
-    const T* ap = a + n * Ca * hw + pix;
-    const T* bp = b + n * Ca * hw + source;
+    const MapElement e(idx, KK, h, w);  // an element of out (N, KK, h, w): its plane n * KK + k is tap k
+    const int64_t k = e.nc % KK;
+    const int64_t source = mirror(e.y + k / K - R, h) * w + mirror(e.x + k % K - R, w);
+    const T* ap = a + e.n * Ca * hw + e.pix;
+    const T* bp = b + e.n * Ca * hw + source;
     A acc = 0;
     for (int64_t c = 0; c < Ca; ++c) acc += A(widen(ap[c * hw])) * A(widen(bp[c * hw]));
     out[idx] = narrow<T>(acc);
