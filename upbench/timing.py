@@ -170,10 +170,16 @@ def cpu_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -
     return max((size for size in sizes if size), default=None)
 
 
+def flush_buffer(cache_bytes: int | None, device: torch.device) -> torch.Tensor:
+    """Twice ``cache_bytes`` (half of :data:`FALLBACK_FLUSH_BYTES` where the size is unknown) on ``device``:
+    writing all of it leaves none of a call's data in that cache."""
+    return torch.empty(2 * (cache_bytes or FALLBACK_FLUSH_BYTES // 2), dtype=torch.uint8, device=device)
+
+
 def cpu_flush_buffer() -> torch.Tensor:
-    """Twice the last-level cache: writing all of it, from torch's threads, leaves none of a call's data in
-    any level of any core's caches."""
-    return torch.zeros(2 * (cpu_cache_bytes() or FALLBACK_FLUSH_BYTES // 2), dtype=torch.uint8)
+    """Twice the last-level cache: written from torch's threads, it leaves none of a call's data in any
+    level of any core's caches."""
+    return flush_buffer(cpu_cache_bytes(), torch.device("cpu"))
 
 
 def flush_cpu_caches(buffer: torch.Tensor) -> None:
@@ -212,9 +218,8 @@ def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_
     return _summary(times, "warm" if flush is None else "cold", usage.own_util(), usage.others())
 
 
-def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
-    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or FALLBACK_FLUSH_BYTES // 2
-    return torch.empty(2 * l2_bytes, dtype=torch.uint8, device=device)
+def _l2_bytes(device: torch.device) -> int:
+    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
 
 
 def time_cuda(
@@ -227,7 +232,7 @@ def time_cuda(
     ``min_run_time``. With ``l2_flush`` a buffer twice the L2 size is zeroed before each call
     (outside its events), so every call starts from a cold cache.
     """
-    flush = _l2_flush_buffer(device) if l2_flush else None
+    flush = flush_buffer(_l2_bytes(device), device) if l2_flush else None
     torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(max(warmup, 1)):
