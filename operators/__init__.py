@@ -12,3 +12,4 @@ from . import fade  # noqa: F401  isort: skip
 from . import pixel_shuffle  # noqa: F401  isort: skip
 from . import deconv  # noqa: F401  isort: skip
 from . import jbu  # noqa: F401  isort: skip
+from . import resfu  # noqa: F401  isort: skip

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu", "resfu",
 ]
 
 
@@ -197,6 +197,8 @@ EXPECTED_PAPER_ZERO_OPS = {
     "pixel-shuffle": {"pixel_shuffle"},
     "deconv": set(),
     "jbu": {"gelu", "feature_dropout", "pad", "sum", "stack", "softmax", "cat", "div", "upsample_bicubic2d", "add_"},
+    "resfu": {"group_norm", "relu", "pad", "sum", "sub", "div", "softmax", "upsample_bilinear2d", "upsample_nearest2d",
+              "add", "add_"},
 }
 
 

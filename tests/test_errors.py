@@ -10,12 +10,12 @@ from upbench import available, get, make
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu", "resfu",
 ]
-GUIDED = [n for n in OPERATORS if n in ("indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu")]
+GUIDED = [n for n in OPERATORS if n in ("indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu", "resfu")]
 UNGUIDED = [n for n in OPERATORS if n not in GUIDED]
-WITH_K = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu"]
-WITH_D = ["carafe", "sapa-b", "sapa-g", "fade", "jbu"]
+WITH_K = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu", "resfu"]
+WITH_D = ["carafe", "sapa-b", "sapa-g", "fade", "jbu", "resfu"]
 MATCHING_GUIDE = ["indexnet-hin", "indexnet-m2o", "sapa-i", "fade"]
 C = 8
 
@@ -148,7 +148,7 @@ def test_guide_channels_differ_from_built(name):
         op(x, torch.randn(2, C + 1, 6, 10))
 
 
-@pytest.mark.parametrize("name", ["a2u", "sapa-b", "sapa-g", "jbu"])
+@pytest.mark.parametrize("name", ["a2u", "sapa-b", "sapa-g", "jbu", "resfu"])
 def test_guide_channels_differ_from_built_free_guide(name):
     op = make(name, C, guide_channels=12, impl="reference").eval()
     x = torch.randn(1, C, 2, 2)

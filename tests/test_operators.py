@@ -12,13 +12,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu", "resfu",
 ]
-GUIDED = ["indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu"]
+GUIDED = ["indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g", "fade", "jbu", "resfu"]
 SMOOTH_WINDOW = ["carafe", "a2u", "sapa-i", "sapa-b", "sapa-g"]
 # The smallest H and W an operator takes at its defaults where 1 is too small: jbu reflect-pads the 2H x 2W
-# maps by its radius 3, which needs 2H, 2W > 3 (tests/test_jbu.py checks the error below that).
-SMALLEST_SIDE = {"jbu": 2}
+# maps by its radius 3, which needs 2H, 2W > 3 (tests/test_jbu.py checks the error below that); resfu's
+# GroupNorm of 8 channels, one per group, refuses a lone 1 x 1 map (tests/test_resfu.py).
+SMALLEST_SIDE = {"jbu": 2, "resfu": 2}
 
 
 def test_registry_order():
@@ -48,7 +49,7 @@ def test_output_shape_and_dtype(name, dtype, generator):
             assert torch.isfinite(out).all(), (N, H, W)
 
 
-@pytest.mark.parametrize("name", ["a2u", "sapa-b", "sapa-g", "jbu"])
+@pytest.mark.parametrize("name", ["a2u", "sapa-b", "sapa-g", "jbu", "resfu"])
 def test_guide_channels_may_differ_where_allowed(name, generator):
     op = make(name, 8, guide_channels=20, impl="reference").eval()
     x, guide = op.example_inputs(2, 3, 5, generator=generator)
@@ -201,6 +202,7 @@ def test_hyperparameter_defaults_are_the_papers(name):
         "pixel-shuffle": {"conv_kernel": 3},
         "deconv": {"deconv_kernel": 4},
         "jbu": {"K": 7, "d": 32},
+        "resfu": {"K": 3, "d": 32},
     }.get(name, {})
     assert make(name, 8, impl="reference").hparams == paper
 

@@ -32,7 +32,7 @@ EXAMPLE_FILE = REPO / "examples" / "my_upsampler.py"
 EXAMPLE_PACKAGE = REPO / "examples" / "plugin_package"
 BLEND_PLUGIN = REPO / "tests" / "plugins" / "blend_plugin.py"
 BUILTINS = ["nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-            "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu"]
+            "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu", "resfu"]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

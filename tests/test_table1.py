@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPERATORS = [
     "nearest", "bilinear", "carafe", "indexnet-hin", "indexnet-m2o", "a2u", "sapa-i", "sapa-b", "sapa-g",
-    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu",
+    "dysample-lp", "dysample-pl", "fade", "pixel-shuffle", "deconv", "jbu", "resfu",
 ]
 ISSUE_COLUMNS = [
     "operator", "stage", "C", "K", "d", "H", "W",
