@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from upbench.commands import build_parser
 from upbench.selfcheck import CHECKED_OPS, DTYPES
@@ -37,11 +38,33 @@ def test_released_kernels_script_imports_and_explains_itself():
     assert "--sapa-src" in done.stdout and "--mmcv-src" in done.stdout and "--featup-src" in done.stdout
 
 
-def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
+def released_kernels(monkeypatch):
     spec = importlib.util.spec_from_file_location("released_kernels", RELEASED)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+def test_a_failing_implementation_is_a_row_and_the_run_goes_on(monkeypatch, capsys):
+    """A released kernel that cannot run a dtype (or runs out of memory) must not end the device session's
+    comparison: its rows say why, and the implementations after it are still measured."""
+    module = released_kernels(monkeypatch)
+
+    def refuses(inputs):
+        raise RuntimeError("\"atn_forward\" not implemented for 'BFloat16'\nmore lines of the C++ trace")
+
+    p = module.Problem(N=1, C=4, H=2, W=2, K=3, d=4)
+    x = p.inputs(torch.float32, "cpu")
+    rows = module.measured_rows("released SAPA", "sapa", refuses, x, x, p, "cpu", 1e9, 0.01)
+    assert [row["mode"] for row in rows] == ["fwd", "fwd+bwd"]
+    assert all(row["error"] == "RuntimeError: \"atn_forward\" not implemented for 'BFloat16'" for row in rows)
+    assert all("ms" not in row for row in rows) and rows[0]["dtype"] == "float32"
+    assert "released SAPA: FAILED RuntimeError" in capsys.readouterr().out
+
+
+def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
+    module = released_kernels(monkeypatch)
     p = module.Problem(N=1, C=256, H=64, W=32, K=5, d=32)
     hi, lo = 4 * p.H * p.W, p.H * p.W
     # bench.py roofline's sapa_fused floor: q, k and v read once, the output written once

@@ -296,6 +296,31 @@ def timed(run: Callable, leaves: tuple[torch.Tensor, ...], device: str, min_run_
     return {"fwd": forward, "fwd+bwd": both}
 
 
+def measured_rows(name: str, task: str, prepare: Callable[[dict], Prepared], small: dict, x: dict, problem: Problem,
+                  device: str, bandwidth: float, min_run_time: float) -> list[dict]:
+    """One implementation's rows (fwd, fwd+bwd) at one dtype. An implementation that fails (a released kernel
+    without this dtype, an out-of-memory) gives rows that say how, and the run goes on: one failure must not
+    cost the session's device time for everything after it."""
+    dtype_name = str(x["value"].dtype).removeprefix("torch.")
+    common = {"device": device_name(device), "dtype": dtype_name, "task": task, "implementation": name}
+    try:
+        difference = agreement(prepare(small))
+        prepared = prepare(x)
+        seconds = timed(prepared.run, prepared.leaves, device, min_run_time)
+    except Exception as error:  # noqa: BLE001  recorded in the rows, and printed
+        failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        print(f"{dtype_name} {name}: FAILED {failure}", flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        return [{**common, "mode": mode, "error": failure} for mode in ("fwd", "fwd+bwd")]
+    moved = compulsory_bytes(task, problem, x["value"].element_size())
+    print(f"{dtype_name} {name}: fwd {seconds['fwd'] * 1e3:.3f} ms, fwd+bwd {seconds['fwd+bwd'] * 1e3:.3f} ms",
+          flush=True)
+    return [{**common, "mode": mode, "ms": seconds[mode] * 1e3, "compulsory MB": moved[mode] / 1e6,
+             "GB/s": moved[mode] / seconds[mode] / 1e9, "share of copy GB/s": moved[mode] / seconds[mode] / bandwidth,
+             "max rel. diff vs definition": difference, "error": ""} for mode in ("fwd", "fwd+bwd")]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sapa-src", type=Path, required=True, help="poppinace/sapa's sapa/ folder (holds setup.py)")
@@ -331,18 +356,7 @@ def main(argv: list[str]) -> int:
         small = check.inputs(torch.float64 if dtype == torch.float32 else dtype, device)
         x = problem.inputs(dtype, device)
         for name, (task, prepare) in implementations(sim, atn, carafe_ext, adaptive_conv, problem.K, problem.d).items():
-            difference = agreement(prepare(small))
-            prepared = prepare(x)
-            seconds = timed(prepared.run, prepared.leaves, device, args.min_run_time)
-            moved = compulsory_bytes(task, problem, x["value"].element_size())
-            for mode in ("fwd", "fwd+bwd"):
-                rows.append({"device": device_name(device), "dtype": dtype_name, "task": task, "implementation": name,
-                             "mode": mode, "ms": seconds[mode] * 1e3, "compulsory MB": moved[mode] / 1e6,
-                             "GB/s": moved[mode] / seconds[mode] / 1e9,
-                             "share of copy GB/s": moved[mode] / seconds[mode] / bandwidth,
-                             "max rel. diff vs definition": difference})
-            print(f"{dtype_name} {name}: fwd {seconds['fwd'] * 1e3:.3f} ms, fwd+bwd {seconds['fwd+bwd'] * 1e3:.3f} ms",
-                  flush=True)
+            rows += measured_rows(name, task, prepare, small, x, problem, device, bandwidth, args.min_run_time)
     table = pd.DataFrame(rows)
     header = (f"# Released kernels vs upbench on {device_name(device)}\n\nN={problem.N}, C={problem.C}, "
               f"{problem.H}x{problem.W} -> {2 * problem.H}x{2 * problem.W}, K={problem.K}, d={problem.d}; "
@@ -355,7 +369,10 @@ def main(argv: list[str]) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "released_kernels.csv", index=False)
         (args.out / "released_kernels.md").write_text(markdown)
-    return 0
+    failed = sorted({f"{row['dtype']} {row['implementation']}" for row in rows if row["error"]})
+    if failed:
+        print(f"released_kernels: {len(failed)} implementation(s) failed: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
