@@ -35,7 +35,7 @@ def test_session_refuses_unknown_parts_before_installing_anything(tmp_path, part
 def test_released_kernels_script_imports_and_explains_itself():
     done = subprocess.run([sys.executable, str(RELEASED), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "--sapa-src" in done.stdout and "--mmcv-src" in done.stdout and "--featup-src" in done.stdout
+    assert all(flag in done.stdout for flag in ("--sapa-src", "--mmcv-src", "--featup-src", "--resfu-src"))
 
 
 def released_kernels(monkeypatch):

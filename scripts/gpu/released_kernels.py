@@ -1,12 +1,15 @@
 """upbench's CUDA kernels against the kernels users run today, same shapes, same run, on one GPU.
 
-The released SAPA kernels (poppinace/sapa: ``sim`` and ``atn``, channels-last), mmcv's CARAFE kernel and,
-given ``--featup-src``, FeatUp's AdaptiveConv (JBU's adaptive convolution, after the reflect padding its
-JBU does on every call) are built here from their own source trees, which the caller provides
-(``--sapa-src``, ``--mmcv-src``, ``--featup-src``; ``scripts/gpu/prepare.sh`` exports them from their
-repositories). Nothing of theirs is part of upbench: this script compiles their files where they lie,
-with a binding of its own for mmcv's two launchers, and imports the released SAPA's and FeatUp's autograd
-functions from their checkouts.
+The released SAPA kernels (poppinace/sapa: ``sim`` and ``atn``, channels-last), mmcv's CARAFE kernel,
+given ``--featup-src`` FeatUp's AdaptiveConv (JBU's adaptive convolution, after the reflect padding its
+JBU does on every call) and, given ``--resfu-src``, the released ReSFU module with its FNS attention CUDA
+kernel (the whole operator beside upbench's ``resfu``, same weights, at ReSFU's own K=3, d=32) are built
+here from their own source trees, which the caller provides (``--sapa-src``, ``--mmcv-src``,
+``--featup-src``, ``--resfu-src``; ``scripts/gpu/prepare.sh`` exports them from their repositories).
+Nothing of theirs is part of upbench: this script compiles their files where they lie, with a binding of
+its own for mmcv's two launchers (and, for ReSFU's kernel, which includes the THC header PyTorch no
+longer ships, a one-line header of its own in its place), and imports the released autograd functions
+and modules from their checkouts.
 
 For each dtype it reports, per implementation: agreement with upbench's float64 definitions (at a small
 shape, float64 where the kernel takes it), median forward and forward+backward times (CUDA events),
@@ -14,7 +17,7 @@ compulsory DRAM bytes, the achieved GB/s and its share of this GPU's device-to-d
 measured in the same run.
 
     python scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released [--featup-src .released]
-        --out DIR
+        [--resfu-src .released/resfu] --out DIR
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &CARAFEBackwardCUDAKernelLauncher);
 }
 """
+# ReSFU's kernel includes <THC/THCAtomics.cuh> for atomicAdd; PyTorch 2 keeps those overloads in ATen.
+THC_ATOMICS_SHIM = "#pragma once\n#include <ATen/cuda/Atomic.cuh>\n"
 COPY_BYTES = 2**30  # per direction: far beyond the L2 of any GPU
 
 
@@ -105,6 +110,34 @@ def build_featup_adaptive_conv(source: Path, build: Path):
     sys.modules.setdefault("adaptive_conv_cpp_impl", types.ModuleType("adaptive_conv_cpp_impl"))
     sys.path.insert(0, str(source))
     return importlib.import_module("featup.adaptive_conv_cuda.adaptive_conv").AdaptiveConv
+
+
+# The released ReSFU's parameter names that upbench's resfu keeps under its embedding stage.
+RESFU_RENAMES = {"norm_x": "embedding.norm_x", "norm_y": "embedding.norm_guide", "q": "embedding.query",
+                 "k": "embedding.key"}
+
+
+def upbench_resfu_key(released: str) -> str:
+    """A released ReSFU state-dict key as upbench's resfu names it ('q.weight' -> 'embedding.query.weight')."""
+    head, _, rest = released.partition(".")
+    return f"{RESFU_RENAMES[head]}.{rest}" if head in RESFU_RENAMES else released
+
+
+def build_released_resfu(source: Path, build: Path) -> type:
+    """The released ReSFU module class (``demo/resfu.py``), its FNS attention extension built from ``source``
+    (a checkout of zmhhmz/ReSFU holding FNS_Attn/ and demo/)."""
+    src = source / "FNS_Attn" / "FNS_Attn" / "src"
+    directory = build / "resfu_fns_attn"
+    (directory / "shim" / "THC").mkdir(parents=True, exist_ok=True)
+    (directory / "shim" / "THC" / "THCAtomics.cuh").write_text(THC_ATOMICS_SHIM)
+    nvcc = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+    sys.modules["fns_attn_ext"] = load(
+        name="fns_attn_ext", sources=[str(src / "cuda" / "fns_attn_cuda.cpp"), str(src / "cuda" / "fns_attn_cuda_kernel.cu"),
+                                      str(src / "fns_attn_ext.cpp")],
+        extra_cflags=["-DWITH_CUDA"], extra_cuda_cflags=nvcc, extra_include_paths=[str(directory / "shim")],
+        build_directory=str(directory), verbose=False)
+    sys.path[:0] = [str(source), str(source / "demo")]  # their demo imports ``FNS_Attn`` and is imported as ``resfu``
+    return importlib.import_module("resfu").ReSFU
 
 
 class MmcvCarafe(torch.autograd.Function):
@@ -168,11 +201,11 @@ def _cpu64(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().double().cpu() for t in tensors]
 
 
-def implementations(sim, atn, carafe_ext, adaptive_conv, K: int,
+def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
                     d: int) -> dict[str, tuple[str, Callable[[dict], Prepared]]]:
     """name -> (task, prepare: NCHW inputs -> Prepared). Tasks: the SAPA kernel, the CARAFE assembly,
-    the whole SAPA-B operator and, where FeatUp's AdaptiveConv was built (else None), JBU's adaptive
-    convolution of the 2H x 2W map."""
+    the whole SAPA-B operator, where FeatUp's AdaptiveConv was built (else None) JBU's adaptive
+    convolution of the 2H x 2W map, and where ReSFU was built (else None) the whole ReSFU operator."""
     ops = torch.ops.upbench
 
     def sapa_definition(x):
@@ -229,6 +262,37 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, K: int,
         return Prepared(lambda: ops.reflect_assembly(x["weights"], x["guide"], K), (x["weights"], x["guide"]),
                         adaptive_conv_definition(x))
 
+    def resfu_pair(x):
+        """upbench's resfu, the released module with its weights and upbench's float64 definition, all made with
+        the run's dtype as the default (the released Gaussian is a plain tensor made in the default dtype, which
+        .to() does not convert; float16 runs make it in float32, and the released module fails as released).
+        ReSFU takes at most 32 channels or a multiple of 32: the agreement problem's 37 are cut to 32."""
+        value, guide = x["value"], x["guide"]
+        if value.shape[1] > 32 and value.shape[1] % 32:
+            value, guide = value[:, :32].contiguous(), guide[:, :32].contiguous()
+        torch.manual_seed(0)
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(value.dtype if value.dtype in (torch.float32, torch.float64) else before)
+        try:
+            ours = upbench.make("resfu", value.shape[1], impl="reference")
+            theirs = released_resfu(dim_y=guide.shape[1], dim_x=value.shape[1], scale_factor=2)
+            reference = upbench.make("resfu", value.shape[1], impl="reference")
+        finally:
+            torch.set_default_dtype(before)
+        state = ours.state_dict()
+        theirs.load_state_dict({key: state.get(upbench_resfu_key(key), tensor) for key, tensor in theirs.state_dict().items()})
+        reference.load_state_dict(state)
+        ours, theirs = ours.to(value.device, value.dtype), theirs.to(value.device, value.dtype)
+        return ours, theirs, (value, guide), lambda: reference.double()(*_cpu64(value, guide))
+
+    def released_resfu_module(x):
+        _, theirs, (value, guide), expected = resfu_pair(x)
+        return Prepared(lambda: theirs(guide, value), (value, guide), expected)
+
+    def ours_resfu(x):
+        ours, _, (value, guide), expected = resfu_pair(x)
+        return Prepared(lambda: ours(value, guide), (value, guide), expected)
+
     released = {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
                 "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
                 "upbench SAPA-B operator": ("sapa-b operator", ours_sapa_b),
@@ -236,6 +300,9 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, K: int,
     if adaptive_conv is not None:
         released |= {"FeatUp reflect pad + AdaptiveConv": ("adaptive conv", featup_adaptive_conv),
                      "upbench reflect_assembly": ("adaptive conv", ours_reflect_assembly)}
+    if released_resfu is not None:
+        released |= {"released ReSFU (FNS attention CUDA)": ("resfu operator", released_resfu_module),
+                     "upbench ReSFU operator (reference)": ("resfu operator", ours_resfu)}
     return released
 
 
@@ -251,8 +318,9 @@ def compulsory_bytes(task: str, p: Problem, element: int) -> dict[str, int]:
         inputs = p.N * (p.K * p.K * hi + p.C * lo)
     elif task == "adaptive conv":  # weights and the source, both 2H x 2W
         inputs = p.N * (p.K * p.K * hi + p.C * hi)
-    else:
-        op = upbench.make("sapa-b", p.C, K=p.K, d=p.d, impl="reference")
+    else:  # a whole operator: "sapa-b operator" at the problem's K and d, "resfu operator" at its own defaults
+        name = task.removesuffix(" operator")
+        op = upbench.make(name, p.C, impl="reference", **({"K": p.K, "d": p.d} if name == "sapa-b" else {}))
         inputs = compulsory_elements(op.dims(p.N, p.H, p.W), sum(t.numel() for t in op.parameters())) - out
     return {"fwd": (inputs + out) * element, "fwd+bwd": (inputs + out + out + 2 * inputs) * element}
 
@@ -327,6 +395,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mmcv-src", type=Path, required=True, help="a checkout of open-mmlab/mmcv (holds mmcv/)")
     parser.add_argument("--featup-src", type=Path, default=None,
                         help="a checkout of mhamilton723/FeatUp (holds featup/adaptive_conv_cuda); optional")
+    parser.add_argument("--resfu-src", type=Path, default=None,
+                        help="a checkout of zmhhmz/ReSFU (holds FNS_Attn/ and demo/resfu.py); optional")
     parser.add_argument("--build", type=Path, default=Path("/tmp/released_build"))
     parser.add_argument("--C", type=int, default=256)
     parser.add_argument("--size", type=int, default=128, help="low-resolution side (output is twice it)")
@@ -341,6 +411,7 @@ def main(argv: list[str]) -> int:
     sim, atn = build_released_sapa(args.sapa_src, args.build)
     carafe_ext = build_mmcv_carafe(args.mmcv_src, args.build)
     adaptive_conv = build_featup_adaptive_conv(args.featup_src, args.build) if args.featup_src else None
+    released_resfu = build_released_resfu(args.resfu_src, args.build) if args.resfu_src else None
     print(f"released kernels built and loaded in {time.perf_counter() - start:.0f} s", flush=True)
     if args.build_only:
         return 0
@@ -355,7 +426,7 @@ def main(argv: list[str]) -> int:
         dtype = getattr(torch, dtype_name)
         small = check.inputs(torch.float64 if dtype == torch.float32 else dtype, device)
         x = problem.inputs(dtype, device)
-        for name, (task, prepare) in implementations(sim, atn, carafe_ext, adaptive_conv, problem.K, problem.d).items():
+        for name, (task, prepare) in implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, problem.K, problem.d).items():
             rows += measured_rows(name, task, prepare, small, x, problem, device, bandwidth, args.min_run_time)
     table = pd.DataFrame(rows)
     header = (f"# Released kernels vs upbench on {device_name(device)}\n\nN={problem.N}, C={problem.C}, "

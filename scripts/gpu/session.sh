@@ -7,8 +7,8 @@
 #   racecheck  compute-sanitizer racecheck, likewise                                -> sanitize.log
 #   bench      bench.py (the default sweep), then bench.py compare at C=256, 128x128 -> 256x256, K=5,
 #              d=32 in fp32 and fp16                                                -> results.tgz
-#   released   the released SAPA, mmcv CARAFE (and, prepared, FeatUp AdaptiveConv) kernels against ours,
-#              same run                                                              -> released_kernels.*
+#   released   the released SAPA, mmcv CARAFE (and, prepared, FeatUp AdaptiveConv and the ReSFU module)
+#              kernels against ours, same run                                        -> released_kernels.*
 # Usage: bash scripts/gpu/session.sh PART [PART ...]; every part's output also goes to $OUT/session.log
 # (OUT defaults to /tmp/upbench-gpu). Exit status: 0 when every part passed, else the last failure's.
 set -uo pipefail
@@ -70,9 +70,10 @@ bench() {
 }
 
 released() {
-  local featup=()
-  [ -d .released/featup ] && featup=(--featup-src .released)
-  $PY scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released ${featup[@]+"${featup[@]}"} \
+  local optional=()
+  [ -d .released/featup ] && optional+=(--featup-src .released)
+  [ -d .released/resfu ] && optional+=(--resfu-src .released/resfu)
+  $PY scripts/gpu/released_kernels.py --sapa-src .released/sapa --mmcv-src .released ${optional[@]+"${optional[@]}"} \
     --out "$OUT"
 }
 
