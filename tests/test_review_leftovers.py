@@ -49,3 +49,57 @@ def test_integer_pivots_print_integers_in_csv_and_json(run_csv, capsys, quantity
 def test_latency_pivots_keep_their_fractions(run_csv, capsys):
     assert main(["report", run_csv, "--pivot", "latency", "--format", "csv"]) == 0
     assert "1.5" in capsys.readouterr().out
+
+
+# -- 1b: unwritable --out ----------------------------------------------------------------------
+def one_error_line(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "Errno" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def commands(run_csv: str) -> dict[str, list[str]]:
+    quick = ["--ops", "nearest", "--C", "8", "--size", "4", "--device", "cpu", "--quiet"]
+    return {"sweep": ["sweep", *quick], "compare": ["compare", *quick], "table1": ["table1", "--ops", "nearest"],
+            "network": ["network", "--preset", "segformer-b1", "--ops", "nearest"],
+            "report": ["report", run_csv], "merge": ["merge", run_csv], "diff": ["diff", run_csv, run_csv],
+            "roofline": ["roofline"], "selfcheck": ["selfcheck"]}
+
+
+@pytest.mark.parametrize("command", ["sweep", "compare", "table1", "network", "report", "merge", "diff", "roofline",
+                                     "selfcheck"])
+def test_an_out_the_file_system_refuses_is_one_line_naming_the_flag_before_any_work(run_csv, capsys, monkeypatch,
+                                                                                     command):
+    """/proc takes no new files whoever asks (root ignores permission bits): the open fails, not the mkdir."""
+    def never(*args, **kwargs):
+        raise AssertionError("measured or computed before the output was checked")
+
+    for module, name in [("upbench.commands.table1", "validation_table"), ("upbench.commands.network", "network_report"),
+                         ("upbench.commands.roofline", "roofline_table"), ("upbench.commands.selfcheck", "run_checks"),
+                         ("upbench.measure", "_measure")]:
+        monkeypatch.setattr(f"{module}.{name}", never)
+    capsys.readouterr()
+    assert main([*commands(run_csv)[command], "--out", "/proc/upbench-x.csv"]) == 2
+    one_error_line(capsys, f"{command}: --out /proc/upbench-x.csv: cannot write /proc/upbench-x.csv")
+
+
+@pytest.mark.parametrize("command", ["report", "diff"])
+def test_a_full_disk_is_one_line_naming_the_flag(run_csv, capsys, command):
+    """/dev/full opens but fails every write (ENOSPC), as a full disk does."""
+    capsys.readouterr()
+    assert main([*commands(run_csv)[command], "--out", "/dev/full"]) == 2
+    one_error_line(capsys, "--out /dev/full: cannot write /dev/full: No space left on device")
+
+
+def test_a_sweep_checks_the_reports_beside_its_log_before_measuring(tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("measured before the reports' paths were checked")
+
+    monkeypatch.setattr(measure_module, "_measure", never)
+    (tmp_path / "run.md").mkdir()  # where the markdown report goes
+    out = tmp_path / "run.csv"
+    assert main([*commands("")["sweep"], "--formats", "markdown", "--out", str(out)]) == 2
+    one_error_line(capsys, f"--out {out}: cannot write {tmp_path / 'run.md'}: it is a directory")
+    assert not out.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, render_table
+from ..cli_args import FORMATS, check_out, emit, render_table
 from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
                       pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
@@ -87,6 +87,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     rows = read_any(args.rows)
     text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
     emit(text.rstrip("\n"), args.out)
