@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import upbench
+import upbench.launch
 import upbench.measure as measure_module
 from upbench.commands import main
 
@@ -103,3 +104,20 @@ def test_a_sweep_checks_the_reports_beside_its_log_before_measuring(tmp_path, ca
     assert main([*commands("")["sweep"], "--formats", "markdown", "--out", str(out)]) == 2
     one_error_line(capsys, f"--out {out}: cannot write {tmp_path / 'run.md'}: it is a directory")
     assert not out.exists()
+
+
+# -- 1c: a launch's row timeout ----------------------------------------------------------------
+def test_a_launch_refuses_a_row_timeout_below_the_timing_time_before_submitting(tmp_path, monkeypatch, capsys):
+    """Each shard checked it when its job started: every job failed, and the launch said no shard wrote a log."""
+    def submitted(*args, **kwargs):
+        raise AssertionError("jobs were submitted")
+
+    monkeypatch.setattr("upbench.launch.submit_shards", submitted)
+    with pytest.raises(ValueError, match=r"row timeout 2 s: every row times its calls for 5 s \(--min-run-time\)"):
+        upbench.launch.launch_sweep(dict(ops="nearest", device="cpu", min_run_time=5.0), tmp_path / "l.csv", 2,
+                                    upbench.launch.Resources(cluster="local"), isolate=True, row_timeout=2.0)
+    assert not (tmp_path / "l.shards").exists()
+    assert main(["sweep", "--ops", "nearest", "--device", "cpu", "--min-run-time", "5", "--isolate", "--row-timeout",
+                 "2", "--launcher", "submitit", "--shards", "2", "--cluster", "local", "--quiet",
+                 "--out", str(tmp_path / "l.csv")]) == 2
+    one_error_line(capsys, "sweep: row timeout 2 s: every row times its calls for 5 s")
