@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .files import prepare_parent
+from .files import check_writable
 from .spec import parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
@@ -99,12 +98,21 @@ def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
     return table.astype(object).where(table.notna(), "").to_markdown(index=False, **markdown_options)
 
 
+def check_out(out: str | None) -> None:
+    """A command's --out, checked before it computes anything (see :func:`upbench.files.check_writable`)."""
+    if out:
+        check_writable(out)
+
+
 def emit(text: str, out: str | None) -> None:
     """Write ``text`` to the file ``out`` (its folder created), or to stdout without one."""
     if out:
-        prepare_parent(Path(out))
-        with open(out, "w") as handle:
-            handle.write(text + "\n")
+        check_writable(out)
+        try:
+            with open(out, "w") as handle:
+                handle.write(text + "\n")
+        except OSError as error:  # a full disk (or /dev/full) fails on the write, not the open
+            raise ValueError(f"--out {out}: cannot write {out}: {error.strerror or error}") from None
     else:
         print(text)
 

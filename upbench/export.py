@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from .files import check_writable
 from .latex import MARK, booktabs
 from .memory import MIB
 from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, write_json
@@ -451,6 +452,15 @@ def check_formats(formats: Iterable[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}: expected some of {', '.join(FORMATS)}")
     return formats
+
+
+def check_output_paths(csv_path: Path, formats: Iterable[str], given: str | None) -> None:
+    """The row log and the reports :func:`write_outputs` puts beside it, checked writable before anything is
+    measured: a report that cannot be written lost a long sweep's summary at its end. ``given``: the --out
+    as typed (None for the default path)."""
+    named = f"{csv_path} (the default)" if given is None else given
+    for path in [csv_path, *(csv_path.with_suffix(FORMAT_SUFFIXES[fmt]) for fmt in check_formats(formats))]:
+        check_writable(path, "--out", named)
 
 
 def write_outputs(

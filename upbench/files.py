@@ -25,18 +25,53 @@ def digest_files(files: Iterable[Path]) -> str:
     return digest.hexdigest()[:DIGEST_CHARS] if found else NO_FILES
 
 
-def prepare_parent(path: Path) -> None:
-    """Create ``path``'s folder, or raise ValueError saying why ``path`` cannot be written there."""
+def _parent_problem(path: Path) -> str | None:
+    """Create ``path``'s folder; None, or why ``path`` cannot be written there."""
     if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a directory; give a file name, e.g. {path / 'sweep.csv'}")
+        return "it is a directory"
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ValueError(f"cannot write {path}: {ancestor} is not a directory")
+        return f"{ancestor} is not a directory"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot write {path}: cannot create {path.parent}: {error.strerror}") from None
+        return f"cannot create {path.parent}: {error.strerror}"
     if not os.access(path.parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: {path.parent} is not writable")
+        return f"{path.parent} is not writable"
+    return None
+
+
+def prepare_parent(path: Path) -> None:
+    """Create ``path``'s folder, or raise ValueError saying why ``path`` cannot be written there."""
+    problem = _parent_problem(path)
+    if problem:
+        hint = f"; give a file name, e.g. {path / 'sweep.csv'}" if path.is_dir() else ""
+        raise ValueError(f"cannot write {path}: {problem}{hint}")
+
+
+def check_writable(path: str | Path, flag: str = "--out", given: str | Path | None = None) -> Path:
+    """Create ``path``'s folder and make sure the file itself can be opened for writing, or raise ValueError
+    naming ``flag`` and the path as ``given`` (default ``path``): before anything is measured, so a long run
+    does not die on its output at the end. The permission bits do not tell it all (root ignores them, a
+    read-only mount or /proc refuses new files), so the file is opened; one that was not there is removed."""
+    path = Path(path)
+    problem = _parent_problem(path)
+    if problem is None:
+        existed = path.exists()
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as error:
+            problem = error.strerror or str(error)
+        else:
+            if not existed:
+                path.unlink(missing_ok=True)
+    if problem:
+        given = path if given is None else given
+        if path.is_dir():  # a report's name beside the rows is not the user's to change but by --out
+            problem += (f"; give a file name, e.g. {path / 'sweep.csv'}" if str(given) == str(path)
+                        else f"; move it away or choose another {flag}")
+        raise ValueError(f"{flag} {given}: cannot write {path}: {problem}")
+    return path

@@ -81,14 +81,21 @@ def _serve(connection: Connection, plugin_sources: list[str], threads: int, load
         connection.send(measure_config(*job))
 
 
-def check_row_timeout(row_timeout: float | None, isolate: bool = True) -> None:
-    """Raise ValueError unless ``row_timeout`` is None or a positive number of seconds, with isolation."""
+def check_row_timeout(row_timeout: float | None, isolate: bool = True, spec: SweepSpec | None = None) -> None:
+    """Raise ValueError unless ``row_timeout`` is None or a positive number of seconds, with isolation, and
+    (given the ``spec``) above the time each of its rows spends timing."""
     if row_timeout is None:
         return
     if not isolate:
         raise ValueError("a row timeout needs isolation (--isolate): a hung row can only be stopped in a child process")
     if isinstance(row_timeout, bool) or not isinstance(row_timeout, (int, float)) or not row_timeout > 0:
         raise ValueError(f"row_timeout={row_timeout!r}: expected a positive number of seconds")
+    # a row times its calls for min_run_time seconds (less only where its budget is shorter): a row timeout
+    # not above that killed every row, one timeout after another, and then the sweep said each had hung
+    if spec is not None and spec.min_run_time <= spec.row_budget_s and row_timeout <= spec.min_run_time:
+        raise ValueError(f"row timeout {row_timeout:g} s: every row times its calls for {spec.min_run_time:g} s "
+                         f"(--min-run-time), so every row would time out; expected a row timeout well above "
+                         f"{spec.min_run_time:g} s, or a shorter --min-run-time")
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -144,13 +151,7 @@ class IsolatedMeasurer:
     ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
 
     def __init__(self, spec: SweepSpec, row_timeout: float | None = None, load_kernels: bool = False):
-        check_row_timeout(row_timeout)
-        # a row times its calls for min_run_time seconds (less only where its budget is shorter): a row timeout
-        # not above that killed every row, one timeout after another, and then the sweep said each had hung
-        if row_timeout is not None and spec.min_run_time <= spec.row_budget_s and row_timeout <= spec.min_run_time:
-            raise ValueError(f"row timeout {row_timeout:g} s: every row times its calls for {spec.min_run_time:g} s "
-                             f"(--min-run-time), so every row would time out; expected a row timeout well above "
-                             f"{spec.min_run_time:g} s, or a shorter --min-run-time")
+        check_row_timeout(row_timeout, spec=spec)
         self.spec = spec
         self.row_timeout = row_timeout
         self.load_kernels = load_kernels

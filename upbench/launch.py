@@ -246,7 +246,7 @@ def launch_sweep(
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards={shards!r}: expected a positive integer")
     local_spec = as_spec(spec)  # checked here, before anything is submitted
-    check_row_timeout(row_timeout, isolate)
+    check_row_timeout(row_timeout, isolate, local_spec)  # each shard's own check came after its job started
     logs = shard_logs(out, shards)
     earlier = [path for path in [out, *logs] if path.exists() and path.stat().st_size > 0]
     if earlier and not resume:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..export import check_formats, markdown_table, ratio_view, write_outputs
+from ..export import check_formats, check_output_paths, markdown_table, ratio_view, write_outputs
 from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     retry = resume_settings(args)
     spec = SweepSpec.from_mapping(mapping, source="the command line")
     out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
+    check_output_paths(out, formats, args.out)
     args.row_log = out
     rows = run_sweep(spec, out, resume=args.resume, progress=False if args.quiet else None,
                      on_row=warn_once_on_suspect_timing("compare"), isolate=args.isolate, row_timeout=args.row_timeout,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import PLAIN_FORMATS, emit, positive_float, render_table, str_list
+from ..cli_args import PLAIN_FORMATS, check_out, emit, positive_float, render_table, str_list
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
 from ..export import format_number, markdown_table, size_label
 from ..rows import index_ranges, missing_configs
@@ -163,6 +163,7 @@ def read_run(path: Path) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     if (args.strict or args.allow_missing) and args.fail_slower is None:
         raise ValueError("--strict and --allow-missing refine --fail-slower, which was not given")
     base, new = read_run(args.base), read_run(args.new)

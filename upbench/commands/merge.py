@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..cli_args import str_list
-from ..export import FORMATS, write_outputs
+from ..export import FORMATS, check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rowlog import holds_nothing, log_path, read_log_noting
 from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
     if out.resolve() in {path.resolve() for path in args.inputs}:
         raise ValueError(f"--out {out} is one of the inputs")
+    check_output_paths(out, args.formats, args.out)
     empty = [path for path in args.inputs if holds_nothing(path)]
     for path in empty:
         print(f"merge: warning: {path} holds no rows (a shard killed before its first row); skipped", file=sys.stderr)

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, image_size, name_list, render_table
+from ..cli_args import FORMATS, check_out, emit, image_size, name_list, render_table
 from ..latex import booktabs
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
@@ -87,6 +87,7 @@ def say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     preset = get_preset(args.preset)
     header = describe(preset, args.size, args.channels)
     table = network_report(preset, args.ops, args.size, args.channels, args.batch,

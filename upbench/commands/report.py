@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, render_table
+from ..cli_args import FORMATS, check_out, emit, render_table
 from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
                       pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
@@ -66,7 +66,16 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
                         notes=notes, marked=marked)
     if fmt == "markdown":
         return markdown_flagged(table, marked)
+    if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
+        table = integer_columns(table, size_columns(table, rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
+
+
+def integer_columns(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``table`` with those of ``columns`` that hold whole numbers only (blanks aside) as nullable integers."""
+    whole = {c: table[c].astype("Int64") for c in columns
+             if pd.api.types.is_float_dtype(table[c]) and table[c].dropna().map(float.is_integer).all()}
+    return table.assign(**whole)
 
 
 def render(rows: pd.DataFrame, fmt: str) -> str:
@@ -78,6 +87,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     rows = read_any(args.rows)
     text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
     emit(text.rstrip("\n"), args.out)

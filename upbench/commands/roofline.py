@@ -25,7 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import kernels
-from ..cli_args import PLAIN_FORMATS, emit, image_size, name_list, positive_float, positive_int, render_table
+from ..cli_args import PLAIN_FORMATS, check_out, emit, image_size, name_list, positive_float, positive_int, render_table
 from ..formulas import TOTAL
 from ..measure import build_call
 from ..registry import available, get, make
@@ -250,6 +250,7 @@ def roofline_table(ops: list[str] | None, C: int, H: int, W: int, timing: Timing
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     H, W = args.size
     try:
         table = roofline_table(args.ops, args.C, H, W, TimingPlan(args.threads, args.min_run_time, args.rounds))

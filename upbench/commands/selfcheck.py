@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from .. import kernels
-from ..cli_args import PLAIN_FORMATS, emit, render_table, str_list
+from ..cli_args import PLAIN_FORMATS, check_out, emit, render_table, str_list
 from ..environment import check_device
 from ..selfcheck import (CHECKED_OPS, DTYPES, ERROR, FAIL, PASS, SHAPES, build_rows, environment_rows, plan,
                          present_devices, run_checks)
@@ -43,6 +43,7 @@ def _section(title: str, rows: list[tuple[str, str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     ops = _choose("op", args.ops, {op.name: op for op in CHECKED_OPS})
     # the sweep's short names too (fp32, fp16, bf16, fp64), so one spelling works in every command
     short = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

@@ -17,7 +17,7 @@ from ..cli_args import (int_list, knob_pair, name_list, non_negative_int, positi
                         str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS, check_formats, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
+from ..export import FORMATS, check_formats, check_output_paths, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
 from ..memory import MIB
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep
@@ -239,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
+        check_output_paths(out, formats, args.out)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
         if args.launcher:
             launched = launch(args, out)

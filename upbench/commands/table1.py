@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, emit, int_list, knob_pair, name_list, render_table, size_list
+from ..cli_args import FORMATS, check_out, emit, int_list, knob_pair, name_list, render_table, size_list
 from ..latex import booktabs
 from ..table1 import ERROR, MISMATCH, Grid, validation_table
 
@@ -69,6 +69,7 @@ def render_latex(table: pd.DataFrame) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     knobs: dict[str, list[int]] = {}
     for name, values in args.knob:
         knobs.setdefault(name, []).extend(values)
