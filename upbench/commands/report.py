@@ -64,8 +64,8 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
         return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
                         notes=notes, marked=marked)
-    if fmt == "markdown":
-        return markdown_flagged(table, marked)
+    if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
+        return "\n\n".join(filter(None, [markdown_flagged(table, marked), unmeasured_note(rows)]))
     if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = integer_columns(table, size_columns(table, rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
@@ -90,5 +90,7 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     rows = read_any(args.rows)
     text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
+    if args.pivot and args.format in ("csv", "json") and unmeasured_note(rows):  # numbers only: the note goes aside
+        print(f"report: warning: {unmeasured_note(rows)}", file=sys.stderr)
     emit(text.rstrip("\n"), args.out)
     return 0

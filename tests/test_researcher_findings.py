@@ -1,0 +1,52 @@
+"""Defects a researcher using upbench ran into: numbers left out of a view without a word, exports that do
+not say what they hold, inputs the Python API took under one counting policy and refused under another."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import upbench
+import upbench.measure as measure_module
+from upbench.commands import main
+from upbench.rows import write_csv
+
+
+@pytest.fixture
+def fake_measure(monkeypatch):
+    """Rows counted for real but not timed."""
+    def fake(config, spec, row) -> None:
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, peak_mem_bytes=2**20,
+                   runs=5, status="ok")
+
+    monkeypatch.setattr(measure_module, "_measure", fake)
+
+
+@pytest.fixture
+def skipped_csv(tmp_path, fake_measure) -> str:
+    """carafe and nearest at 4 and 8; carafe's rows ran out of the row budget (counted, not timed), nearest's 8
+    failed before it was counted."""
+    spec = upbench.SweepSpec(ops=("carafe", "nearest"), channels=(8,), sizes=((4, 4), (8, 8)), devices=("cpu",),
+                             policies=("paper",))
+    rows = upbench.run_sweep(spec)
+    carafe = rows["operator"] == "carafe"
+    rows.loc[carafe, ["status", "latency_median_ms", "peak_mem_bytes"]] = ["skipped", None, None]
+    failed = (rows["operator"] == "nearest") & (rows["H"] == 8)
+    rows.loc[failed, ["status", "latency_median_ms", "peak_mem_bytes", "macs_paper", "params"]] = \
+        ["error", None, None, None, None]
+    out = tmp_path / "skipped.csv"
+    write_csv(rows, out)
+    return str(out)
+
+
+# -- report --pivot: rows without a cell ---------------------------------------------------------
+def test_a_pivot_says_which_rows_it_has_no_cell_for(skipped_csv, capsys):
+    """An operator none of whose rows is ok had no line at all in the Markdown pivot, and nothing said so
+    (the LaTeX pivot's note did)."""
+    assert main(["report", skipped_csv, "--pivot", "latency"]) == 0
+    out = capsys.readouterr().out
+    assert "carafe" not in out.split("\n\n")[0]
+    assert "not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in out
+    assert main(["report", skipped_csv, "--pivot", "latency", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "not measured" not in captured.out  # csv stays numbers only
+    assert "report: warning: not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in captured.err
