@@ -2,6 +2,8 @@
 not say what they hold, inputs the Python API took under one counting policy and refused under another."""
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import pytest
 
@@ -50,3 +52,19 @@ def test_a_pivot_says_which_rows_it_has_no_cell_for(skipped_csv, capsys):
     captured = capsys.readouterr()
     assert "not measured" not in captured.out  # csv stays numbers only
     assert "report: warning: not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in captured.err
+
+
+@pytest.mark.parametrize("quantity, column", [("macs", "macs_paper"), ("params", "params")])
+def test_count_pivots_keep_the_counts_of_rows_that_were_not_timed(skipped_csv, capsys, quantity, column):
+    """A row skipped by its budget (or out of memory) was counted: the whole report shows its MACs, the pivot
+    dropped them."""
+    rows = pd.read_csv(skipped_csv)
+    assert main(["report", skipped_csv, "--pivot", quantity, "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out))
+    carafe = rows[rows["operator"] == "carafe"]
+    assert table.loc[table["operator"] == "carafe", ["4", "8"]].values.tolist() == [carafe[column].tolist()]
+    assert "report: warning: not measured: nearest at 8 (error)" in captured.err and "carafe" not in captured.err
+    assert main(["report", skipped_csv, "--pivot", quantity, "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert "carafe &" in latex and "not measured: nearest at 8 (error)" in latex

@@ -52,9 +52,23 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
     return check_viewable(rows, str(path))
 
 
+def pivot_column(rows: pd.DataFrame, quantity: str) -> str:
+    return PIVOTS[quantity][0] or f"macs_{first_policy(rows)}"
+
+
+def pivoted_rows(rows: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    """The rows a pivot of ``quantity`` has cells for are those its status calls ok. Counts are made before
+    timing: a row skipped by its budget or out of memory has them, which the whole report shows, so for a
+    count only a row that failed before counting is left out."""
+    if PIVOTS[quantity][2] not in ("macs", "params"):
+        return rows
+    return rows.assign(status=rows["status"].where(rows[pivot_column(rows, quantity)].isna(), "ok"))
+
+
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
-    column, scale, kind = PIVOTS[quantity]
-    column = column or f"macs_{first_policy(rows)}"
+    _, scale, kind = PIVOTS[quantity]
+    column = pivot_column(rows, quantity)
+    rows = pivoted_rows(rows, quantity)
     table, marked = latency_pivot(rows) if quantity == "latency" else (pivot(rows, column, scale), set())
     if table.empty:
         raise ValueError("no ok rows to pivot")
@@ -90,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     rows = read_any(args.rows)
     text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
-    if args.pivot and args.format in ("csv", "json") and unmeasured_note(rows):  # numbers only: the note goes aside
-        print(f"report: warning: {unmeasured_note(rows)}", file=sys.stderr)
+    note = unmeasured_note(pivoted_rows(rows, args.pivot)) if args.pivot else ""
+    if note and args.format in ("csv", "json"):  # numbers only: the note goes aside
+        print(f"report: warning: {note}", file=sys.stderr)
     emit(text.rstrip("\n"), args.out)
     return 0
