@@ -68,3 +68,15 @@ def test_count_pivots_keep_the_counts_of_rows_that_were_not_timed(skipped_csv, c
     assert main(["report", skipped_csv, "--pivot", quantity, "--format", "latex"]) == 0
     latex = capsys.readouterr().out
     assert "carafe &" in latex and "not measured: nearest at 8 (error)" in latex
+
+
+# -- report --pivot macs: which counting policy ---------------------------------------------------
+def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, fake_measure, capsys):
+    """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
+    paper under the caption 'macs by operator and input resolution'."""
+    spec = upbench.SweepSpec(ops=("sapa-b",), channels=(8,), sizes=((4, 4),), devices=("cpu",),
+                             policies=("torch", "paper"))
+    out = tmp_path / "torch.csv"
+    upbench.run_sweep(spec, out)
+    assert main(["report", str(out), "--pivot", "macs", "--format", "latex"]) == 0
+    assert r"\caption{MACs (torch counting policy) by operator and input resolution}" in capsys.readouterr().out

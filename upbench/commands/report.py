@@ -76,7 +76,9 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         sizes = size_columns(table, rows)
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
-        return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
+        # which policy counted the MACs: fvcore's and torch's differ from the paper's (the first of the rows' is shown)
+        what = f"MACs ({column.removeprefix('macs_')} counting policy)" if kind == "macs" else quantity
+        return booktabs(table.astype(object), kinds, caption=f"{what} by operator and input resolution",
                         notes=notes, marked=marked)
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
         return "\n\n".join(filter(None, [markdown_flagged(table, marked), unmeasured_note(rows)]))
