@@ -80,3 +80,18 @@ def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, fake_measure, ca
     upbench.run_sweep(spec, out)
     assert main(["report", str(out), "--pivot", "macs", "--format", "latex"]) == 0
     assert r"\caption{MACs (torch counting policy) by operator and input resolution}" in capsys.readouterr().out
+
+
+# -- upbench.counting.count: inputs --------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_count_takes_one_tensor_or_a_list_under_every_policy(policy):
+    """count(op, x) worked under paper and fvcore and failed under torch ("x must be a 4-D tensor; got shape
+    (C, H, W)": its batch was unpacked); count(op, [x]) the other way round."""
+    from upbench.counting import count
+
+    op = upbench.make("carafe", 8)
+    x, _ = op.example_inputs(1, 4, 4)
+    expected = count(op, (x,), policy=policy).macs
+    assert expected > 0
+    assert count(op, x, policy=policy).macs == expected
+    assert count(op, [x], policy=policy).macs == expected
