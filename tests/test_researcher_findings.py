@@ -95,3 +95,16 @@ def test_count_takes_one_tensor_or_a_list_under_every_policy(policy):
     assert expected > 0
     assert count(op, x, policy=policy).macs == expected
     assert count(op, [x], policy=policy).macs == expected
+
+
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_a_shape_mistake_reads_the_same_under_every_policy(policy):
+    """While fvcore traces, sizes are tensors: 'x has shape (tensor(1), tensor(4), tensor(4), tensor(4))'."""
+    from upbench.counting import count
+
+    op = upbench.make("sapa-b", 8)
+    x, guide = op.example_inputs(1, 4, 4)
+    with pytest.raises(ValueError, match=r"sapa-b: built for 8 channels; x has shape \(1, 4, 4, 4\)$"):
+        count(op, (x[:, :4], guide), policy=policy)
+    with pytest.raises(ValueError, match=r"sapa-b: built for 8 guide channels; guide has shape \(1, 4, 8, 8\)$"):
+        count(op, (x, guide[:, :4]), policy=policy)
