@@ -108,3 +108,16 @@ def test_a_shape_mistake_reads_the_same_under_every_policy(policy):
         count(op, (x[:, :4], guide), policy=policy)
     with pytest.raises(ValueError, match=r"sapa-b: built for 8 guide channels; guide has shape \(1, 4, 8, 8\)$"):
         count(op, (x, guide[:, :4]), policy=policy)
+
+
+# -- compare --quiet ---------------------------------------------------------------------------
+def test_compare_quiet_prints_no_table(tmp_path, fake_measure, capsys):
+    """--quiet says 'no progress bar and no tables on stdout'; compare printed its ratio table all the same."""
+    out = tmp_path / "cmp.csv"
+    assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(out),
+                 "--formats", "markdown", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert "## Reference / compiled" in out.with_suffix(".md").read_text()
+    assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out",
+                 str(tmp_path / "loud.csv"), "--formats", ""]) == 0
+    assert "## Reference / compiled" in capsys.readouterr().out
