@@ -40,8 +40,13 @@ def check_op_stages(owner: str, op_stages: object, stages: tuple[str, ...]) -> N
                              f"expected one of {', '.join(stages) or 'none (it declares no stages)'}")
 
 
+def _sizes(tensor: torch.Tensor) -> tuple[int, ...]:
+    """A tensor's shape as ints: while counting traces the module, sizes are tensors that print as tensor(4)."""
+    return tuple(int(size) for size in tensor.shape)
+
+
 def _describe(value: object) -> str:
-    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+    return f"shape {_sizes(value)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def output_problem(x: torch.Tensor, out: object) -> str | None:
@@ -250,9 +255,9 @@ class Upsampler(nn.Module):
             raise ValueError(f"{self.name}: x must be a 4-D (N, C, H, W) tensor; got {_describe(x)}")
         n, c, h, w = x.shape
         if c != self.channels:
-            raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {tuple(x.shape)}")
+            raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {_sizes(x)}")
         if h < 1 or w < 1 or n < 1:
-            raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {tuple(x.shape)}")
+            raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {_sizes(x)}")
         if not self.needs_guide:
             if guide is not None:
                 raise ValueError(f"{self.name}: takes no guide; got a guide ({_describe(guide)})")
@@ -268,7 +273,7 @@ class Upsampler(nn.Module):
             raise ValueError(f"{self.name}: guide must be 2H x 2W = {2 * h} x {2 * w} for x of {h} x {w}; got {gh} x {gw}")
         if gc != self.guide_channels:
             raise ValueError(
-                f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {tuple(guide.shape)}"
+                f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {_sizes(guide)}"
             )
 
     def extra_repr(self) -> str:

@@ -218,8 +218,9 @@ def _stage_macs(analysis: FlopCountAnalysis, stages: tuple[str, ...], op_stages:
     return stage_macs
 
 
-def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple[str, ...] | None = None) -> Count:
-    """Count one forward of ``module(*inputs)`` under ``policy``.
+def count(module: nn.Module, inputs: tuple | list | torch.Tensor, policy: str = "paper",
+          stages: tuple[str, ...] | None = None) -> Count:
+    """Count one forward of ``module(*inputs)`` under ``policy``; one tensor is ``module(inputs)``.
 
     ``stages`` names child modules to attribute counts to; by default the module's own
     ``stages`` attribute (every Upsampler has one), else none. The module's ``op_stages`` mapping, if
@@ -227,6 +228,12 @@ def count(module: nn.Module, inputs: tuple, policy: str = "paper", stages: tuple
     """
     if policy not in ALL_POLICIES:
         raise ValueError(f"unknown counting policy {policy!r}; expected one of {', '.join(ALL_POLICIES)}")
+    # fvcore wraps one tensor in a tuple and refuses a list, the torch policy unpacked a tensor's batch and took a
+    # list: the same call counted under one policy and failed under another
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    elif isinstance(inputs, list):
+        inputs = tuple(inputs)
     stages = tuple(getattr(module, "stages", ())) if stages is None else stages
     op_stages = declared_op_stages(module, stages)
     params, stage_params = _params(module, stages)

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
                      allow_mixed=args.allow_mixed, retry=retry)
     ratios = ratio_view(rows)
     written = [out, *write_outputs(rows, out, formats, [("Reference / compiled", ratios)])]
-    print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")
-    print(markdown_table(ratios))
-    if not args.quiet:
+    if not args.quiet:  # as --quiet says: no tables on stdout (the ratios are in the --formats written)
+        print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")
+        print(markdown_table(ratios))
         print(summary(rows, written), file=sys.stderr)
     failed = failed_rows(rows, "their ratios are blank")
     for problem in failed:

@@ -52,9 +52,23 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
     return check_viewable(rows, str(path))
 
 
+def pivot_column(rows: pd.DataFrame, quantity: str) -> str:
+    return PIVOTS[quantity][0] or f"macs_{first_policy(rows)}"
+
+
+def pivoted_rows(rows: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    """The rows a pivot of ``quantity`` has cells for are those its status calls ok. Counts are made before
+    timing: a row skipped by its budget or out of memory has them, which the whole report shows, so for a
+    count only a row that failed before counting is left out."""
+    if PIVOTS[quantity][2] not in ("macs", "params"):
+        return rows
+    return rows.assign(status=rows["status"].where(rows[pivot_column(rows, quantity)].isna(), "ok"))
+
+
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
-    column, scale, kind = PIVOTS[quantity]
-    column = column or f"macs_{first_policy(rows)}"
+    _, scale, kind = PIVOTS[quantity]
+    column = pivot_column(rows, quantity)
+    rows = pivoted_rows(rows, quantity)
     table, marked = latency_pivot(rows) if quantity == "latency" else (pivot(rows, column, scale), set())
     if table.empty:
         raise ValueError("no ok rows to pivot")
@@ -62,10 +76,12 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         sizes = size_columns(table, rows)
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
-        return booktabs(table.astype(object), kinds, caption=f"{quantity} by operator and input resolution",
+        # which policy counted the MACs: fvcore's and torch's differ from the paper's (the first of the rows' is shown)
+        what = f"MACs ({column.removeprefix('macs_')} counting policy)" if kind == "macs" else quantity
+        return booktabs(table.astype(object), kinds, caption=f"{what} by operator and input resolution",
                         notes=notes, marked=marked)
-    if fmt == "markdown":
-        return markdown_flagged(table, marked)
+    if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
+        return "\n\n".join(filter(None, [markdown_flagged(table, marked), unmeasured_note(rows)]))
     if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = integer_columns(table, size_columns(table, rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
@@ -90,5 +106,8 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     rows = read_any(args.rows)
     text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
+    note = unmeasured_note(pivoted_rows(rows, args.pivot)) if args.pivot else ""
+    if note and args.format in ("csv", "json"):  # numbers only: the note goes aside
+        print(f"report: warning: {note}", file=sys.stderr)
     emit(text.rstrip("\n"), args.out)
     return 0

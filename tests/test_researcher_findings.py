@@ -1,0 +1,123 @@
+"""Defects a researcher using upbench ran into: numbers left out of a view without a word, exports that do
+not say what they hold, inputs the Python API took under one counting policy and refused under another."""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+import upbench
+import upbench.measure as measure_module
+from upbench.commands import main
+from upbench.rows import write_csv
+
+
+@pytest.fixture
+def fake_measure(monkeypatch):
+    """Rows counted for real but not timed."""
+    def fake(config, spec, row) -> None:
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, peak_mem_bytes=2**20,
+                   runs=5, status="ok")
+
+    monkeypatch.setattr(measure_module, "_measure", fake)
+
+
+@pytest.fixture
+def skipped_csv(tmp_path, fake_measure) -> str:
+    """carafe and nearest at 4 and 8; carafe's rows ran out of the row budget (counted, not timed), nearest's 8
+    failed before it was counted."""
+    spec = upbench.SweepSpec(ops=("carafe", "nearest"), channels=(8,), sizes=((4, 4), (8, 8)), devices=("cpu",),
+                             policies=("paper",))
+    rows = upbench.run_sweep(spec)
+    carafe = rows["operator"] == "carafe"
+    rows.loc[carafe, ["status", "latency_median_ms", "peak_mem_bytes"]] = ["skipped", None, None]
+    failed = (rows["operator"] == "nearest") & (rows["H"] == 8)
+    rows.loc[failed, ["status", "latency_median_ms", "peak_mem_bytes", "macs_paper", "params"]] = \
+        ["error", None, None, None, None]
+    out = tmp_path / "skipped.csv"
+    write_csv(rows, out)
+    return str(out)
+
+
+# -- report --pivot: rows without a cell ---------------------------------------------------------
+def test_a_pivot_says_which_rows_it_has_no_cell_for(skipped_csv, capsys):
+    """An operator none of whose rows is ok had no line at all in the Markdown pivot, and nothing said so
+    (the LaTeX pivot's note did)."""
+    assert main(["report", skipped_csv, "--pivot", "latency"]) == 0
+    out = capsys.readouterr().out
+    assert "carafe" not in out.split("\n\n")[0]
+    assert "not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in out
+    assert main(["report", skipped_csv, "--pivot", "latency", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "not measured" not in captured.out  # csv stays numbers only
+    assert "report: warning: not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in captured.err
+
+
+@pytest.mark.parametrize("quantity, column", [("macs", "macs_paper"), ("params", "params")])
+def test_count_pivots_keep_the_counts_of_rows_that_were_not_timed(skipped_csv, capsys, quantity, column):
+    """A row skipped by its budget (or out of memory) was counted: the whole report shows its MACs, the pivot
+    dropped them."""
+    rows = pd.read_csv(skipped_csv)
+    assert main(["report", skipped_csv, "--pivot", quantity, "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out))
+    carafe = rows[rows["operator"] == "carafe"]
+    assert table.loc[table["operator"] == "carafe", ["4", "8"]].values.tolist() == [carafe[column].tolist()]
+    assert "report: warning: not measured: nearest at 8 (error)" in captured.err and "carafe" not in captured.err
+    assert main(["report", skipped_csv, "--pivot", quantity, "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert "carafe &" in latex and "not measured: nearest at 8 (error)" in latex
+
+
+# -- report --pivot macs: which counting policy ---------------------------------------------------
+def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, fake_measure, capsys):
+    """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
+    paper under the caption 'macs by operator and input resolution'."""
+    spec = upbench.SweepSpec(ops=("sapa-b",), channels=(8,), sizes=((4, 4),), devices=("cpu",),
+                             policies=("torch", "paper"))
+    out = tmp_path / "torch.csv"
+    upbench.run_sweep(spec, out)
+    assert main(["report", str(out), "--pivot", "macs", "--format", "latex"]) == 0
+    assert r"\caption{MACs (torch counting policy) by operator and input resolution}" in capsys.readouterr().out
+
+
+# -- upbench.counting.count: inputs --------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_count_takes_one_tensor_or_a_list_under_every_policy(policy):
+    """count(op, x) worked under paper and fvcore and failed under torch ("x must be a 4-D tensor; got shape
+    (C, H, W)": its batch was unpacked); count(op, [x]) the other way round."""
+    from upbench.counting import count
+
+    op = upbench.make("carafe", 8)
+    x, _ = op.example_inputs(1, 4, 4)
+    expected = count(op, (x,), policy=policy).macs
+    assert expected > 0
+    assert count(op, x, policy=policy).macs == expected
+    assert count(op, [x], policy=policy).macs == expected
+
+
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_a_shape_mistake_reads_the_same_under_every_policy(policy):
+    """While fvcore traces, sizes are tensors: 'x has shape (tensor(1), tensor(4), tensor(4), tensor(4))'."""
+    from upbench.counting import count
+
+    op = upbench.make("sapa-b", 8)
+    x, guide = op.example_inputs(1, 4, 4)
+    with pytest.raises(ValueError, match=r"sapa-b: built for 8 channels; x has shape \(1, 4, 4, 4\)$"):
+        count(op, (x[:, :4], guide), policy=policy)
+    with pytest.raises(ValueError, match=r"sapa-b: built for 8 guide channels; guide has shape \(1, 4, 8, 8\)$"):
+        count(op, (x, guide[:, :4]), policy=policy)
+
+
+# -- compare --quiet ---------------------------------------------------------------------------
+def test_compare_quiet_prints_no_table(tmp_path, fake_measure, capsys):
+    """--quiet says 'no progress bar and no tables on stdout'; compare printed its ratio table all the same."""
+    out = tmp_path / "cmp.csv"
+    assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(out),
+                 "--formats", "markdown", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert "## Reference / compiled" in out.with_suffix(".md").read_text()
+    assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out",
+                 str(tmp_path / "loud.csv"), "--formats", ""]) == 0
+    assert "## Reference / compiled" in capsys.readouterr().out
