@@ -51,3 +51,15 @@ def isolated_registry(monkeypatch):
     monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
     yield available
     count_operator.cache_clear()
+
+
+@pytest.fixture
+def counted_not_timed(monkeypatch):
+    """Sweep rows counted for real but not timed (1.5 ms, 1 MiB, 5 runs): a report's input in a second."""
+    import upbench.measure as measure_module
+
+    def fake(config, spec, row) -> None:
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, peak_mem_bytes=2**20,
+                   runs=5, status="ok")
+
+    monkeypatch.setattr(measure_module, "_measure", fake)

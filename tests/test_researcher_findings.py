@@ -8,23 +8,12 @@ import pandas as pd
 import pytest
 
 import upbench
-import upbench.measure as measure_module
 from upbench.commands import main
 from upbench.rows import write_csv
 
 
 @pytest.fixture
-def fake_measure(monkeypatch):
-    """Rows counted for real but not timed."""
-    def fake(config, spec, row) -> None:
-        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, peak_mem_bytes=2**20,
-                   runs=5, status="ok")
-
-    monkeypatch.setattr(measure_module, "_measure", fake)
-
-
-@pytest.fixture
-def skipped_csv(tmp_path, fake_measure) -> str:
+def skipped_csv(tmp_path, counted_not_timed) -> str:
     """carafe and nearest at 4 and 8; carafe's rows ran out of the row budget (counted, not timed), nearest's 8
     failed before it was counted."""
     spec = upbench.SweepSpec(ops=("carafe", "nearest"), channels=(8,), sizes=((4, 4), (8, 8)), devices=("cpu",),
@@ -71,7 +60,7 @@ def test_count_pivots_keep_the_counts_of_rows_that_were_not_timed(skipped_csv, c
 
 
 # -- report --pivot macs: which counting policy ---------------------------------------------------
-def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, fake_measure, capsys):
+def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, counted_not_timed, capsys):
     """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
     paper under the caption 'macs by operator and input resolution'."""
     spec = upbench.SweepSpec(ops=("sapa-b",), channels=(8,), sizes=((4, 4),), devices=("cpu",),
@@ -111,7 +100,7 @@ def test_a_shape_mistake_reads_the_same_under_every_policy(policy):
 
 
 # -- compare --quiet ---------------------------------------------------------------------------
-def test_compare_quiet_prints_no_table(tmp_path, fake_measure, capsys):
+def test_compare_quiet_prints_no_table(tmp_path, counted_not_timed, capsys):
     """--quiet says 'no progress bar and no tables on stdout'; compare printed its ratio table all the same."""
     out = tmp_path / "cmp.csv"
     assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(out),

@@ -13,17 +13,7 @@ from upbench.commands import main
 
 
 @pytest.fixture
-def fake_measure(monkeypatch):
-    """Rows counted for real but not timed: a report's input in a second."""
-    def fake(config, spec, row) -> None:
-        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, peak_mem_bytes=2**20,
-                   runs=5, status="ok")
-
-    monkeypatch.setattr(measure_module, "_measure", fake)
-
-
-@pytest.fixture
-def run_csv(tmp_path, fake_measure) -> str:
+def run_csv(tmp_path, counted_not_timed) -> str:
     out = tmp_path / "run.csv"
     spec = upbench.SweepSpec(ops=("nearest", "carafe"), channels=(8,), sizes=((4, 4), (8, 8)), knobs={"K": (3, 5)},
                              devices=("cpu",), policies=("paper",))
