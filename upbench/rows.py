@@ -66,9 +66,15 @@ def integer_columns_as_ints(rows: pd.DataFrame) -> pd.DataFrame:
     whole numbers is left as it is."""
     knobs = knob_columns(rows) if {"Cg", "N"} <= set(rows.columns) else []
     columns = [c for c in rows.columns if c in INTEGER_COLUMNS or c in knobs or str(c).startswith(("macs_", "flops_"))]
-    whole = {c: rows[c].astype("Int64") for c in columns
-             if pd.api.types.is_float_dtype(rows[c]) and rows[c].dropna().map(float.is_integer).all()}
-    return rows.assign(**whole)
+    return whole_columns_as_ints(rows, columns)
+
+
+def whole_columns_as_ints(frame: pd.DataFrame, columns: Iterable[object]) -> pd.DataFrame:
+    """``frame`` with those of ``columns`` that are float and hold whole numbers only (blanks aside) as nullable
+    integers; the others as they are."""
+    whole = {c: frame[c].astype("Int64") for c in columns
+             if pd.api.types.is_float_dtype(frame[c]) and frame[c].dropna().map(float.is_integer).all()}
+    return frame.assign(**whole)
 
 
 def write_csv(rows: pd.DataFrame, path: str | Path) -> Path:

@@ -13,7 +13,7 @@ from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot,
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
-from ..rows import integer_columns_as_ints, read_json_rows
+from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
@@ -83,15 +83,8 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
         return "\n\n".join(filter(None, [markdown_flagged(table, marked), unmeasured_note(rows)]))
     if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
-        table = integer_columns(table, size_columns(table, rows))
+        table = whole_columns_as_ints(table, size_columns(table, rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
-
-
-def integer_columns(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """``table`` with those of ``columns`` that hold whole numbers only (blanks aside) as nullable integers."""
-    whole = {c: table[c].astype("Int64") for c in columns
-             if pd.api.types.is_float_dtype(table[c]) and table[c].dropna().map(float.is_integer).all()}
-    return table.assign(**whole)
 
 
 def render(rows: pd.DataFrame, fmt: str) -> str:
