@@ -23,8 +23,6 @@ guide is the (N, C_g, 2H, 2W) feature every guided operator gets, of any width.
 """
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +31,8 @@ from upbench import kernels
 from upbench.base import MAX_D, MAX_K, Knob, Upsampler
 from upbench.formulas import ZERO, Cost, Dims, paper_is_exact
 from upbench.registry import register
+
+from .assembly import shifted_windows, window_sum
 
 # The released constants.
 DROPOUT = 0.1
@@ -72,19 +72,6 @@ FORMULAS = paper_is_exact({
 })
 
 
-def shifted_windows(padded: torch.Tensor, diameter: int, height: int, width: int) -> Iterator[torch.Tensor]:
-    """The diameter^2 taps of a map padded by the radius on every side, in FeatUp's order (row-major over the
-    window): tap i * diameter + j is a view whose pixel (y, x) is the map's (y + i - r, x + j - r). Taking one
-    view at a time keeps the C x K^2 x 2H x 2W unfolded windows from ever being built."""
-    for i in range(diameter):
-        for j in range(diameter):
-            yield padded[:, :, i:i + height, j:j + width]
-
-
-def reflect_pad(t: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.pad(t, [radius] * 4, mode="reflect")
-
-
 def _mlp(in_channels: int, out_channels: int) -> nn.Sequential:
     """FeatUp's two-layer 1x1 MLP; the layer order (and so the state-dict keys) is the released one."""
     return nn.Sequential(
@@ -109,11 +96,8 @@ class RangeKernel(nn.Module):
         """<key at a pixel, key at each tap of its reflect-padded window>, (N, K^2, 2H, 2W)."""
         if self.impl == "compiled":
             return kernels.reflect_similarity(keys, keys, self.diameter)
-        height, width = keys.shape[-2:]
-        padded = reflect_pad(keys, self.diameter // 2)
-        return torch.stack(
-            [(window * keys).sum(dim=1) for window in shifted_windows(padded, self.diameter, height, width)], dim=1
-        )
+        return torch.stack([(window * keys).sum(dim=1) for window in shifted_windows(keys, self.diameter, "reflect")],
+                           dim=1)
 
     def forward(self, guide: torch.Tensor) -> torch.Tensor:
         temperature = self.log_temperature.exp().clamp(*TEMPERATURE_RANGE)
@@ -167,13 +151,8 @@ class AdaptiveConvolution(nn.Module):
     def forward(self, kernel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         if self.impl == "compiled":
             return kernels.reflect_assembly(kernel, source, self.diameter)
-        height, width = source.shape[-2:]
-        padded = reflect_pad(source, self.diameter // 2)
         # the taps summed in FeatUp's order, from zero, one C x 2H x 2W product at a time
-        out = torch.zeros_like(source)
-        for tap, window in enumerate(shifted_windows(padded, self.diameter, height, width)):
-            out.add_(kernel[:, tap:tap + 1] * window)
-        return out
+        return window_sum(kernel, source, self.diameter, "reflect")
 
     def extra_repr(self) -> str:
         return f"diameter={self.diameter}, impl={self.impl}"

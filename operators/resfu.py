@@ -36,6 +36,8 @@ from upbench.base import MAX_D, MAX_K, Knob, Upsampler
 from upbench.formulas import Cost, Dims, paper_is_exact
 from upbench.registry import register
 
+from .assembly import window_sum
+
 # The released constants (ReSFU's defaults, which its configs keep).
 NORM_GROUPS = 32  # GroupNorm of x and y
 SCORE_NORM_GROUPS = 8  # GroupNorm inside the PCDC blocks
@@ -221,14 +223,7 @@ class FineGrainedAssembly(nn.Module):
         height, width = scores.shape[-2:]
         attention = F.softmax(scores + outside_taps(self.K, height, width, scores.dtype, scores.device), dim=1)
         upsampled = F.interpolate(x, size=(height, width), mode="bilinear")
-        span = SCALE * (self.K // 2)
-        padded = F.pad(upsampled, [span] * 4, mode="replicate")
-        out = torch.zeros_like(upsampled)
-        for tap in range(self.K * self.K):
-            i, j = divmod(tap, self.K)
-            window = padded[:, :, SCALE * i:SCALE * i + height, SCALE * j:SCALE * j + width]
-            out.add_(attention[:, tap:tap + 1] * window)
-        return out
+        return window_sum(attention, upsampled, self.K, "replicate", dilation=SCALE)
 
     def extra_repr(self) -> str:
         return f"K={self.K}"
