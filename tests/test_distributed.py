@@ -263,6 +263,33 @@ def test_ctrl_c_while_the_worker_starts_is_the_parents_one_line(tmp_path):
     assert not any(_alive(worker) for worker in workers)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_between_the_spawn_and_its_start_up_data_waits_for_the_worker_to_be_recorded(
+        signum, monkeypatch, capfd):
+    """The race the Ctrl-C test above could lose: the child exists but has not read its start-up data. A stop
+    raised there left it a truncated pipe (an EOFError traceback on the shared stderr) and unknown to the
+    measurer; held, it comes once the worker is recorded, and stopping the measurer ends the worker quietly."""
+    from upbench import isolate
+    from upbench.commands import _sigterm_as_interrupt
+
+    spawned = isolate._spawn_in_own_process_group
+
+    def spawn_then_stop(*args):
+        pid = spawned(*args)
+        signal.raise_signal(signum)  # as if the key were pressed the moment the child was created
+        return pid
+
+    monkeypatch.setattr(isolate, "_spawn_in_own_process_group", spawn_then_stop)
+    spec = SweepSpec(ops=("nearest",), channels=(4,), sizes=(4,))
+    measurer = isolate.IsolatedMeasurer(spec)
+    with _sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        measurer.start()
+    assert measurer.process is not None and measurer.starts == 1, "the interrupted start lost its worker"
+    assert measurer.stop() == 0  # it read its start-up data, got ready, and left when told
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_an_isolated_sweep_from_a_fresh_process_measures_its_rows(tmp_path):
     """A fresh process's first spawn starts multiprocessing's resource tracker, whose passed fds include
     stderr: starting it in a process group of our own must leave fd 2 inheritable, or every worker after it

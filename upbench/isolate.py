@@ -146,6 +146,32 @@ def _own_process_group() -> Iterator[None]:
             multiprocessing.util.spawnv_passfds = default
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the signals that stop a sweep (KeyboardInterrupt, Terminated)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as they came. Spawning a worker writes
+    its start-up data after the child exists: a stop raised between the two left a child reading a truncated
+    pipe, which printed an EOFError traceback over the parent's one-line answer, and a worker the parent
+    did not yet know about. Held, the stop is raised once the worker is recorded, and stopped with the rest.
+    Only the main thread hears signals; elsewhere there is nothing to hold."""
+    if (threading.current_thread() is not threading.main_thread()
+            or any(signal.getsignal(signum) is None for signum in STOP_SIGNALS)):  # a handler set outside Python
+        yield
+        return
+    heard: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: heard.append(signum))
+                for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(heard):
+            signal.raise_signal(signum)
+
+
 class IsolatedMeasurer:
     """Measures each config in a worker process; a row that crashes or hangs it is a ``crash`` /
     ``timeout`` row and the next row gets a fresh worker. Use as a context manager."""
@@ -175,11 +201,11 @@ class IsolatedMeasurer:
                                  os.getpid(), threading.current_thread() is threading.main_thread()),
             name="upbench-row-worker", daemon=True,
         )
-        with _own_process_group():
+        with _stop_signals_held(), _own_process_group():
             process.start()
-        child_end.close()  # so the worker's death reads as end-of-file here
-        self.process, self.connection = process, parent_end
-        self.starts += 1
+            child_end.close()  # so the worker's death reads as end-of-file here
+            self.process, self.connection = process, parent_end
+            self.starts += 1
         ready = parent_end.poll(STARTUP_TIMEOUT_S)
         try:
             if ready and parent_end.recv() == "ready":
