@@ -25,6 +25,13 @@ of dilation 2, with a replicate border: the released kernel clamps the low-resol
 reads what the upsampled map's edge row holds; those taps fall outside the map, and the mask gives them a
 weight of exactly 0, so the border value never reaches the output. Here it is computed that way, one tap at a
 time. The released ``lr_mult`` gradient hooks (1 by default) are left out; they scale no forward value.
+
+``impl="compiled"`` runs that window sum as the compiled ``reflect_assembly``: a dilation-2 window on the
+2H x 2W map stays within one of its four pixel phases (rows and columns of one parity), where it is a
+dilation-1 window on an H x W map. The four phases go through one call, stacked along the batch. That op's
+border is the mirror image, not the replicate one, and it reaches the same masked taps only: outputs,
+gradients and counts are the reference's. Maps the mirror cannot pad (H or W at most K // 2) take the
+reference taps.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upbench import kernels
 from upbench.base import MAX_D, MAX_K, Knob, Upsampler
 from upbench.formulas import Cost, Dims, paper_is_exact
 from upbench.registry import register
@@ -209,24 +217,41 @@ def outside_taps(K: int, height: int, width: int, dtype: torch.dtype, device: to
     return torch.where(both, 0.0, OUTSIDE).to(dtype).reshape(1, K * K, height, width)
 
 
+def to_phases(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, 2h, 2w) -> (4N, C, h, w): batch block 2p + q holds the pixels (2y + p, 2x + q)."""
+    n, c, height, width = t.shape
+    phases = t.reshape(n, c, height // SCALE, SCALE, width // SCALE, SCALE).permute(3, 5, 0, 1, 2, 4)
+    return phases.reshape(SCALE * SCALE * n, c, height // SCALE, width // SCALE)
+
+
+def from_phases(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_phases`."""
+    n, c, h, w = t.shape[0] // (SCALE * SCALE), *t.shape[1:]
+    interleaved = t.reshape(SCALE, SCALE, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
+    return interleaved.reshape(n, c, SCALE * h, SCALE * w)
+
+
 class FineGrainedAssembly(nn.Module):
     """Stage: semantic and detail scores (N, K^2, 2H, 2W) and x (N, C, H, W) -> (N, C, 2H, 2W): their sum
     softmaxed over the taps inside the map, then each output pixel the weighted sum of x's bilinear samples at
     its K x K window (ReSFU's FNS attention)."""
 
-    def __init__(self, K: int):
+    def __init__(self, K: int, impl: str):
         super().__init__()
         self.K = K
+        self.impl = impl
 
     def forward(self, semantic: torch.Tensor, detail: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         scores = semantic + detail
         height, width = scores.shape[-2:]
         attention = F.softmax(scores + outside_taps(self.K, height, width, scores.dtype, scores.device), dim=1)
         upsampled = F.interpolate(x, size=(height, width), mode="bilinear")
+        if self.impl == "compiled" and min(x.shape[-2:]) > self.K // 2:
+            return from_phases(kernels.reflect_assembly(to_phases(attention), to_phases(upsampled), self.K))
         return window_sum(attention, upsampled, self.K, "replicate", dilation=SCALE)
 
     def extra_repr(self) -> str:
-        return f"K={self.K}"
+        return f"K={self.K}, impl={self.impl}"
 
 
 def _init_convolutions(module: nn.Module) -> None:
@@ -244,6 +269,7 @@ class ReSFU(Upsampler):
     knobs = {"K": Knob(3, "odd", max=MAX_K), "d": Knob(32, max=MAX_D)}
     stages = ("embedding", "query_refinement", "semantic_scores", "detail_scores", "feature_assembly")
     formulas = FORMULAS
+    compiled_ops = True
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__(channels, guide_channels, impl, **hparams)
@@ -261,7 +287,7 @@ class ReSFU(Upsampler):
         self.query_refinement = QueryRefinement(d)
         self.semantic_scores = PairedCentralDifference(d, K)
         self.detail_scores = PairedCentralDifference(d, K)
-        self.feature_assembly = FineGrainedAssembly(K)
+        self.feature_assembly = FineGrainedAssembly(K, self.impl)
         self.apply(_init_convolutions)
 
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:

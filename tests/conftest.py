@@ -29,6 +29,15 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
+def compiled_ops() -> None:
+    """Skips a test of an operator's compiled path where the kernels did not build (the reason is the build's)."""
+    from upbench import kernels
+
+    if not kernels.compiled_available():
+        pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
+
+
+@pytest.fixture
 def single_thread():
     """One intra-op thread for the duration of a test (restored after): counting sweeps and small
     forwards are faster that way on a shared 2-core machine. Only the tests that ask for it get it."""

@@ -296,14 +296,6 @@ def test_fvcore_policy_leaves_the_products_out():
 
 
 # -- the compiled path: the reflect ops in place of the shifted views ------------------------------------
-@pytest.fixture
-def compiled_ops():
-    from upbench import kernels
-
-    if not kernels.compiled_available():
-        pytest.skip(f"compiled ops unavailable: {kernels.build_info()['error']}")
-
-
 @pytest.mark.parametrize("K,d,Cg,size", [(7, 4, 3, (2, 2)), (3, 8, None, (3, 5)), (5, 4, 6, (4, 3)), (9, 2, 3, (3, 3))])
 def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(compiled_ops, K, d, Cg, size, generator):
     """Same weights on both paths, float64, the smallest maps each K allows among them: the output, x, the guide

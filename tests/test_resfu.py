@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from upbench import get, make
+from upbench.counting import count
 from stage_counts import assert_stages_count_as_derived
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -158,6 +159,74 @@ def test_gradcheck(generator):
     x = torch.randn(1, 4, 2, 3, dtype=F64, generator=generator, requires_grad=True)
     guide = torch.randn(1, 3, 4, 6, dtype=F64, generator=generator, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: op(a, b), (x, guide))
+
+
+# -- the compiled path: the reflect op over the four pixel phases ------------------------------------------------
+def test_phases_split_and_interleave_the_pixels_by_parity():
+    from operators.resfu import from_phases, to_phases
+
+    t = torch.arange(2 * 3 * 4 * 6, dtype=F64).reshape(2, 3, 4, 6)
+    phases = to_phases(t)
+    assert phases.shape == (8, 3, 2, 3)
+    for p in range(2):
+        for q in range(2):
+            torch.testing.assert_close(phases[(2 * p + q) * 2:(2 * p + q + 1) * 2], t[:, :, p::2, q::2], rtol=0, atol=0)
+    torch.testing.assert_close(from_phases(phases), t, rtol=0, atol=0)
+
+
+# (K, H, W): maps the mirror just pads (H or W = K // 2 + 1), larger ones, and ones it cannot pad (the reference taps)
+@pytest.mark.parametrize("K,d,C,Cg,size", [(3, 8, 8, None, (2, 3)), (5, 16, 64, 3, (3, 4)), (7, 8, 6, 5, (4, 5)),
+                                           (1, 8, 4, 4, (1, 2)), (3, 8, 8, 3, (1, 4)), (5, 8, 8, 8, (2, 6))])
+def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(compiled_ops, K, d, C, Cg, size,
+                                                                              generator):
+    """Same weights, float64: the output, x, the guide and every parameter's gradient. The mirrored border and
+    the replicated one differ, but only at taps the mask weighs 0, and the softmax passes them no gradient."""
+    reference = build(C, Cg, K=K, d=d)
+    perturb(reference, generator)
+    compiled = make("resfu", C, guide_channels=Cg, impl="compiled", K=K, d=d).double().eval()
+    compiled.load_state_dict(reference.state_dict())
+    assert (compiled.feature_assembly.impl, reference.feature_assembly.impl) == ("compiled", "reference")
+    x = torch.randn(2, C, *size, dtype=F64, generator=generator)
+    guide = torch.randn(2, reference.guide_channels, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
+    grad = torch.randn(2, C, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
+    results = []
+    for op in (reference, compiled):
+        leaves = [x.clone().requires_grad_(), guide.clone().requires_grad_(), *op.parameters()]
+        out = op(*leaves[:2])
+        results.append([out.detach(), *torch.autograd.grad(out, leaves, grad)])
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+
+
+def test_the_compiled_assembly_runs_the_reflect_op_where_the_mirror_pads(compiled_ops, monkeypatch, generator):
+    """Not the reference taps under another name: the compiled stage calls reflect_assembly once, on the four
+    phases stacked along the batch, and not at all on a map the mirror cannot pad."""
+    from upbench import kernels
+
+    calls = []
+    reflect_assembly = kernels.reflect_assembly
+
+    def recorded(weights, x, K):
+        calls.append((tuple(weights.shape), tuple(x.shape), K))
+        return reflect_assembly(weights, x, K)
+
+    monkeypatch.setattr(kernels, "reflect_assembly", recorded)
+    op = make("resfu", 8, impl="compiled", K=5).eval()
+    for size in ((3, 4), (2, 4)):
+        op(*op.example_inputs(2, *size, generator=generator))
+    assert calls == [((8, 25, 3, 4), (8, 8, 3, 4), 5)]
+
+
+@pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
+def test_counts_do_not_depend_on_the_implementation(compiled_ops, policy):
+    reference_op, compiled_op = (make("resfu", 16, guide_channels=3, impl=impl, K=5, d=8)
+                                 for impl in ("reference", "compiled"))
+    inputs = reference_op.example_inputs(1, 3, 4)
+    reference, compiled = count(reference_op, inputs, policy), count(compiled_op, inputs, policy)
+    assert compiled.stage_macs == reference.stage_macs
+    assert compiled.macs == reference.macs
+    if policy == "paper":  # the window's products at least: the reflect op is counted, not skipped
+        assert compiled.stage_macs["feature_assembly"] >= 5 * 5 * 16 * (2 * 3) * (2 * 4)
 
 
 def test_initialisation_is_the_released_one(generator):
