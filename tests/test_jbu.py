@@ -16,6 +16,7 @@ from torch.func import functional_call
 from upbench import get, make
 from upbench.counting import count
 from upbench.formulas import TOTAL
+from implementations import assert_compiled_matches_reference, counts_of_both_paths, perturb
 from stage_counts import assert_stages_count_as_derived
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -25,13 +26,6 @@ F64 = torch.float64
 
 def build(C: int = 4, Cg: int | None = None, **hparams: int):
     return make("jbu", C, guide_channels=Cg, impl="reference", **hparams).double().eval()
-
-
-def perturb(op, generator: torch.Generator, scale: float = 0.3) -> None:
-    """Move every weight off its initialisation, so kernels are far from uniform and the fixup matters."""
-    with torch.no_grad():
-        for p in op.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=generator))
 
 
 def reflect(index: int, size: int) -> int:
@@ -300,31 +294,12 @@ def test_fvcore_policy_leaves_the_products_out():
 def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(compiled_ops, K, d, Cg, size, generator):
     """Same weights on both paths, float64, the smallest maps each K allows among them: the output, x, the guide
     and every parameter's gradient."""
-    reference = build(5, Cg, K=K, d=d)
-    perturb(reference, generator)
-    compiled = make("jbu", 5, guide_channels=Cg, impl="compiled", K=K, d=d).double().eval()
-    compiled.load_state_dict(reference.state_dict())
-    assert (compiled.impl, reference.impl) == ("compiled", "reference")
-    x = torch.randn(2, 5, *size, dtype=F64, generator=generator)
-    guide = torch.randn(2, reference.guide_channels, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
-    grad = torch.randn(2, 5, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
-    results = []
-    for op in (reference, compiled):
-        leaves = [x.clone().requires_grad_(), guide.clone().requires_grad_(), *op.parameters()]
-        out = op(*leaves[:2])
-        results.append([out.detach(), *torch.autograd.grad(out, leaves, grad)])
-    for want, got in zip(*results):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+    assert_compiled_matches_reference("jbu", 5, Cg, {"K": K, "d": d}, size, generator)
 
 
 @pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
 def test_counts_do_not_depend_on_the_implementation(compiled_ops, policy):
     """The compiled ops count what the reference's products count under each policy: the paper policy counts
     both stages' window products, fvcore and FlopCounterMode count elementwise products as zero."""
-    reference_op, compiled_op = (make("jbu", 8, guide_channels=3, impl=impl, K=5, d=4)
-                                 for impl in ("reference", "compiled"))
-    inputs = reference_op.example_inputs(1, 3, 4)
-    reference, compiled = count(reference_op, inputs, policy), count(compiled_op, inputs, policy)
-    assert compiled.stage_macs == reference.stage_macs
-    assert compiled.macs == reference.macs
+    _, compiled = counts_of_both_paths("jbu", 8, 3, {"K": 5, "d": 4}, (3, 4), policy)
     assert (compiled.stage_macs["adaptive_convolution"] > 0) == (policy == "paper")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from upbench import get, make
-from upbench.counting import count
+from implementations import assert_compiled_matches_reference, counts_of_both_paths, perturb
 from stage_counts import assert_stages_count_as_derived
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -25,12 +25,6 @@ F64 = torch.float64
 
 def build(C: int = 8, Cg: int | None = None, **hparams: int):
     return make("resfu", C, guide_channels=Cg, impl="reference", **hparams).double().eval()
-
-
-def perturb(op, generator: torch.Generator, scale: float = 0.3) -> None:
-    with torch.no_grad():
-        for p in op.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=generator))
 
 
 # -- the assembly against the released kernel's arithmetic, pixel by pixel -----------------------------------
@@ -181,21 +175,8 @@ def test_the_compiled_path_matches_the_reference_forward_and_every_gradient(comp
                                                                               generator):
     """Same weights, float64: the output, x, the guide and every parameter's gradient. The mirrored border and
     the replicated one differ, but only at taps the mask weighs 0, and the softmax passes them no gradient."""
-    reference = build(C, Cg, K=K, d=d)
-    perturb(reference, generator)
-    compiled = make("resfu", C, guide_channels=Cg, impl="compiled", K=K, d=d).double().eval()
-    compiled.load_state_dict(reference.state_dict())
+    reference, compiled = assert_compiled_matches_reference("resfu", C, Cg, {"K": K, "d": d}, size, generator)
     assert (compiled.feature_assembly.impl, reference.feature_assembly.impl) == ("compiled", "reference")
-    x = torch.randn(2, C, *size, dtype=F64, generator=generator)
-    guide = torch.randn(2, reference.guide_channels, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
-    grad = torch.randn(2, C, 2 * size[0], 2 * size[1], dtype=F64, generator=generator)
-    results = []
-    for op in (reference, compiled):
-        leaves = [x.clone().requires_grad_(), guide.clone().requires_grad_(), *op.parameters()]
-        out = op(*leaves[:2])
-        results.append([out.detach(), *torch.autograd.grad(out, leaves, grad)])
-    for want, got in zip(*results):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
 def test_the_compiled_assembly_runs_the_reflect_op_where_the_mirror_pads(compiled_ops, monkeypatch, generator):
@@ -219,12 +200,7 @@ def test_the_compiled_assembly_runs_the_reflect_op_where_the_mirror_pads(compile
 
 @pytest.mark.parametrize("policy", ["paper", "fvcore", "torch"])
 def test_counts_do_not_depend_on_the_implementation(compiled_ops, policy):
-    reference_op, compiled_op = (make("resfu", 16, guide_channels=3, impl=impl, K=5, d=8)
-                                 for impl in ("reference", "compiled"))
-    inputs = reference_op.example_inputs(1, 3, 4)
-    reference, compiled = count(reference_op, inputs, policy), count(compiled_op, inputs, policy)
-    assert compiled.stage_macs == reference.stage_macs
-    assert compiled.macs == reference.macs
+    _, compiled = counts_of_both_paths("resfu", 16, 3, {"K": 5, "d": 8}, (3, 4), policy)
     if policy == "paper":  # the window's products at least: the reflect op is counted, not skipped
         assert compiled.stage_macs["feature_assembly"] >= 5 * 5 * 16 * (2 * 3) * (2 * 4)
 
