@@ -262,8 +262,8 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
         return Prepared(lambda: ops.reflect_assembly(x["weights"], x["guide"], K), (x["weights"], x["guide"]),
                         adaptive_conv_definition(x))
 
-    def resfu_pair(x):
-        """upbench's resfu, the released module with its weights and upbench's float64 definition, all made with
+    def resfu_pair(x, impl: str = "reference"):
+        """upbench's resfu on its ``impl`` path, the released module with its weights and upbench's float64 definition, all made with
         the run's dtype as the default (the released Gaussian is a plain tensor made in the default dtype, which
         .to() does not convert; float16 runs make it in float32, and the released module fails as released).
         ReSFU takes at most 32 channels or a multiple of 32: the agreement problem's 37 are cut to 32."""
@@ -274,7 +274,7 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
         before = torch.get_default_dtype()
         torch.set_default_dtype(value.dtype if value.dtype in (torch.float32, torch.float64) else before)
         try:
-            ours = upbench.make("resfu", value.shape[1], impl="reference")
+            ours = upbench.make("resfu", value.shape[1], impl=impl)
             theirs = released_resfu(dim_y=guide.shape[1], dim_x=value.shape[1], scale_factor=2)
             reference = upbench.make("resfu", value.shape[1], impl="reference")
         finally:
@@ -289,9 +289,11 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
         _, theirs, (value, guide), expected = resfu_pair(x)
         return Prepared(lambda: theirs(guide, value), (value, guide), expected)
 
-    def ours_resfu(x):
-        ours, _, (value, guide), expected = resfu_pair(x)
-        return Prepared(lambda: ours(value, guide), (value, guide), expected)
+    def ours_resfu(impl: str):
+        def prepare(x):
+            ours, _, (value, guide), expected = resfu_pair(x, impl)
+            return Prepared(lambda: ours(value, guide), (value, guide), expected)
+        return prepare
 
     released = {"released SAPA sim+softmax+atn": ("sapa", released_sapa), "upbench sapa_fused": ("sapa", ours_fused),
                 "upbench local_similarity+softmax+dynamic_assembly": ("sapa", ours_unfused),
@@ -302,7 +304,8 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
                      "upbench reflect_assembly": ("adaptive conv", ours_reflect_assembly)}
     if released_resfu is not None:
         released |= {"released ReSFU (FNS attention CUDA)": ("resfu operator", released_resfu_module),
-                     "upbench ReSFU operator (reference)": ("resfu operator", ours_resfu)}
+                     "upbench ReSFU operator (compiled)": ("resfu operator", ours_resfu("compiled")),
+                     "upbench ReSFU operator (reference)": ("resfu operator", ours_resfu("reference"))}
     return released
 
 
