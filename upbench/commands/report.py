@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, render_table
-from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
-                      pivot, size_columns, to_latex, to_markdown, unmeasured_note)
+from ..export import (SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_flagged,
+                      measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
@@ -90,6 +90,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
                                           unmeasured_note(rows)]))
     if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = whole_columns_as_ints(table, sizes)
+    table = axes_as_numbers(table, rows)
     if kind == "macs":  # no caption in csv or json to name the counting policy in: a column beside the counts
         table.insert(len(table.columns) - len(sizes), "policy", first_policy(rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
