@@ -24,7 +24,7 @@ from upbench import registry
 from upbench.commands import main
 from upbench.counting import count
 from upbench.files import DIGEST_CHARS, digest_files
-from upbench.latex import booktabs, count_unit, escape
+from upbench.latex import MARK, booktabs, count_unit, escape
 from upbench.table1 import ERROR, NO_FORMULA, Grid, validation_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -567,6 +567,17 @@ def test_count_unit_and_escaping():
     assert count_unit([999, None, float("nan")]) == ("", 1.0)
     assert count_unit([1000]) == ("k", 1e3)
     assert escape("sapa_b & 5% #1") == r"sapa\_b \& 5\% \#1"
+
+
+def test_latex_sets_exponents_as_superscripts_and_escapes_what_the_default_font_misprints():
+    """Table 1's notes say 4K^2 and 36K^2d: escaped as \\textasciicircum{} they printed the caret itself in a paper;
+    "C -> d" printed "C -¿ d" in LaTeX's default (OT1) font encoding."""
+    assert escape("4K^2, 36K^2d, ke^2 * d, 2^-11, x^y") == \
+        r"4K$^{2}$, 36K$^{2}$d, ke$^{2}$ * d, 2$^{-11}$, x\textasciicircum{}y"
+    assert escape("C -> d, a < b | c") == r"C -\textgreater{} d, a \textless{} b \textbar{} c"
+    text = booktabs(pd.DataFrame({"operator": ["carafe"]}), {"operator": "text"}, caption="x^2",
+                    notes=[f"the content-encoder bias (4K^2){MARK}"])
+    assert r"\caption{x$^{2}$}" in text and r"the content-encoder bias (4K$^{2}$)$^\dagger$}" in text
 
 
 def test_booktabs_groups_units_and_missing_values():

@@ -20,6 +20,7 @@ caller's notes explain.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Collection, Mapping, Sequence
 
 import pandas as pd
@@ -32,12 +33,18 @@ UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))  # SI k: a "K" header would read as
 COUNT_KINDS = ("macs", "params")
 WHOLE_KINDS = (*COUNT_KINDS, "G", "M")  # counts, whole numbers by nature; latency and memory are measured
 KINDS = (*WHOLE_KINDS, "ms", "mib", "int", "text")
+# LaTeX's special characters, and < > | that its default (OT1) font encoding prints as other glyphs (C -> d as C -¿ d)
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+            ">": r"\textgreater{}", "|": r"\textbar{}"}
+_ESCAPED_EXPONENT = re.compile(re.escape(_SPECIAL["^"]) + r"(-?\d+)")
 
 
 def escape(text: object) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    """``text`` as LaTeX prints it: special characters escaped, an integer exponent (the notes' 4K^2, 2^-11) set as a
+    superscript, where an escaped caret would print the caret itself in a paper."""
+    escaped = "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    return _ESCAPED_EXPONENT.sub(r"$^{\1}$", escaped)
 
 
 def _missing(value: object) -> bool:
