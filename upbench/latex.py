@@ -57,13 +57,14 @@ def count_unit(values: Sequence[object]) -> tuple[str, float]:
     return next(((letter, scale) for letter, scale in UNITS if largest >= scale), ("", 1.0))
 
 
-def decimals_for(scaled: Sequence[object], least: int) -> int:
+def decimals_for(scaled: Sequence[object], least: int, most: int | None = MAX_DECIMALS) -> int:
     """Decimals that keep :data:`SIGNIFICANT` digits of the smallest non-zero magnitude in ``scaled`` (values
-    in their printed unit): at least ``least``, at most :data:`MAX_DECIMALS`."""
+    in their printed unit): at least ``least``, at most ``most`` (None: as many as that takes)."""
     smallest = min((abs(float(v)) for v in scaled if not _missing(v) and float(v) != 0), default=None)
     if smallest is None or not math.isfinite(smallest):
         return least
-    return min(max(least, SIGNIFICANT - 1 - math.floor(math.log10(smallest))), MAX_DECIMALS)
+    needed = max(least, SIGNIFICANT - 1 - math.floor(math.log10(smallest)))
+    return needed if most is None else min(needed, most)
 
 
 def _cell(value: object, kind: str, scale: float, decimals: int) -> str:
