@@ -302,6 +302,32 @@ def test_unknown_plugin_exits_2_naming_it(capsys):
     assert "no_such_module_xyz" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("body, said", [
+    ("import sys\nsys.exit(3)\n", "it called sys.exit(3) while being imported"),
+    ("import sys\nsys.exit()\n", "it called sys.exit() while being imported"),
+    ("class Stop(BaseException):\n    pass\n\nraise Stop('odd')\n", "Stop: odd"),
+], ids=["exit-3", "exit", "base-exception"])
+def test_a_plugin_that_exits_while_imported_is_one_line_exit_2(tmp_path, capsys, body, said):
+    """sys.exit(3) in a plugin ended bench.py silently with exit 3 (sys.exit() with 0, as if it had run), and an
+    exception that is no Exception came out as a traceback."""
+    plugin = tmp_path / "quits.py"
+    plugin.write_text(body)
+    assert main(["--plugin", str(plugin), "table1", "--ops", "nearest"]) == 2
+    assert capsys.readouterr().err == f"bench.py: --plugin {plugin}: plugin file {plugin}: failed to load: {said}\n"
+
+
+def test_an_entry_point_that_exits_while_imported_warns_and_the_rest_load(tmp_path, monkeypatch):
+    (tmp_path / "exiting_plugin_xyz.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    quits = EntryPoint("quits", "exiting_plugin_xyz", registry.ENTRY_POINT_GROUP)
+    builtin = EntryPoint("builtin", "operators", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [quits, builtin])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    with pytest.warns(UserWarning, match=r"skipped entry point quits = exiting_plugin_xyz: it called sys.exit\(3\)"):
+        names = registry.available()
+    assert names[: len(BUILTINS)] == BUILTINS
+
+
 def test_two_plugins_claiming_one_name_is_an_error_naming_both(tmp_path):
     for stem in ("first", "second"):
         (tmp_path / f"{stem}.py").write_text(
