@@ -316,6 +316,18 @@ def test_a_plugin_that_exits_while_imported_is_one_line_exit_2(tmp_path, capsys,
     assert capsys.readouterr().err == f"bench.py: --plugin {plugin}: plugin file {plugin}: failed to load: {said}\n"
 
 
+def test_ctrl_c_while_a_plugin_loads_is_one_line_exit_130(tmp_path, capsys):
+    """Ctrl-C in a slow plugin's import (here the plugin raises the KeyboardInterrupt) came out as a traceback:
+    plugins loaded before the command's interrupts were handled."""
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("raise KeyboardInterrupt\n")
+    try:
+        code = main(["--plugin", str(plugin), "table1", "--ops", "nearest"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt came out of main: a traceback on the command line")
+    assert code == 130 and capsys.readouterr().err == "table1: interrupted\n"
+
+
 def test_an_entry_point_that_exits_while_imported_warns_and_the_rest_load(tmp_path, monkeypatch):
     (tmp_path / "exiting_plugin_xyz.py").write_text("import sys\nsys.exit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
