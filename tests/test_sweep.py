@@ -391,6 +391,40 @@ def test_cli_sweep_resume_merge_and_errors(tmp_path, plain, capsys):
     assert main(["merge", str(out), str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m2.csv")]) == 2
 
 
+def test_a_resume_of_a_log_that_does_not_exist_says_so_and_starts_afresh(tmp_path, plain, capsys, monkeypatch):
+    """--resume with a mistyped --out started a fresh sweep without a word. It still starts (a sweep stopped before
+    its log was written printed a resume command, which must work), and says so before measuring."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    quick = ["--C", "4", "--size", "4", "--device", "cpu", "--quiet", "--formats", "", "--resume"]
+    out = tmp_path / "typo.csv"
+    for _ in range(2):  # the second run finds the log the first wrote, and resumes it without the note
+        assert main(["sweep", "--ops", plain, *quick, "--out", str(out)]) == 0
+        assert len(read_rows(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sweep: --resume: {out} does not exist; starting a fresh sweep\n")
+    assert err.count("does not exist") == 1
+    compared = tmp_path / "cmp.md"  # the log is cmp.csv, beside the report named
+    assert main(["compare", "--ops", "carafe", *quick, "--out", str(compared)]) == 0
+    assert capsys.readouterr().err.startswith(f"compare: --resume: {tmp_path / 'cmp.csv'} does not exist; starting "
+                                              f"a fresh sweep\n")
+
+    def launched(*args, **kwargs):
+        raise RuntimeError("no shard wrote its log")  # what the launch says, without submitting jobs
+
+    monkeypatch.setattr("upbench.commands.sweep.launch_sweep", launched)
+    launch = ["sweep", "--ops", plain, *quick, "--launcher", "submitit", "--shards", "2", "--out",
+              str(tmp_path / "l.csv")]
+    assert main(launch) == 1
+    assert capsys.readouterr().err == (f"sweep: --resume: {tmp_path / 'l.csv'} does not exist, nor do its shard logs "
+                                       f"in {tmp_path / 'l.shards'}; starting a fresh sweep\n"
+                                       f"sweep: no shard wrote its log\n")
+    shard = tmp_path / "l.shards" / "shard1of2.csv"  # one killed shard's log: a resume
+    shard.parent.mkdir()
+    shard.write_text("")
+    assert main(launch) == 1
+    assert capsys.readouterr().err == "sweep: no shard wrote its log\n"
+
+
 def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():
     """The sweep command maps its flags onto the sweep-file names it derives from the spec's own lists, so
     a setting the spec gains must gain a flag too, or it could only be set from a file."""
