@@ -11,9 +11,11 @@ the paper differs (see PINNED).
 """
 from __future__ import annotations
 
+import io
 import json
 from functools import lru_cache
 
+import pandas as pd
 import pytest
 import torch
 
@@ -264,6 +266,22 @@ def test_cli_markdown_and_measure(capsys: pytest.CaptureFixture) -> None:
                  "--ops", "nearest,sapa-i", "--measure"]) == 0
     out = capsys.readouterr().out
     assert "faster-rcnn-fpn" in out and "2x3 (1/32), 4x6 (1/16), 8x12 (1/8)" in out and "latency_ms" in out
+
+
+def test_the_markdown_prints_no_nonzero_figure_as_zero(capsys: pytest.CaptureFixture) -> None:
+    """Two decimals throughout printed DySample-PL's 520 added params on Mask2Former as 0.00 M: a column keeps the
+    paper's two decimals, more where its smallest non-zero value would otherwise print as zero."""
+    flags = ["network", "--preset", "mask2former-swinb", "--ops", "nearest,dysample-pl,carafe"]
+    assert main([*flags, "--format", "csv"]) == 0
+    values = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert main(flags) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    header, *body = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+    printed = pd.DataFrame(body[1:], columns=header)  # body[0]: the alignment row
+    for column in values.select_dtypes("float").dropna(axis="columns", how="all"):  # an empty note reads as float
+        for value, text in zip(values[column], printed[column]):
+            assert (float(text) == 0) == (value == 0), (column, value, text)
+    assert printed.set_index("operator").loc["dysample-pl", "added_params_m"] == "0.00052"
 
 
 def test_cli_errors(capsys: pytest.CaptureFixture) -> None:

@@ -24,7 +24,7 @@ from upbench import registry
 from upbench.commands import main
 from upbench.counting import count
 from upbench.files import DIGEST_CHARS, digest_files
-from upbench.latex import booktabs, count_unit, escape
+from upbench.latex import MARK, booktabs, count_unit, escape
 from upbench.table1 import ERROR, NO_FORMULA, Grid, validation_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,6 +302,44 @@ def test_unknown_plugin_exits_2_naming_it(capsys):
     assert "no_such_module_xyz" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("body, said", [
+    ("import sys\nsys.exit(3)\n", "it called sys.exit(3) while being imported"),
+    ("import sys\nsys.exit()\n", "it called sys.exit() while being imported"),
+    ("class Stop(BaseException):\n    pass\n\nraise Stop('odd')\n", "Stop: odd"),
+], ids=["exit-3", "exit", "base-exception"])
+def test_a_plugin_that_exits_while_imported_is_one_line_exit_2(tmp_path, capsys, body, said):
+    """sys.exit(3) in a plugin ended bench.py silently with exit 3 (sys.exit() with 0, as if it had run), and an
+    exception that is no Exception came out as a traceback."""
+    plugin = tmp_path / "quits.py"
+    plugin.write_text(body)
+    assert main(["--plugin", str(plugin), "table1", "--ops", "nearest"]) == 2
+    assert capsys.readouterr().err == f"bench.py: --plugin {plugin}: plugin file {plugin}: failed to load: {said}\n"
+
+
+def test_ctrl_c_while_a_plugin_loads_is_one_line_exit_130(tmp_path, capsys):
+    """Ctrl-C in a slow plugin's import (here the plugin raises the KeyboardInterrupt) came out as a traceback:
+    plugins loaded before the command's interrupts were handled."""
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("raise KeyboardInterrupt\n")
+    try:
+        code = main(["--plugin", str(plugin), "table1", "--ops", "nearest"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt came out of main: a traceback on the command line")
+    assert code == 130 and capsys.readouterr().err == "table1: interrupted\n"
+
+
+def test_an_entry_point_that_exits_while_imported_warns_and_the_rest_load(tmp_path, monkeypatch):
+    (tmp_path / "exiting_plugin_xyz.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    quits = EntryPoint("quits", "exiting_plugin_xyz", registry.ENTRY_POINT_GROUP)
+    builtin = EntryPoint("builtin", "operators", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [quits, builtin])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    with pytest.warns(UserWarning, match=r"skipped entry point quits = exiting_plugin_xyz: it called sys.exit\(3\)"):
+        names = registry.available()
+    assert names[: len(BUILTINS)] == BUILTINS
+
+
 def test_two_plugins_claiming_one_name_is_an_error_naming_both(tmp_path):
     for stem in ("first", "second"):
         (tmp_path / f"{stem}.py").write_text(
@@ -567,6 +605,17 @@ def test_count_unit_and_escaping():
     assert count_unit([999, None, float("nan")]) == ("", 1.0)
     assert count_unit([1000]) == ("k", 1e3)
     assert escape("sapa_b & 5% #1") == r"sapa\_b \& 5\% \#1"
+
+
+def test_latex_sets_exponents_as_superscripts_and_escapes_what_the_default_font_misprints():
+    """Table 1's notes say 4K^2 and 36K^2d: escaped as \\textasciicircum{} they printed the caret itself in a paper;
+    "C -> d" printed "C -¿ d" in LaTeX's default (OT1) font encoding."""
+    assert escape("4K^2, 36K^2d, ke^2 * d, 2^-11, x^y") == \
+        r"4K$^{2}$, 36K$^{2}$d, ke$^{2}$ * d, 2$^{-11}$, x\textasciicircum{}y"
+    assert escape("C -> d, a < b | c") == r"C -\textgreater{} d, a \textless{} b \textbar{} c"
+    text = booktabs(pd.DataFrame({"operator": ["carafe"]}), {"operator": "text"}, caption="x^2",
+                    notes=[f"the content-encoder bias (4K^2){MARK}"])
+    assert r"\caption{x$^{2}$}" in text and r"the content-encoder bias (4K$^{2}$)$^\dagger$}" in text
 
 
 def test_booktabs_groups_units_and_missing_values():

@@ -3,6 +3,7 @@ not say what they hold, inputs the Python API took under one counting policy and
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -35,7 +36,7 @@ def test_a_pivot_says_which_rows_it_has_no_cell_for(skipped_csv, capsys):
     (the LaTeX pivot's note did)."""
     assert main(["report", skipped_csv, "--pivot", "latency"]) == 0
     out = capsys.readouterr().out
-    assert "carafe" not in out.split("\n\n")[0]
+    assert "carafe" not in out.split("\n\n")[1]  # the table, under its caption
     assert "not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in out
     assert main(["report", skipped_csv, "--pivot", "latency", "--format", "csv"]) == 0
     captured = capsys.readouterr()
@@ -60,15 +61,37 @@ def test_count_pivots_keep_the_counts_of_rows_that_were_not_timed(skipped_csv, c
 
 
 # -- report --pivot macs: which counting policy ---------------------------------------------------
-def test_a_latex_macs_pivot_names_its_counting_policy(tmp_path, counted_not_timed, capsys):
-    """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
-    paper under the caption 'macs by operator and input resolution'."""
-    spec = upbench.SweepSpec(ops=("sapa-b",), channels=(8,), sizes=((4, 4),), devices=("cpu",),
+@pytest.fixture
+def torch_then_paper(tmp_path, counted_not_timed) -> str:
+    """Rows counted under the torch policy first, then the paper's: sapa-g's MACs differ between the two."""
+    spec = upbench.SweepSpec(ops=("sapa-g",), channels=(8,), sizes=((4, 4),), devices=("cpu",),
                              policies=("torch", "paper"))
     out = tmp_path / "torch.csv"
     upbench.run_sweep(spec, out)
-    assert main(["report", str(out), "--pivot", "macs", "--format", "latex"]) == 0
+    return str(out)
+
+
+def test_a_latex_macs_pivot_names_its_counting_policy(torch_then_paper, capsys):
+    """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
+    paper under the caption 'macs by operator and input resolution'."""
+    assert main(["report", torch_then_paper, "--pivot", "macs", "--format", "latex"]) == 0
     assert r"\caption{MACs (torch counting policy) by operator and input resolution}" in capsys.readouterr().out
+
+
+def test_a_macs_pivot_names_its_counting_policy_in_markdown_csv_and_json(torch_then_paper, capsys):
+    """Only the LaTeX said which policy counted the MACs: the Markdown, csv and json pivots of the same rows
+    printed torch's counts as bare numbers, 4% under the paper's for sapa-g."""
+    rows = pd.read_csv(torch_then_paper)
+    assert rows["macs_torch"].tolist() != rows["macs_paper"].tolist()
+    assert main(["report", torch_then_paper, "--pivot", "macs"]) == 0
+    assert capsys.readouterr().out.startswith("MACs (torch counting policy) by operator and input resolution\n\n|")
+    assert main(["report", torch_then_paper, "--pivot", "macs", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table[["operator", "policy", "4"]].values.tolist() == [["sapa-g", "torch", rows["macs_torch"].iloc[0]]]
+    assert main(["report", torch_then_paper, "--pivot", "macs", "--format", "json"]) == 0
+    assert [record["policy"] for record in json.loads(capsys.readouterr().out)] == ["torch"]
+    assert main(["report", torch_then_paper, "--pivot", "params", "--format", "csv"]) == 0  # one count, any policy
+    assert "policy" not in capsys.readouterr().out
 
 
 # -- upbench.counting.count: inputs --------------------------------------------------------------

@@ -2,8 +2,10 @@
 [Errno ...] lines, and a distributed sweep's row timeout checked only once its shards ran."""
 from __future__ import annotations
 
+import io
 import json
 
+import pandas as pd
 import pytest
 
 import upbench
@@ -27,13 +29,35 @@ def test_integer_pivots_print_integers_in_csv_and_json(run_csv, capsys, quantity
     assert main(["report", run_csv, "--pivot", quantity, "--format", "csv"]) == 0
     text = capsys.readouterr().out
     assert ".0" not in text, text
-    body = [line.split(",") for line in text.strip().splitlines()[1:]]
-    assert all(cell.isdigit() for line in body for cell in line[2:]), text
+    header, *body = [line.split(",") for line in text.strip().splitlines()]
+    sizes = [header.index(size) for size in ("4", "8")]  # the macs pivot names its counting policy before them
+    assert all(line[i].isdigit() for line in body for i in sizes), text
     assert main(["report", run_csv, "--pivot", quantity, "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert all(isinstance(record[size], int) for record in records for size in ("4", "8")), records
     assert main(["report", run_csv, "--pivot", quantity, "--format", "markdown"]) == 0
     assert ".0 " not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quantity", ["macs", "latency"])
+def test_csv_and_json_pivots_give_knobs_guide_widths_and_batches_as_numbers(tmp_path, counted_not_timed, capsys,
+                                                                            quantity):
+    """The pivot's labels were the text the Markdown shows: K "5" in the json, "-" for an operator without one,
+    a guide of "1,024" channels."""
+    out = tmp_path / "labels.csv"
+    spec = upbench.SweepSpec(ops=("nearest", "sapa-b"), channels=(8,), guide_channels=(8, 1024), knobs={"K": (3, 5)},
+                             batches=(1, 2), sizes=((4, 4),), devices=("cpu",), policies=("paper",))
+    upbench.run_sweep(spec, out)
+    assert main(["report", str(out), "--pivot", quantity, "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted((r["operator"], r["Cg"], r["K"], r["N"]) for r in records if r["operator"] == "nearest") == \
+        [("nearest", None, None, 1), ("nearest", None, None, 2)]
+    assert sorted((r["Cg"], r["K"], r["N"]) for r in records if r["operator"] == "sapa-b") == \
+        [(cg, k, n) for cg in (8, 1024) for k in (3, 5) for n in (1, 2)]
+    assert main(["report", str(out), "--pivot", quantity, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table.loc[table["operator"] == "sapa-b", "Cg"].max() == 1024
+    assert table.loc[table["operator"] == "nearest", ["Cg", "K"]].isna().all().all()
 
 
 def test_latency_pivots_keep_their_fractions(run_csv, capsys):

@@ -132,7 +132,7 @@ def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_pa
         exact = sapa.formulas.exact_cost("total", upbench.make("sapa-b", 64, guide_channels=int(Cg)).dims(1, 8, 8))
         assert (macs, params) == (exact.macs, exact.params)  # the guide embedding is 4 * Cg * d a pixel
     assert main(["report", str(out), "--pivot", "macs"]) == 0
-    table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()[2:]]
+    table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("|")][2:]
     assert [[cell.strip() for cell in line] for line in table] == [["sapa-b", "16"], ["sapa-b", "64"], ["nearest", "-"]]
     # a table without a Cg column says in its footnote how wide the guide was
     assert r"C = 64, guide C\_g = 16, batch 1" in export_module.to_latex(rows[rows["Cg"] != 64])
@@ -389,6 +389,40 @@ def test_cli_sweep_resume_merge_and_errors(tmp_path, plain, capsys):
     assert "unknown operator 'no-such-op'" in capsys.readouterr().err
     assert main(["sweep", *flags, "--out", str(out)]) == 2  # exists, no --resume
     assert main(["merge", str(out), str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m2.csv")]) == 2
+
+
+def test_a_resume_of_a_log_that_does_not_exist_says_so_and_starts_afresh(tmp_path, plain, capsys, monkeypatch):
+    """--resume with a mistyped --out started a fresh sweep without a word. It still starts (a sweep stopped before
+    its log was written printed a resume command, which must work), and says so before measuring."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    quick = ["--C", "4", "--size", "4", "--device", "cpu", "--quiet", "--formats", "", "--resume"]
+    out = tmp_path / "typo.csv"
+    for _ in range(2):  # the second run finds the log the first wrote, and resumes it without the note
+        assert main(["sweep", "--ops", plain, *quick, "--out", str(out)]) == 0
+        assert len(read_rows(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sweep: --resume: {out} does not exist; starting a fresh sweep\n")
+    assert err.count("does not exist") == 1
+    compared = tmp_path / "cmp.md"  # the log is cmp.csv, beside the report named
+    assert main(["compare", "--ops", "carafe", *quick, "--out", str(compared)]) == 0
+    assert capsys.readouterr().err.startswith(f"compare: --resume: {tmp_path / 'cmp.csv'} does not exist; starting "
+                                              f"a fresh sweep\n")
+
+    def launched(*args, **kwargs):
+        raise RuntimeError("no shard wrote its log")  # what the launch says, without submitting jobs
+
+    monkeypatch.setattr("upbench.commands.sweep.launch_sweep", launched)
+    launch = ["sweep", "--ops", plain, *quick, "--launcher", "submitit", "--shards", "2", "--out",
+              str(tmp_path / "l.csv")]
+    assert main(launch) == 1
+    assert capsys.readouterr().err == (f"sweep: --resume: {tmp_path / 'l.csv'} does not exist, nor do its shard logs "
+                                       f"in {tmp_path / 'l.shards'}; starting a fresh sweep\n"
+                                       f"sweep: no shard wrote its log\n")
+    shard = tmp_path / "l.shards" / "shard1of2.csv"  # one killed shard's log: a resume
+    shard.parent.mkdir()
+    shard.write_text("")
+    assert main(launch) == 1
+    assert capsys.readouterr().err == "sweep: no shard wrote its log\n"
 
 
 def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():

@@ -341,6 +341,26 @@ def test_latex_keeps_two_significant_digits_of_small_values():
     assert "latency in ms (median), 3 decimals" in latex
 
 
+def test_latex_prints_whole_counts_without_decimals(counted_not_timed, tmp_path, capsys):
+    """Params below 1,000 have no unit to scale to: sapa-b's 608 printed as 608.00, nearest's 0 as 0.00."""
+    from upbench.latex import booktabs
+
+    table = pd.DataFrame({"operator": ["nearest", "sapa-b"], "Params": [0, 72], "MACs": [2e9, 3e9],
+                          "Latency": [1.0, 2.0]}).astype(object)
+    kinds = {"operator": "text", "Params": "params", "MACs": "macs", "Latency": "ms"}
+    latex = booktabs(table, kinds)
+    assert r"operator & Params & MACs (G) & Latency (ms) \\" in latex
+    assert r"nearest & 0 & 2 & 1.00 \\" in latex and r"sapa-b & 72 & 3 & 2.00 \\" in latex
+    assert "as headed, exact (whole numbers);" in latex
+    mixed = booktabs(table.assign(MACs=[2.5e9, 3e9]), kinds)  # one number of decimals through a quantity
+    assert r"sapa-b & 72 & 3.00 & 2.00 \\" in mixed
+    assert "as headed, rounded, MACs to 2 decimals, parameters exact;" in mixed
+    out = tmp_path / "small.csv"
+    upbench.run_sweep(SweepSpec(ops=("nearest", "sapa-b"), channels=(8,), sizes=(4,), devices=("cpu",)), out)
+    assert main(["report", str(out), "--pivot", "params", "--format", "latex"]) == 0
+    assert r"sapa-b & 608 \\" in capsys.readouterr().out
+
+
 # -- float32 on GPUs with TF32 ----------------------------------------------------------------
 @pytest.mark.parametrize("tf32", [False, True])
 def test_tf32_is_set_alike_for_matmuls_and_convolutions_and_recorded(tmp_path, plain, monkeypatch, tf32):

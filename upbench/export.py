@@ -16,7 +16,8 @@ from tabulate import tabulate
 from .files import check_writable
 from .latex import MARK, booktabs
 from .memory import MIB
-from .rows import ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, write_json
+from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, whole_columns_as_ints,
+                   write_json)
 from .rules import counted_as_zero_note
 
 
@@ -74,6 +75,16 @@ def _axes(rows: pd.DataFrame) -> pd.DataFrame:
     frame["Cg"] = [format_number(v) if pd.notna(v) and v != 0 else "-" for v in rows["Cg"]]
     frame["size"] = [size_label(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])]
     return frame
+
+
+def axes_as_numbers(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (a :func:`pivot` of ``rows``) with the axes :func:`_axes` labels as text, the knobs and Cg, as the
+    numbers they show, missing where they show "-": for csv and json, whose readers take "5" for a string."""
+    shown = _axes(rows)
+    labels = [column for column in ("Cg", *knob_columns(rows)) if column in table.columns]
+    numbers = {column: pd.to_numeric(table[column].map({**dict(zip(shown[column], rows[column])), "-": None}))
+               for column in labels}
+    return whole_columns_as_ints(table.assign(**numbers), labels)
 
 
 def _other_guides(rows: pd.DataFrame) -> pd.Series:

@@ -10,7 +10,8 @@ Only formatting lives here: a DataFrame and the kind of each column in, LaTeX ou
 Each numeric kind is rounded to one number of decimals throughout the table: at least its least
 (:data:`LEAST_DECIMALS`), more where its smallest non-zero value would otherwise keep fewer than
 :data:`SIGNIFICANT` significant digits (17,472 and 8,224 params print 0.017 and 0.0082 M, not 0.02 and
-0.01), at most :data:`MAX_DECIMALS`; the note under the table says which.
+0.01), at most :data:`MAX_DECIMALS`; the note under the table says which. A kind of counts
+(:data:`WHOLE_KINDS`) whose values are all whole numbers in their unit prints none: 72 params, not 72.00.
 
 Columns may be a two-level MultiIndex (group, column): groups become ``\\multicolumn`` headers with
 ``\\cmidrule`` underneath. Missing values print as ``--``; ``marked`` cells carry a dagger, which the
@@ -19,6 +20,7 @@ caller's notes explain.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Collection, Mapping, Sequence
 
 import pandas as pd
@@ -29,13 +31,20 @@ MAX_DECIMALS = 4
 MARK = r"$^\dagger$"
 UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))  # SI k: a "K" header would read as the kernel size K
 COUNT_KINDS = ("macs", "params")
-KINDS = (*COUNT_KINDS, "G", "M", "ms", "mib", "int", "text")
+WHOLE_KINDS = (*COUNT_KINDS, "G", "M")  # counts, whole numbers by nature; latency and memory are measured
+KINDS = (*WHOLE_KINDS, "ms", "mib", "int", "text")
+# LaTeX's special characters, and < > | that its default (OT1) font encoding prints as other glyphs (C -> d as C -¿ d)
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+            ">": r"\textgreater{}", "|": r"\textbar{}"}
+_ESCAPED_EXPONENT = re.compile(re.escape(_SPECIAL["^"]) + r"(-?\d+)")
 
 
 def escape(text: object) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    """``text`` as LaTeX prints it: special characters escaped, an integer exponent (the notes' 4K^2, 2^-11) set as a
+    superscript, where an escaped caret would print the caret itself in a paper."""
+    escaped = "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    return _ESCAPED_EXPONENT.sub(r"$^{\1}$", escaped)
 
 
 def _missing(value: object) -> bool:
@@ -48,13 +57,14 @@ def count_unit(values: Sequence[object]) -> tuple[str, float]:
     return next(((letter, scale) for letter, scale in UNITS if largest >= scale), ("", 1.0))
 
 
-def decimals_for(scaled: Sequence[object], least: int) -> int:
+def decimals_for(scaled: Sequence[object], least: int, most: int | None = MAX_DECIMALS) -> int:
     """Decimals that keep :data:`SIGNIFICANT` digits of the smallest non-zero magnitude in ``scaled`` (values
-    in their printed unit): at least ``least``, at most :data:`MAX_DECIMALS`."""
+    in their printed unit): at least ``least``, at most ``most`` (None: as many as that takes)."""
     smallest = min((abs(float(v)) for v in scaled if not _missing(v) and float(v) != 0), default=None)
     if smallest is None or not math.isfinite(smallest):
         return least
-    return min(max(least, SIGNIFICANT - 1 - math.floor(math.log10(smallest))), MAX_DECIMALS)
+    needed = max(least, SIGNIFICANT - 1 - math.floor(math.log10(smallest)))
+    return needed if most is None else min(needed, most)
 
 
 def _cell(value: object, kind: str, scale: float, decimals: int) -> str:
@@ -76,16 +86,23 @@ def _plural(decimals: int) -> str:
     return f"{decimals} decimal" + ("" if decimals == 1 else "s")
 
 
+def _rounded_to(decimals: int) -> str:
+    # a count prints no decimals only where all its values are whole numbers in their unit: nothing was rounded
+    return "exact" if decimals == 0 else f"to {_plural(decimals)}"
+
+
 def rounding_note(decimals: Mapping[str, int]) -> str:
     """What the numbers' units and rounding are, for the kinds used: ``decimals`` maps each to its decimals."""
     parts = []
-    counts = {kind: places for kind, places in decimals.items() if kind in (*COUNT_KINDS, "G", "M")}
+    counts = {kind: places for kind, places in decimals.items() if kind in WHOLE_KINDS}
     if counts:
         places = sorted(set(counts.values()))
-        # one clause per kind where they differ: "rounded to MACs to 3 decimals" is what a caption pasted before
-        rounding = (f"rounded to {_plural(places[0])}" if len(places) == 1 else
-                    "rounded, " + ", ".join(f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind}"
-                                            f" to {_plural(d)}" for kind, d in counts.items()))
+        if len(places) == 1:
+            rounding = "exact (whole numbers)" if places == [0] else f"rounded to {_plural(places[0])}"
+        else:  # one clause per kind: "rounded to MACs to 3 decimals" is what a caption pasted before
+            rounding = "rounded, " + ", ".join(
+                f"{'MACs' if kind == 'macs' else 'parameters' if kind == 'params' else kind} {_rounded_to(d)}"
+                for kind, d in counts.items())
         parts.append(f"MACs and parameters in G ($10^9$), M ($10^6$) or k ($10^3$) as headed, {rounding}")
     if "ms" in decimals:
         parts.append(f"latency in ms (median), {_plural(decimals['ms'])}")
@@ -107,8 +124,10 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
     units = {kind: count_unit([v for n, col in zip(names, table.columns) if kinds[n] == kind for v in table[col]])
              for kind in COUNT_KINDS}
     scale_of = {kind: units[kind][1] for kind in COUNT_KINDS}
-    decimals = {kind: decimals_for([v / scale_of.get(kind, 1.0) for n, col in zip(names, table.columns)
-                                    if kinds[n] == kind for v in table[col] if not _missing(v)], least)
+    scaled = {kind: [float(v) / scale_of.get(kind, 1.0) for n, col in zip(names, table.columns) if kinds[n] == kind
+                     for v in table[col] if not _missing(v)] for kind in LEAST_DECIMALS}
+    decimals = {kind: 0 if kind in WHOLE_KINDS and scaled[kind] and all(v.is_integer() for v in scaled[kind])
+                else decimals_for(scaled[kind], least)
                 for kind, least in LEAST_DECIMALS.items() if kind in {kinds[n] for n in names}}
     lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering"]
     if caption:

@@ -280,12 +280,21 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+def _load_failure(error: BaseException) -> str:
+    """What a plugin's import raised, for a one-line message. A sys.exit() call is said as one: its SystemExit
+    would otherwise end the process, silently and with the plugin's exit code (0 for a bare sys.exit())."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({'' if error.code is None else repr(error.code)}) while being imported"
+    return f"{type(error).__name__}: {error}"
+
+
 def load_plugin(target: str | Path) -> list[str]:
     """Register the operators of a plugin: a Python file (``path/to/file.py``) or an importable module
     (``package.module``), optionally ``module:attribute`` naming a class or callable in it.
 
     Returns the names it registered (none when it was loaded before). Raises ValueError when the target
-    cannot be found or imported, or claims a name another source registered.
+    cannot be found or imported (whatever its import raised but KeyboardInterrupt, a sys.exit() call too), or
+    claims a name another source registered.
     """
     _load_entry_points()
     text = str(target)
@@ -319,10 +328,10 @@ def load_plugin(target: str | Path) -> list[str]:
                     _adopt(obj, label)
                 finally:
                     _loading_plugins.pop()
-        except ValueError:
+        except (ValueError, KeyboardInterrupt):  # KeyboardInterrupt: the user's Ctrl-C, not the plugin's failure
             raise
-        except Exception as error:  # an import error of the user's code: name the plugin and the cause
-            raise ValueError(f"{label}: failed to load: {type(error).__name__}: {error}") from error
+        except BaseException as error:  # whatever the user's code raised, sys.exit() too: name the plugin and the cause
+            raise ValueError(f"{label}: failed to load: {_load_failure(error)}") from error
     _loaded_sources[key] = label
     added = [name for name in _REGISTRY if name not in before]
     for name in added:
@@ -361,8 +370,10 @@ def _load_entry_points() -> None:
                 continue
             try:
                 _adopt(entry_point.load(), label)
-            except Exception as error:  # one broken third-party plugin must not take the built-ins down
-                warnings.warn(f"upbench: skipped {label}: {type(error).__name__}: {error}", stacklevel=2)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # one broken third-party plugin must not take the built-ins down
+                warnings.warn(f"upbench: skipped {label}: {_load_failure(error)}", stacklevel=2)
         _loaded_sources[entry_point.value] = label
 
 

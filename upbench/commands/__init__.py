@@ -117,14 +117,14 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
     if args.command is None:
         argv.append(DEFAULT_COMMAND)
         args = parser.parse_args(argv)
-    for plugin in [*args.plugins_before, *getattr(args, "plugins_after", [])]:
-        try:
-            load_plugin(plugin)
-        except ValueError as error:
-            print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
-            return 2
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt():  # from the plugins on: a slow plugin's import is Ctrl-C'd as a command is
+            for plugin in [*args.plugins_before, *getattr(args, "plugins_after", [])]:
+                try:
+                    load_plugin(plugin)
+                except ValueError as error:
+                    print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
+                    return 2
             return int(args.run(args) or 0)
     except KeyboardInterrupt as interrupt:
         how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"

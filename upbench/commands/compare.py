@@ -11,7 +11,8 @@ from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
 from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
-                    failed_rows, resume_settings, spec_mapping, summary, warn_once_on_suspect_timing)
+                    failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
+                    warn_once_on_suspect_timing)
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
     check_output_paths(out, formats, args.out)
     args.row_log = out
+    note_a_fresh_resume("compare", args, out)
     rows = run_sweep(spec, out, resume=args.resume, progress=False if args.quiet else None,
                      on_row=warn_once_on_suspect_timing("compare"), isolate=args.isolate, row_timeout=args.row_timeout,
                      allow_mixed=args.allow_mixed, retry=retry)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, image_size, name_list, render_table
-from ..latex import booktabs
+from ..latex import booktabs, decimals_for
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
@@ -19,8 +19,8 @@ FOOTNOTES = (
     "Added = the operator's count minus the baseline's, summed over the stages; MACs in G (1e9) (the paper's "
     "\"FLOPs\" column counts MACs), params in M (1e6).",
     "table1_* = the operator's Table 1 formula summed over the same stages. Where a row has no note, the traced "
-    "count and Table 1's formula agree as printed, so a paper cell differing from both is the paper's own "
-    "rounding.",
+    "count and Table 1's formula agree at the paper's two decimals, so a paper cell differing from both is the "
+    "paper's own rounding.",
     "The paper's \"Params\" for the baseline rows is the whole model, which the upsampling stages alone "
     "do not determine.",
 )
@@ -72,10 +72,17 @@ def render_latex(table: pd.DataFrame, header: str) -> str:
                     caption=header.splitlines()[0], notes=[*FOOTNOTES[:1], *notes])
 
 
+def markdown_float_formats(table: pd.DataFrame) -> list[str]:
+    """Each column's format: the paper's two decimals, more where the column's smallest non-zero value would
+    otherwise print as zero (520 added params are 0.00052 M, not 0.00), as the LaTeX widens a column."""
+    return [f".{decimals_for(table[column].tolist(), REPORT_DECIMALS, most=None)}f"
+            if pd.api.types.is_float_dtype(table[column]) else "g" for column in table.columns]
+
+
 def render(table: pd.DataFrame, fmt: str, header: str) -> str:
     if fmt == "latex":
         return render_latex(table, header)
-    body = render_table(table, fmt, floatfmt=f".{REPORT_DECIMALS}f")
+    body = render_table(table, fmt, floatfmt=markdown_float_formats(table))
     if fmt != "markdown":
         return body
     notes = "\n".join(f"- {line}" for line in FOOTNOTES)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, render_table
-from ..export import (SUSPECT_NOTE, check_viewable, first_policy, latency_pivot, markdown_flagged, measured_with,
-                      pivot, size_columns, to_latex, to_markdown, unmeasured_note)
+from ..export import (SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_flagged,
+                      measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
@@ -65,6 +65,13 @@ def pivoted_rows(rows: pd.DataFrame, quantity: str) -> pd.DataFrame:
     return rows.assign(status=rows["status"].where(rows[pivot_column(rows, quantity)].isna(), "ok"))
 
 
+def pivot_caption(rows: pd.DataFrame, quantity: str) -> str:
+    """What a pivot of ``quantity`` holds. The MACs name their counting policy: fvcore's and torch's differ from
+    the paper's, and a sweep may count under several (the rows' first is shown)."""
+    what = f"MACs ({first_policy(rows)} counting policy)" if PIVOTS[quantity][2] == "macs" else quantity
+    return f"{what} by operator and input resolution"
+
+
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     _, scale, kind = PIVOTS[quantity]
     column = pivot_column(rows, quantity)
@@ -72,18 +79,20 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     table, marked = latency_pivot(rows) if quantity == "latency" else (pivot(rows, column, scale), set())
     if table.empty:
         raise ValueError("no ok rows to pivot")
+    sizes = size_columns(table, rows)
     if fmt == "latex":
-        sizes = size_columns(table, rows)
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
         notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
-        # which policy counted the MACs: fvcore's and torch's differ from the paper's (the first of the rows' is shown)
-        what = f"MACs ({column.removeprefix('macs_')} counting policy)" if kind == "macs" else quantity
-        return booktabs(table.astype(object), kinds, caption=f"{what} by operator and input resolution",
-                        notes=notes, marked=marked)
+        return booktabs(table.astype(object), kinds, caption=pivot_caption(rows, quantity), notes=notes,
+                        marked=marked)
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
-        return "\n\n".join(filter(None, [markdown_flagged(table, marked), unmeasured_note(rows)]))
+        return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_flagged(table, marked),
+                                          unmeasured_note(rows)]))
     if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
-        table = whole_columns_as_ints(table, size_columns(table, rows))
+        table = whole_columns_as_ints(table, sizes)
+    table = axes_as_numbers(table, rows)
+    if kind == "macs":  # no caption in csv or json to name the counting policy in: a column beside the counts
+        table.insert(len(table.columns) - len(sizes), "policy", first_policy(rows))
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
 
 

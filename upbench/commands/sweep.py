@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -20,7 +20,7 @@ from ..environment import device_slug, file_timestamp
 from ..export import FORMATS, check_formats, check_output_paths, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
 from ..memory import MIB
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
-from ..launch import CLUSTERS, Launched, Resources, launch_sweep
+from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec, read_spec_file
 from ..rowlog import log_path
 from ..sweep import parse_shard, run_sweep
@@ -84,6 +84,15 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
                              "(error, crash, timeout), suspect (timing disturbed by other work: descheduled, shared, "
                              "unsteady; doubts the row's own settings cause are not retried); comma list. The log "
                              "keeps both rows; the tables the new one")
+
+
+def note_a_fresh_resume(command: str, args: argparse.Namespace, out: Path, shard_files: Sequence[Path] = ()) -> None:
+    """With --resume, where neither the log ``out`` nor any of a launch's ``shard_files`` exists: one line on stderr,
+    and the sweep starts afresh. The sweep resumed may have been stopped before its log was written (and the
+    resume command it printed must work), but a mistyped --out would otherwise go unnoticed."""
+    if args.resume and not any(path.exists() for path in [out, *shard_files]):
+        nor = f", nor do its shard logs in {shard_files[0].parent}" if shard_files else ""
+        print(f"{command}: --resume: {out} does not exist{nor}; starting a fresh sweep", file=sys.stderr)
 
 
 def resume_settings(args: argparse.Namespace) -> tuple[str, ...]:
@@ -223,6 +232,7 @@ def launch(args: argparse.Namespace, out: Path) -> Launched:
     resources = Resources(cluster=args.cluster, partition=args.partition, gpus=args.gpus_per_shard,
                           cpus=args.cpus_per_shard, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
                           extra=dict(args.slurm_param))
+    note_a_fresh_resume("sweep", args, out, shard_logs(out, args.shards))
     return launch_sweep(spec_file_and_flags(args), out, args.shards, resources, resume=args.resume,
                         isolate=args.isolate, row_timeout=args.row_timeout, allow_mixed=args.allow_mixed,
                         retry=tuple(args.retry),
@@ -252,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
                 measured.append(row)
                 warn(row)
 
+            note_a_fresh_resume("sweep", args, out)
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
                              on_row=on_row, isolate=args.isolate, row_timeout=args.row_timeout,
                              allow_mixed=args.allow_mixed, retry=retry)
