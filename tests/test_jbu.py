@@ -273,8 +273,6 @@ def test_counts_equal_exact_formulas_and_closed_forms_per_stage(C, Cg, hparams, 
         derived = closed_forms(C, op.guide_channels, N, H, W, K, d)
         where = f"jbu C={C} Cg={op.guide_channels} {hparams} N={N} {H}x{W}"
         counted = assert_stages_count_as_derived(op, derived, N, H, W, generator, where)
-        for stage in op.stages:
-            assert sum(p.numel() for p in getattr(op, stage).parameters()) == derived[stage][1], f"{where} [{stage}]"
         assert counted.stage(TOTAL) == tuple(map(sum, zip(*derived.values())))
 
 

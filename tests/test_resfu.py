@@ -142,8 +142,6 @@ def test_counts_are_the_closed_forms(C, Cg, hparams, generator):
         derived = closed_forms(C, op.guide_channels, N, H, W, K, d)
         where = f"resfu C={C} Cg={op.guide_channels} {hparams} N={N} {H}x{W}"
         assert_stages_count_as_derived(op, derived, N, H, W, generator, where)
-        for stage in op.stages:
-            assert sum(p.numel() for p in getattr(op, stage).parameters()) == derived[stage][1], f"{where} [{stage}]"
 
 
 # -- gradients, initialisation, errors ---------------------------------------------------------------------------
