@@ -73,9 +73,9 @@ def pivot_caption(rows: pd.DataFrame, quantity: str) -> str:
 
 
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
+    """The pivot of ``quantity`` over ``rows`` as :func:`pivoted_rows` gives them."""
     _, scale, kind = PIVOTS[quantity]
     column = pivot_column(rows, quantity)
-    rows = pivoted_rows(rows, quantity)
     table, marked = latency_pivot(rows) if quantity == "latency" else (pivot(rows, column, scale), set())
     if table.empty:
         raise ValueError("no ok rows to pivot")
@@ -107,9 +107,13 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     rows = read_any(args.rows)
-    text = render_pivot(rows, args.pivot, args.format) if args.pivot else render(rows, args.format)
-    note = unmeasured_note(pivoted_rows(rows, args.pivot)) if args.pivot else ""
-    if note and args.format in ("csv", "json"):  # numbers only: the note goes aside
-        print(f"report: warning: {note}", file=sys.stderr)
+    if args.pivot:
+        rows = pivoted_rows(rows, args.pivot)
+        text = render_pivot(rows, args.pivot, args.format)
+        note = unmeasured_note(rows)
+        if note and args.format in ("csv", "json"):  # numbers only: the note goes aside
+            print(f"report: warning: {note}", file=sys.stderr)
+    else:
+        text = render(rows, args.format)
     emit(text.rstrip("\n"), args.out)
     return 0
