@@ -66,19 +66,24 @@ THC_ATOMICS_SHIM = "#pragma once\n#include <ATen/cuda/Atomic.cuh>\n"
 COPY_BYTES = 2**30  # per direction: far beyond the L2 of any GPU
 
 
+def build_released_extension(name: str, src: Path, stem: str, directory: Path, include_paths: tuple[Path, ...] = ()):
+    """One extension in the layout the released SAPA and ReSFU share (``src/{stem}_ext.cpp`` binding
+    ``src/cuda/{stem}_cuda.cpp`` and its ``_kernel.cu``), built in ``directory`` with their setup.py's flags and
+    importable as ``name``, the name their Python imports it by."""
+    flags = ["-DWITH_CUDA"]
+    nvcc = [*flags, "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+    directory.mkdir(parents=True, exist_ok=True)
+    sources = [src / "cuda" / f"{stem}_cuda.cpp", src / "cuda" / f"{stem}_cuda_kernel.cu", src / f"{stem}_ext.cpp"]
+    sys.modules[name] = load(name=name, sources=[str(path) for path in sources], extra_cflags=flags,
+                             extra_cuda_cflags=nvcc, extra_include_paths=[str(path) for path in include_paths],
+                             build_directory=str(directory), verbose=False)
+
+
 def build_released_sapa(source: Path, build: Path) -> tuple[Callable, Callable]:
     """The released ``sim`` and ``atn`` autograd functions, their extensions built from ``source``
     (the folder holding setup.py and sapa/)."""
-    src = source / "sapa" / "src"
-    flags = ["-DWITH_CUDA"]
-    nvcc = [*flags, "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
     for name, stem in (("sim_ext", "qk"), ("atn_ext", "atn")):
-        directory = build / name
-        directory.mkdir(parents=True, exist_ok=True)
-        module = load(name=name, sources=[str(src / "cuda" / f"{stem}_cuda.cpp"), str(src / "cuda" / f"{stem}_cuda_kernel.cu"),
-                                          str(src / f"{stem}_ext.cpp")],
-                      extra_cflags=flags, extra_cuda_cflags=nvcc, build_directory=str(directory), verbose=False)
-        sys.modules[name] = module  # their sapa_func imports the extensions by these names
+        build_released_extension(name, source / "sapa" / "src", stem, build / name)
     sys.path.insert(0, str(source))
     functions = importlib.import_module("sapa.sapa_func")
     return functions.sim, functions.atn
@@ -126,16 +131,11 @@ def upbench_resfu_key(released: str) -> str:
 def build_released_resfu(source: Path, build: Path) -> type:
     """The released ReSFU module class (``demo/resfu.py``), its FNS attention extension built from ``source``
     (a checkout of zmhhmz/ReSFU holding FNS_Attn/ and demo/)."""
-    src = source / "FNS_Attn" / "FNS_Attn" / "src"
     directory = build / "resfu_fns_attn"
     (directory / "shim" / "THC").mkdir(parents=True, exist_ok=True)
     (directory / "shim" / "THC" / "THCAtomics.cuh").write_text(THC_ATOMICS_SHIM)
-    nvcc = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
-    sys.modules["fns_attn_ext"] = load(
-        name="fns_attn_ext", sources=[str(src / "cuda" / "fns_attn_cuda.cpp"), str(src / "cuda" / "fns_attn_cuda_kernel.cu"),
-                                      str(src / "fns_attn_ext.cpp")],
-        extra_cflags=["-DWITH_CUDA"], extra_cuda_cflags=nvcc, extra_include_paths=[str(directory / "shim")],
-        build_directory=str(directory), verbose=False)
+    build_released_extension("fns_attn_ext", source / "FNS_Attn" / "FNS_Attn" / "src", "fns_attn", directory,
+                             include_paths=(directory / "shim",))
     sys.path[:0] = [str(source), str(source / "demo")]  # their demo imports ``FNS_Attn`` and is imported as ``resfu``
     return importlib.import_module("resfu").ReSFU
 
@@ -263,10 +263,11 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
                         adaptive_conv_definition(x))
 
     def resfu_pair(x, impl: str = "reference"):
-        """upbench's resfu on its ``impl`` path, the released module with its weights and upbench's float64 definition, all made with
-        the run's dtype as the default (the released Gaussian is a plain tensor made in the default dtype, which
-        .to() does not convert; float16 runs make it in float32, and the released module fails as released).
-        ReSFU takes at most 32 channels or a multiple of 32: the agreement problem's 37 are cut to 32."""
+        """upbench's resfu on its ``impl`` path, the released module with its weights and upbench's float64
+        definition, all made with the run's dtype as the default (the released Gaussian is a plain tensor made in
+        the default dtype, which .to() does not convert; float16 runs make it in float32, and the released module
+        fails as released). ReSFU takes at most 32 channels or a multiple of 32: the agreement problem's 37 are
+        cut to 32."""
         value, guide = x["value"], x["guide"]
         if value.shape[1] > 32 and value.shape[1] % 32:
             value, guide = value[:, :32].contiguous(), guide[:, :32].contiguous()
