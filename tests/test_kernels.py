@@ -891,8 +891,10 @@ def test_an_installed_wheel_carries_the_kernel_sources(tmp_path):
     assert install.returncode == 0, install.stderr[-3000:]
     probe = ("import json; from upbench import kernels; "
              "print(json.dumps([str(kernels._CSRC), kernels._sources(with_cuda=True)]))")
+    # The wheel first; what the caller's PYTHONPATH holds (fvcore, say) is still found after it.
+    path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(site)})
+                          env={**os.environ, "PYTHONPATH": path})
     assert done.returncode == 0, done.stderr[-3000:]
     csrc, sources = json.loads(done.stdout)
     assert Path(csrc) == site / "upbench" / "csrc"

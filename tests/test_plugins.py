@@ -44,7 +44,8 @@ def registry_per_test(isolated_registry):
 
 def _env(*paths: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO)])
+    inherited = filter(None, [env.get("PYTHONPATH")])  # the caller's dependencies (fvcore, say) stay found
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO), *inherited])
     return env
 
 

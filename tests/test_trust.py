@@ -179,7 +179,7 @@ def _rewrite(path: Path, **columns) -> None:
     write_csv(rows, path)
 
 
-@pytest.mark.parametrize("column, value", [("threads", 99), ("torch_version", "2.11.0+cu130"),
+@pytest.mark.parametrize("column, value", [("threads", 99), ("torch_version", "0.1.0+not-this-one"),
                                            ("git_commit", "0123abc"), ("device_name", "another CPU")])
 def test_resume_refuses_rows_of_another_setup(tmp_path, plain, monkeypatch, capsys, column, value):
     monkeypatch.setattr(measure_module, "_measure", fake_measure)

@@ -104,8 +104,13 @@ def _compile_flags() -> tuple[list[str], list[str]]:
     # loader shares with the extension because the soname matches.
     # -ffp-contract=fast lets the AVX2 / AVX-512 bodies of the kernels (csrc/cpu/simd.h) fuse a * b + c
     # into one FMA; ISO C++ mode, which cpp_extension selects, turns contraction off.
+    # --exclude-libs,ALL: a compiler that links its own libstdc++ statically (CXX=/opt/gcc/bin/g++ on the
+    # H100 machines) would otherwise export that copy's symbols, some of which the loader then binds to the
+    # process's libstdc++ (torch's): the first error message the extension formatted crashed Python
+    # (SIGSEGV in std::ostream inside the extension). Hidden, the copy stays whole; with the usual shared
+    # libstdc++ there is no static archive and the flag changes nothing.
     if sys.platform.startswith("linux"):
-        return ["-O3", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp"]
+        return ["-O3", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp", "-Wl,--exclude-libs,ALL"]
     return ["-O3", "-ffp-contract=fast"], []
 
 

@@ -211,15 +211,20 @@ UPBENCH_INLINE void assembly_tasks(int64_t begin, int64_t end, Arena<T> arena, c
 }
 UPBENCH_PER_ISA(assembly_tasks)
 
-// Bands of up to 16 rows (their weight rows, at K = 7 and w = 128, take 400 KB: L2); thinner ones only where
-// there are too few tasks for the threads. Each block of channels pads 2R rows more than the band.
+// Bands of up to 16 rows (their weight rows, at K = 7 and w = 128, take 400 KB: L2); thinner ones, down to
+// 4 rows, only where there are too few tasks for the threads. Each block of channels pads 2R rows more than
+// the band. A band starts at a multiple of 4, so every row is summed in the same row block (assemble_band)
+// whatever the thread count: a compiler may contract the blocked and the single-row bodies into FMAs
+// differently (one GCC did, by one ulp), and the result must not depend on the threads.
 template <typename T, typename S>
 void assembly_nchw(const S* weights, const S* x, S* out, const Dims& d, int64_t C) {
-  constexpr int64_t kBandRows = 16;
+  constexpr int64_t kBandRows = 16, kThinnestBand = kRowBlock<64>;
+  static_assert(kThinnestBand % kRowBlock<32> == 0 && kThinnestBand % kRowBlock<16> == 0);
   const Geom g = widest<T>(d);
   const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
-  int64_t band_rows = std::min(d.h, kBandRows);
-  while (band_rows > 1 && d.N * ceil_div(d.h, band_rows) < wanted) band_rows = ceil_div(band_rows, 2);
+  int64_t band_rows = kBandRows;
+  while (band_rows > kThinnestBand && d.N * ceil_div(d.h, band_rows) < wanted) band_rows /= 2;
+  band_rows = std::min(band_rows, d.h);
   parallel_with_scratch<T>(d.N * ceil_div(d.h, band_rows), grain_for(g.KK * band_rows * d.w * C),
                            kChannelBlock * (band_rows + 2 * g.R) * g.Pw + band_rows * g.KK * g.Wp,
                            [&](int64_t begin, int64_t end, Arena<T> arena) {
