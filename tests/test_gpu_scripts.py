@@ -19,6 +19,7 @@ from upbench.selfcheck import CHECKED_OPS, DTYPES
 REPO = Path(__file__).resolve().parents[1]
 SESSION = REPO / "scripts" / "gpu" / "session.sh"
 RELEASED = REPO / "scripts" / "gpu" / "released_kernels.py"
+PROFILE = REPO / "scripts" / "gpu" / "profile_kernels.py"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
@@ -38,8 +39,8 @@ def test_released_kernels_script_imports_and_explains_itself():
     assert all(flag in done.stdout for flag in ("--sapa-src", "--mmcv-src", "--featup-src", "--resfu-src"))
 
 
-def released_kernels(monkeypatch):
-    spec = importlib.util.spec_from_file_location("released_kernels", RELEASED)
+def load_script(monkeypatch, path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -49,7 +50,7 @@ def released_kernels(monkeypatch):
 def test_a_failing_implementation_is_a_row_and_the_run_goes_on(monkeypatch, capsys):
     """A released kernel that cannot run a dtype (or runs out of memory) must not end the device session's
     comparison: its rows say why, and the implementations after it are still measured."""
-    module = released_kernels(monkeypatch)
+    module = load_script(monkeypatch, RELEASED)
 
     def refuses(inputs):
         raise RuntimeError("\"atn_forward\" not implemented for 'BFloat16'\nmore lines of the C++ trace")
@@ -64,7 +65,7 @@ def test_a_failing_implementation_is_a_row_and_the_run_goes_on(monkeypatch, caps
 
 
 def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
-    module = released_kernels(monkeypatch)
+    module = load_script(monkeypatch, RELEASED)
     p = module.Problem(N=1, C=256, H=64, W=32, K=5, d=32)
     hi, lo = 4 * p.H * p.W, p.H * p.W
     # bench.py roofline's sapa_fused floor: q, k and v read once, the output written once
@@ -92,3 +93,33 @@ def test_every_bench_command_of_the_session_parses():
     for argv in checked:
         assert set(argv[argv.index("--ops") + 1].split(",")) <= {op.name for op in CHECKED_OPS}
         assert set(argv[argv.index("--dtypes") + 1].split(",")) <= set(DTYPES)
+
+
+def test_the_profiled_call_of_each_op_and_dtype_comes_after_all_warm_ups(monkeypatch, capsys):
+    """ncu starts at the first profiler.start(): every build, lazy initialisation and first allocation must
+    lie before it, and each (op, dtype) must be profiled exactly once."""
+    module = load_script(monkeypatch, PROFILE)
+    calls = []
+    monkeypatch.setattr(module, "forward_and_backward", lambda op, dtype, device: calls.append((op.name, dtype)))
+    monkeypatch.setattr(module.kernels, "require_compiled", lambda operator: None)
+    assert module.main(["--device", "cpu", "--dtypes", "float32,float16", "--ops", "sapa_fused,norm_linear"]) == 0
+    each = [(op, dtype) for dtype in (torch.float32, torch.float16) for op in ("sapa_fused", "norm_linear")]
+    assert calls == each + each
+    assert capsys.readouterr().out.count("profiling ") == len(each)
+
+
+@pytest.mark.parametrize("flags, message", [(["--ops", "sapa_fused,carafe"], "--ops: unknown carafe"),
+                                            (["--dtypes", "half"], "--dtypes: unknown half")])
+def test_the_profile_script_names_what_it_does_not_know(monkeypatch, capsys, flags, message):
+    module = load_script(monkeypatch, PROFILE)
+    with pytest.raises(SystemExit) as stopped:
+        module.main(["--device", "cpu", *flags])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_profiled_shape_runs_forward_and_backward(monkeypatch, compiled_ops):
+    module = load_script(monkeypatch, PROFILE)
+    op = next(op for op in CHECKED_OPS if op.name == "dynamic_assembly")
+    weights, x = module.forward_and_backward(op, torch.float32, "cpu")
+    assert x.shape == (1, 256, 128, 128) and weights.shape == (1, 25, 256, 256)  # issue 8's shape
+    assert weights.grad.shape == weights.shape and x.grad.shape == x.shape

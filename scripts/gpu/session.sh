@@ -9,6 +9,8 @@
 #              d=32 in fp32 and fp16                                                -> results.tgz
 #   released   the released SAPA, mmcv CARAFE (and, prepared, FeatUp AdaptiveConv and the ReSFU module)
 #              kernels against ours, same run                                        -> released_kernels.*
+#   profile    Nsight Compute over one forward + backward of each compiled op at that shape, fp32
+#              and fp16 (scripts/gpu/profile_kernels.py)                             -> ncu.txt
 # Usage: bash scripts/gpu/session.sh PART [PART ...]; every part's output also goes to $OUT/session.log
 # (OUT defaults to /tmp/upbench-gpu). Exit status: 0 when every part passed, else the last failure's.
 set -uo pipefail
@@ -21,14 +23,15 @@ LOG=$OUT/session.log
 # (float32 data, and float16 data with float32 weights in the sapa backward).
 SANITIZE_OPS=${SANITIZE_OPS:-local_similarity,dynamic_assembly,sapa_fused,reflect_similarity,reflect_assembly}
 SANITIZE_DTYPES=${SANITIZE_DTYPES:-float32,float16}
+PROFILE_DTYPES=${PROFILE_DTYPES:-float32,float16}
 # Inside the checkout (ignored by git): a later call on the same warm machine reuses the build.
 export UPBENCH_BUILD_DIR=$PWD/.torch_extensions/upbench PYTHONUNBUFFERED=1
 
 setup() {
+  # Into the interpreter's own environment, not a --target folder on PYTHONPATH: some tests start
+  # subprocesses with a PYTHONPATH of their own, and the device runs commands as root.
   if [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || return 1
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || return 1
   fi
   # Installed (editable, no dependencies fetched) so the built-in operators' entry point exists.
   $PY -m pip install -q --no-deps --no-build-isolation -e . || return 1
@@ -44,7 +47,11 @@ check() {
 }
 
 suite() {
-  $PY -m pytest -q -ra
+  # One process takes longer than a device call may run (about 1600 tests); with pytest-xdist (in the
+  # device image) 12 processes ran the whole suite on an H100 machine's 16 cores in 4-5 minutes.
+  local parallel=()
+  $PY -c "import xdist" 2>/dev/null && parallel=(-n 12)
+  $PY -m pytest -q -ra -p no:cacheprovider ${parallel[@]+"${parallel[@]}"}
 }
 
 sanitizer() {
@@ -77,11 +84,22 @@ released() {
     --out "$OUT"
 }
 
-[ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
+profile() {
+  # Speed of light, memory and compute workload, occupancy, launch and warp-state sections: enough to
+  # tell a kernel bound by DRAM from one bound by index math, L1 traffic or too few warps.
+  ncu --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    $PY scripts/gpu/profile_kernels.py --dtypes "$PROFILE_DTYPES" >"$OUT/ncu.txt" 2>&1
+  local status=$?
+  grep -E "^  [a-z_]+_kernel|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy" "$OUT/ncu.txt" | head -80
+  return $status
+}
+
+[ $# -gt 0 ] || { sed -n '2,15p' "$0"; exit 2; }
 for part in "$@"; do
   case $part in
-    check|suite|memcheck|racecheck|bench|released) ;;
-    *) echo "session: unknown part '$part'; expected check, suite, memcheck, racecheck, bench or released" >&2
+    check|suite|memcheck|racecheck|bench|released|profile) ;;
+    *) echo "session: unknown part '$part'; expected check, suite, memcheck, racecheck, bench, released or profile" >&2
        exit 2 ;;
   esac
 done
