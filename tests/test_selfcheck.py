@@ -188,3 +188,14 @@ def test_a_lost_device_is_not_checked_further(monkeypatch):
     assert rows[0]["message"].startswith("RuntimeError: CUDA error: an illegal memory access")
     assert all(row["message"].startswith("not run: cpu was unusable after raising float32 typical (RuntimeError")
                for row in rows[1:])
+
+
+def test_the_environment_names_the_compiler_that_builds_the_kernels(tmp_path, monkeypatch):
+    """cpp_extension builds with $CXX where it is set, which need not be the c++ on PATH (it is not on the
+    H100 machines here); the environment must name the one that builds."""
+    compiler = tmp_path / "my-g++"
+    compiler.write_text("#!/bin/sh\necho 'my-g++ (a toolchain of its own) 99.1'\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    rows = dict(selfcheck.environment_rows())
+    assert rows["c++ compiler"] == f"{compiler}: my-g++ (a toolchain of its own) 99.1"

@@ -286,13 +286,22 @@ def _first_line(command: list[str]) -> str:
     return lines[-1].strip() if command[0] == "nvcc" and lines else (lines[0].strip() if lines else "")
 
 
+def build_compiler() -> str:
+    """The C++ compiler the kernels are built with (cpp_extension's: $CXX, else c++) and its version: a
+    machine may set CXX to a compiler other than the c++ on its PATH (the H100 machines here do)."""
+    from torch.utils.cpp_extension import get_cxx_compiler
+
+    compiler = get_cxx_compiler()
+    return f"{compiler}: {_first_line([compiler, '--version'])}"
+
+
 def environment_rows() -> list[tuple[str, str]]:
     rows = [
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("torch CUDA", torch.version.cuda or "none (CPU build)"),
         ("cpu", f"{cpu_model()}, {torch.get_num_threads()} threads"),
-        ("c++ compiler", _first_line(["c++", "--version"])),
+        ("c++ compiler", build_compiler()),
         ("nvcc", _first_line(["nvcc", "--version"])),
         ("git commit", git_commit()),
     ]
