@@ -100,7 +100,8 @@ def test_the_profiled_call_of_each_op_and_dtype_comes_after_all_warm_ups(monkeyp
     lie before it, and each (op, dtype) must be profiled exactly once."""
     module = load_script(monkeypatch, PROFILE)
     calls = []
-    monkeypatch.setattr(module, "forward_and_backward", lambda op, dtype, device: calls.append((op.name, dtype)))
+    monkeypatch.setattr(module, "prepared", lambda op, dtype, device: ([dtype], None))
+    monkeypatch.setattr(module, "forward_and_backward", lambda op, inputs, grad: calls.append((op.name, *inputs)))
     monkeypatch.setattr(module.kernels, "require_compiled", lambda operator: None)
     assert module.main(["--device", "cpu", "--dtypes", "float32,float16", "--ops", "sapa_fused,norm_linear"]) == 0
     each = [(op, dtype) for dtype in (torch.float32, torch.float16) for op in ("sapa_fused", "norm_linear")]
@@ -120,6 +121,8 @@ def test_the_profile_script_names_what_it_does_not_know(monkeypatch, capsys, fla
 def test_the_profiled_shape_runs_forward_and_backward(monkeypatch, compiled_ops):
     module = load_script(monkeypatch, PROFILE)
     op = next(op for op in CHECKED_OPS if op.name == "dynamic_assembly")
-    weights, x = module.forward_and_backward(op, torch.float32, "cpu")
+    (weights, x), grad = module.prepared(op, torch.float32, "cpu")
     assert x.shape == (1, 256, 128, 128) and weights.shape == (1, 25, 256, 256)  # issue 8's shape
+    assert grad.shape == (1, 256, 256, 256) and weights.grad is None and x.grad is None
+    module.forward_and_backward(op, [weights, x], grad)
     assert weights.grad.shape == weights.shape and x.grad.shape == x.shape

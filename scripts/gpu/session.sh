@@ -91,7 +91,8 @@ profile() {
     --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     $PY scripts/gpu/profile_kernels.py --dtypes "$PROFILE_DTYPES" >"$OUT/ncu.txt" 2>&1
   local status=$?
-  grep -E "^  [a-z_]+_kernel|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy" "$OUT/ncu.txt" | head -80
+  grep -E "^  [a-z_]+_kernel|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy" \
+    "$OUT/ncu.txt" | head -80
   return $status
 }
 
