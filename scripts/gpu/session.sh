@@ -2,7 +2,6 @@
 # The GPU work of issue 8, batched for the device machine: run there from the repo root, carrying
 # .whl and .released (made here by scripts/gpu/prepare.sh). Parts, in the order to run them:
 #   check      nvidia-smi, bench.py selfcheck, then the CUDA tests of the kernels   -> selfcheck.md
-#   suite      the whole test suite
 #   memcheck   compute-sanitizer memcheck over the GPU selfcheck of the window ops  -> sanitize.log
 #   racecheck  compute-sanitizer racecheck, likewise                                -> sanitize.log
 #   bench      bench.py (the default sweep), then bench.py compare at C=256, 128x128 -> 256x256, K=5,
@@ -11,6 +10,7 @@
 #              kernels against ours, same run                                        -> released_kernels.*
 #   profile    Nsight Compute over one forward + backward of each compiled op at that shape, fp32
 #              and fp16 (scripts/gpu/profile_kernels.py)                             -> ncu.txt
+#   suite      the whole test suite; last, as its processes leave a load the sweep flags for a minute
 # Usage: bash scripts/gpu/session.sh PART [PART ...]; every part's output also goes to $OUT/session.log
 # (OUT defaults to /tmp/upbench-gpu). Exit status: 0 when every part passed, else the last failure's.
 set -uo pipefail
