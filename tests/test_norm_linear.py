@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
+from test_kernels import DEVICES
 from upbench import kernels
 from upbench.memory import cpu_peak_bytes
 from upbench.references import reference_norm_linear
@@ -77,8 +78,9 @@ def test_float32_within_float32_rounding(offset):
         assert (actual.double() - expected).abs().max().item() <= 1e-4 * scale * (1 + offset)
 
 
-def test_gradients_of_every_order():
-    args = [t.requires_grad_() for t in make_args(2, 5, 3, 3, 4)]
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradients_of_every_order(device):
+    args = [t.to(device).requires_grad_() for t in make_args(2, 5, 3, 3, 4)]
     op = lambda *a: kernels.norm_linear(*a, EPS)  # noqa: E731
     assert gradcheck(op, args)
     assert gradgradcheck(op, args)

@@ -132,29 +132,33 @@ def test_any_layout_reads_as_its_values(ops, layout, generator):
                  1e-12)
 
 
-def test_gradcheck_and_gradgradcheck(ops, generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_and_gradgradcheck(ops, generator, device):
     K = 3
-    q, k = (rand(generator, 1, 2, 4, 5).requires_grad_() for _ in range(2))
-    weights = rand(generator, 1, K * K, 4, 5).requires_grad_()
+    q, k = (rand(generator, 1, 2, 4, 5, device=device).requires_grad_() for _ in range(2))
+    weights = rand(generator, 1, K * K, 4, 5, device=device).requires_grad_()
     for op, inputs in [(ops.reflect_similarity, (q, k)), (ops.reflect_assembly, (weights, k))]:
         assert torch.autograd.gradcheck(lambda a, b: op(a, b, K), inputs)
         assert torch.autograd.gradgradcheck(lambda a, b: op(a, b, K), inputs)
 
 
-def test_opcheck(ops, generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(ops, generator, device):
     K = 3
-    q, k = (rand(generator, 2, 3, 5, 4, dtype=torch.float32).requires_grad_() for _ in range(2))
-    weights = rand(generator, 2, K * K, 5, 4, dtype=torch.float32).requires_grad_()
+    q, k = (rand(generator, 2, 3, 5, 4, dtype=torch.float32, device=device).requires_grad_() for _ in range(2))
+    weights = rand(generator, 2, K * K, 5, 4, dtype=torch.float32, device=device).requires_grad_()
+    grad_logits, grad_out = torch.randn(2, K * K, 5, 4, device=device), torch.randn(2, 3, 5, 4, device=device)
     torch.library.opcheck(ops.reflect_similarity.default, (q, k, K))
     torch.library.opcheck(ops.reflect_assembly.default, (weights, k, K))
-    torch.library.opcheck(ops.reflect_similarity_backward.default, (torch.randn(2, K * K, 5, 4), q, k, K))
-    torch.library.opcheck(ops.reflect_assembly_backward.default, (torch.randn(2, 3, 5, 4), weights, k, K))
+    torch.library.opcheck(ops.reflect_similarity_backward.default, (grad_logits, q, k, K))
+    torch.library.opcheck(ops.reflect_assembly_backward.default, (grad_out, weights, k, K))
 
 
-def test_torch_compile_fullgraph(ops, generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(ops, generator, device):
     K = 5
-    x = rand(generator, 1, 4, 6, 7, dtype=torch.float32)
-    weights = torch.softmax(rand(generator, 1, K * K, 6, 7, dtype=torch.float32), dim=1)
+    x = rand(generator, 1, 4, 6, 7, dtype=torch.float32, device=device)
+    weights = torch.softmax(rand(generator, 1, K * K, 6, 7, dtype=torch.float32, device=device), dim=1)
 
     def both(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return ops.reflect_assembly(weights, x, K) + ops.reflect_similarity(x, x, K).sum(1, keepdim=True)
