@@ -64,6 +64,26 @@ def test_a_failing_implementation_is_a_row_and_the_run_goes_on(monkeypatch, caps
     assert "released SAPA: FAILED RuntimeError" in capsys.readouterr().out
 
 
+def test_a_dtype_unsupported_as_released_is_said_and_not_counted_as_a_failure(monkeypatch, capsys):
+    """The released ReSFU cannot run float16 as released: the session's exit status must not fail on it every
+    time, while a real failure beside it still does."""
+    module = load_script(monkeypatch, RELEASED)
+
+    def unsupported(inputs):
+        raise module.UnsupportedAsReleased("its Gaussian is float32")
+
+    def broken(inputs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    p = module.Problem(N=1, C=4, H=2, W=2, K=3, d=4)
+    x = p.inputs(torch.float16, "cpu")
+    rows = [*module.measured_rows("released ReSFU", "resfu operator", unsupported, x, x, p, "cpu", 1e9, 0.01),
+            *module.measured_rows("released SAPA", "sapa", broken, x, x, p, "cpu", 1e9, 0.01)]
+    assert rows[0]["error"] == rows[1]["error"] == "unsupported as released: its Gaussian is float32"
+    assert "released ReSFU: not run, unsupported as released" in capsys.readouterr().out
+    assert module.failed_implementations(rows) == ["float16 released SAPA"]
+
+
 def test_compulsory_bytes_agree_with_the_roofline_floor(monkeypatch):
     module = load_script(monkeypatch, RELEASED)
     p = module.Problem(N=1, C=256, H=64, W=32, K=5, d=32)
