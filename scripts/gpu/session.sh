@@ -96,13 +96,12 @@ profile() {
   return $status
 }
 
-[ $# -gt 0 ] || { sed -n '2,15p' "$0"; exit 2; }
+PARTS="check memcheck racecheck bench released profile suite"  # as the header lists them
+[ $# -gt 0 ] || { sed -n '2,/^set -uo/{/^#/p}' "$0"; exit 2; }  # the header, however long it grows
 for part in "$@"; do
-  case $part in
-    check|suite|memcheck|racecheck|bench|released|profile) ;;
-    *) echo "session: unknown part '$part'; expected check, suite, memcheck, racecheck, bench, released or profile" >&2
-       exit 2 ;;
-  esac
+  known=no
+  for name in $PARTS; do [ "$part" = "$name" ] && known=yes; done
+  [ $known = yes ] || { echo "session: unknown part '$part'; expected one of: $PARTS" >&2; exit 2; }
 done
 setup >>"$LOG" 2>&1 || { echo "session: setup failed (see $LOG)" >&2; exit 1; }
 final=0
