@@ -64,6 +64,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 # ReSFU's kernel includes <THC/THCAtomics.cuh> for atomicAdd; PyTorch 2 keeps those overloads in ATen.
 THC_ATOMICS_SHIM = "#pragma once\n#include <ATen/cuda/Atomic.cuh>\n"
 COPY_BYTES = 2**30  # per direction: far beyond the L2 of any GPU
+DEFAULT_DTYPES = (torch.float32, torch.float64)  # what torch.set_default_dtype takes
 
 
 def build_released_extension(name: str, src: Path, stem: str, directory: Path, include_paths: tuple[Path, ...] = ()):
@@ -273,7 +274,7 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
             value, guide = value[:, :32].contiguous(), guide[:, :32].contiguous()
         torch.manual_seed(0)
         before = torch.get_default_dtype()
-        torch.set_default_dtype(value.dtype if value.dtype in (torch.float32, torch.float64) else before)
+        torch.set_default_dtype(value.dtype if value.dtype in DEFAULT_DTYPES else before)
         try:
             ours = upbench.make("resfu", value.shape[1], impl=impl)
             theirs = released_resfu(dim_y=guide.shape[1], dim_x=value.shape[1], scale_factor=2)
@@ -287,7 +288,7 @@ def implementations(sim, atn, carafe_ext, adaptive_conv, released_resfu, K: int,
         return ours, theirs, (value, guide), lambda: reference.double()(*_cpu64(value, guide))
 
     def released_resfu_module(x):
-        if x["value"].dtype not in (torch.float32, torch.float64):
+        if x["value"].dtype not in DEFAULT_DTYPES:
             raise UnsupportedAsReleased("its Gaussian is made in the default dtype, float32 in a float16 run, and "
                                         "its FNS kernel then meets it beside float16 data ('expected scalar type "
                                         "Half but found Float', seen on the H100)")
@@ -397,14 +398,15 @@ def measured_rows(name: str, task: str, prepare: Callable[[dict], Prepared], sma
         difference = agreement(prepare(small))
         prepared = prepare(x)
         seconds = timed(prepared.run, prepared.leaves, device, min_run_time)
-    except UnsupportedAsReleased as error:
-        print(f"{dtype_name} {name}: not run, {UNSUPPORTED}{error}", flush=True)
-        return [{**common, "mode": mode, "error": f"{UNSUPPORTED}{error}"} for mode in ("fwd", "fwd+bwd")]
     except Exception as error:  # noqa: BLE001  recorded in the rows, and printed
-        failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        print(f"{dtype_name} {name}: FAILED {failure}", flush=True)
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        if isinstance(error, UnsupportedAsReleased):
+            failure = f"{UNSUPPORTED}{error}"
+            print(f"{dtype_name} {name}: not run, {failure}", flush=True)
+        else:
+            failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            print(f"{dtype_name} {name}: FAILED {failure}", flush=True)
+            if device == "cuda":
+                torch.cuda.empty_cache()
         return [{**common, "mode": mode, "error": failure} for mode in ("fwd", "fwd+bwd")]
     moved = compulsory_bytes(task, problem, x["value"].element_size())
     print(f"{dtype_name} {name}: fwd {seconds['fwd'] * 1e3:.3f} ms, fwd+bwd {seconds['fwd+bwd'] * 1e3:.3f} ms",
