@@ -10,7 +10,7 @@ import pandas as pd
 from ..cli_args import FORMATS, check_out, emit, render_table
 from ..export import (SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_flagged,
                       measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
-from ..latex import booktabs
+from ..latex import COUNT_KINDS, booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
 from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
@@ -60,7 +60,7 @@ def pivoted_rows(rows: pd.DataFrame, quantity: str) -> pd.DataFrame:
     """The rows a pivot of ``quantity`` has cells for are those its status calls ok. Counts are made before
     timing: a row skipped by its budget or out of memory has them, which the whole report shows, so for a
     count only a row that failed before counting is left out."""
-    if PIVOTS[quantity][2] not in ("macs", "params"):
+    if PIVOTS[quantity][2] not in COUNT_KINDS:
         return rows
     return rows.assign(status=rows["status"].where(rows[pivot_column(rows, quantity)].isna(), "ok"))
 
@@ -88,7 +88,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
         return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_flagged(table, marked),
                                           unmeasured_note(rows)]))
-    if kind in ("macs", "params"):  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
+    if kind in COUNT_KINDS:  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = whole_columns_as_ints(table, sizes)
     table = axes_as_numbers(table, rows)
     if kind == "macs":  # no caption in csv or json to name the counting policy in: a column beside the counts
