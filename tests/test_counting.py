@@ -375,6 +375,7 @@ PRODUCTS = {
     "tensordot": (lambda t: torch.tensordot(t, t, dims=([2], [2])), (16 * 8) * (16 * 8) // 8),
     "baddbmm": (lambda t: torch.baddbmm(torch.zeros(1, 16, 16), t, t.transpose(1, 2)), 16 * 8 * 16),
     "mv": (lambda t: torch.mv(t[0], t[0, 0]), 16 * 8),
+    "dot": (lambda t: torch.dot(t[0, 0], t[0, 1]) * t, 8),  # a single number scaling t: that product is free
     "mul_": (lambda t: t.clone().mul_(t), 16 * 8),
 }
 
@@ -390,3 +391,60 @@ def test_matrix_products_count_under_the_paper_policy_and_are_named_where_a_poli
     fvcore = count(module, inputs, policy="fvcore")
     if fvcore.macs == 0 and op != "mul_":  # fvcore has no handle: the reports must say so
         assert op in counted_as_zero_note(fvcore.zero_ops)
+
+
+# (a's shape, b's shape, MACs by hand): broadcast batches either way, vectors on either side, a 0-dim result
+MATMULS = [
+    ((1, 16, 8), (4, 8, 32), 4 * 16 * 8 * 32),
+    ((4, 16, 8), (1, 8, 32), 4 * 16 * 8 * 32),
+    ((3, 1, 5, 6), (2, 6, 7), 3 * 2 * 5 * 6 * 7),
+    ((16, 8), (8,), 16 * 8),
+    ((8,), (8, 32), 8 * 32),
+    ((8,), (2, 8, 32), 2 * 8 * 32),
+    ((8,), (8,), 8),
+]
+
+
+@pytest.mark.parametrize("a_shape,b_shape,by_hand", MATMULS)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_matmul_is_counted_exactly_for_broadcast_batches_and_vectors(a_shape, b_shape, by_hand, policy):
+    """fvcore's matmul handle took the batch from the first operand alone and raised IndexError on a vector."""
+    inputs = (torch.randn(a_shape), torch.randn(b_shape))
+    assert count(Lambda(torch.matmul), inputs, policy, stages=()).macs == by_hand
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+@pytest.mark.parametrize("equation,a_shape,b_shape,by_hand", [
+    ("nchw,nchw->", (2, 8, 4, 4), (2, 8, 4, 4), 2 * 8 * 4 * 4),  # a full contraction: a 0-dim result of data
+    ("nchw,nchw->nhw", (4, 8, 4, 4), (1, 8, 4, 4), 4 * 8 * 4 * 4),  # b broadcast over n
+    ("nchw,nchw->nhw", (1, 8, 4, 4), (4, 8, 4, 4), 4 * 8 * 4 * 4),
+    ("oc,nc...->no...", (6, 4), (2, 4, 8, 8), 6 * 4 * 2 * 8 * 8),  # a 1x1 conv written with an ellipsis
+    ("...ij,...jk->...ik", (3, 1, 5, 6), (2, 6, 7), 3 * 2 * 5 * 6 * 7),  # ellipses of different lengths broadcast
+])
+def test_einsum_counts_full_contractions_and_broadcast_operands(policy, equation, a_shape, b_shape, by_hand):
+    inputs = (torch.randn(a_shape), torch.randn(b_shape))
+    assert count(Einsum(equation), inputs, policy, stages=()).macs == by_hand
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_shape_arithmetic_is_neither_counted_nor_listed(policy):
+    """2 * h in a traced forward is a 0-dim mul of sizes: no data, so not a product to count or name."""
+    counted = count(Lambda(lambda x: x.new_zeros(x.shape[0], x.shape[1] * 2)), (torch.randn(3, 4),), policy, stages=())
+    assert counted.macs == 0 and "mul" not in counted.zero_ops
+
+
+PRODUCT_SPELLINGS = {
+    "a * b then sum": lambda a, b: (a * b).sum(1),
+    "linalg.vecdot": lambda a, b: torch.linalg.vecdot(a, b, dim=1),
+    "a * b + a": lambda a, b: a * b + a,
+    "addcmul": lambda a, b: torch.addcmul(a, a, b, value=2.0),
+    "addcmul_": lambda a, b: a.clone().addcmul_(a, b),
+    "outer": lambda a, b: torch.outer(a.flatten()[:64], b[0, 0, 0]),  # 64 x 4 products, as many as a has elements
+}
+
+
+@pytest.mark.parametrize("spelling", list(PRODUCT_SPELLINGS))
+def test_the_paper_policy_counts_an_elementwise_product_however_it_is_spelled(spelling):
+    """A plugin's MACs must not depend on whether it wrote (a * b).sum(1) or vecdot, a * b + c or addcmul."""
+    a, b = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    assert count(Lambda(PRODUCT_SPELLINGS[spelling]), (a, b), "paper", stages=()).macs == a.numel()

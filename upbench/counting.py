@@ -3,17 +3,19 @@
 Policies:
 
 * ``paper``: the SAPA paper's Table 1 convention. Counted: convolution, linear / matmul / addmm /
-  bmm and the other matrix products (:data:`upbench.rules.MATRIX_PRODUCT_RULES`: baddbmm, mv, tensordot,
-  attention; biases ignored), einsum (exactly), the elementwise product of two tensors (``a * b`` where
-  neither side is a single element: a gated or indexed product that is part of an operator's
-  definition), and the window ops of the compiled path. Everything else counts zero:
+  bmm and the other matrix products (:data:`upbench.rules.MATRIX_PRODUCT_RULES`: baddbmm, mv, dot, tensordot,
+  attention; biases ignored), matmul and einsum exactly (broadcast batches, vectors, ellipses), the
+  elementwise product of two tensors (``a * b`` where neither side is a single element: a gated or indexed
+  product that is part of an operator's definition; also when spelled addcmul, outer or linalg.vecdot), and
+  the window ops of the compiled path. Everything else counts zero:
   normalization, softmax, sigmoid, activations, biases, add / sub / div, reductions, pooling,
   interpolation and data movement.
 * ``fvcore``: fvcore's own handles as a user of fvcore gets them (normalization layers, nearest and
   bilinear interpolation and adaptive pooling counted, elementwise products and the matrix products
-  fvcore has no handle for not: the reports name those), with two corrections: einsum counted exactly
-  (fvcore's generic einsum handle parses a rounded printout)
-  and handles for the compiled window ops (fvcore would count any custom op as zero).
+  fvcore has no handle for not: the reports name those), with three corrections: einsum counted exactly
+  (fvcore's generic einsum handle parses a rounded printout), matmul counted exactly (fvcore's takes the
+  batch from the first operand alone and fails on a vector), and handles for the compiled window ops (fvcore
+  would count any custom op as zero).
 * ``torch``: torch.utils.flop_counter.FlopCounterMode (:mod:`upbench.torch_counting`), an independent
   cross-check that does not trace with torch.jit. Not in the default :data:`POLICIES` of a sweep.
 
@@ -62,17 +64,40 @@ def _tensor_shape(value: Any) -> list[int] | None:
     return get_shape(value) if value.type().kind() == "TensorType" else None
 
 
-def einsum_macs(inputs: list, outputs: list) -> int:
-    """Naive contraction cost: the product of the sizes of every distinct index letter."""
-    equation = inputs[0].toIValue().replace(" ", "")
-    operands = equation.split("->")[0].split(",")
-    shapes = [get_shape(v) for v in inputs[1].node().inputs()]
-    if "." in equation:
-        raise ValueError(f"einsum {equation!r}: ellipsis equations are not supported by the exact handle")
+def einsum_shape_macs(equation: str, shapes: list[list[int]]) -> int:
+    """Naive contraction cost of ``equation`` over operands of ``shapes``: the product of the extents of every
+    distinct index. An ellipsis stands for each operand's leading unnamed dimensions, right-aligned and broadcast
+    across operands as torch.einsum does; a broadcast operand has extent 1 where another has the full one."""
+    operands = equation.replace(" ", "").split("->")[0].split(",")
     sizes: dict[str, int] = {}
     for letters, shape in zip(operands, shapes):
-        sizes.update(zip(letters, shape))
+        head, ellipsis, tail = letters.partition("...")
+        unnamed = len(shape) - len(head) - len(tail) if ellipsis else 0
+        # the ellipsis' dimensions as indexes of their own, numbered from the right as broadcasting aligns them
+        names = [*head, *(f"...{unnamed - i}" for i in range(unnamed)), *tail]
+        for name, size in zip(names, shape):
+            sizes[name] = max(sizes.get(name, 1), size)
     return math.prod(sizes.values())
+
+
+def einsum_macs(inputs: list, outputs: list) -> int:
+    """aten::einsum by :func:`einsum_shape_macs` (fvcore's own handle parses a rounded printout)."""
+    return einsum_shape_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+
+
+def matmul_shape_macs(a: list[int], b: list[int]) -> int:
+    """torch.matmul of shapes ``a`` and ``b``: a vector is a one-row (first) or one-column (second) matrix, the
+    batch dimensions broadcast, and each of the batch's (n, k) @ (k, p) products is n * k * p multiply-adds."""
+    a_matrix = [1, *a] if len(a) == 1 else list(a)
+    b_matrix = [*b, 1] if len(b) == 1 else list(b)
+    batch = torch.broadcast_shapes(tuple(a_matrix[:-2]), tuple(b_matrix[:-2]))
+    return math.prod(batch) * a_matrix[-2] * a_matrix[-1] * b_matrix[-1]
+
+
+def matmul_macs(inputs: list, outputs: list) -> int:
+    """aten::matmul exactly: fvcore's handle takes the batch from the first operand alone (a (1, n, k) @ (b, k, p)
+    broadcast counted once, not b times) and fails on a vector operand."""
+    return matmul_shape_macs(get_shape(inputs[0]), get_shape(inputs[1]))
 
 
 def elementwise_product_macs(inputs: list, outputs: list) -> int:
@@ -81,6 +106,16 @@ def elementwise_product_macs(inputs: list, outputs: list) -> int:
     if any(shape is None or math.prod(shape) == 1 for shape in shapes):
         return 0
     return math.prod(get_shape(outputs[0]))
+
+
+def product_of_factors_macs(inputs: list, outputs: list) -> int:
+    """addcmul(s, a, b): ``s + value * a * b``, the product of its two factors, as ``a * b`` counts."""
+    return elementwise_product_macs(inputs[1:3], outputs)
+
+
+def vecdot_macs(inputs: list, outputs: list) -> int:
+    """linalg.vecdot(a, b): ``(a * b).sum(dim)``, one multiply-add per element of the broadcast product."""
+    return math.prod(torch.broadcast_shapes(tuple(get_shape(inputs[0])), tuple(get_shape(inputs[1]))))
 
 
 def _value(v: Any) -> Any:
@@ -129,11 +164,17 @@ def compiled_op_handles(aten_handles: Mapping[str, Handle]) -> dict[str, Handle]
 
 
 _PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
-    **{op: _DEFAULT_SUPPORTED_OPS[op] for op in ("aten::_convolution", "aten::addmm", "aten::bmm",
-                                                 "aten::matmul", "aten::mm", "aten::linear")},
+    **{op: _DEFAULT_SUPPORTED_OPS[op] for op in ("aten::_convolution", "aten::addmm", "aten::bmm", "aten::mm",
+                                                 "aten::linear")},
     "aten::einsum": einsum_macs,
+    "aten::matmul": matmul_macs,
     "aten::mul": elementwise_product_macs,
     "aten::mul_": elementwise_product_macs,
+    # the same products written another way count the same: (a * b).sum(1) as vecdot, s + a * b as addcmul
+    "aten::addcmul": product_of_factors_macs,
+    "aten::addcmul_": product_of_factors_macs,
+    "aten::outer": elementwise_product_macs,
+    "aten::linalg_vecdot": vecdot_macs,
     **{op: rule_handle(rule) for op, rule in MATRIX_PRODUCT_RULES.items()},
 }
 PAPER_HANDLES: Mapping[str, Handle] = {**_PAPER_ATEN_HANDLES, **compiled_op_handles(_PAPER_ATEN_HANDLES)}
@@ -141,6 +182,7 @@ PAPER_HANDLES: Mapping[str, Handle] = {**_PAPER_ATEN_HANDLES, **compiled_op_hand
 _FVCORE_ATEN_HANDLES: Mapping[str, Handle] = {
     **_DEFAULT_SUPPORTED_OPS,
     "aten::einsum": einsum_macs,
+    "aten::matmul": matmul_macs,
     # fvcore counts products as zero too; a handle lets shape arithmetic (2 * h) stay off the zero list
     "aten::mul": no_macs,
 }
@@ -177,9 +219,17 @@ class Count:
         return self.stage_macs[name], self.stage_params[name]
 
 
+def _has_data(value: Any) -> bool:
+    """A tensor argument of at least one dimension, alone or in a list (einsum's operands): an op on one is data
+    even when its result is a single number (a full contraction, a dot product)."""
+    if value.node().kind() == "prim::ListConstruct":
+        return any(map(_has_data, value.node().inputs()))
+    return bool(_tensor_shape(value))
+
+
 def _recording(name: str, handle: Handle, zero_ops: set[str]) -> Handle:
     def counted(inputs: list, outputs: list) -> int:
-        if not _tensor_shape(outputs[0]):  # a Python or 0-dim result is shape arithmetic, not data
+        if not _tensor_shape(outputs[0]) and not any(map(_has_data, inputs)):  # shape arithmetic (2 * h), not data
             return 0
         result = handle(inputs, outputs)
         macs = sum(result.values()) if isinstance(result, Mapping) else result

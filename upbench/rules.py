@@ -53,6 +53,11 @@ def _matrix_vector_macs(*args: Any, out_shape: tuple) -> int:
     return math.prod(next(a for a in args if isinstance(a, tuple) and len(a) == 2))
 
 
+def _dot_macs(a: tuple, b: tuple, *rest: Any, out_shape: tuple) -> int:
+    """dot / vdot of two (n,) vectors: n multiply-adds."""
+    return math.prod(a)
+
+
 def _tensordot_macs(a: tuple, b: tuple, dims_a: Any, *rest: Any, out_shape: tuple) -> int:
     """Every free index of a and b times the contracted ones."""
     contracted = math.prod(a[i] for i in ([dims_a] if isinstance(dims_a, int) else dims_a))
@@ -80,6 +85,8 @@ MATRIX_PRODUCT_RULES: Mapping[str, Rule] = {
     "aten::addbmm": _batched_product_macs,
     "aten::mv": _matrix_vector_macs,
     "aten::addmv": _matrix_vector_macs,
+    "aten::dot": _dot_macs,
+    "aten::vdot": _dot_macs,
     "aten::tensordot": _tensordot_macs,
     "aten::scaled_dot_product_attention": _attention_macs,
     "aten::_scaled_dot_product_flash_attention_for_cpu": _attention_macs,
