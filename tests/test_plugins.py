@@ -507,6 +507,79 @@ def test_table1_keeps_every_other_row_when_a_forward_raises(capsys):
     assert "Traceback" not in err
 
 
+class Fussy(nn.Module):
+    """Refuses to be built for more than 8 channels: a plugin's constructor that fails at some points."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if channels > 8:
+            raise ValueError(f"fussy: {channels} channels is too many")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2)
+
+
+def test_table1_keeps_every_other_row_when_a_constructor_raises(capsys):
+    # the constructor ran outside the per-point try: its ValueError ended the table (exit 2, no rows, the
+    # baselines' and its own good points' too), and a TypeError printed a traceback
+    upbench.wrap(Fussy, name="fussy-test")
+    assert main(["table1", "--ops", "fussy-test,nearest", "--C", "4,16", "--size", "4", "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(out))
+    fussy = table[table["operator"] == "fussy-test"]
+    assert list(fussy["status"]) == [NO_FORMULA, NO_FORMULA, ERROR] and list(fussy["C"]) == [4, 4, 16]
+    assert fussy["note"].iloc[-1] == "it could not be built: ValueError: fussy: 16 channels is too many"
+    assert (table[table["operator"] == "nearest"]["status"] != ERROR).all() and len(table) == 7
+    assert "table1: fussy-test at C=16, 4x4: it could not be built: ValueError: fussy: 16" in err
+    assert "Traceback" not in err
+
+
+def test_table1_says_a_failing_counting_rule_failed_not_the_forward():
+    upbench.load_plugin(BLEND_PLUGIN)
+    upbench.counting_rule("upbench_test::blend", lambda x, weight, out_shape: 1.5)
+    table = validation_table(["test-blend"], Grid(C=(3,), sizes=((4, 4),)))
+    assert list(table["status"]) == [ERROR]
+    assert table["note"].iloc[0].startswith("its counting rule failed: CountingRuleError: counting rule for "
+                                            "'upbench_test::blend' returned 1.5")
+
+
+@pytest.mark.parametrize("declare, message", [
+    (dict(knobs={"kernel": 3}), r"factory\(channels, kernel=...\): got an unexpected keyword argument 'kernel'"),
+    (dict(needs_guide=True), r"factory\(channels, guide_channels=...\).*\(guide_channels: needs_guide=True\)"),
+])
+def test_a_factory_that_cannot_take_its_call_is_refused_when_it_registers(declare, message):
+    # it was accepted, and every row of every sweep and table1 point then failed with the same TypeError
+    with pytest.raises(ValueError, match=f"wrap 'narrow-test': the factory cannot be called as {message}"):
+        upbench.wrap(lambda channels, K=3: nn.Upsample(scale_factor=2), name="narrow-test", **declare)
+    assert "narrow-test" not in upbench.available()
+    upbench.wrap(lambda channels, **knobs: nn.Upsample(scale_factor=2), name="wide-test", knobs={"kernel": 3})
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("body", "stages='body'; expected a tuple of the names of its stage modules"),
+    (("body", ""), "stages=('body', ''); expected a tuple of the names of its stage modules"),
+    (("body", "body"), "stages=('body', 'body') names a stage twice"),
+])
+def test_stages_that_are_no_tuple_of_names_are_refused_when_registering(stages, message):
+    # stages = "body" was taken as the stages 'b', 'o', 'd', 'y': table1 then failed on a missing attribute 'b'
+    class Odd(upbench.Upsampler):
+        name = "odd-stages-test"
+
+    Odd.stages = stages
+    with pytest.raises(ValueError, match=f"odd-stages-test: {re.escape(message)}"):
+        upbench.register(Odd)
+
+
+def test_a_plugin_that_registers_nothing_is_warned_of_and_a_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "nothing.py").write_text("VALUE = 1\n")
+    assert main(["--plugin", str(tmp_path / "nothing.py"), "table1", "--ops", "nearest", "--C", "4", "--size", "4",
+                 "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert f"bench.py: warning: plugin file {tmp_path / 'nothing.py'} registered no operator and no counting rule" in err
+    assert main(["--plugin", str(tmp_path), "table1", "--ops", "nearest"]) == 2
+    assert "a folder; expected a Python file (path/to/file.py) or an importable module" in capsys.readouterr().err
+
+
 def test_table1_without_formulas_says_no_formula_never_match():
     upbench.wrap(lambda channels: nn.ConvTranspose2d(channels, channels, 2, stride=2), name="deconv-test")
     table = validation_table(["deconv-test"])

@@ -207,6 +207,13 @@ class Upsampler(nn.Module):
                 fillable = [f for f in DIMS_FIELDS if f not in SHAPE_FIELDS]
                 raise ValueError(f"{cls.name}: knob {name!r} fills the formula field {target!r}; expected one of "
                                  f"{', '.join(fillable)}, or no dims_field (formulas then read it as s.{name})")
+        stages = cls.stages
+        # stages = "body" iterated as the stages 'b', 'o', 'd', 'y'
+        if not isinstance(stages, (tuple, list)) or not all(isinstance(stage, str) and stage for stage in stages):
+            raise ValueError(f"{cls.name}: stages={stages!r}; expected a tuple of the names of its stage modules, "
+                             "e.g. ('body',)")
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"{cls.name}: stages={stages!r} names a stage twice; expected each stage module once")
         if not isinstance(cls.formulas, Formulas):
             raise ValueError(f"{cls.name}: formulas is {type(cls.formulas).__name__}; expected an upbench.Formulas")
         cls.formulas.check_stages(cls.name, cls.stages)

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
 from .files import digest_files
+from .rules import rules
 
 ENTRY_POINT_GROUP = "upbench.operators"
 BUILTIN_SOURCE = "operators"
@@ -303,7 +304,10 @@ def load_plugin(target: str | Path) -> list[str]:
     if key in _loaded_sources:
         return []
     label = f"plugin file {text}" if is_file else f"plugin module {text}"
-    before = set(_REGISTRY)
+    if Path(text).is_dir():  # found by no import: 'No module named /path' said nothing of what was wrong
+        raise ValueError(f"{label}: a folder; expected a Python file (path/to/file.py) or an importable module "
+                         "(package.module)")
+    before, rules_before = set(_REGISTRY), len(rules())
     with _source(label):
         try:
             if is_file:
@@ -334,6 +338,8 @@ def load_plugin(target: str | Path) -> list[str]:
             raise ValueError(f"{label}: failed to load: {_load_failure(error)}") from error
     _loaded_sources[key] = label
     added = [name for name in _REGISTRY if name not in before]
+    if not added and len(rules()) == rules_before:  # most likely the wrong file: say so rather than run without it
+        warnings.warn(f"{label} registered no operator and no counting rule", stacklevel=2)
     for name in added:
         _REPLAY[name] = key
     return added

@@ -151,6 +151,10 @@ def counting_rule(op: str, rule: Rule | None = None) -> Any:
     return add if rule is None else add(rule)
 
 
+class CountingRuleError(ValueError):
+    """A plugin's counting rule raised, or returned no count of MACs: the rule's fault, not its operator's forward."""
+
+
 def _checked(op: str, rule: Rule) -> Rule:
     """``rule`` whose failure or result that is no count of MACs is a ValueError naming ``op``: int() of what it
     returned made 1.5 one MAC, a negative count subtracted from the torch policy's total, and a rule that raised
@@ -159,13 +163,13 @@ def _checked(op: str, rule: Rule) -> Rule:
         try:
             macs = rule(*args, out_shape=out_shape)
         except Exception as error:  # noqa: BLE001  named, with how a rule is called
-            raise ValueError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is called "
+            raise CountingRuleError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is called "
                              f"as rule(*arguments, out_shape=...) with the op's {len(args)} arguments (tensors as "
                              f"shapes)") from None
         if isinstance(macs, float) and macs.is_integer():
             macs = int(macs)
         if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 0:
-            raise ValueError(f"counting rule for {op!r} returned {macs!r}; expected a non-negative integer of MACs")
+            raise CountingRuleError(f"counting rule for {op!r} returned {macs!r}; expected a non-negative integer of MACs")
         return int(macs)
 
     return checked

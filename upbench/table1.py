@@ -16,7 +16,7 @@ import torch
 from .counting import PAPER_HANDLES, Count, count
 from .formulas import TOTAL, Cost
 from .registry import available, get, make
-from .rules import counted_as_zero_note, is_custom_op, short_op_name
+from .rules import CountingRuleError, counted_as_zero_note, is_custom_op, short_op_name
 from .spec import check_guide_channels, check_knob, guides_for
 
 COLUMNS = [
@@ -102,13 +102,18 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     """One row per stage plus ``total``, for a batch of one at H x W; ``knob_columns``: the knobs beside K
     and d that the table has columns for (blank where the operator lacks the knob); ``Cg``: the guide's
     channels (None: the operator's own choice)."""
-    op = make(operator, C, guide_channels=Cg, impl="reference", **hparams)
+    try:
+        op = make(operator, C, guide_channels=Cg, impl="reference", **hparams)
+    except Exception as error:  # noqa: BLE001  a plugin's constructor refusing this point, whatever it raised
+        raise PointFailed("it could not be built", error) from error
     inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
     try:
         counted = count(op, inputs, "paper")
         torch_counted = count(op, inputs, "torch")
+    except CountingRuleError as error:
+        raise PointFailed("its counting rule failed", error) from error
     except Exception as error:  # noqa: BLE001  the operator's own code failing at this point, whatever it raised
-        raise ForwardFailed(error) from error
+        raise PointFailed("the forward failed", error) from error
     zero_note = counted_as_zero_note(counted.zero_ops)
     dims = op.dims(1, H, W)
     formulas = op.formulas
@@ -142,16 +147,21 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     return rows
 
 
-class ForwardFailed(Exception):
-    """An operator's forward raised while it was counted at one point (its ``__cause__``): that point is an
-    ``error`` row, unlike a ValueError of the declaration (a formula, a knob), which every point would repeat."""
+class PointFailed(Exception):
+    """An operator's constructor, forward or counting rule raised at one point (its ``__cause__``): that point is
+    an ``error`` row saying ``what`` failed, unlike a ValueError of the declaration (a formula, a knob, ops
+    outside the stages), which every point would repeat."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what}: {type(error).__name__}: {error}")
+        self.what = what
 
 
-def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], error: BaseException | None,
+def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], failed: PointFailed,
               Cg: int | None = None) -> dict:
-    """The one row of a point whose forward failed: status ``error``, the exception in the note."""
+    """The one row of a point that failed: status ``error``, what failed and why in the note."""
     return {"operator": operator, "stage": TOTAL, "C": C, "Cg": Cg, **hparams, "H": H, "W": W, "status": ERROR,
-            "note": f"the forward failed: {type(error).__name__}: {error}"}
+            "note": str(failed)}
 
 
 def table_columns(grid: Grid) -> list[str]:
@@ -161,8 +171,8 @@ def table_columns(grid: Grid) -> list[str]:
 
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
-    """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose forward raises
-    is one ``error`` row and the table goes on; a ValueError (a declaration that fails, which every point
+    """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose constructor,
+    forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that fails, which every point
     would repeat) ends it."""
     operators = list(operators or available())
     for name in operators:
@@ -174,8 +184,8 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
             for hparams in grid.points(name):
                 try:
                     rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs), Cg))
-                except ForwardFailed as failed:  # a plugin's forward failing at this shape: say so, go on
-                    rows.append(error_row(name, C, H, W, hparams, failed.__cause__, Cg))
+                except PointFailed as failed:  # a plugin failing at this shape: say so, go on
+                    rows.append(error_row(name, C, H, W, hparams, failed, Cg))
     columns = table_columns(grid)
     table = pd.DataFrame(rows, columns=columns)
     counts = {c: "Int64" for c in columns if c.endswith(("_macs", "_params"))}

@@ -23,6 +23,25 @@ def _knob(operator: str, name: str, value: Knob | int) -> Knob:
     return Knob(value)
 
 
+def _check_factory_signature(operator: str, factory: Callable[..., nn.Module], needs_guide: bool,
+                             knobs: Mapping[str, Knob]) -> None:
+    """A factory that cannot take the call upbench makes is refused when it registers: it failed every row of
+    every sweep and table1 point with the same TypeError."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C extension without a signature: its first call will tell
+        return
+    extra = {"guide_channels": 1} if needs_guide else {}
+    try:
+        signature.bind(1, **extra, **{knob: declared.default for knob, declared in knobs.items()})
+    except TypeError as error:
+        named = [*extra, *knobs]
+        call = ", ".join(["channels", *(f"{argument}=..." for argument in named)])
+        raise ValueError(f"wrap {operator!r}: the factory cannot be called as factory({call}): {error}; expected it to "
+                         f"take the channels first{' and ' + ', '.join(named) + ' by name' if named else ''}"
+                         f"{' (guide_channels: needs_guide=True)' if needs_guide else ''}") from None
+
+
 def wrap(
     factory: Callable[..., nn.Module], name: str, needs_guide: bool = False,
     knobs: Mapping[str, Knob | int] | None = None, formulas: Formulas | None = None,
@@ -45,6 +64,10 @@ def wrap(
     if "guide_channels" in checked_knobs or "channels" in checked_knobs:
         raise ValueError(f"wrap {name!r}: channels and guide_channels are given by upbench, not knobs")
 
+    def check_declaration(cls: type[Upsampler]) -> None:
+        Upsampler.check_declaration.__func__(cls)  # the knobs' own mistakes are named first
+        _check_factory_signature(name, factory, needs_guide, checked_knobs)
+
     def __init__(self: Upsampler, channels: int, guide_channels: int | None = None, impl: str = "auto",
                  **hparams: int) -> None:
         Upsampler.__init__(self, channels, guide_channels, impl, **hparams)
@@ -65,7 +88,7 @@ def wrap(
     namespace = {
         "name": name, "needs_guide": needs_guide, "guide_must_match": guide_must_match, "knobs": checked_knobs,
         "stages": (WRAPPED_STAGE,), "formulas": formulas or NO_FORMULAS, "compiled_ops": False,
-        "__init__": __init__, "upsample": upsample,
+        "__init__": __init__, "upsample": upsample, "check_declaration": classmethod(check_declaration),
         "__doc__": inspect.getdoc(factory) or f"{name}: a wrapped module",
         # a functools.partial's module is functools: the function it binds says where the code is
         "__module__": getattr(getattr(factory, "func", factory), "__module__", None) or __name__,

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
@@ -121,10 +122,14 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
         with _sigterm_as_interrupt():  # from the plugins on: a slow plugin's import is Ctrl-C'd as a command is
             for plugin in [*args.plugins_before, *getattr(args, "plugins_after", [])]:
                 try:
-                    load_plugin(plugin)
+                    with warnings.catch_warnings(record=True) as warned:
+                        warnings.simplefilter("always")
+                        load_plugin(plugin)
                 except ValueError as error:
                     print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
                     return 2
+                for warning in warned:  # one line each, as every message of the command line is
+                    print(f"{prog}: warning: {warning.message}", file=sys.stderr)
             return int(args.run(args) or 0)
     except KeyboardInterrupt as interrupt:
         how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"

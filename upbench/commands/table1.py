@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 if any row is a mismatch (a row whose forward failed always exits 1)")
+                        help="exit 1 if any row is a mismatch (a point that failed always exits 1)")
 
 
 def latex_name(column: str) -> str:
