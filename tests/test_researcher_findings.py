@@ -75,7 +75,7 @@ def test_a_latex_macs_pivot_names_its_counting_policy(torch_then_paper, capsys):
     """The pivot shows the rows' first policy: a sweep with --policy torch,paper pasted torch's MACs into a
     paper under the caption 'macs by operator and input resolution'."""
     assert main(["report", torch_then_paper, "--pivot", "macs", "--format", "latex"]) == 0
-    assert r"\caption{MACs (torch counting policy) by operator and input resolution}" in capsys.readouterr().out
+    assert r"\caption{MACs (torch counting policy) by operator x resolution}" in capsys.readouterr().out
 
 
 def test_a_macs_pivot_names_its_counting_policy_in_markdown_csv_and_json(torch_then_paper, capsys):
@@ -84,7 +84,7 @@ def test_a_macs_pivot_names_its_counting_policy_in_markdown_csv_and_json(torch_t
     rows = pd.read_csv(torch_then_paper)
     assert rows["macs_torch"].tolist() != rows["macs_paper"].tolist()
     assert main(["report", torch_then_paper, "--pivot", "macs"]) == 0
-    assert capsys.readouterr().out.startswith("MACs (torch counting policy) by operator and input resolution\n\n|")
+    assert capsys.readouterr().out.startswith("MACs (torch counting policy) by operator x resolution\n\n|")
     assert main(["report", torch_then_paper, "--pivot", "macs", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert table[["operator", "policy", "4"]].values.tolist() == [["sapa-g", "torch", rows["macs_torch"].iloc[0]]]
@@ -133,3 +133,20 @@ def test_compare_quiet_prints_no_table(tmp_path, counted_not_timed, capsys):
     assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out",
                  str(tmp_path / "loud.csv"), "--formats", ""]) == 0
     assert "## Reference / compiled" in capsys.readouterr().out
+
+
+# -- Markdown pivots to paste ------------------------------------------------------------------------
+def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_unit():
+    """Three significant digits printed 40 beside 46.8 and 2 beside 0.812, left-aligned, under a title without
+    a unit ('latency by operator and input resolution')."""
+    from upbench.export import PIVOT_TITLES, markdown_pivot
+
+    table = pd.DataFrame({"operator": ["a", "b", "c"], "C": [8, 8, 8], "8": [40.0, 2.0, 0.0347],
+                          "16": [46.8, 0.812, None]})
+    lines = markdown_pivot(table).splitlines()
+    assert lines[1] == "|:-----------|:----|-------:|-------:|"
+    assert [line.split("|")[3:5] for line in lines[2:]] == [
+        [" 40.000 ", " 46.800 "], ["  2.000 ", "  0.812 "], ["  0.035 ", "        "]]
+    counts = pd.DataFrame({"operator": ["a"], "C": [8], "8": [4096.0]})  # whole numbers stay whole
+    assert markdown_pivot(counts).splitlines()[2] == "| a          | 8   | 4,096 |"
+    assert "(ms)" in PIVOT_TITLES["latency"] and "(MiB)" in PIVOT_TITLES["memory"]

@@ -14,7 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .files import check_writable
-from .latex import MARK, booktabs
+from .latex import MARK, booktabs, decimals_for
 from .memory import MIB
 from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, whole_columns_as_ints,
                    write_json)
@@ -48,6 +48,15 @@ def first_policy(rows: pd.DataFrame) -> str:
 
 
 # -- display helpers --------------------------------------------------------------------------
+# The pivot views' titles, units included, in the sweep's report, its printout and bench.py report.
+PIVOT_TITLES = {
+    "latency": "Latency median (ms) by operator x resolution",
+    "memory": "Peak memory (MiB) by operator x resolution",
+    "macs": "MACs by operator x resolution",
+    "params": "Params by operator x resolution",
+}
+
+
 def size_label(H: int, W: int) -> str:
     return f"{H}" if H == W else f"{H}x{W}"
 
@@ -126,14 +135,32 @@ def _cell_text(value: object) -> str:
     return " ".join(format_number(value).split()).replace("|", "\\|")
 
 
-def markdown_table(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
-    """A pipe table; the ``marked`` cells, (row position, column), carry :data:`TEXT_MARK`."""
+def markdown_table(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset(),
+                   right: Iterable[str] = ()) -> str:
+    """A pipe table; the ``marked`` cells, (row position, column), carry :data:`TEXT_MARK`; the ``right``
+    columns are right-aligned."""
     if table.empty:
         return "(no ok rows)"
     cells = [[_cell_text(value) + (f" {TEXT_MARK}" if (position, column) in marked else "")
               for column, value in zip(table.columns, record)]
              for position, record in enumerate(table.astype(object).itertuples(index=False))]
-    return tabulate(cells, headers=[str(c) for c in table.columns], tablefmt="pipe", disable_numparse=True)
+    right = set(right)
+    return tabulate(cells, headers=[str(c) for c in table.columns], tablefmt="pipe", disable_numparse=True,
+                    colalign=["right" if column in right else "left" for column in table.columns])
+
+
+def markdown_pivot(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
+    """A :func:`pivot` as a pipe table to paste: its value columns right-aligned, with one number of decimals
+    through the table (as the LaTeX tables: enough for two significant digits of the smallest value), where
+    three significant digits a cell printed 40 beside 46.8 and 2 beside 0.812; the mark explained under it."""
+    values = [column for column in table.columns if pd.api.types.is_float_dtype(table[column])]
+    numbers = [v for column in values for v in table[column] if pd.notna(v)]
+    if any(not float(v).is_integer() for v in numbers):  # counts stay whole numbers, thousands separated
+        decimals = decimals_for(numbers, least=2)
+        table = table.assign(**{column: [None if pd.isna(v) else f"{v:,.{decimals}f}" for v in table[column]]
+                                for column in values})
+    text = markdown_table(table, marked, right=values)
+    return text + (f"\n\n{suspect_note(TEXT_MARK)}" if marked else "")
 
 
 def size_columns(table: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
@@ -147,11 +174,6 @@ def latency_pivot(rows: pd.DataFrame) -> tuple[pd.DataFrame, set[tuple[int, str]
     table = pivot(rows, "latency_median_ms")
     flags = pivot(rows.assign(_suspect=is_suspect(rows)), "_suspect")
     return table, flagged_cells(flags, size_columns(table, rows))
-
-
-def markdown_flagged(table: pd.DataFrame, marked: set[tuple[int, Any]]) -> str:
-    """:func:`markdown_table` with suspect timings marked, and the mark explained under it."""
-    return markdown_table(table, marked) + (f"\n\n{suspect_note(TEXT_MARK)}" if marked else "")
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -395,10 +417,10 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         NOTES,
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
-        "## Latency median (ms) by operator x resolution",
-        markdown_flagged(*latency_pivot(rows)),
-        "## Peak memory (MiB) by operator x resolution",
-        markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)),
+        f"## {PIVOT_TITLES['latency']}",
+        markdown_pivot(*latency_pivot(rows)),
+        f"## {PIVOT_TITLES['memory']}",
+        markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB)),
         "## Rows",
         markdown_table(row_table(rows)),
     ]

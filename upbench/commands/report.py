@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, render_table
-from ..export import (SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_flagged,
+from ..export import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_pivot,
                       measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import COUNT_KINDS, booktabs
 from ..memory import MIB
@@ -66,10 +66,10 @@ def pivoted_rows(rows: pd.DataFrame, quantity: str) -> pd.DataFrame:
 
 
 def pivot_caption(rows: pd.DataFrame, quantity: str) -> str:
-    """What a pivot of ``quantity`` holds. The MACs name their counting policy: fvcore's and torch's differ from
-    the paper's, and a sweep may count under several (the rows' first is shown)."""
-    what = f"MACs ({first_policy(rows)} counting policy)" if PIVOTS[quantity][2] == "macs" else quantity
-    return f"{what} by operator and input resolution"
+    """What a pivot of ``quantity`` holds, with its unit. The MACs name their counting policy: fvcore's and
+    torch's differ from the paper's, and a sweep may count under several (the rows' first is shown)."""
+    title = PIVOT_TITLES[quantity]
+    return title.replace("MACs", f"MACs ({first_policy(rows)} counting policy)") if quantity == "macs" else title
 
 
 def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
@@ -86,7 +86,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         return booktabs(table.astype(object), kinds, caption=pivot_caption(rows, quantity), notes=notes,
                         marked=marked)
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
-        return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_flagged(table, marked),
+        return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_pivot(table, marked),
                                           unmeasured_note(rows)]))
     if kind in COUNT_KINDS:  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = whole_columns_as_ints(table, sizes)

@@ -17,7 +17,8 @@ from ..cli_args import (int_list, knob_pair, name_list, non_negative_int, positi
                         str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS, check_formats, check_output_paths, latency_pivot, markdown_flagged, markdown_table, pivot, write_outputs
+from ..export import (FORMATS, PIVOT_TITLES, check_formats, check_output_paths, latency_pivot, markdown_pivot, pivot,
+                      write_outputs)
 from ..memory import MIB
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
@@ -274,10 +275,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"sweep: {error}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print("## Latency median (ms) by operator x resolution\n")
-        print(markdown_flagged(*latency_pivot(rows)))
-        print("\n## Peak memory (MiB) by operator x resolution\n")
-        print(markdown_table(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
+        print(f"## {PIVOT_TITLES['latency']}\n")
+        print(markdown_pivot(*latency_pivot(rows)))
+        print(f"\n## {PIVOT_TITLES['memory']}\n")
+        print(markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
     print(summary(rows, written), file=sys.stderr)
     problems += failed_rows(rows, "rerun with --resume --retry failed once fixed")
     for problem in problems:
