@@ -152,6 +152,9 @@ class Upsampler(nn.Module):
         self.hparams = {k: knob.check(self.name, k, hparams.get(k, knob.default)) for k, knob in self.knobs.items()}
         self.guide_channels = self._resolve_guide_channels(guide_channels)
         self.impl = self._resolve_impl(impl)
+        # off only between calls known good, as the harness times them (measure.build_call): the checks cost a
+        # few microseconds a call, a tenth or more of a nearest upsampling of a small map
+        self.check_calls = True
 
     def _resolve_guide_channels(self, guide_channels: int | None) -> int:
         if not self.needs_guide:
@@ -247,6 +250,8 @@ class Upsampler(nn.Module):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.check_calls:
+            return self.upsample(x, guide)
         self.check_inputs(x, guide)
         out = self.upsample(x, guide)
         problem = output_problem(x, out)
