@@ -198,3 +198,15 @@ def test_counting_forward_restores_every_training_flag_even_when_the_forward_fai
             assert not model[0].training and not torch.is_grad_enabled()
             raise RuntimeError("forward failed")
     assert (model.training, model[0].training, model[1].training) == (True, True, False)
+
+
+def test_roofline_says_which_of_its_timings_cannot_be_trusted(monkeypatch):
+    """Its verdicts rested on timings nobody checked: the sweep's doubts (descheduled, shared, unsteady) were
+    never read, so a 'met' or 'NO' measured beside other work looked as sure as one on a quiet machine."""
+    from upbench.timing import Timing
+
+    quiet, descheduled = Timing(1.0, 1.0, 1.0, 1, "warm", 1.0, 0.0), Timing(1.0, 1.0, 1.0, 1, "warm", 0.3, 0.0)
+    rounds = iter([quiet, quiet, descheduled, quiet])  # matmul, copy; matmul, copy
+    monkeypatch.setattr(roofline, "_timing", lambda fn, threads, min_run_time: next(rounds))
+    rows = roofline.machine_rows(_quiet_machine(), roofline.TimingPlan(threads=1, min_run_time=1e-4, rounds=2))
+    assert [row["timing suspect"] for row in rows] == ["matmul: descheduled 1/2 rounds", ""]

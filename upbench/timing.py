@@ -68,6 +68,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+FEW_CALLS = "few calls"  # the doubt's name, before its colon
+
+
 def timing_doubts(timing: Timing, threads: int, cores: int | None = None) -> list[str]:
     """Why ``timing`` (taken with ``threads`` threads) cannot be trusted; empty when nothing was seen."""
     cores = usable_cores() if cores is None else cores
@@ -80,7 +83,7 @@ def timing_doubts(timing: Timing, threads: int, cores: int | None = None) -> lis
     if timing.p20_s > 0 and timing.p80_s / timing.p20_s > MAX_SPREAD:
         doubts.append(f"unsteady: p80/p20 = {timing.p80_s / timing.p20_s:.2f}")
     if timing.runs < MIN_RUNS:
-        doubts.append(f"few calls: {timing.runs} timed (a median wants at least {MIN_RUNS})")
+        doubts.append(f"{FEW_CALLS}: {timing.runs} timed (a median wants at least {MIN_RUNS})")
     if threads > cores:
         doubts.append(f"{threads} threads on {cores} usable cores")
     return doubts

@@ -30,7 +30,7 @@ from ..formulas import TOTAL
 from ..measure import build_call
 from ..registry import available, get, make
 from ..spec import Config
-from ..timing import time_cpu
+from ..timing import FEW_CALLS, Timing, time_cpu, timing_doubts
 
 HELP = ("compiled CPU kernels vs this machine's matmul GFLOP/s and copy GB/s, each ratio against the goal "
         "the compiled path is held to")
@@ -95,21 +95,49 @@ class Machine:
 MATMUL_FLOPS = 2 * MATMUL_SIZE**3
 
 
-def _seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> float:
+def _timing(fn: Callable[[], object], threads: int, min_run_time: float) -> Timing:
     torch.set_num_threads(threads)
     # min_runs=1: each timing is one round of several, and the ratios are medians over the rounds; five
     # calls of the 2048^3 matmul each round would multiply the command's time for nothing
-    return time_cpu(fn, min_run_time, min_runs=1).median_s
+    return time_cpu(fn, min_run_time, min_runs=1)
 
 
-def paired_seconds(timed: dict[str, tuple[Callable[[], object], int]], timing: TimingPlan) -> dict[str, list[float]]:
+@dataclass(frozen=True)
+class Paired:
+    """Seconds per round of each timed function, and what made its timings doubtful, if anything."""
+    seconds: dict[str, list[float]]
+    doubts: dict[str, list[str]]  # per function: 'shared 3/5', one entry per kind of doubt and the rounds it was in
+
+    def suspect(self, *names: str) -> str:
+        """Why a quantity made of the timings of ``names`` cannot be trusted ('copy: shared 3/5, unsteady 1/5
+        rounds'); empty when nothing was seen."""
+        return "; ".join(f"{name}: {', '.join(self.doubts[name])} rounds" for name in names if self.doubts[name])
+
+
+def _round_doubts(timings: list[Timing], threads: int) -> list[str]:
+    """Each kind of :func:`timing_doubts` seen, with the rounds it was seen in. A round's single call is not
+    doubted for being one: the rounds are the samples."""
+    kinds: dict[str, int] = {}
+    for timing in timings:
+        for kind in dict.fromkeys(doubt.partition(":")[0] for doubt in timing_doubts(timing, threads)):
+            if kind != FEW_CALLS:
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return [f"{kind} {n}/{len(timings)}" for kind, n in kinds.items()]
+
+
+def paired_seconds(timed: dict[str, tuple[Callable[[], object], int]], timing: TimingPlan) -> Paired:
     """Each function's median seconds per round, {name: (function, threads)} timed one after another
-    within each round."""
-    seconds: dict[str, list[float]] = {name: [] for name in timed}
+    within each round, after one untimed call of each (a first call touches its buffers' pages: the
+    copy's 128 MiB destination)."""
+    for fn, threads in timed.values():
+        torch.set_num_threads(threads)
+        fn()
+    timings: dict[str, list[Timing]] = {name: [] for name in timed}
     for _ in range(timing.rounds):
         for name, (fn, threads) in timed.items():
-            seconds[name].append(_seconds(fn, threads, timing.min_run_time))
-    return seconds
+            timings[name].append(_timing(fn, threads, timing.min_run_time))
+    return Paired({name: [t.median_s for t in runs] for name, runs in timings.items()},
+                  {name: _round_doubts(runs, timed[name][1]) for name, runs in timings.items()})
 
 
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:
@@ -117,19 +145,22 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
-def _row(quantity: str, value: float, unit: str, goal: str = "", met: bool | None = None) -> dict[str, object]:
+def _row(quantity: str, value: float, unit: str, goal: str = "", met: bool | None = None,
+         suspect: str = "") -> dict[str, object]:
     # significant digits, not decimals: a float64 difference of 3e-16 must not print as 0
     return {"quantity": quantity, "value": float(f"{value:.5g}"), "unit": unit, "goal": goal,
-            "met": "" if met is None else ("yes" if met else "NO")}
+            "met": "" if met is None else ("yes" if met else "NO"), "timing suspect": suspect}
 
 
 def machine_rows(machine: Machine, timing: TimingPlan) -> list[dict]:
-    seconds = paired_seconds({"matmul": (machine.matmul, timing.threads), "copy": (machine.copy, timing.threads)},
-                             timing)
+    paired = paired_seconds({"matmul": (machine.matmul, timing.threads), "copy": (machine.copy, timing.threads)},
+                            timing)
+    seconds = paired.seconds
     return [
-        _row(f"matmul {MATMUL_SIZE}^3 float32", MATMUL_FLOPS / statistics.median(seconds["matmul"]) / 1e9, "GFLOP/s"),
+        _row(f"matmul {MATMUL_SIZE}^3 float32", MATMUL_FLOPS / statistics.median(seconds["matmul"]) / 1e9, "GFLOP/s",
+             suspect=paired.suspect("matmul")),
         _row(f"copy {COPY_ELEMENTS * 4 // 2**20} MiB float32 (read + write)",
-             machine.copy_bytes / statistics.median(seconds["copy"]) / 1e9, "GB/s"),
+             machine.copy_bytes / statistics.median(seconds["copy"]) / 1e9, "GB/s", suspect=paired.suspect("copy")),
     ]
 
 
@@ -157,17 +188,20 @@ def fused_rows(name: str, forward: Callable[[], object], machine: Machine, timin
     query, key, value, K = seen.calls[0]
     with torch.no_grad():
         output = kernels.sapa_fused(query, key, value, K)
-    seconds = paired_seconds({"fused": (lambda: kernels.sapa_fused(query, key, value, K), timing.threads),
-                              "copy": (machine.copy, timing.threads)}, timing)
+    paired = paired_seconds({"fused": (lambda: kernels.sapa_fused(query, key, value, K), timing.threads),
+                             "copy": (machine.copy, timing.threads)}, timing)
+    seconds = paired.seconds
     compulsory = sum(t.numel() * t.element_size() for t in (query, key, value, output))
     # floor = compulsory / bandwidth, bandwidth = copy_bytes / copy seconds of the same round
     over_floor = median_ratio(seconds["fused"], seconds["copy"]) * machine.copy_bytes / compulsory
     fused_s = statistics.median(seconds["fused"])
     return [
-        _row(f"{name} {FUSED_NAME} alone (d={query.shape[1]}, K={K})", fused_s * 1e3, "ms"),
-        _row(f"{name} {FUSED_NAME} memory floor (compulsory bytes / copy GB/s)", fused_s / over_floor * 1e3, "ms"),
+        _row(f"{name} {FUSED_NAME} alone (d={query.shape[1]}, K={K})", fused_s * 1e3, "ms",
+             suspect=paired.suspect("fused")),
+        _row(f"{name} {FUSED_NAME} memory floor (compulsory bytes / copy GB/s)", fused_s / over_floor * 1e3, "ms",
+             suspect=paired.suspect("copy")),
         _row(f"{name} {FUSED_NAME} time / memory floor", over_floor, "x", f"<= {FUSED_FLOOR_GOAL}",
-             over_floor <= FUSED_FLOOR_GOAL),
+             over_floor <= FUSED_FLOOR_GOAL, paired.suspect("fused", "copy")),
     ]
 
 
@@ -194,13 +228,13 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     flops = 2 * op.formulas.exact_cost(TOTAL, op.dims(1, H, W)).macs
     share_goal = op.forward_share_goal
     fused = fused_rows(name, forward, machine, timing)
-    forward_backward()  # untimed: a first call pays for allocation (the forward's was fused_rows' look at its calls)
-    seconds = paired_seconds({
+    paired = paired_seconds({
         "matmul": (machine.matmul, timing.threads),
         "forward": (forward, timing.threads),
         "forward, 1 thread": (forward, 1),
         "forward+backward": (forward_backward, timing.threads),
     }, timing)
+    seconds, suspect = paired.seconds, paired.suspect
     fwd = statistics.median(seconds["forward"])
     share = flops / MATMUL_FLOPS * median_ratio(seconds["matmul"], seconds["forward"])
     fwd_bwd = median_ratio(seconds["forward+backward"], seconds["forward"])
@@ -208,13 +242,15 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     difference = _max_relative_difference(name, C, H, W)
     return [
         *fused,
-        _row(f"{name} forward", fwd * 1e3, "ms"),
-        _row(f"{name} forward GFLOP/s", flops / fwd / 1e9, "GFLOP/s"),
+        _row(f"{name} forward", fwd * 1e3, "ms", suspect=suspect("forward")),
+        _row(f"{name} forward GFLOP/s", flops / fwd / 1e9, "GFLOP/s", suspect=suspect("forward")),
         _row(f"{name} forward / matmul GFLOP/s", share, "share",
-             "" if share_goal is None else f">= {share_goal}", None if share_goal is None else share >= share_goal),
-        _row(f"{name} forward+backward / forward", fwd_bwd, "x", f"<= {FWD_BWD_GOAL}", fwd_bwd <= FWD_BWD_GOAL),
+             "" if share_goal is None else f">= {share_goal}", None if share_goal is None else share >= share_goal,
+             suspect("matmul", "forward")),
+        _row(f"{name} forward+backward / forward", fwd_bwd, "x", f"<= {FWD_BWD_GOAL}", fwd_bwd <= FWD_BWD_GOAL,
+             suspect("forward+backward", "forward")),
         _row(f"{name} forward speedup 1 -> {timing.threads} threads", speedup, "x", f">= {SCALING_GOAL}",
-             speedup >= SCALING_GOAL),
+             speedup >= SCALING_GOAL, suspect("forward, 1 thread", "forward")),
         _row(f"{name} float64 max abs(compiled - reference) / max abs(reference)", difference, "",
              f"<= {F64_TOLERANCE:g}", difference <= F64_TOLERANCE),
     ]
@@ -258,6 +294,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"roofline: {error}", file=sys.stderr)
         return 2
     emit(render_table(table, args.format), args.out)
+    suspect = table["timing suspect"] != ""
+    if suspect.any():  # a 'met' over timings that cannot be trusted is no verdict: say so beside the table
+        print(f"roofline: warning: {suspect.sum()} of {len(table)} rows rest on timings that cannot be trusted "
+              f"(other work on the machine, or more threads than cores): see their 'timing suspect' column",
+              file=sys.stderr)
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"roofline: C={args.C}, {H}x{W} -> {2 * H}x{2 * W}, N=1, float32, {args.threads} threads, "
           f"ratios: medians of {args.rounds} rounds of paired timings; load average {load}", file=sys.stderr)
