@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+import upbench
 from upbench import Cost, get
 from upbench.commands import main
 from upbench.table1 import COLUMNS, EXPLAINED, MATCH, MISMATCH, Grid, validation_table
@@ -234,3 +235,15 @@ def test_latex_notes_hold_once_and_name_the_points_they_hold_at():
     latex = render_latex(validation_table(["carafe", "sapa-b"], Grid(C=(8, 16), sizes=((4, 4),))))
     assert latex.count("carafe / total: ") == 1 and latex.count("carafe / kernel\\_generation: ") == 1
     assert "sapa-b / total at C=8, K=5, d=32, 4x4: " in latex and "sapa-b / total at C=16, K=5, d=32, 4x4: " in latex
+
+
+def test_a_latex_note_of_every_row_of_an_operator_is_said_once(isolated_registry):
+    """'no formulas stated' came once per stage, and a zero-counted custom op's note likewise."""
+    from torch import nn
+
+    from upbench.commands.table1 import render_latex
+
+    upbench.wrap(lambda channels: nn.ConvTranspose2d(channels, channels, 2, stride=2), name="deconv-note-test")
+    latex = render_latex(validation_table(["deconv-note-test", "carafe"], Grid(C=(8, 16), sizes=((4, 4),))))
+    assert latex.count("no formulas stated") == 1 and "deconv-note-test: no formulas stated" in latex
+    assert latex.count("carafe / total: ") == 1  # a note of some stages stays with its stage

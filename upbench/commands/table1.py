@@ -46,12 +46,18 @@ def _point(row: pd.Series, columns: list[str]) -> str:
 
 def latex_notes(table: pd.DataFrame) -> list[str]:
     """One note per operator, stage and note text, naming the grid points it holds at unless it holds at all of
-    that operator's: one note per row repeated a note once per point and left a failing point unnamed."""
+    that operator's: one note per row repeated a note once per point and left a failing point unnamed. A note of
+    every row of an operator is one note of the operator."""
     columns = list(table.columns)
     columns = columns[columns.index("stage") + 1 : columns.index("paper_macs")]
     points = table.assign(_point=[_point(row, columns) for _, row in table.iterrows()])
     noted = points[points["note"].fillna("").astype(str) != ""]
     notes = []
+    for (op, note), group in noted.groupby(["operator", "note"], sort=False):  # a note of every row of an operator
+        rows_of_op = points[points["operator"] == op]
+        if len(group) == len(rows_of_op):  # once, not once per stage ('no formulas stated', a zero-counted op)
+            notes.append(f"{op}: {note}")
+            noted = noted.drop(group.index)
     for (op, stage, note), group in noted.groupby(["operator", "stage", "note"], sort=False):
         everywhere = set(group["_point"]) == set(points.loc[points["operator"] == op, "_point"])
         where = "" if everywhere else " at " + "; ".join(dict.fromkeys(group["_point"]))
