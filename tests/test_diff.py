@@ -266,3 +266,15 @@ def test_the_command_names_a_missing_file_and_rows_it_cannot_pair(run, tmp_path,
     run().drop(columns="config_index").to_json(tmp_path / "rows.json", orient="records")
     assert main(["diff", str(tmp_path / "rows.json"), str(tmp_path / "rows.json")]) == 2
     assert "rows.json: not upbench sweep rows a diff can pair (no config_index column)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["report", "diff", "merge"])
+def test_out_naming_an_input_is_refused_before_it_overwrites_the_rows(run, tmp_path, capsys, command):
+    """report v.csv --out v.csv replaced the measured rows with their Markdown, exit 0; diff likewise."""
+    run()
+    log = tmp_path / "run0.csv"
+    before = log.read_bytes()
+    inputs = [str(log), str(log)] if command == "diff" else [str(log)]
+    assert main([command, *inputs, "--out", str(tmp_path / "." / "run0.csv")]) == 2
+    assert "is one of the inputs: writing it would overwrite the rows it reads" in capsys.readouterr().err
+    assert log.read_bytes() == before

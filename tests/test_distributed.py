@@ -154,6 +154,9 @@ def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
             "'job.stderr(0)'")
     assert job_error(RuntimeError(text)) == ("ValueError: device 'cuda' requested, but torch.cuda.is_available() "
                                              "is False here")
+    # submitit 1.5.4 as run: a blank line before the closing dashes gave an empty reason
+    assert job_error(RuntimeError(text.replace("False here\n---", "False here\n\n---"))) == (
+        "ValueError: device 'cuda' requested, but torch.cuda.is_available() is False here")
     assert job_error(RuntimeError("plain\nsecond")) == "RuntimeError: plain"
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -98,10 +100,14 @@ def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
     return table.astype(object).where(table.notna(), "").to_markdown(index=False, **markdown_options)
 
 
-def check_out(out: str | None) -> None:
-    """A command's --out, checked before it computes anything (see :func:`upbench.files.check_writable`)."""
-    if out:
-        check_writable(out)
+def check_out(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """A command's --out, checked before it computes anything (see :func:`upbench.files.check_writable`): never
+    one of the files the command reads, which writing it would overwrite (a report over its own rows)."""
+    if not out:
+        return
+    if Path(out).resolve() in {Path(path).resolve() for path in inputs}:
+        raise ValueError(f"--out {out} is one of the inputs: writing it would overwrite the rows it reads")
+    check_writable(out)
 
 
 def emit(text: str, out: str | None) -> None:

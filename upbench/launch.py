@@ -202,8 +202,9 @@ def job_error(error: BaseException) -> str:
     lines), or, for a job that died without a result (killed, or crashed outside Python), its state."""
     lines = [line.strip() for line in str(error).splitlines()]
     dashed = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
-    if len(dashed) >= 2 and dashed[1] > dashed[0] + 1:
-        return lines[dashed[1] - 1][:MESSAGE_CHARS]
+    between = [line for line in lines[dashed[0] + 1:dashed[1]] if line] if len(dashed) >= 2 else []
+    if between:  # submitit 1.5 leaves a blank line before the closing dashes
+        return between[-1][:MESSAGE_CHARS]
     ended = next((line for line in lines if "(state:" in line), None)
     return f"the job {ended}; it was killed or crashed" if ended else first_line(error)
 

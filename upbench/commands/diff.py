@@ -163,7 +163,7 @@ def read_run(path: Path) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_out(args.out)
+    check_out(args.out, [args.base, args.new])
     if (args.strict or args.allow_missing) and args.fail_slower is None:
         raise ValueError("--strict and --allow-missing refine --fail-slower, which was not given")
     base, new = read_run(args.base), read_run(args.new)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_args import str_list
+from ..cli_args import check_out, str_list
 from ..export import FORMATS, check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rowlog import holds_nothing, log_path, read_log_noting
@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
-    if out.resolve() in {path.resolve() for path in args.inputs}:
-        raise ValueError(f"--out {out} is one of the inputs")
+    check_out(out, args.inputs)
     check_output_paths(out, args.formats, args.out)
     empty = [path for path in args.inputs if holds_nothing(path)]
     for path in empty:

@@ -105,7 +105,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_out(args.out)
+    check_out(args.out, [args.rows])
     rows = read_any(args.rows)
     if args.pivot:
         rows = pivoted_rows(rows, args.pivot)
