@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from filelock import FileLock
@@ -155,6 +156,23 @@ def test_resume_into_a_corrupted_middle_line_names_file_and_line(tmp_path, plain
     with pytest.raises(ValueError, match=r"run\.csv, line 3: .* fields"):
         run_sweep(spec, out, resume=True)
     assert out.read_bytes() == before
+
+
+def test_a_cell_that_is_no_number_is_named_by_file_line_and_column(tmp_path, plain, monkeypatch, capsys):
+    """latency_median_ms 'abc' passed the log's check: --resume measured on and then died on it naming neither
+    file nor line, report and merge likewise, and diff misread every row of the run as not measured."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), **TINY)
+    out = tmp_path / "run.csv"
+    run_sweep(spec, out, shard=(0, 1))
+    rows = pd.read_csv(out, dtype=str, keep_default_na=False)
+    rows.loc[0, "latency_median_ms"] = "abc"
+    rows.to_csv(out, index=False)
+    with pytest.raises(ValueError, match=r"run\.csv, line 2: latency_median_ms 'abc' is not a number"):
+        run_sweep(spec, out, resume=True)
+    for argv in (["report", str(out)], ["diff", str(out), str(out)], ["merge", str(out), "--out", str(tmp_path / "m")]):
+        assert main(argv) == 2
+        assert "run.csv, line 2: latency_median_ms 'abc' is not a number" in capsys.readouterr().err
 
 
 # -- 11: one writer per log -------------------------------------------------------------------

@@ -404,3 +404,17 @@ def test_only_the_first_call_runs_upbenchs_checks_and_a_wrong_output_still_fails
     monkeypatch.setattr(type(op), "upsample", lambda self, x, guide: x)  # forgot to upsample
     with pytest.raises(ValueError, match=r"sapa-b: upsample returned"):
         measure_module.build_call(op, config, torch.Generator().manual_seed(0))()
+
+
+def test_a_config_in_two_merged_logs_keeps_its_newest_ok_row_whatever_their_order(tmp_path, plain, monkeypatch):
+    """merge kept the last file's row: 'merge a b' and 'merge b a' gave different latencies, without a word."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), **TINY)
+    for name in ("a.csv", "b.csv"):
+        run_sweep(spec, tmp_path / name)
+    older, newer = read_rows(tmp_path / "a.csv"), read_rows(tmp_path / "b.csv")
+    older["timestamp"], newer["timestamp"] = "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"
+    older["latency_median_ms"], newer["latency_median_ms"] = 1.0, 2.0
+    failed_newest = newer.assign(status="error", timestamp="2026-01-03T00:00:00+00:00")
+    for frames in ([older, newer], [newer, older], [older, failed_newest, newer]):
+        assert merge_frames(frames)["latency_median_ms"].tolist() == [2.0, 2.0]

@@ -20,8 +20,8 @@ from filelock import FileLock, Timeout
 from .environment import ENVIRONMENT_FIELDS, environment
 from .files import prepare_parent
 from .registry import source_digest
-from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, SOURCE_HINT, column_difference, latest_rows, mixed_environments,
-                   read_rows, rows_to_retry)
+from .rows import (FORMAT_SUFFIXES, MEASURED_WITH, SOURCE_HINT, column_difference, is_text_column, latest_rows,
+                   mixed_environments, read_rows, rows_to_retry)
 from .spec import SweepSpec
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -170,6 +170,17 @@ def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _is_number(text: str) -> bool:
+    """A number as pandas reads one, or a flag (the tf32 column's True / False)."""
+    if text in ("True", "False"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_log(path: Path, columns: list[str] | None = None, text: str | None = None) -> list[str]:
     """The header of the log at ``path`` after checking every line, or ValueError naming the file and line.
 
@@ -193,6 +204,7 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                                  f"operators, so a --plugin left out changes them, and so does another upbench "
                                  f"version); refusing to resume into it")
             position = {c: header.index(c) for c in REQUIRED_COLUMNS}
+            numeric = [(i, c) for i, c in enumerate(header) if not is_text_column(c)]
             for record in reader:
                 where = f"{path}, line {reader.line_num}"
                 if len(record) != len(header):
@@ -204,6 +216,10 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                                          f"a corrupted line (repair or delete it)")
                 if not record[position["spec_id"]] or not record[position["key"]]:
                     raise ValueError(f"{where}: no spec_id or key: a corrupted line (repair or delete it)")
+                for i, column in numeric:  # one bad cell made every later reader fail, or misread the column
+                    if record[i] and not _is_number(record[i]):
+                        raise ValueError(f"{where}: {column} {record[i]!r} is not a number: a corrupted line "
+                                         f"(repair or delete it)")
         except csv.Error as error:
             raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
         except UnicodeDecodeError:

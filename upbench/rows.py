@@ -33,8 +33,13 @@ ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1mi
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
 
 
+def is_text_column(column: object) -> bool:
+    """Whether a row column holds text (every other holds numbers, or nothing)."""
+    return column in TEXT_COLUMNS or str(column).startswith("zero_ops_")
+
+
 def _text_dtypes(columns: Iterable[object]) -> dict[object, str]:
-    return {c: "str" for c in columns if c in TEXT_COLUMNS or str(c).startswith("zero_ops_")}
+    return {c: "str" for c in columns if is_text_column(c)}
 
 
 def read_rows(source: str | Path | IO[str]) -> pd.DataFrame:
@@ -142,10 +147,14 @@ def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
 
 
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, in sweep order: its last ``ok`` row, else its last row (a resume that retries rows
-    appends the new row after the old; a retry that fails does not replace a measurement)."""
-    ok_last = rows.assign(_ok=rows["status"].eq("ok")).sort_values("_ok", kind="stable")
-    kept = ok_last.drop_duplicates("key", keep="last").drop(columns="_ok")
+    """One row per config, in sweep order: its newest ``ok`` row, else its newest row (a resume that retries
+    rows appends the new row after the old; a retry that fails does not replace a measurement). Newest by the
+    rows' timestamps, then by their order: a config in two merged logs kept the last file's row, so the
+    merge depended on the order of its arguments."""
+    when = pd.to_datetime(rows["timestamp"], utc=True, errors="coerce") if "timestamp" in rows else None
+    ordered = rows.assign(_ok=rows["status"].eq("ok"), _when=when)
+    ordered = ordered.sort_values("_when", kind="stable", na_position="first").sort_values("_ok", kind="stable")
+    kept = ordered.drop_duplicates("key", keep="last").drop(columns=["_ok", "_when"])
     return kept.sort_values("config_index", kind="stable").reset_index(drop=True)
 
 
