@@ -217,10 +217,15 @@ def test_the_command_prints_the_pairs_and_fails_on_a_regression(run, tmp_path, c
 
 
 def test_the_setups_name_tf32_and_a_cold_cache(run, tmp_path, capsys):
-    base = run()
+    base = run().assign(cache="warm")
+    write_csv(base, tmp_path / "base.csv")
     write_csv(base.assign(tf32=True, cache="cold"), tmp_path / "new.csv")
-    assert main(["diff", str(tmp_path / "run0.csv"), str(tmp_path / "new.csv")]) == 0
+    assert main(["diff", str(tmp_path / "base.csv"), str(tmp_path / "new.csv")]) == 0
     assert "The setups differ in: tf32, cache." in capsys.readouterr().out
+    # a side that does not say (a failed run reports no cache, an older upbench no settings) differs in nothing
+    write_csv(base.assign(cache=None).drop(columns="warmup"), tmp_path / "unsaid.csv")
+    assert main(["diff", str(tmp_path / "base.csv"), str(tmp_path / "unsaid.csv")]) == 0
+    assert "The setups are the same." in capsys.readouterr().out
 
 
 def test_a_message_with_a_pipe_or_a_newline_stays_in_its_cell(run, tmp_path, capsys):

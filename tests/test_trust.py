@@ -418,3 +418,24 @@ def test_a_config_in_two_merged_logs_keeps_its_newest_ok_row_whatever_their_orde
     failed_newest = newer.assign(status="error", timestamp="2026-01-03T00:00:00+00:00")
     for frames in ([older, newer], [newer, older], [older, failed_newest, newer]):
         assert merge_frames(frames)["latency_median_ms"].tolist() == [2.0, 2.0]
+
+
+def test_rows_record_their_measurement_settings_and_a_refused_resume_says_what_differs(tmp_path, plain, monkeypatch,
+                                                                                        capsys):
+    """Only the spec_id hash said how rows were measured: diff called runs of --min-run-time 0.01 and 0.02 'the
+    same setup', and a refused --resume listed every axis and setting instead of the one that differed."""
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    spec = SweepSpec(ops=(plain,), **TINY)
+    rows = run_sweep(spec, tmp_path / "a.csv")
+    assert rows[["warmup", "min_run_time_s", "budget_s", "seed"]].drop_duplicates().values.tolist() == [
+        [0, 0.001, 60.0, 0]]
+    longer = SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 0.002, "sizes": (4, 8, 12)})
+    with pytest.raises(ValueError, match=r"\(min_run_time_s 0\.001 in the log, 0\.002 now; the log's spec has 2 "
+                                         r"configs, this one 3\)"):
+        run_sweep(longer, tmp_path / "a.csv", resume=True)
+    run_sweep(SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 0.002}), tmp_path / "b.csv")
+    assert main(["diff", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "The setups differ in: min_run_time_s." in out
+    assert main(["report", str(tmp_path / "a.csv")]) == 0
+    assert "Measured with 0 warm-up calls, timed for at least 0.001 s, row budget 60 s, seed 0." in capsys.readouterr().out

@@ -16,8 +16,8 @@ from tabulate import tabulate
 from .files import check_writable
 from .latex import MARK, booktabs, decimals_for
 from .memory import MIB
-from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, is_suspect, knob_columns, whole_columns_as_ints,
-                   write_json)
+from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, SETTING_COLUMNS, is_suspect, knob_columns,
+                   whole_columns_as_ints, write_json)
 from .rules import counted_as_zero_note
 
 
@@ -359,6 +359,21 @@ def _counted_as_zero(rows: pd.DataFrame) -> str:
     return counted_as_zero_note(sorted(ops))
 
 
+SETTING_LABELS = {"warmup": "{} warm-up calls", "min_run_time_s": "timed for at least {} s",
+                  "budget_s": "row budget {} s", "seed": "seed {}"}
+
+
+def _settings_line(rows: pd.DataFrame) -> str:
+    """How the rows were measured ('Measured with 3 warm-up calls, timed for at least 0.2 s, ...'); '' for rows
+    of an upbench that did not record it."""
+    present = [column for column in SETTING_COLUMNS if column in rows and rows[column].notna().any()]
+    if not present:
+        return ""
+    said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
+            for column in present]
+    return "Measured with " + ", ".join(said) + "."
+
+
 def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per environment, with the range of the load average seen while measuring."""
     columns = list(ENVIRONMENT_COLUMNS)
@@ -413,7 +428,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
         *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
-        *filter(None, [_mixed_sources_note(rows)]),
+        *filter(None, [_settings_line(rows), _mixed_sources_note(rows)]),
         NOTES,
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],

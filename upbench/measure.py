@@ -179,7 +179,8 @@ def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, Cg=config.guide_channels, N=config.N,
                H=config.H, W=config.W,
-               dtype=config.dtype, device=config.device, mode=config.mode, tf32=spec.tf32, **dict(config.hparams))
+               dtype=config.dtype, device=config.device, mode=config.mode, tf32=spec.tf32, **dict(config.hparams),
+               **spec.settings())
     row["operator_source"] = source_digest(config.operator)
     row.update(environment(config.device))
     if spec.threads is not None:  # what the row runs with, also for a row the measuring process never returns

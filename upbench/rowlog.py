@@ -12,7 +12,7 @@ from datetime import datetime
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 from filelock import FileLock, Timeout
@@ -201,8 +201,9 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
             if columns is not None and header != columns:
                 differ = column_difference(header, columns, "the log", "this sweep")
                 raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: knob columns come from the "
-                                 f"operators, so a --plugin left out changes them, and so does another upbench "
-                                 f"version); refusing to resume into it")
+                                 f"operators, so --ops naming other operators than the log's changes them, as does a "
+                                 f"--plugin left out, and so does another upbench version); refusing to resume into "
+                                 f"it")
             position = {c: header.index(c) for c in REQUIRED_COLUMNS}
             numeric = [(i, c) for i, c in enumerate(header) if not is_text_column(c)]
             for record in reader:
@@ -263,6 +264,29 @@ def _measured_with_now(devices: list[str], operators: list[str], threads: int | 
     return pd.DataFrame(now, columns=["device", *MEASURED_WITH, "operator", "operator_source"])
 
 
+def _shown(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({f"{value:g}" if isinstance(value, float) else str(value) for value in values}))
+
+
+def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str]) -> list[str]:
+    """What the rows of a log show of how its spec differs from ``spec`` (which expands ``expected_keys``): the
+    settings its rows record, the number of configs, and configs only one of them has. A log of an older
+    upbench records no settings; a log cut short shows only the configs it reached."""
+    said = []
+    for column, now in {**spec.settings(), "tf32": spec.tf32,
+                        **({"threads": spec.threads} if spec.threads is not None else {})}.items():
+        then = set(logged[column].dropna()) if column in logged else set()
+        if then and then != {now}:
+            said.append(f"{column} {_shown(then)} in the log, {_shown([now])} now")
+    totals = set(logged["config_total"].dropna().astype(int))
+    if totals and totals != {len(expected_keys)}:
+        said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
+    unexpanded = sorted(set(logged["key"]) - expected_keys)
+    if unexpanded:
+        said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{', ...' if len(unexpanded) > 2 else ''}")
+    return said
+
+
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
                 allow_mixed: bool = False, retry: tuple[str, ...] = ()) -> set[str]:
     """Keys of the configs ``path`` holds, after checking every line, that they belong to ``spec``, that
@@ -275,7 +299,9 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
     logged = latest_rows(read_rows(path))
     others = sorted(set(logged["spec_id"]) - {spec.spec_id})
     if others:
-        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}: every "
+        seen = spec_differences(logged, spec, expected_keys)
+        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}"
+                         f"{' (' + '; '.join(seen) + ')' if seen else ''}: every "
                          f"axis and setting (ops, C, knobs, size, N, dtype, device, mode, impl, policy, warmup, "
                          f"min-run-time, budget, l2-flush, tf32, seed, threads) must be as when the log was started; "
                          f"refusing to resume into it")

@@ -31,6 +31,9 @@ ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1mi
 # count of GPU rows, which follows the node's cores. Uncommitted edits are compared by their hash, so a
 # requeued job on the same edits is not refused: rows._differing_code.)
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
+# The measurement settings every row records beside its numbers (l2-flush, tf32 and threads have columns of their
+# own): what a reader of the rows, `diff` and a refused --resume need to see, which the spec_id hash cannot show.
+SETTING_COLUMNS = ("warmup", "min_run_time_s", "budget_s", "seed")
 
 
 def is_text_column(column: object) -> bool:

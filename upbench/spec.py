@@ -17,6 +17,7 @@ from .base import Upsampler
 from .counting import ALL_POLICIES, POLICIES
 from .environment import ENVIRONMENT_FIELDS, best_device
 from .registry import available, get
+from .rows import SETTING_COLUMNS
 
 MODES = ("fwd", "fwd+bwd")
 IMPLS = ("auto",) + base.IMPLS
@@ -347,6 +348,11 @@ class SweepSpec:
         canonical = json.dumps(fields_, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
+    def settings(self) -> dict[str, Any]:
+        """The :data:`SETTING_COLUMNS` of this spec's rows."""
+        return {"warmup": self.warmup, "min_run_time_s": self.min_run_time, "budget_s": self.row_budget_s,
+                "seed": self.seed}
+
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""
         return _dedupe(name for op in self.ops for name in get(op).knobs)
@@ -365,6 +371,7 @@ class SweepSpec:
             "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
             "status", "message",
+            *SETTING_COLUMNS,
             "operator_source", *ENVIRONMENT_FIELDS,
         ]
 

@@ -130,8 +130,9 @@ def _across_line(result: RunDiff) -> list[str]:
 
 def to_markdown(result: RunDiff, base: Path, new: Path) -> str:
     setups = result.setups
+    # a blank side is not known (a column older logs lack, a cache no failed row reports): no difference seen
     differ = [s for s, b, n in zip(setups["setup"], setups["base"], setups["new"])
-              if b != n and s not in ("load (1 min)", "measured")]
+              if b and n and b != n and s not in ("load (1 min)", "measured")]
     parts = [f"# upbench diff: {base} (base) -> {new} (new)", *_across_line(result),
              markdown_table(setups),
              f"The setups differ in: {', '.join(differ)}." if differ else "The setups are the same.",
