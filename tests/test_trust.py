@@ -439,3 +439,11 @@ def test_rows_record_their_measurement_settings_and_a_refused_resume_says_what_d
     assert "The setups differ in: min_run_time_s." in out
     assert main(["report", str(tmp_path / "a.csv")]) == 0
     assert "Measured with 0 warm-up calls, timed for at least 0.001 s, row budget 60 s, seed 0." in capsys.readouterr().out
+
+
+def test_a_timing_the_row_budget_cut_short_says_so(plain):
+    """--budget 0.05 beside --min-run-time 0.2 timed each row for under 0.05 s, an ok row that did not say so."""
+    spec = SweepSpec(ops=(plain,), **{**TINY, "sizes": (4,), "min_run_time": 0.2, "row_budget_s": 0.05})
+    row = run_sweep(spec).iloc[0]
+    assert row["status"] == "ok"
+    assert "s of the 0.2 s asked (--min-run-time): the row budget (0.05 s) left no more" in row["message"]

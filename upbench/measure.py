@@ -149,6 +149,9 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
         for policy in spec.policies:
             row[f"gflops_per_s_{policy}"] = row[f"flops_{policy}"] / timing.median_s / 1e9
         row["gbytes_per_s"] = row["bytes_moved"] / timing.median_s / 1e9
+    if room < spec.min_run_time:  # the median is of a shorter timing than asked for: the row says so
+        row["message"] = (f"timed for {room:.3g} s of the {spec.min_run_time:g} s asked (--min-run-time): the row "
+                          f"budget ({spec.row_budget_s:g} s) left no more after the warm-up")
     row["status"] = "ok"
 
 
