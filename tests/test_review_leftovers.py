@@ -134,3 +134,19 @@ def test_a_launch_refuses_a_row_timeout_below_the_timing_time_before_submitting(
                  "2", "--launcher", "submitit", "--shards", "2", "--cluster", "local", "--quiet",
                  "--out", str(tmp_path / "l.csv")]) == 2
     one_error_line(capsys, "sweep: row timeout 2 s: every row times its calls for 5 s")
+
+
+@pytest.mark.parametrize("quantity, unit", [("latency", "ms (median)"), ("memory", "MiB (peak)"), ("macs", "MACs"),
+                                            ("params", "params")])
+def test_csv_and_json_pivots_say_their_unit_and_warn_of_suspect_latencies(run_csv, capsys, quantity, unit):
+    """A csv pivot of memory was MiB under bare size headers, and its suspect latencies carried no mark."""
+    rows = pd.read_csv(run_csv)
+    suspect = rows.assign(timing_suspect="descheduled: own CPU time was 40% of wall time")
+    suspect.to_csv(run_csv, index=False)
+    for fmt in ("csv", "json"):
+        assert main(["report", run_csv, "--pivot", quantity, "--format", fmt]) == 0
+        out, err = capsys.readouterr()
+        table = pd.read_csv(io.StringIO(out)) if fmt == "csv" else pd.DataFrame(json.loads(out))
+        assert set(table["unit"]) == {unit}
+        warned = f"{len(rows)} latencies rest on timing that cannot be trusted" in err
+        assert warned == (quantity == "latency")

@@ -23,6 +23,8 @@ PIVOTS = {
     "macs": (None, 1.0, "macs"),  # the rows' first counting policy
     "params": ("params", 1.0, "params"),
 }
+# The unit column of a csv or json pivot, which has no caption or header to say it in.
+PIVOT_UNITS = {"latency": "ms (median)", "memory": "MiB (peak)", "macs": "MACs", "params": "params"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     table = axes_as_numbers(table, rows)
     if kind == "macs":  # no caption in csv or json to name the counting policy in: a column beside the counts
         table.insert(len(table.columns) - len(sizes), "policy", first_policy(rows))
+    table.insert(len(table.columns) - len(sizes), "unit", PIVOT_UNITS[quantity])
     return render_table(table, fmt)  # numbers only: the rows' timing_suspect column holds the flags
 
 
@@ -111,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
         rows = pivoted_rows(rows, args.pivot)
         text = render_pivot(rows, args.pivot, args.format)
         note = unmeasured_note(rows)
-        if note and args.format in ("csv", "json"):  # numbers only: the note goes aside
-            print(f"report: warning: {note}", file=sys.stderr)
+        if args.format in ("csv", "json"):  # numbers only: the notes and the marks go aside
+            suspect = len(latency_pivot(rows)[1]) if args.pivot == "latency" else 0
+            for warning in filter(None, [note, suspect and f"{suspect} latencies rest on timing that cannot be "
+                                                           f"trusted: the rows' timing_suspect column says why"]):
+                print(f"report: warning: {warning}", file=sys.stderr)
     else:
         text = render(rows, args.format)
     emit(text.rstrip("\n"), args.out)
