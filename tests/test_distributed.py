@@ -122,6 +122,17 @@ def test_local_shards_resume_a_killed_shard_and_merge_to_the_one_process_rows(tm
     assert shard0.iloc[0]["timestamp"] == first_row["timestamp"]  # resumed, not measured again
 
 
+def test_a_resumed_launch_of_another_spec_is_refused_before_any_job_is_submitted(tmp_path, plain_pair):
+    """Each job started (on Slurm, after queueing), refused its log and failed, and the launch then wrote a
+    partial merge; a sweep in one process refuses at once."""
+    out = tmp_path / "l.csv"
+    first = dict(ops=list(plain_pair[:1]), C=4, size=[4], device="cpu", warmup=0, min_run_time=0.01)
+    run_sweep(SweepSpec.from_mapping(first), shard_logs(out, 2)[0], shard=(0, 2))
+    with pytest.raises(ValueError, match=r"holds rows of spec .* \(min_run_time_s 0\.01 in the log, 0\.02 now\)"):
+        launch_sweep({**first, "min_run_time": 0.02}, out, 2, Resources(cluster="local"), resume=True)
+    assert not (out.with_suffix(".shards") / "submitit").exists() and not out.exists()
+
+
 def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_path, planted, plain_pair, monkeypatch,
                                                                         capsys):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))

@@ -20,7 +20,7 @@ import pandas as pd
 from .isolate import check_row_timeout
 from .measure import MESSAGE_CHARS, first_line
 from .registry import load_plugins, replay_sources
-from .rowlog import read_log
+from .rowlog import check_same_spec, holds_nothing, read_log
 from .rows import IncompleteSweep, check_complete, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
@@ -252,6 +252,9 @@ def launch_sweep(
     earlier = [path for path in [out, *logs] if path.exists() and path.stat().st_size > 0]
     if earlier and not resume:
         raise FileExistsError(f"{earlier[0]} exists: resume the launch (--resume) or choose another --out")
+    for log in earlier:  # refused here, not by every job after it queued and started
+        if log != out and not holds_nothing(log):
+            check_same_spec(log, read_log(log), local_spec)
     cluster = cluster_name(resources)
     gpus = gpus_per_shard(spec, resources, cluster)
     plugin_sources = tuple(replay_sources(local_spec.ops))

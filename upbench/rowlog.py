@@ -268,16 +268,18 @@ def _shown(values: Iterable[Any]) -> str:
     return ", ".join(sorted({f"{value:g}" if isinstance(value, float) else str(value) for value in values}))
 
 
-def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str]) -> list[str]:
-    """What the rows of a log show of how its spec differs from ``spec`` (which expands ``expected_keys``): the
-    settings its rows record, the number of configs, and configs only one of them has. A log of an older
-    upbench records no settings; a log cut short shows only the configs it reached."""
+def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str] | None = None) -> list[str]:
+    """What the rows of a log show of how its spec differs from ``spec`` (which expands ``expected_keys``, where
+    given): the settings its rows record, the number of configs, and configs only one of them has. A log of an
+    older upbench records no settings; a log cut short shows only the configs it reached."""
     said = []
     for column, now in {**spec.settings(), "tf32": spec.tf32,
                         **({"threads": spec.threads} if spec.threads is not None else {})}.items():
         then = set(logged[column].dropna()) if column in logged else set()
         if then and then != {now}:
             said.append(f"{column} {_shown(then)} in the log, {_shown([now])} now")
+    if expected_keys is None:
+        return said
     totals = set(logged["config_total"].dropna().astype(int))
     if totals and totals != {len(expected_keys)}:
         said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
@@ -285,6 +287,18 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     if unexpanded:
         said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{', ...' if len(unexpanded) > 2 else ''}")
     return said
+
+
+def check_same_spec(path: Path, logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str] | None = None) -> None:
+    """ValueError naming what differs where the rows ``logged`` from ``path`` are of another spec than ``spec``."""
+    others = sorted(set(logged["spec_id"].dropna()) - {spec.spec_id})
+    if others:
+        seen = spec_differences(logged, spec, expected_keys)
+        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}"
+                         f"{' (' + '; '.join(seen) + ')' if seen else ''}: every "
+                         f"axis and setting (ops, C, knobs, size, N, dtype, device, mode, impl, policy, warmup, "
+                         f"min-run-time, budget, l2-flush, tf32, seed, threads) must be as when the log was started; "
+                         f"refusing to resume into it")
 
 
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
@@ -297,14 +311,7 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
         return set()
     check_log(path, columns)
     logged = latest_rows(read_rows(path))
-    others = sorted(set(logged["spec_id"]) - {spec.spec_id})
-    if others:
-        seen = spec_differences(logged, spec, expected_keys)
-        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}"
-                         f"{' (' + '; '.join(seen) + ')' if seen else ''}: every "
-                         f"axis and setting (ops, C, knobs, size, N, dtype, device, mode, impl, policy, warmup, "
-                         f"min-run-time, budget, l2-flush, tf32, seed, threads) must be as when the log was started; "
-                         f"refusing to resume into it")
+    check_same_spec(path, logged, spec, expected_keys)
     unexpected = sorted(set(logged["key"]) - expected_keys)
     if unexpected:
         raise ValueError(f"{path}: holds rows of configs this run does not expand ({', '.join(unexpected[:3])}"
