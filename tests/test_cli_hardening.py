@@ -79,6 +79,7 @@ def test_every_report_named_as_out_names_the_log_beside_it(report):
     ("bad.toml", "ops = [\n", ["bad.toml", "not valid TOML"]),
     ("empty.yaml", "", ["empty.yaml", "empty"]),
     ("comments.yaml", "# nothing here\n", ["comments.yaml", "empty"]),
+    ("value.yaml", "ops: [nearest]\nsize: [-4]\n", ["value.yaml: size: -4 is not a positive integer"]),
 ])
 def test_bad_spec_files_are_one_line(tmp_path, capsys, name, text, fragments):
     if text is not None:

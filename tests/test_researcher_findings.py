@@ -31,6 +31,12 @@ def skipped_csv(tmp_path, counted_not_timed) -> str:
 
 
 # -- report --pivot: rows without a cell ---------------------------------------------------------
+def test_the_sweeps_markdown_report_names_the_rows_its_pivots_have_no_cell_for(skipped_csv, capsys):
+    assert main(["report", skipped_csv]) == 0
+    out = capsys.readouterr().out
+    assert "not measured: carafe at 4, 8 (skipped); nearest at 8 (error)" in out.split("## Rows")[0]
+
+
 def test_a_pivot_says_which_rows_it_has_no_cell_for(skipped_csv, capsys):
     """An operator none of whose rows is ok had no line at all in the Markdown pivot, and nothing said so
     (the LaTeX pivot's note did)."""

@@ -378,7 +378,8 @@ def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per environment, with the range of the load average seen while measuring."""
     columns = list(ENVIRONMENT_COLUMNS)
     table = rows.groupby(columns, sort=False, dropna=False)["load_1min"].agg(["min", "max"]).reset_index()
-    table["load (1 min)"] = [f"{low:g}-{high:g}" for low, high in zip(table["min"], table["max"])]
+    table["load (1 min)"] = [f"{low:g}" if low == high else f"{low:g}-{high:g}"
+                             for low, high in zip(table["min"], table["max"])]
     return table.drop(columns=["min", "max"])
 
 
@@ -436,6 +437,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         markdown_pivot(*latency_pivot(rows)),
         f"## {PIVOT_TITLES['memory']}",
         markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB)),
+        *filter(None, [unmeasured_note(rows)]),  # the pivots' empty cells and missing lines, named
         "## Rows",
         markdown_table(row_table(rows)),
     ]

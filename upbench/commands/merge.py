@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"merge: partial merge: {incomplete}", file=sys.stderr)
     prepare_parent(out)
     written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]
-    print(f"merged {len(rows)} of {int(rows['config_total'].max())} configs from {len(args.inputs)} files",
+    print(f"merged {len(rows)} of {int(rows['config_total'].max())} configs from {len(logs)} files",
           file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

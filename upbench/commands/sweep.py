@@ -170,7 +170,10 @@ def spec_file_and_flags(args: argparse.Namespace) -> dict[str, Any]:
     mapping: dict[str, Any] = {}
     if args.spec is not None:
         mapping = read_spec_file(args.spec)
-        SweepSpec.from_mapping(mapping, source=str(args.spec))  # so a bad file is named as such
+        try:  # so a bad file is named as such, also for a bad value (size: [-4]) and not only an unknown key
+            SweepSpec.from_mapping(mapping, source=str(args.spec))
+        except ValueError as error:
+            raise ValueError(str(error) if str(args.spec) in str(error) else f"{args.spec}: {error}") from None
     mapping.update(spec_mapping(args, AXIS_FLAGS))
     return mapping
 
