@@ -439,6 +439,7 @@ PRODUCT_SPELLINGS = {
     "a * b + a": lambda a, b: a * b + a,
     "addcmul": lambda a, b: torch.addcmul(a, a, b, value=2.0),
     "addcmul_": lambda a, b: a.clone().addcmul_(a, b),
+    "addcmul into a larger sum": lambda a, b: torch.addcmul(torch.zeros(3, *a.shape), a, b),  # a * b, not 3 x
     "outer": lambda a, b: torch.outer(a.flatten()[:64], b[0, 0, 0]),  # 64 x 4 products, as many as a has elements
 }
 

@@ -18,7 +18,7 @@ import upbench
 from upbench import registry
 from upbench.commands import main
 from upbench.rows import read_rows
-from upbench.launch import Resources, job_error, launch_sweep, shard_logs
+from upbench.launch import Resources, _device_resolved_by_jobs, job_error, launch_sweep, shard_logs
 from upbench.measure import count_config
 from upbench.spec import SweepSpec
 from upbench.sweep import run_sweep
@@ -131,6 +131,9 @@ def test_a_resumed_launch_of_another_spec_is_refused_before_any_job_is_submitted
     with pytest.raises(ValueError, match=r"holds rows of spec .* \(min_run_time_s 0\.01 in the log, 0\.02 now\)"):
         launch_sweep({**first, "min_run_time": 0.02}, out, 2, Resources(cluster="local"), resume=True)
     assert not (out.with_suffix(".shards") / "submitit").exists() and not out.exists()
+    # device auto is each job's to resolve: this node's spec may differ from the logs' (cpu here, cuda there)
+    assert _device_resolved_by_jobs({**first, "device": "auto"}) and _device_resolved_by_jobs({"ops": ["x"]})
+    assert not _device_resolved_by_jobs(first) and not _device_resolved_by_jobs(SweepSpec.from_mapping(first))
 
 
 def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_path, planted, plain_pair, monkeypatch,

@@ -441,7 +441,7 @@ def test_an_operator_name_the_command_line_cannot_select_is_refused(name):
     assert name not in upbench.available()
 
 
-@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status", "macs_torch", "gflops_per_s_torch"])
+@pytest.mark.parametrize("knob", ["mode", "dtype", "key", "status", "macs_torch", "gflops_per_s_torch", "seed"])
 def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, capsys):
     upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="column-knob-test", knobs={knob: 1})
     with pytest.raises(ValueError, match=f"column-knob-test: knob '{knob}' has the name of a column every sweep row"):
@@ -450,10 +450,10 @@ def test_a_knob_named_as_a_row_column_is_refused_before_a_sweep_measures(knob, c
     assert f"knob '{knob}' has the name of a column" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("knob", ["size", "ops", "seed", "policy", "budget"])
+@pytest.mark.parametrize("knob", ["size", "ops", "l2_flush", "policy", "budget"])
 def test_a_knob_named_as_a_sweep_axis_or_setting_is_refused(knob, capsys):
     # --knob size=5,7 swept the input size instead of the knob (rows at 5x5 and 7x7, the knob at its default),
-    # and --knob seed=5,7 failed as a bad seed
+    # and --knob seed=5,7 failed as a bad seed (seed, warmup, tf32 and threads are row columns now, refused as such)
     upbench.wrap(lambda channels, **_: nn.Upsample(scale_factor=2), name="axis-knob-test", knobs={knob: 3})
     with pytest.raises(ValueError, match=f"axis-knob-test: knob '{knob}' has the name of a sweep axis or setting"):
         upbench.SweepSpec(ops=("axis-knob-test",), channels=(4,), sizes=(4,))
@@ -539,8 +539,8 @@ def test_table1_says_a_failing_counting_rule_failed_not_the_forward():
     upbench.counting_rule("upbench_test::blend", lambda x, weight, out_shape: 1.5)
     table = validation_table(["test-blend"], Grid(C=(3,), sizes=((4, 4),)))
     assert list(table["status"]) == [ERROR]
-    assert table["note"].iloc[0].startswith("its counting rule failed: CountingRuleError: counting rule for "
-                                            "'upbench_test::blend' returned 1.5")
+    assert table["note"].iloc[0].startswith("its counting rule failed: counting rule for 'upbench_test::blend' "
+                                            "returned 1.5")
 
 
 @pytest.mark.parametrize("declare, message", [
@@ -556,8 +556,8 @@ def test_a_factory_that_cannot_take_its_call_is_refused_when_it_registers(declar
 
 
 @pytest.mark.parametrize("stages, message", [
-    ("body", "stages='body'; expected a tuple of the names of its stage modules"),
-    (("body", ""), "stages=('body', ''); expected a tuple of the names of its stage modules"),
+    ("body", "stages='body'; expected a tuple (or list) of the names of its stage modules"),
+    (("body", ""), "stages=('body', ''); expected a tuple (or list) of the names of its stage modules"),
     (("body", "body"), "stages=('body', 'body') names a stage twice"),
 ])
 def test_stages_that_are_no_tuple_of_names_are_refused_when_registering(stages, message):
@@ -575,9 +575,33 @@ def test_a_plugin_that_registers_nothing_is_warned_of_and_a_folder_is_refused(tm
     assert main(["--plugin", str(tmp_path / "nothing.py"), "table1", "--ops", "nearest", "--C", "4", "--size", "4",
                  "--format", "csv"]) == 0
     err = capsys.readouterr().err
-    assert f"bench.py: warning: plugin file {tmp_path / 'nothing.py'} registered no operator and no counting rule" in err
+    warned = f"bench.py: warning: plugin file {tmp_path / 'nothing.py'} registered no operator and no counting rule"
+    assert warned in err
     assert main(["--plugin", str(tmp_path), "table1", "--ops", "nearest"]) == 2
     assert "a folder; expected a Python file (path/to/file.py) or an importable module" in capsys.readouterr().err
+
+
+def test_a_package_folder_in_the_working_directory_is_a_module_plugin(tmp_path, monkeypatch):
+    """The folder check came before the import: --plugin my_ops, a package beside the user, was refused."""
+    package = tmp_path / "upbench_folder_test_ops"
+    package.mkdir()
+    (package / "__init__.py").write_text("import torch.nn as nn, upbench\n"
+                                         "upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name='folder-op')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert upbench.load_plugin("upbench_folder_test_ops") == ["folder-op"]
+
+
+def test_a_plugins_own_warnings_keep_their_form(tmp_path, capsys):
+    """Only upbench's warning about a plugin is one 'bench.py: warning:' line; what the plugin's imports warn
+    of is shown as Python shows it, with its category."""
+    (tmp_path / "noisy.py").write_text("import warnings, torch.nn as nn, upbench\n"
+                                       "warnings.warn('deprecated knob', UserWarning)\n"
+                                       "upbench.wrap(lambda channels: nn.Upsample(scale_factor=2), name='noisy-op')\n")
+    with pytest.warns(UserWarning, match="deprecated knob"):
+        assert main(["--plugin", str(tmp_path / "noisy.py"), "table1", "--ops", "noisy-op", "--C", "4", "--size", "4",
+                     "--format", "csv"]) == 0
+    assert "bench.py: warning: deprecated knob" not in capsys.readouterr().err
 
 
 def test_table1_without_formulas_says_no_formula_never_match():

@@ -149,10 +149,11 @@ def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_un
 
     table = pd.DataFrame({"operator": ["a", "b", "c"], "C": [8, 8, 8], "8": [40.0, 2.0, 0.0347],
                           "16": [46.8, 0.812, None]})
-    lines = markdown_pivot(table).splitlines()
+    rows = pd.DataFrame(columns=["operator", "C", "latency_median_ms"])  # what the pivot was made of
+    lines = markdown_pivot(table, rows).splitlines()
     assert lines[1] == "|:-----------|:----|-------:|-------:|"
     assert [line.split("|")[3:5] for line in lines[2:]] == [
         [" 40.000 ", " 46.800 "], ["  2.000 ", "  0.812 "], ["  0.035 ", "        "]]
     counts = pd.DataFrame({"operator": ["a"], "C": [8], "8": [4096.0]})  # whole numbers stay whole
-    assert markdown_pivot(counts).splitlines()[2] == "| a          | 8   | 4,096 |"
+    assert markdown_pivot(counts, rows).splitlines()[2] == "| a          | 8   | 4,096 |"
     assert "(ms)" in PIVOT_TITLES["latency"] and "(MiB)" in PIVOT_TITLES["memory"]

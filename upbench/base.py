@@ -213,8 +213,8 @@ class Upsampler(nn.Module):
         stages = cls.stages
         # stages = "body" iterated as the stages 'b', 'o', 'd', 'y'
         if not isinstance(stages, (tuple, list)) or not all(isinstance(stage, str) and stage for stage in stages):
-            raise ValueError(f"{cls.name}: stages={stages!r}; expected a tuple of the names of its stage modules, "
-                             "e.g. ('body',)")
+            raise ValueError(f"{cls.name}: stages={stages!r}; expected a tuple (or list) of the names of its stage "
+                             "modules, e.g. ('body',)")
         if len(set(stages)) != len(stages):
             raise ValueError(f"{cls.name}: stages={stages!r} names a stage twice; expected each stage module once")
         if not isinstance(cls.formulas, Formulas):

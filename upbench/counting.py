@@ -100,17 +100,28 @@ def matmul_macs(inputs: list, outputs: list) -> int:
     return matmul_shape_macs(get_shape(inputs[0]), get_shape(inputs[1]))
 
 
-def elementwise_product_macs(inputs: list, outputs: list) -> int:
-    """``a * b`` of two tensors: one multiply per output element; scaling by a scalar is free."""
-    shapes = [_tensor_shape(v) for v in inputs[:2]]
+def _factors_macs(factors: list) -> int:
+    """One multiply per element of the broadcast product of two traced tensors; scaling by a scalar is free."""
+    shapes = [_tensor_shape(v) for v in factors]
     if any(shape is None or math.prod(shape) == 1 for shape in shapes):
         return 0
-    return math.prod(get_shape(outputs[0]))
+    return math.prod(torch.broadcast_shapes(*map(tuple, shapes)))
+
+
+def elementwise_product_macs(inputs: list, outputs: list) -> int:
+    """``a * b`` of two tensors: one multiply per output element; scaling by a scalar is free."""
+    return _factors_macs(inputs[:2])
 
 
 def product_of_factors_macs(inputs: list, outputs: list) -> int:
-    """addcmul(s, a, b): ``s + value * a * b``, the product of its two factors, as ``a * b`` counts."""
-    return elementwise_product_macs(inputs[1:3], outputs)
+    """addcmul(s, a, b): ``s + value * a * b``, its two factors' product as ``a * b`` counts it (over their
+    broadcast shape, not the sum's: s may be larger than the product)."""
+    return _factors_macs(inputs[1:3])
+
+
+def outer_macs(inputs: list, outputs: list) -> int:
+    """outer(a, b): every product of an element of a with one of b, as ``a[:, None] * b`` counts."""
+    return math.prod(get_shape(outputs[0]))
 
 
 def vecdot_macs(inputs: list, outputs: list) -> int:
@@ -173,7 +184,7 @@ _PAPER_ATEN_HANDLES: Mapping[str, Handle] = {
     # the same products written another way count the same: (a * b).sum(1) as vecdot, s + a * b as addcmul
     "aten::addcmul": product_of_factors_macs,
     "aten::addcmul_": product_of_factors_macs,
-    "aten::outer": elementwise_product_macs,
+    "aten::outer": outer_macs,
     "aten::linalg_vecdot": vecdot_macs,
     **{op: rule_handle(rule) for op, rule in MATRIX_PRODUCT_RULES.items()},
 }

@@ -149,11 +149,11 @@ def markdown_table(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset
                     colalign=["right" if column in right else "left" for column in table.columns])
 
 
-def markdown_pivot(table: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
-    """A :func:`pivot` as a pipe table to paste: its value columns right-aligned, with one number of decimals
-    through the table (as the LaTeX tables: enough for two significant digits of the smallest value), where
-    three significant digits a cell printed 40 beside 46.8 and 2 beside 0.812; the mark explained under it."""
-    values = [column for column in table.columns if pd.api.types.is_float_dtype(table[column])]
+def markdown_pivot(table: pd.DataFrame, rows: pd.DataFrame, marked: set[tuple[int, Any]] = frozenset()) -> str:
+    """A :func:`pivot` of ``rows`` as a pipe table to paste: its value columns right-aligned, with one number of
+    decimals through the table (as the LaTeX tables: enough for two significant digits of the smallest value),
+    where three significant digits a cell printed 40 beside 46.8 and 2 beside 0.812; the mark explained under it."""
+    values = size_columns(table, rows)
     numbers = [v for column in values for v in table[column] if pd.notna(v)]
     if any(not float(v).is_integer() for v in numbers):  # counts stay whole numbers, thousands separated
         decimals = decimals_for(numbers, least=2)
@@ -424,6 +424,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
     """The report: environment, notes, pivot views, any extra ``sections``, then every row."""
     spec_ids = ", ".join(sorted(rows["spec_id"].dropna().unique())) or "none"
     statuses = rows["status"].value_counts()
+    latency_table, suspect_cells = latency_pivot(rows)
     parts = [
         f"# upbench sweep {spec_ids}",
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
@@ -434,9 +435,9 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
         f"## {PIVOT_TITLES['latency']}",
-        markdown_pivot(*latency_pivot(rows)),
+        markdown_pivot(latency_table, rows, suspect_cells),
         f"## {PIVOT_TITLES['memory']}",
-        markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB)),
+        markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB), rows),
         *filter(None, [unmeasured_note(rows)]),  # the pivots' empty cells and missing lines, named
         "## Rows",
         markdown_table(row_table(rows)),

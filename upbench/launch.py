@@ -220,6 +220,15 @@ def merge_logs(logs: Iterable[Path], out: Path, allow_mixed: bool = False) -> pd
     return rows
 
 
+def _device_resolved_by_jobs(spec: SweepSpec | Mapping[str, Any]) -> bool:
+    """Whether each job resolves the device (a mapping's auto or best): this node's spec_id may then differ."""
+    if isinstance(spec, SweepSpec):
+        return False
+    devices = spec.get("device", "auto")
+    devices = [devices] if isinstance(devices, str) else devices
+    return any(str(device).lower() in ("auto", "best") for device in devices)
+
+
 def launch_sweep(
     spec: SweepSpec | Mapping[str, Any],
     out: str | Path,
@@ -252,7 +261,7 @@ def launch_sweep(
     earlier = [path for path in [out, *logs] if path.exists() and path.stat().st_size > 0]
     if earlier and not resume:
         raise FileExistsError(f"{earlier[0]} exists: resume the launch (--resume) or choose another --out")
-    for log in earlier:  # refused here, not by every job after it queued and started
+    for log in earlier if not _device_resolved_by_jobs(spec) else []:  # refused here, not by every job once it ran
         if log != out and not holds_nothing(log):
             check_same_spec(log, read_log(log), local_spec)
     cluster = cluster_name(resources)

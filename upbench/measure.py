@@ -69,7 +69,6 @@ def checked_first(op: Upsampler, call: Callable[[], object]) -> Callable[[], obj
     """``call`` whose first run checks ``op``'s inputs and output (a wrong shape is one error naming the
     operator) and whose later runs, with the same tensors, do not: the timed calls measure the operator, not
     upbench's checks of it."""
-    current = None
 
     def first() -> object:
         nonlocal current

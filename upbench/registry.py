@@ -304,9 +304,11 @@ def load_plugin(target: str | Path) -> list[str]:
     if key in _loaded_sources:
         return []
     label = f"plugin file {text}" if is_file else f"plugin module {text}"
-    if Path(text).is_dir():  # found by no import: 'No module named /path' said nothing of what was wrong
+    if not is_file and Path(text).is_dir() and not _importable(text.partition(":")[0]):
+        # 'No module named /path' said nothing of what was wrong; a package folder in the working directory imports
         raise ValueError(f"{label}: a folder; expected a Python file (path/to/file.py) or an importable module "
                          "(package.module)")
+    imported_before = not is_file and text.partition(":")[0] in sys.modules  # its registrations ran then
     before, rules_before = set(_REGISTRY), len(rules())
     with _source(label):
         try:
@@ -338,11 +340,22 @@ def load_plugin(target: str | Path) -> list[str]:
             raise ValueError(f"{label}: failed to load: {_load_failure(error)}") from error
     _loaded_sources[key] = label
     added = [name for name in _REGISTRY if name not in before]
-    if not added and len(rules()) == rules_before:  # most likely the wrong file: say so rather than run without it
-        warnings.warn(f"{label} registered no operator and no counting rule", stacklevel=2)
+    if not added and len(rules()) == rules_before and not imported_before:  # most likely the wrong file: say so
+        warnings.warn(f"{label} registered no operator and no counting rule", PluginWarning, stacklevel=2)
     for name in added:
         _REPLAY[name] = key
     return added
+
+
+class PluginWarning(UserWarning):
+    """Something about a plugin its user should hear of, though it loaded."""
+
+
+def _importable(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):  # a path is no module name
+        return False
 
 
 def _entry_point_label(entry_point: EntryPoint) -> str:

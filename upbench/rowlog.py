@@ -170,10 +170,16 @@ def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _is_number(text: str) -> bool:
-    """A number as pandas reads one, or a flag (the tf32 column's True / False)."""
-    if text in ("True", "False"):
-        return True
+FLAG_COLUMNS = ("tf32",)  # True / False
+
+
+def _is_number(text: str, column: str) -> bool:
+    """A number as pandas reads one (float() also takes '1_000' and ' 5 ', which it reads as text), or a flag
+    in a :data:`FLAG_COLUMNS` column."""
+    if column in FLAG_COLUMNS:
+        return text in ("True", "False")
+    if "_" in text or text != text.strip():
+        return False
     try:
         float(text)
     except ValueError:
@@ -218,7 +224,7 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                 if not record[position["spec_id"]] or not record[position["key"]]:
                     raise ValueError(f"{where}: no spec_id or key: a corrupted line (repair or delete it)")
                 for i, column in numeric:  # one bad cell made every later reader fail, or misread the column
-                    if record[i] and not _is_number(record[i]):
+                    if record[i] and not _is_number(record[i], column):
                         raise ValueError(f"{where}: {column} {record[i]!r} is not a number: a corrupted line "
                                          f"(repair or delete it)")
         except csv.Error as error:
@@ -285,7 +291,8 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
         said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
     unexpanded = sorted(set(logged["key"]) - expected_keys)
     if unexpanded:
-        said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{', ...' if len(unexpanded) > 2 else ''}")
+        more = ", ..." if len(unexpanded) > 2 else ""
+        said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{more}")
     return said
 
 

@@ -163,13 +163,14 @@ def _checked(op: str, rule: Rule) -> Rule:
         try:
             macs = rule(*args, out_shape=out_shape)
         except Exception as error:  # noqa: BLE001  named, with how a rule is called
-            raise CountingRuleError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is called "
-                             f"as rule(*arguments, out_shape=...) with the op's {len(args)} arguments (tensors as "
-                             f"shapes)") from None
+            raise CountingRuleError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is "
+                                    f"called as rule(*arguments, out_shape=...) with the op's {len(args)} arguments "
+                                    f"(tensors as shapes)") from None
         if isinstance(macs, float) and macs.is_integer():
             macs = int(macs)
         if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 0:
-            raise CountingRuleError(f"counting rule for {op!r} returned {macs!r}; expected a non-negative integer of MACs")
+            raise CountingRuleError(f"counting rule for {op!r} returned {macs!r}; expected a non-negative integer "
+                                    f"of MACs")
         return int(macs)
 
     return checked

@@ -350,8 +350,7 @@ class SweepSpec:
 
     def settings(self) -> dict[str, Any]:
         """The :data:`SETTING_COLUMNS` of this spec's rows."""
-        return {"warmup": self.warmup, "min_run_time_s": self.min_run_time, "budget_s": self.row_budget_s,
-                "seed": self.seed}
+        return dict(zip(SETTING_COLUMNS, (self.warmup, self.min_run_time, self.row_budget_s, self.seed), strict=True))
 
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""

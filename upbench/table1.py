@@ -153,7 +153,9 @@ class PointFailed(Exception):
     outside the stages), which every point would repeat."""
 
     def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what}: {type(error).__name__}: {error}")
+        # a counting rule's error says what it is ('counting rule for ...'); another is named by its type
+        cause = str(error) if isinstance(error, CountingRuleError) else f"{type(error).__name__}: {error}"
+        super().__init__(f"{what}: {cause}")
         self.what = what
 
 
@@ -172,8 +174,8 @@ def table_columns(grid: Grid) -> list[str]:
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
     """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose constructor,
-    forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that fails, which every point
-    would repeat) ends it."""
+    forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that
+    fails, which every point would repeat) ends it."""
     operators = list(operators or available())
     for name in operators:
         get(name)  # unknown names fail before any counting

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
 from ..environment import upbench_version
-from ..registry import load_plugin
+from ..registry import PluginWarning, load_plugin
 from . import compare, diff, merge, network, report, roofline, selfcheck, sweep, table1
 
 COMMANDS = {"sweep": sweep, "table1": table1, "compare": compare, "network": network, "merge": merge,
@@ -123,13 +123,16 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
             for plugin in [*args.plugins_before, *getattr(args, "plugins_after", [])]:
                 try:
                     with warnings.catch_warnings(record=True) as warned:
-                        warnings.simplefilter("always")
+                        warnings.simplefilter("always", PluginWarning)
                         load_plugin(plugin)
                 except ValueError as error:
                     print(f"{prog}: --plugin {plugin}: {error}", file=sys.stderr)
                     return 2
-                for warning in warned:  # one line each, as every message of the command line is
-                    print(f"{prog}: warning: {warning.message}", file=sys.stderr)
+                for warning in warned:  # upbench's own in one line each, as every message of the command line is
+                    if issubclass(warning.category, PluginWarning):
+                        print(f"{prog}: warning: {warning.message}", file=sys.stderr)
+                    else:  # the plugin's imports' own, as Python would have shown them
+                        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
             return int(args.run(args) or 0)
     except KeyboardInterrupt as interrupt:
         how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, render_table
-from ..export import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot, markdown_pivot,
-                      measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
+from ..export import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
+                      markdown_pivot, measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import COUNT_KINDS, booktabs
 from ..memory import MIB
 from ..rowlog import read_log_noting
@@ -88,7 +88,7 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
         return booktabs(table.astype(object), kinds, caption=pivot_caption(rows, quantity), notes=notes,
                         marked=marked)
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
-        return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_pivot(table, marked),
+        return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_pivot(table, rows, marked),
                                           unmeasured_note(rows)]))
     if kind in COUNT_KINDS:  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = whole_columns_as_ints(table, sizes)

@@ -279,9 +279,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(f"## {PIVOT_TITLES['latency']}\n")
-        print(markdown_pivot(*latency_pivot(rows)))
+        latency_table, suspect_cells = latency_pivot(rows)
+        print(markdown_pivot(latency_table, rows, suspect_cells))
         print(f"\n## {PIVOT_TITLES['memory']}\n")
-        print(markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB)) + "\n")
+        print(markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB), rows) + "\n")
     print(summary(rows, written), file=sys.stderr)
     problems += failed_rows(rows, "rerun with --resume --retry failed once fixed")
     for problem in problems:
