@@ -102,12 +102,18 @@ def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
 
 def check_out(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike] = ()) -> None:
     """A command's --out, checked before it computes anything (see :func:`upbench.files.check_writable`): never
-    one of the files the command reads, which writing it would overwrite (a report over its own rows)."""
+    one of the files the command reads (:func:`check_not_an_input`)."""
     if not out:
         return
+    check_not_an_input(out, inputs)
+    check_writable(out)
+
+
+def check_not_an_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """ValueError where ``out`` is one of ``inputs``: writing it would overwrite the rows the command reads (a
+    report over its own rows)."""
     if Path(out).resolve() in {Path(path).resolve() for path in inputs}:
         raise ValueError(f"--out {out} is one of the inputs: writing it would overwrite the rows it reads")
-    check_writable(out)
 
 
 def emit(text: str, out: str | None) -> None:

@@ -304,11 +304,12 @@ def load_plugin(target: str | Path) -> list[str]:
     if key in _loaded_sources:
         return []
     label = f"plugin file {text}" if is_file else f"plugin module {text}"
-    if not is_file and Path(text).is_dir() and not _importable(text.partition(":")[0]):
+    module_name, _, attribute = text.partition(":")  # what a module target imports, and what it then looks up
+    if not is_file and Path(text).is_dir() and not _importable(module_name):
         # 'No module named /path' said nothing of what was wrong; a package folder in the working directory imports
         raise ValueError(f"{label}: a folder; expected a Python file (path/to/file.py) or an importable module "
                          "(package.module)")
-    imported_before = not is_file and text.partition(":")[0] in sys.modules  # its registrations ran then
+    imported_before = not is_file and module_name in sys.modules  # its registrations ran then
     before, rules_before = set(_REGISTRY), len(rules())
     with _source(label):
         try:
@@ -323,7 +324,6 @@ def load_plugin(target: str | Path) -> list[str]:
                     _loading_plugins.pop()
                 _adopt(obj, label)
             else:
-                module_name, _, attribute = text.partition(":")
                 spec = importlib.util.find_spec(module_name)
                 origin = Path(spec.origin).resolve() if spec and spec.has_location else None
                 _loading_plugins.append((origin, module_name))

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_args import check_out, str_list
+from ..cli_args import check_not_an_input, str_list
 from ..export import FORMATS, check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rowlog import holds_nothing, log_path, read_log_noting
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
-    check_out(out, args.inputs)
-    check_output_paths(out, args.formats, args.out)
+    check_not_an_input(out, args.inputs)
+    check_output_paths(out, args.formats, args.out)  # the log and the reports beside it writable
     empty = [path for path in args.inputs if holds_nothing(path)]
     for path in empty:
         print(f"merge: warning: {path} holds no rows (a shard killed before its first row); skipped", file=sys.stderr)
