@@ -443,7 +443,8 @@ def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():
 def test_the_environment_a_row_records_is_the_declared_one():
     """The row layout, the setup checks and the views take the environment's fields from one tuple; a key
     environment() gains without it would make every row's write raise."""
-    from upbench.environment import ENVIRONMENT_FIELDS, environment
+    from upbench.environment import environment
+    from upbench.vocabulary import ENVIRONMENT_FIELDS
 
     assert tuple(environment("cpu")) == ENVIRONMENT_FIELDS
 
@@ -452,7 +453,7 @@ def test_the_environment_a_row_records_is_the_declared_one():
 def test_one_size_grammar_for_files_flags_and_presets(text, size):
     from upbench.cli_args import size_list
     from upbench.cli_args import image_size
-    from upbench.spec import parse_size
+    from upbench.checks import parse_size
 
     assert parse_size(text) == size and size_list(f"{text},8") == [size, (8, 8)] and image_size(text) == size
     assert image_size(text.replace("x", ",").replace("X", ",")) == size
@@ -464,7 +465,7 @@ def test_bad_sizes_are_refused_alike(text):
 
     from upbench.cli_args import size_list
     from upbench.cli_args import image_size
-    from upbench.spec import parse_size
+    from upbench.checks import parse_size
 
     with pytest.raises(ValueError):
         parse_size(text)

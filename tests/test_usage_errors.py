@@ -24,6 +24,8 @@ BAD = [
     (["merge", "a.csv", "--out", "m.csv", "--formats", "md,,csv"], "bench.py merge", "argument --formats", "empty"),
     (["network", "--preset", "no-such-model"], "bench.py network", "argument --preset", "invalid choice"),
     (["network", "--preset", "mask2former-swinb", "--size", "64,x"], "bench.py network", "argument --size", "64,x"),
+    (["network", "--batch", "1.5"], "bench.py network", "argument --batch", "expected an integer >= 1, got '1.5'"),
+    (["network", "--channels", "0"], "bench.py network", "argument --channels", "expected an integer >= 1, got '0'"),
     (["roofline", "--rounds", "0"], "bench.py roofline", "argument --rounds", "'0'"),
     (["roofline", "--format", "latex"], "bench.py roofline", "argument --format", "invalid choice"),
     (["selfcheck", "--seed", "x"], "bench.py selfcheck", "argument --seed", "'x'"),

@@ -7,6 +7,7 @@ from typing import ClassVar, Mapping
 import torch
 from torch import nn
 
+from .checks import is_whole
 from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, Dims, Formulas
 from .rules import COMPILED_OP_PARTS
 
@@ -79,7 +80,7 @@ class Knob:
     max: int = field(default=MAX_KNOB, kw_only=True)
 
     def check(self, operator: str, name: str, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_whole(value):
             raise ValueError(f"{operator}: {name}={value!r} is not an integer; expected a {self.describe()}")
         if self.rule == "flag":  # an on/off architecture switch, kept an integer so sweeps and CSV columns stay ints
             bad = value not in (0, 1)
@@ -142,7 +143,7 @@ class Upsampler(nn.Module):
 
     def __init__(self, channels: int, guide_channels: int | None = None, impl: str = "auto", **hparams: int):
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        if not is_whole(channels, 1):
             raise ValueError(f"{self.name}: channels={channels!r}; expected a positive integer")
         unknown = sorted(set(hparams) - set(self.knobs))
         if unknown:
@@ -163,7 +164,7 @@ class Upsampler(nn.Module):
             return 0
         if guide_channels is None:
             return self.channels
-        if isinstance(guide_channels, bool) or not isinstance(guide_channels, int) or guide_channels < 1:
+        if not is_whole(guide_channels, 1):
             raise ValueError(f"{self.name}: guide_channels={guide_channels!r}; expected a positive integer")
         if self.guide_must_match and guide_channels != self.channels:
             raise ValueError(
@@ -201,7 +202,7 @@ class Upsampler(nn.Module):
             if knob.rule not in KNOB_RULES:
                 raise ValueError(f"{cls.name}: knob {name!r} has rule {knob.rule!r}; expected one of "
                                  f"{', '.join(KNOB_RULES)}")
-            if isinstance(knob.max, bool) or not isinstance(knob.max, int):
+            if not is_whole(knob.max):
                 raise ValueError(f"{cls.name}: knob {name!r} has max={knob.max!r}; expected an integer upper bound")
             knob.check(cls.name, f"the default of {name}", knob.default)
             target = knob.dims_field or name

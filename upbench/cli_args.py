@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .files import check_writable
-from .spec import parse_size
+from .checks import comma_items, parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
 # report's own (upbench.latex), so only the commands that render one offer it.
@@ -21,10 +21,10 @@ def str_list(text: str) -> list[str]:
     """'a,b' -> ['a', 'b']; '' -> [] (e.g. no formats); an empty item ('a,,b', 'a,') is an error, not dropped."""
     if not text.strip():
         return []
-    parts = [part.strip() for part in text.split(",")]
-    if not all(parts):
-        raise argparse.ArgumentTypeError(f"empty item in the comma list {text!r}")
-    return parts
+    try:
+        return list(comma_items(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def name_list(text: str) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .memory import MIB
 from .rows import SETTING_COLUMNS, is_suspect, knob_columns, latest_rows
+from .vocabulary import MIB
 
 # The config columns besides the operator and its knobs, as the rows hold them.
 AXES = ("impl", "C", "Cg", "N", "H", "W", "dtype", "device", "mode")

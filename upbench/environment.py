@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .files import digest_files
+from .vocabulary import DIRTY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
 
 
 def best_device() -> str:
@@ -131,12 +131,8 @@ def load_average() -> float:
 
 
 # The environment columns of every row, in the row layout's order: what :func:`environment` returns.
-ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
-                      "git_commit", "timestamp")
-
-
 def environment(device: str) -> dict[str, object]:
-    """The environment columns of a row measured on ``device`` now (:data:`ENVIRONMENT_FIELDS`)."""
+    """The environment columns of a row measured on ``device`` now (:data:`upbench.vocabulary.ENVIRONMENT_FIELDS`)."""
     return {
         "device_name": device_name(device),
         "torch_version": torch.__version__,

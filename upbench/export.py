@@ -15,10 +15,10 @@ from tabulate import tabulate
 
 from .files import check_writable
 from .latex import MARK, booktabs, decimals_for
-from .memory import MIB
 from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, FORMATS, SETTING_COLUMNS, is_suspect, knob_columns,
-                   whole_columns_as_ints, write_json)
+                   mixed_sources, whole_columns_as_ints, write_json)
 from .rules import counted_as_zero_note
+from .vocabulary import MIB
 
 
 # What the views read of every row; LATER_COLUMNS came with later upbench versions, and rows written before
@@ -411,11 +411,7 @@ def _suspect_section(rows: pd.DataFrame) -> list[str]:
 def _mixed_sources_note(rows: pd.DataFrame) -> str:
     """Which operators' rows were measured from more than one version of their source (merged or resumed with
     --allow-mixed); '' when none were, or the rows predate the column."""
-    if "operator_source" not in rows:
-        return ""
-    sources = rows.groupby("operator", sort=False)["operator_source"].unique()
-    mixed = [f"{operator} ({' / '.join(map(str, versions))})" for operator, versions in sources.items()
-             if len(versions) > 1]
+    mixed = [f"{operator} ({' / '.join(versions)})" for operator, versions in mixed_sources(rows).items()]
     return (f"Measured from more than one version of the operator's source files (operator_source): "
             f"{', '.join(mixed)}. Their rows do not all time the same code." if mixed else "")
 

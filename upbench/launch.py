@@ -17,13 +17,15 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from .checks import comma_items, is_whole
 from .isolate import check_row_timeout
-from .measure import MESSAGE_CHARS, first_line
 from .registry import load_plugins, replay_sources
-from .rowlog import check_same_spec, holds_nothing, read_log
+from .resume import check_same_spec
+from .rowlog import holds_nothing, read_log
 from .rows import IncompleteSweep, check_complete, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
+from .vocabulary import MESSAGE_CHARS, first_line
 
 CLUSTERS = ("auto", "slurm", "local")
 # submitit's local executor kills a job after 2 minutes unless told otherwise: a week, for local runs.
@@ -82,7 +84,7 @@ class Resources:
             raise ValueError(f"cluster {self.cluster!r}: expected one of {', '.join(CLUSTERS)}")
         for name in ("gpus", "cpus", "timeout_min"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and not is_whole(value, 0):
                 raise ValueError(f"{name}={value!r}: expected a non-negative integer")
 
 
@@ -94,8 +96,13 @@ class Launched:
     problems: list[str]
 
 
+def shard_folder(out: Path) -> Path:
+    """Where the shards of a launch to ``out`` keep their logs and submitit its job files: x.csv -> x.shards/."""
+    return out.with_suffix(".shards")
+
+
 def shard_logs(out: Path, shards: int) -> list[Path]:
-    folder = out.with_suffix(".shards")
+    folder = shard_folder(out)
     return [folder / f"shard{index}of{shards}.csv" for index in range(shards)]
 
 
@@ -120,16 +127,14 @@ def gpus_per_shard(spec: SweepSpec | Mapping[str, Any], resources: Resources, cl
     """
     if resources.gpus is not None:
         return resources.gpus
-    if not isinstance(spec, SweepSpec):
-        requested = str(spec.get("device", "auto")).lower()  # a name, a comma list or a list
-        if cluster != "local" and ("auto" in requested or "best" in requested):
-            raise ValueError(f"device auto on {cluster}: the submitting node cannot tell whether the jobs get a GPU; "
-                             f"give --device cuda (or cpu), or --gpus-per-shard")
+    if cluster != "local" and _device_resolved_by_jobs(spec):
+        raise ValueError(f"device auto on {cluster}: the submitting node cannot tell whether the jobs get a GPU; "
+                         f"give --device cuda (or cpu), or --gpus-per-shard")
     return int(any(device.startswith("cuda") for device in as_spec(spec).devices))
 
 
 def _executor(out: Path, resources: Resources, cluster: str, gpus: int, shards: int) -> Any:
-    executor = _submitit().AutoExecutor(folder=out.with_suffix(".shards") / "submitit", cluster=cluster)
+    executor = _submitit().AutoExecutor(folder=shard_folder(out) / "submitit", cluster=cluster)
     executor.update_parameters(
         name=f"upbench-{out.stem}", tasks_per_node=1, gpus_per_node=gpus, cpus_per_task=resources.cpus,
         mem_gb=resources.mem_gb, timeout_min=resources.timeout_min,
@@ -214,7 +219,7 @@ def merge_logs(logs: Iterable[Path], out: Path, allow_mixed: bool = False) -> pd
     frames = [read_log(path) for path in logs if path.exists() and path.stat().st_size > 0]
     if not frames:
         raise RuntimeError("no shard wrote its log: nothing to merge (see the job logs under "
-                           f"{out.with_suffix('.shards') / 'submitit'})")
+                           f"{shard_folder(out) / 'submitit'})")
     rows = merge_frames(frames, allow_mixed)
     write_csv(rows, out)
     return rows
@@ -224,9 +229,7 @@ def _device_resolved_by_jobs(spec: SweepSpec | Mapping[str, Any]) -> bool:
     """Whether each job resolves the device (a mapping's auto or best): this node's spec_id may then differ."""
     if isinstance(spec, SweepSpec):
         return False
-    devices = spec.get("device", "auto")
-    devices = [devices] if isinstance(devices, str) else devices
-    return any(str(device).lower() in ("auto", "best") for device in devices)
+    return any(str(device).lower() in ("auto", "best") for device in comma_items(spec.get("device", "auto")))
 
 
 def launch_sweep(
@@ -253,7 +256,7 @@ def launch_sweep(
     ``resume``, the configs whose logged row failed or timed suspect are measured again (see run_sweep).
     """
     out = Path(out)
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+    if not is_whole(shards, 1):
         raise ValueError(f"shards={shards!r}: expected a positive integer")
     local_spec = as_spec(spec)  # checked here, before anything is submitted
     check_row_timeout(row_timeout, isolate, local_spec)  # each shard's own check came after its job started

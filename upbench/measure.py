@@ -20,17 +20,10 @@ from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import make, source_digest
 from .spec import DTYPES, Config, SweepSpec
 from .timing import MIN_RUNS, call_seconds, cpu_flush_buffer, flush_cpu_caches, suspect_cell, time_call
+from .vocabulary import first_line
 
-MESSAGE_CHARS = 300
 # Calls a row makes after warm-up besides the timed ones: the memory probe, and one call's worth of room.
 UNTIMED_CALLS = 2
-
-
-def first_line(error: BaseException) -> str:
-    """The error's type and first line, trimmed: what a row's message column holds."""
-    lines = str(error).strip().splitlines()
-    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
 def _output_shape(config: Config) -> tuple[int, int, int, int]:

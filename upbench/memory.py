@@ -13,7 +13,6 @@ from torch.profiler import ProfilerActivity, profile
 
 
 MEMORY_EVENT = "[memory]"
-MIB = 2**20
 
 
 @contextlib.contextmanager

@@ -21,21 +21,19 @@ import pandas as pd
 import torch
 
 from .base import Upsampler
+from .checks import is_whole
 from .counting import POLICIES, Count, count_operator
 from .environment import check_device
 from .formulas import TOTAL, ZERO, Cost
-from .memory import MIB, is_out_of_memory, peak_memory_bytes, release_cached_memory
+from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
-from .measure import first_line, float32_math
-from .timing import Timing, suspect_cell, time_call
+from .measure import float32_math
+from .timing import WARMUP_CALLS, Timing, suspect_cell, time_call
+from .vocabulary import GIGA, MEGA, MIB, first_line
 
-GIGA = 1e9
-MEGA = 1e6
 # Tables 2 and 3 print G and M with two decimals; counts that agree at this rounding agree as printed.
 REPORT_DECIMALS = 2
-# Calls before timing: lazy initialisation, allocator growth, autotuning stay out of the median.
-WARMUP_CALLS = 2
 
 OK, OOM, ERROR = "ok", "oom", "error"
 
@@ -241,8 +239,8 @@ def network_report(
     preset.shapes(size, channels)  # a bad size or width fails before any work, naming what was given
     if measure:
         check_device(str(device))
-    if batch < 1:
-        raise ValueError(f"batch={batch}; expected a positive integer")
+    if not is_whole(batch, 1):
+        raise ValueError(f"batch={batch!r}; expected a positive integer")
     rows = []
     for position, name in enumerate(operators, 1):
         row = _cost_row(preset, name, size, channels, batch)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import is_whole
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -68,7 +70,7 @@ class Preset:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError(f"preset {self.name}: has no stages; expected at least one x2 stage")
-        if isinstance(self.size_divisor, bool) or not isinstance(self.size_divisor, int) or self.size_divisor < 2:
+        if not is_whole(self.size_divisor, 2):
             raise ValueError(f"preset {self.name}: size_divisor={self.size_divisor!r}; expected an integer >= 2")
         for stage in self.stages:
             stride = stage.input_stride
@@ -100,14 +102,14 @@ class Preset:
 def check_size(size: object, what: str) -> tuple[int, int]:
     if (
         not isinstance(size, tuple) or len(size) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)
+        or any(not is_whole(v, 1) for v in size)
     ):
         raise ValueError(f"{what}: size={size!r}; expected (H, W), two positive integers")
     return size
 
 
 def check_channels(channels: object, what: str) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if not is_whole(channels, 1):
         raise ValueError(f"{what}: channels={channels!r}; expected a positive integer")
     return channels
 

@@ -12,8 +12,7 @@ from typing import IO, Iterable, Sequence
 
 import pandas as pd
 
-from .environment import DIRTY, ENVIRONMENT_FIELDS
-from .timing import TRANSIENT_DOUBTS
+from .vocabulary import DIRTY, ENVIRONMENT_FIELDS, TRANSIENT_DOUBTS
 
 # What can be written beside a row log, and the suffix each takes: a report's name given as --out names
 # its log too (:func:`upbench.rowlog.log_path`).
@@ -176,16 +175,22 @@ def _differing_code(commits: Sequence[str]) -> list[str]:
     return edited if len(edited) > 1 else []
 
 
+def mixed_sources(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The operators whose rows were measured from more than one version of their source files
+    (``operator_source``: a plugin edited between two runs), each with its versions; none for rows that
+    predate the column."""
+    if "operator_source" not in rows:
+        return {}
+    versions = {operator: sorted(sources.dropna().astype(str).unique())
+                for operator, sources in rows.groupby("operator", sort=False)["operator_source"]}
+    return {operator: found for operator, found in versions.items() if len(found) > 1}
+
+
 def mixed_environments(rows: pd.DataFrame) -> list[str]:
     """'cpu: threads 1 / 2' for each device whose rows differ in a :data:`MEASURED_WITH` column, and
     'mine: source 1a2b / 3c4d' for each operator whose rows were measured with different source files
     (``operator_source``: a plugin edited between two runs)."""
-    mixed = []
-    if "operator_source" in rows:
-        for operator, sources in rows.groupby("operator", sort=False)["operator_source"]:
-            values = sorted(sources.dropna().astype(str).unique())
-            if len(values) > 1:
-                mixed.append(f"{operator}: source {' / '.join(values)}")
+    mixed = [f"{operator}: source {' / '.join(versions)}" for operator, versions in mixed_sources(rows).items()]
     for device, group in rows.groupby("device", sort=True):
         for column in MEASURED_WITH:
             if column not in group or (column == "threads" and not str(device).startswith("cpu")):

@@ -165,7 +165,7 @@ def _checked(op: str, rule: Rule) -> Rule:
         except Exception as error:  # noqa: BLE001  named, with how a rule is called
             raise CountingRuleError(f"counting rule for {op!r} raised {type(error).__name__}: {error}; a rule is "
                                     f"called as rule(*arguments, out_shape=...) with the op's {len(args)} arguments "
-                                    f"(tensors as shapes)") from None
+                                    f"(tensors as shapes)") from error
         if isinstance(macs, float) and macs.is_integer():
             macs = int(macs)
         if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 0:

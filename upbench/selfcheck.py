@@ -24,6 +24,7 @@ import torch
 from .environment import cpu_model, git_commit
 from .references import (reference_assembly, reference_norm_linear, reference_reflect_assembly,
                          reference_reflect_similarity, reference_sapa, reference_similarity)
+from .vocabulary import MESSAGE_CHARS, first_line
 
 PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -223,7 +224,7 @@ def _row_head(check: Check) -> dict[str, object]:
 
 def _error_row(check: Check, message: str) -> dict[str, object]:
     return {**_row_head(check), "worst": "", "error": math.nan, "allowed": math.nan, "result": ERROR,
-            "message": message[:300]}
+            "message": message[:MESSAGE_CHARS]}
 
 
 def check_row(check: Check, seed: int = 0) -> dict[str, object]:
@@ -231,7 +232,7 @@ def check_row(check: Check, seed: int = 0) -> dict[str, object]:
     try:
         comparisons = run_check(check, seed)
     except Exception as error:  # noqa: BLE001 - a raising kernel is a result of the check, not the end of it
-        return _error_row(check, f"{type(error).__name__}: {error}".splitlines()[0])
+        return _error_row(check, first_line(error))
     worst = max(comparisons, key=lambda c: (not c.same_non_finite, c.ratio))
     failed = [c.name for c in comparisons if not c.passed]
     message = "" if not failed else "off: " + ", ".join(failed)

@@ -14,10 +14,13 @@ import torch
 
 from . import base, kernels
 from .base import Upsampler
+from .checks import comma_items, is_whole, parse_size, positive_ints
 from .counting import ALL_POLICIES, POLICIES
-from .environment import ENVIRONMENT_FIELDS, best_device
+from .environment import best_device
 from .registry import available, get
 from .rows import SETTING_COLUMNS
+from .timing import WARMUP_CALLS
+from .vocabulary import ENVIRONMENT_FIELDS
 
 MODES = ("fwd", "fwd+bwd")
 IMPLS = ("auto",) + base.IMPLS
@@ -26,41 +29,6 @@ DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": 
 
 
 # -- the spec ---------------------------------------------------------------------------------
-def _as_tuple(value: Any) -> tuple:
-    if isinstance(value, str):
-        parts = tuple(part.strip() for part in value.split(","))
-        if not all(parts):
-            raise ValueError(f"empty item in the comma list {value!r}")
-        return parts
-    if isinstance(value, Iterable) and not isinstance(value, Mapping):
-        return tuple(value)
-    return (value,)
-
-
-def _positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
-    result = []
-    for value in values:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{axis}: {value!r} is not a positive integer")
-        result.append(value)
-    return tuple(result)
-
-
-def parse_size(value: Any) -> tuple[int, int]:
-    """One input size, H then W, as sweep files and flags write it: 16 -> (16, 16); "32x48" or [32, 48] ->
-    (32, 48). ValueError for anything else."""
-    if isinstance(value, str):
-        h, x, w = value.lower().partition("x")
-        pair: tuple = (h, w if x else h)
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    return _positive_ints("size", pair)  # type: ignore[return-value]
-
-
 def _dedupe(values: Iterable[Any]) -> tuple:
     return tuple(dict.fromkeys(values))
 
@@ -132,8 +100,12 @@ AXIS_KEYS = {"ops": "ops", "C": "channels", "Cg": "guide_channels", "size": "siz
              "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
 SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
                 "l2_flush": "l2_flush", "tf32": "tf32", "seed": "seed", "threads": "threads"}
-# Errors name a setting as the user writes it (``budget``), not as the field is called.
+# Errors name an axis or setting as the user writes it (``size``, ``budget``), not as the field is called.
+AXIS_NAMES = {field: key for key, field in AXIS_KEYS.items()}
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
+# The field each of the rows' SETTING_COLUMNS records (a column without one fails every spec's settings()).
+SETTING_COLUMN_FIELDS = {"warmup": "warmup", "min_run_time_s": "min_run_time", "budget_s": "row_budget_s",
+                         "seed": "seed"}
 
 
 def check_knob(name: str, values: Sequence[Any], ops: Sequence[str]) -> None:
@@ -144,7 +116,7 @@ def check_knob(name: str, values: Sequence[Any], ops: Sequence[str]) -> None:
         listing = "; ".join(f"{op}: {', '.join(get(op).knobs) or 'none'}" for op in ops)
         raise ValueError(f"unknown knob {name!r}: no selected operator has it (knobs: {listing})")
     if not values:
-        raise ValueError(f"knob {name!r} has no values")
+        raise ValueError(f"knob {name!r} has no values; expected at least one")
     for cls in owners:
         for value in values:
             cls.knobs[name].check(cls.name, name, value)
@@ -238,7 +210,7 @@ class SweepSpec:
     modes: tuple[str, ...] = ("fwd",)
     impls: tuple[str, ...] = ("auto",)
     policies: tuple[str, ...] = POLICIES
-    warmup: int = 3
+    warmup: int = WARMUP_CALLS
     min_run_time: float = 0.2
     row_budget_s: float = 60.0
     l2_flush: bool = False
@@ -250,20 +222,20 @@ class SweepSpec:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        ops = _dedupe(_as_tuple(self.ops)) or tuple(available())
+        ops = _dedupe(comma_items(self.ops)) or tuple(available())
         for op in ops:
             get(op)  # raises ValueError naming the known operators
         put("ops", ops)
-        put("channels", _dedupe(_positive_ints("C", _as_tuple(self.channels))))
-        put("guide_channels", _dedupe(_positive_ints("Cg", _as_tuple(self.guide_channels))))
+        put("channels", _dedupe(positive_ints("C", comma_items(self.channels))))
+        put("guide_channels", _dedupe(positive_ints("Cg", comma_items(self.guide_channels))))
         check_guide_channels(self.guide_channels, ops)
-        put("sizes", _dedupe(parse_size(s) for s in _as_tuple(self.sizes)))
-        put("batches", _dedupe(_positive_ints("N", _as_tuple(self.batches))))
-        put("dtypes", _dedupe(_dtype_name(d) for d in _as_tuple(self.dtypes)))
-        put("devices", _dedupe(_device_name(d) for d in _as_tuple(self.devices)))
-        put("modes", _choices("mode", _dedupe(_as_tuple(self.modes)), MODES))
-        put("impls", _choices("impl", _dedupe(_as_tuple(self.impls)), IMPLS))
-        put("policies", _choices("policy", _dedupe(_as_tuple(self.policies)), ALL_POLICIES))
+        put("sizes", _dedupe(parse_size(s) for s in comma_items(self.sizes)))
+        put("batches", _dedupe(positive_ints("N", comma_items(self.batches))))
+        put("dtypes", _dedupe(_dtype_name(d) for d in comma_items(self.dtypes)))
+        put("devices", _dedupe(_device_name(d) for d in comma_items(self.devices)))
+        put("modes", _choices("mode", _dedupe(comma_items(self.modes)), MODES))
+        put("impls", _choices("impl", _dedupe(comma_items(self.impls)), IMPLS))
+        put("policies", _choices("policy", _dedupe(comma_items(self.policies)), ALL_POLICIES))
         put("knobs", self._checked_knobs(ops))
         # every policy's columns, not only this sweep's: a knob macs_torch would collide with --policy torch's
         fixed = set(self._columns(())) | {f"{kind}_{p}" for p in ALL_POLICIES
@@ -281,21 +253,20 @@ class SweepSpec:
         for f in fields(self):
             if f.name not in ("knobs", "guide_channels") and isinstance(getattr(self, f.name), tuple) \
                     and not getattr(self, f.name):
-                raise ValueError(f"sweep axis {f.name!r} is empty")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+                raise ValueError(f"sweep axis {AXIS_NAMES.get(f.name, f.name)!r} is empty; expected at least one value")
+        if not is_whole(self.warmup, 0):
             raise ValueError(f"warmup={self.warmup!r}: expected a non-negative integer")
         for name in ("min_run_time", "row_budget_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ValueError(f"{SETTING_NAMES[name]}={value!r}: expected a positive number of seconds")
             put(name, float(value))
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
+        if self.threads is not None and not is_whole(self.threads, 1):
             raise ValueError(f"threads={self.threads!r}: expected a positive integer")
         for name in ("l2_flush", "tf32"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected true or false")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_whole(self.seed):
             raise ValueError(f"seed={self.seed!r}: expected an integer")
 
     def _checked_knobs(self, ops: tuple[str, ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -303,7 +274,7 @@ class SweepSpec:
         checked = []
         for name, values in knobs.items():
             values = tuple(int(v) if isinstance(v, str) and v.strip().isdigit() else v
-                           for v in _dedupe(_as_tuple(values)))
+                           for v in _dedupe(comma_items(values)))
             check_knob(name, values, ops)
             checked.append((name, values))
         return tuple(checked)
@@ -318,8 +289,11 @@ class SweepSpec:
         knobs: dict[str, Any] = {}
         knob_names = all_knob_names()
         for key, value in mapping.items():
-            if key == "Cg" and not _as_tuple(value if value is not None else ()):  # () is the default: say so
-                raise ValueError(f"sweep axis 'Cg' is empty in {source}: leave it out for a guide of C channels")
+            # () is these axes' default: an empty list written out would silently mean every operator, or C
+            if key in ("ops", "Cg") and not comma_items(value if value is not None else ()):
+                meaning = "every operator" if key == "ops" else "a guide of C channels"
+                raise ValueError(f"sweep axis {key!r} is empty in {source}; expected at least one value (leave it "
+                                 f"out for {meaning})")
             if key in AXIS_KEYS:
                 kwargs[AXIS_KEYS[key]] = value
             elif key in SETTING_KEYS:
@@ -350,7 +324,7 @@ class SweepSpec:
 
     def settings(self) -> dict[str, Any]:
         """The :data:`SETTING_COLUMNS` of this spec's rows."""
-        return dict(zip(SETTING_COLUMNS, (self.warmup, self.min_run_time, self.row_budget_s, self.seed), strict=True))
+        return {column: getattr(self, SETTING_COLUMN_FIELDS[column]) for column in SETTING_COLUMNS}
 
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from .environment import check_device
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import failed_row, measure_config
-from .rowlog import RowLog, logged_keys
+from .resume import logged_keys
+from .rowlog import RowLog
 from .rows import latest_rows, read_rows
 from .spec import Config, SweepSpec
 

@@ -40,9 +40,9 @@ MAX_OTHER_WORK = 0.25
 # Shortest timing whose /proc/stat reading means something: a tick on another core over a few
 # milliseconds would read as several cores of other work.
 MIN_PROBE_S = 0.05
-# The doubts that come from the machine while timing, not from the row's own settings (threads against
-# cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
-TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady")
+# Untimed calls before timing, by default: lazy initialisation, allocator growth and autotuning stay out of
+# the median (a sweep's ``warmup`` setting, and the network report's).
+WARMUP_CALLS = 3
 
 
 @dataclass(frozen=True)

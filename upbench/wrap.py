@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .base import Knob, Upsampler, output_problem
+from .checks import is_whole
 from .formulas import NO_FORMULAS, Formulas
 from .registry import register
 
@@ -18,7 +19,7 @@ WRAPPED_STAGE = "body"
 def _knob(operator: str, name: str, value: Knob | int) -> Knob:
     if isinstance(value, Knob):
         return value
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_whole(value):
         raise ValueError(f"{operator}: knob {name}={value!r}; expected a Knob or an integer default")
     return Knob(value)
 
@@ -61,8 +62,9 @@ def wrap(
     if formulas is not None and not isinstance(formulas, Formulas):
         raise ValueError(f"wrap {name!r}: formulas must be an upbench.Formulas, got {type(formulas).__name__}")
     checked_knobs = {knob: _knob(name, knob, value) for knob, value in (knobs or {}).items()}
-    if "guide_channels" in checked_knobs or "channels" in checked_knobs:
-        raise ValueError(f"wrap {name!r}: channels and guide_channels are given by upbench, not knobs")
+    if reserved := sorted({"channels", "guide_channels"}.intersection(checked_knobs)):
+        raise ValueError(f"wrap {name!r}: knob {reserved[0]!r} is given by upbench (channels and guide_channels are "
+                         f"the factory's arguments); expected other knob names")
 
     def check_declaration(cls: type[Upsampler]) -> None:
         Upsampler.check_declaration.__func__(cls)  # the knobs' own mistakes are named first

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, check_out, emit, image_size, name_list, render_table
+from ..cli_args import FORMATS, check_out, emit, image_size, name_list, positive_int, render_table
 from ..latex import booktabs, decimals_for
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, choices=list(PRESETS), help="decoder preset")
     parser.add_argument("--size", type=image_size, default=None,
                         help="input image size H,W or HxW (default: the preset's); padded as the model pads it")
-    parser.add_argument("--channels", type=int, default=None, help="decoder width C (default: the preset's)")
+    parser.add_argument("--channels", type=positive_int, default=None, help="decoder width C (default: the preset's)")
     parser.add_argument("--ops", type=name_list, default=None, help="operators (comma list); default: all")
-    parser.add_argument("--batch", type=int, default=1, help="images per batch, default 1")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per batch, default 1")
     parser.add_argument("--measure", action="store_true",
                         help="also time all upsampling stages back to back and take their peak memory")
     parser.add_argument("--device", default="cpu", help="device for --measure, e.g. cpu or cuda (default cpu)")

@@ -19,12 +19,12 @@ from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..export import (FORMATS, PIVOT_TITLES, check_formats, check_output_paths, latency_pivot, markdown_pivot, pivot,
                       write_outputs)
-from ..memory import MIB
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec, read_spec_file
 from ..rowlog import log_path
 from ..sweep import parse_shard, run_sweep
+from ..vocabulary import MIB
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
 RESULTS = Path("results")

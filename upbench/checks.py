@@ -1,0 +1,49 @@
+"""How values a user gives are read and checked: counts (channels, shards, a knob's value...), comma lists and
+input sizes. A leaf: the sweep spec and the command line's argument parsing read them alike."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+
+def is_whole(value: object, least: int | None = None) -> bool:
+    """Whether ``value`` is an int, and at least ``least`` where given. A bool is none: True is 1 to Python,
+    but ``--shards true`` or ``channels=True`` is a mistake, not a count."""
+    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
+
+
+def comma_items(value: Any) -> tuple:
+    """A sweep file's or flag's list: "a, b" -> ("a", "b") (an empty item is an error, not dropped), a list as a
+    tuple, one value as a tuple of it."""
+    if isinstance(value, str):
+        parts = tuple(part.strip() for part in value.split(","))
+        if not all(parts):
+            raise ValueError(f"empty item in the comma list {value!r}")
+        return parts
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        return tuple(value)
+    return (value,)
+
+
+def positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
+    """``values`` as ints, each at least 1 ("16" reads as 16); ValueError naming ``axis`` for any other."""
+    result = []
+    for value in values:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not is_whole(value, 1):
+            raise ValueError(f"{axis}: {value!r} is not a positive integer")
+        result.append(value)
+    return tuple(result)
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """One input size, H then W, as sweep files and flags write it: 16 -> (16, 16); "32x48" or [32, 48] ->
+    (32, 48). ValueError for anything else."""
+    if isinstance(value, str):
+        h, x, w = value.lower().partition("x")
+        pair: tuple = (h, w if x else h)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    return positive_ints("size", pair)  # type: ignore[return-value]

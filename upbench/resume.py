@@ -1,0 +1,91 @@
+"""Whether a row log may be resumed by a sweep: its rows must be of the same spec (what differs is named) and,
+unless mixing is allowed, measured with what this run measures with. Reading and writing logs is
+:mod:`upbench.rowlog`'s; this module only decides what a resume may keep."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .environment import environment
+from .registry import source_digest
+from .rowlog import check_log
+from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, mixed_environments, read_rows, rows_to_retry
+from .spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
+
+
+def _measured_with_now(devices: list[str], operators: list[str], threads: int | None) -> pd.DataFrame:
+    """What a row measured now on each of ``devices`` would record of :data:`MEASURED_WITH`, and one row
+    per operator of ``operators`` with the source it would be measured with (no device)."""
+    now = [{**environment(device), "device": device} for device in devices]
+    if threads is not None:
+        for row in now:
+            row["threads"] = threads
+    now += [{"operator": operator, "operator_source": source_digest(operator)} for operator in operators]
+    return pd.DataFrame(now, columns=["device", *MEASURED_WITH, "operator", "operator_source"])
+
+
+def _shown(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({f"{value:g}" if isinstance(value, float) else str(value) for value in values}))
+
+
+def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str] | None = None) -> list[str]:
+    """What the rows of a log show of how its spec differs from ``spec`` (which expands ``expected_keys``, where
+    given): the settings its rows record, the number of configs, and configs only one of them has. A log of an
+    older upbench records no settings; a log cut short shows only the configs it reached."""
+    said = []
+    for column, now in {**spec.settings(), "tf32": spec.tf32,
+                        **({"threads": spec.threads} if spec.threads is not None else {})}.items():
+        then = set(logged[column].dropna()) if column in logged else set()
+        if then and then != {now}:
+            said.append(f"{column} {_shown(then)} in the log, {_shown([now])} now")
+    if expected_keys is None:
+        return said
+    totals = set(logged["config_total"].dropna().astype(int))
+    if totals and totals != {len(expected_keys)}:
+        said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
+    unexpanded = sorted(set(logged["key"]) - expected_keys)
+    if unexpanded:
+        more = ", ..." if len(unexpanded) > 2 else ""
+        said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{more}")
+    return said
+
+
+def check_same_spec(path: Path, logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str] | None = None) -> None:
+    """ValueError naming what differs where the rows ``logged`` from ``path`` are of another spec than ``spec``."""
+    others = sorted(set(logged["spec_id"].dropna()) - {spec.spec_id})
+    if others:
+        seen = spec_differences(logged, spec, expected_keys)
+        raise ValueError(f"{path}: holds rows of spec {', '.join(others)}, not of this spec {spec.spec_id}"
+                         f"{' (' + '; '.join(seen) + ')' if seen else ''}: every "
+                         f"axis, knob and setting ({', '.join([*AXIS_KEYS, 'knobs', *SETTING_KEYS])}) must be as "
+                         f"when the log was started; refusing to resume into it")
+
+
+def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
+                allow_mixed: bool = False, retry: tuple[str, ...] = ()) -> set[str]:
+    """Keys of the configs ``path`` holds, after checking every line, that they belong to ``spec``, that
+    they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
+    were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry``: leave out the
+    configs whose last row failed or timed suspect (:func:`rows_to_retry`), so they are measured again."""
+    if path.stat().st_size == 0:
+        return set()
+    check_log(path, columns)
+    logged = latest_rows(read_rows(path))
+    check_same_spec(path, logged, spec, expected_keys)
+    unexpected = sorted(set(logged["key"]) - expected_keys)
+    if unexpected:
+        raise ValueError(f"{path}: holds rows of configs this run does not expand ({', '.join(unexpected[:3])}"
+                         f"{', ...' if len(unexpected) > 3 else ''}): impl auto resolves to compiled only where the "
+                         f"kernels build, and operators come from plugins; refusing to resume into it")
+    if not allow_mixed:
+        now = _measured_with_now(sorted(set(logged["device"].dropna())), sorted(set(logged["operator"].dropna())),
+                                 spec.threads)
+        mixed = mixed_environments(pd.concat([logged, now], ignore_index=True))
+        if mixed:
+            raise ValueError(f"{path}: its rows were measured with another setup than this run's "
+                             f"({'; '.join(mixed)}{SOURCE_HINT if any(': source ' in m for m in mixed) else ''}); "
+                             f"resuming would mix them in one table: resume where they were measured, choose "
+                             f"another --out, or pass --allow-mixed")
+    return set(logged.loc[~rows_to_retry(logged, retry), "key"])

@@ -1,0 +1,27 @@
+"""Units, the fixed words rows carry and how an error becomes a row's message, shared by the code that measures
+and the code that reads rows back: reading, merging and exporting rows imports this leaf, never the measuring
+modules (torch, its profiler)."""
+from __future__ import annotations
+
+MIB = 2**20
+GIGA = 1e9
+MEGA = 1e6
+
+# The environment columns every row records (:func:`upbench.environment.environment` fills them).
+ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
+                      "git_commit", "timestamp")
+DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
+
+# The doubts that come from the machine while timing, not from the row's own settings (threads against
+# cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
+TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady")
+
+# A row's message is one line: a table cell, not a traceback.
+MESSAGE_CHARS = 300
+
+
+def first_line(error: BaseException) -> str:
+    """The error's type and first line, trimmed: what a row's message column holds."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
