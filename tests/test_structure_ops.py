@@ -132,7 +132,7 @@ def test_the_fused_kernel_is_timed_with_the_knobs_of_the_operator_that_calls_it(
         knobs = {"K": Knob(3, "odd"), "d": Knob(8)}
 
     rows = [row["quantity"] for row in roofline.operator_rows("sapa-narrow", 4, 3, 3, _quiet_machine(), FAST)]
-    assert "sapa-narrow sapa_fused alone (d=8, K=3)" in rows
+    assert "sapa-narrow sapa_fused alone (query C=8, key C=8, value C=4, K=3)" in rows
     assert "sapa-narrow sapa_fused time / memory floor" in rows
 
 

@@ -23,6 +23,9 @@ import torch
 # The fused SAPA kernel keeps one pixel's K*K logits on the stack; csrc/upbench_checks.h (kMaxFusedK)
 # enforces the same cap. Above it, SAPA runs the two separate compiled ops.
 FUSED_MAX_K = 15
+# The compiled ops that do an upsampler's whole window work in one pass, reading each input and writing the output
+# once: `bench.py roofline` times each alone, as an operator's forward calls it, against that memory floor.
+ONE_PASS_OPS = ("upbench::sapa_fused",)
 
 _registered = False
 

@@ -133,7 +133,7 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
         stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
             "operator": operator, "stage": stage, "C": C, "Cg": op.guide_channels or None,
-            "K": hparams.get("K", op.hparams.get("K")), "d": dims.d or None,
+            "K": dims.K or None, "d": dims.d or None,  # the knobs filling Table 1's K and d, whatever their names
             **{name: op.hparams.get(name) for name in knob_columns}, "H": H, "W": W,
             "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
             "fvcore_macs": fv.macs, "torch_macs": torch_macs,

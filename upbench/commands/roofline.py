@@ -1,9 +1,10 @@
 """bench.py roofline: the compiled CPU path against this machine's own matmul and copy speed.
 
 Everything is measured in one run, so the ratios hold whatever the machine: the operators' forward
-GFLOP/s as a share of a 2048^3 float32 matmul, the fused kernel (where an operator's forward calls it, with
-the arguments that forward gives it) against its memory floor (compulsory bytes / copy bandwidth),
+GFLOP/s as a share of a 2048^3 float32 matmul, a one-pass kernel (where an operator's forward calls it,
+with the arguments that forward gives it) against its memory floor (compulsory bytes / copy bandwidth),
 forward+backward over forward, the 1 -> N thread speedup, and float64 agreement with the reference path.
+The one-pass kernels are those the op registrations declare (``ONE_PASS_OPS``); nothing here knows an operator.
 
 Each ratio is a median over rounds of paired timings: within a round the two sides of the ratio are
 timed one right after the other, so both ran under the same load from other processes. On a shared
@@ -26,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import kernels
 from ..cli_args import PLAIN_FORMATS, check_out, emit, image_size, name_list, positive_float, positive_int, render_table
+from .._op_registrations import ONE_PASS_OPS
 from ..formulas import TOTAL
 from ..measure import build_call
 from ..registry import available, get, make
@@ -43,16 +45,13 @@ FWD_BWD_GOAL = 2.5
 SCALING_GOAL = 1.85
 FUSED_FLOOR_GOAL = 2.0
 F64_TOLERANCE = 1e-10
-# The one compiled op that does several stages' work: timed alone against the bytes it must move.
-FUSED_OP = "upbench::sapa_fused"
-FUSED_NAME = FUSED_OP.partition("::")[2]
 
 GOALS = (
     f"Goals (column met): an operator's compiled forward reaches at least the share of the matmul GFLOP/s it "
     f"declares (its forward_share_goal; none for an operator that declares none); forward+backward takes at most "
     f"{FWD_BWD_GOAL}x the forward; --threads threads run the forward at least {SCALING_GOAL}x faster than one; "
-    f"the fused kernel ({FUSED_NAME}), where an operator's forward calls it, takes at most {FUSED_FLOOR_GOAL}x its "
-    f"memory floor (the bytes it must read and write / this machine's copy GB/s); the compiled float64 forward "
+    f"a one-pass kernel ({', '.join(op.partition('::')[2] for op in ONE_PASS_OPS)}), where an operator's forward "
+    f"calls it, takes at most {FUSED_FLOOR_GOAL}x its memory floor (the bytes it must read and write / this machine's copy GB/s); the compiled float64 forward "
     f"differs from the reference by at most {F64_TOLERANCE:g} of its largest value."
 )
 
@@ -178,31 +177,48 @@ class _CallsOf(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def fused_rows(name: str, forward: Callable[[], object], machine: Machine, timing: TimingPlan) -> list[dict]:
-    """The fused kernel alone, as operator ``name``'s forward calls it (so with its knobs), against its memory
-    floor: read q, k, v once, write the output once. No rows where the forward does not call it."""
-    with _CallsOf(FUSED_OP) as seen:
-        forward()
-    if not seen.calls:
-        return []
-    query, key, value, K = seen.calls[0]
-    with torch.no_grad():
-        output = kernels.sapa_fused(query, key, value, K)
-    paired = paired_seconds({"fused": (lambda: kernels.sapa_fused(query, key, value, K), timing.threads),
-                             "copy": (machine.copy, timing.threads)}, timing)
-    seconds = paired.seconds
-    compulsory = sum(t.numel() * t.element_size() for t in (query, key, value, output))
-    # floor = compulsory / bandwidth, bandwidth = copy_bytes / copy seconds of the same round
-    over_floor = median_ratio(seconds["fused"], seconds["copy"]) * machine.copy_bytes / compulsory
-    fused_s = statistics.median(seconds["fused"])
-    return [
-        _row(f"{name} {FUSED_NAME} alone (d={query.shape[1]}, K={K})", fused_s * 1e3, "ms",
-             suspect=paired.suspect("fused")),
-        _row(f"{name} {FUSED_NAME} memory floor (compulsory bytes / copy GB/s)", fused_s / over_floor * 1e3, "ms",
-             suspect=paired.suspect("copy")),
-        _row(f"{name} {FUSED_NAME} time / memory floor", over_floor, "x", f"<= {FUSED_FLOOR_GOAL}",
-             over_floor <= FUSED_FLOOR_GOAL, paired.suspect("fused", "copy")),
-    ]
+def _compiled_op(qualified: str) -> Any:
+    namespace, _, name = qualified.partition("::")
+    return getattr(getattr(torch.ops, namespace), name)
+
+
+def _arguments(qualified: str, args: tuple) -> str:
+    """A call's arguments as a label: each tensor's channels, each other argument's value, by the schema's names."""
+    schema = _compiled_op(qualified).default._schema
+    return ", ".join(f"{argument.name} C={value.shape[1]}" if isinstance(value, torch.Tensor)
+                     else f"{argument.name}={value}" for argument, value in zip(schema.arguments, args))
+
+
+def one_pass_rows(name: str, forward: Callable[[], object], machine: Machine, timing: TimingPlan) -> list[dict]:
+    """Each one-pass kernel (``ONE_PASS_OPS``) alone, as operator ``name``'s forward calls it (so with its knobs),
+    against its memory floor: read every input once, write every output once. No rows for a kernel the
+    forward does not call."""
+    rows = []
+    for qualified in ONE_PASS_OPS:
+        with _CallsOf(qualified) as seen:
+            forward()
+        if not seen.calls:
+            continue
+        args, kernel, short = seen.calls[0], _compiled_op(qualified), qualified.partition("::")[2]
+        with torch.no_grad():
+            outputs = kernel(*args)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        paired = paired_seconds({"kernel": (lambda: kernel(*args), timing.threads),
+                                 "copy": (machine.copy, timing.threads)}, timing)
+        seconds = paired.seconds
+        compulsory = sum(t.numel() * t.element_size() for t in (*args, *outputs) if isinstance(t, torch.Tensor))
+        # floor = compulsory / bandwidth, bandwidth = copy_bytes / copy seconds of the same round
+        over_floor = median_ratio(seconds["kernel"], seconds["copy"]) * machine.copy_bytes / compulsory
+        kernel_s = statistics.median(seconds["kernel"])
+        rows += [
+            _row(f"{name} {short} alone ({_arguments(qualified, args)})", kernel_s * 1e3, "ms",
+                 suspect=paired.suspect("kernel")),
+            _row(f"{name} {short} memory floor (compulsory bytes / copy GB/s)", kernel_s / over_floor * 1e3, "ms",
+                 suspect=paired.suspect("copy")),
+            _row(f"{name} {short} time / memory floor", over_floor, "x", f"<= {FUSED_FLOOR_GOAL}",
+                 over_floor <= FUSED_FLOOR_GOAL, paired.suspect("kernel", "copy")),
+        ]
+    return rows
 
 
 def _max_relative_difference(name: str, C: int, H: int, W: int) -> float:
@@ -227,7 +243,7 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     forward_backward = build_call(training_op, replace(config, mode="fwd+bwd"), torch.Generator().manual_seed(0))
     flops = 2 * op.formulas.exact_cost(TOTAL, op.dims(1, H, W)).macs
     share_goal = op.forward_share_goal
-    fused = fused_rows(name, forward, machine, timing)
+    one_pass = one_pass_rows(name, forward, machine, timing)
     paired = paired_seconds({
         "matmul": (machine.matmul, timing.threads),
         "forward": (forward, timing.threads),
@@ -241,7 +257,7 @@ def operator_rows(name: str, C: int, H: int, W: int, machine: Machine, timing: T
     speedup = median_ratio(seconds["forward, 1 thread"], seconds["forward"])
     difference = _max_relative_difference(name, C, H, W)
     return [
-        *fused,
+        *one_pass,
         _row(f"{name} forward", fwd * 1e3, "ms", suspect=suspect("forward")),
         _row(f"{name} forward GFLOP/s", flops / fwd / 1e9, "GFLOP/s", suspect=suspect("forward")),
         _row(f"{name} forward / matmul GFLOP/s", share, "share",
