@@ -431,7 +431,7 @@ def test_every_axis_and_setting_of_a_sweep_file_has_its_flag():
     import argparse
 
     from upbench.commands import compare, sweep
-    from upbench.commands.sweep import AXIS_FLAGS
+    from upbench.commands.measuring import AXIS_FLAGS
 
     for command, fixed in ((sweep, ()), (compare, ("mode", "impl"))):  # compare runs both modes and impls
         parser = argparse.ArgumentParser()

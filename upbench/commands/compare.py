@@ -10,9 +10,9 @@ from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
-from .sweep import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
-                    failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
-                    warn_once_on_suspect_timing)
+from .measuring import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
+                        failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
+                        warn_once_on_suspect_timing)
 
 HELP = "reference vs compiled: latency (fwd, fwd+bwd) and peak memory side by side, with reference/compiled ratios"
 DEFAULTS: dict[str, Any] = {"C": [256], "size": [(64, 64)]}
