@@ -19,7 +19,7 @@ import upbench
 import upbench.measure as measure_module
 from upbench import kernels
 from upbench.commands import cli, main, resume_command
-from upbench.export import to_markdown
+from upbench.reports import to_markdown
 from upbench.rows import IncompleteSweep, check_complete, read_rows
 from upbench.network import network_report
 from upbench.presets import get_preset

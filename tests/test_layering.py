@@ -34,8 +34,9 @@ def _loaded_after(statement: str) -> set[str]:
     return set(done.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["upbench.rows", "upbench.rowlog", "upbench.export", "upbench.diff",
-                                    "upbench.latex", "upbench.vocabulary"])
+@pytest.mark.parametrize("module", ["upbench.rows", "upbench.rowlog", "upbench.views", "upbench.reports",
+                                    "upbench.plot", "upbench.export", "upbench.diff", "upbench.latex",
+                                    "upbench.vocabulary"])
 def test_reading_and_exporting_rows_loads_no_measuring_code(module):
     loaded = _loaded_after(f"import {module}")
     assert module in loaded
@@ -47,8 +48,9 @@ def test_an_operator_file_loads_no_sweep_machinery_and_the_sweep_names_still_res
     assert not loaded.intersection({"upbench.spec", "upbench.sweep", "pandas", "fvcore"})
     import upbench
 
-    assert upbench.SweepSpec is SweepSpec and callable(upbench.run_sweep)
-    from upbench import run_sweep  # noqa: F401  the from-import form resolves too
+    from upbench import run_sweep  # the from-import form resolves too
+
+    assert upbench.SweepSpec is SweepSpec and run_sweep is upbench.run_sweep
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         upbench.nope  # noqa: B018
 
@@ -174,3 +176,15 @@ def test_mixed_sources_leave_out_rows_without_a_source():
     assert mixed_sources(rows) == {"a": ["1", "2"]}
     assert mixed_environments(rows) == ["a: source 1 / 2"]
     assert mixed_sources(rows.drop(columns="operator_source")) == {}
+
+
+def test_a_run_with_no_ok_row_still_writes_the_png_it_was_asked_for(tmp_path):
+    from upbench.export import write_outputs
+    from upbench.measure import failed_row
+
+    spec = SweepSpec(ops=("nearest",), channels=(4,), sizes=(4, 8), devices=("cpu",), impls=("reference",))
+    configs = spec.expand()
+    rows = pd.DataFrame([failed_row(config, spec, index, len(configs), status, "boom")
+                         for index, (config, status) in enumerate(zip(configs, ("error", "crash")))])
+    written = write_outputs(rows, tmp_path / "failed.csv", ["png"])
+    assert written == [tmp_path / "failed.png"] and (tmp_path / "failed.png").read_bytes()[:4] == b"\x89PNG"

@@ -145,7 +145,7 @@ def test_compare_quiet_prints_no_table(tmp_path, counted_not_timed, capsys):
 def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_unit():
     """Three significant digits printed 40 beside 46.8 and 2 beside 0.812, left-aligned, under a title without
     a unit ('latency by operator and input resolution')."""
-    from upbench.export import PIVOT_TITLES, markdown_pivot
+    from upbench.views import PIVOT_TITLES, markdown_pivot
 
     table = pd.DataFrame({"operator": ["a", "b", "c"], "C": [8, 8, 8], "8": [40.0, 2.0, 0.0347],
                           "16": [46.8, 0.812, None]})

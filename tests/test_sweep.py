@@ -12,13 +12,16 @@ import torch
 
 import upbench
 import upbench.measure as measure_module
-import upbench.export as export_module
+import upbench.reports as reports_module
 import upbench.sweep as sweep_module
+import upbench.views as views_module
 from upbench.commands import main
-from upbench.export import markdown_table, ratio_view, to_markdown, write_outputs
+from upbench.export import write_outputs
+from upbench.reports import to_markdown
 from upbench.rows import merge_frames, missing_configs, read_json_rows, read_rows, write_csv, write_json
 from upbench.spec import SweepSpec
 from upbench.sweep import parse_shard, run_sweep, shard_configs
+from upbench.views import markdown_table, ratio_view
 
 TINY = dict(channels=(4,), sizes=(4,), devices=("cpu",), warmup=0, min_run_time=0.001)
 
@@ -135,7 +138,7 @@ def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_pa
     table = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("|")][2:]
     assert [[cell.strip() for cell in line] for line in table] == [["sapa-b", "16"], ["sapa-b", "64"], ["nearest", "-"]]
     # a table without a Cg column says in its footnote how wide the guide was
-    assert r"C = 64, guide C\_g = 16, batch 1" in export_module.to_latex(rows[rows["Cg"] != 64])
+    assert r"C = 64, guide C\_g = 16, batch 1" in reports_module.to_latex(rows[rows["Cg"] != 64])
     # a failed Cg = 64 row: the pivot keeps labelling the Cg = 16 row, and the note names what is missing
     rows.loc[1, ["status", "latency_median_ms"]] = ["error", None]
     write_csv(rows, tmp_path / "failed.csv")
@@ -144,7 +147,7 @@ def test_guide_channels_sweep_the_operators_whose_guide_may_differ_from_c(tmp_pa
     assert "sapa-b & 16 &" in latex and "not measured: sapa-b Cg=64 at 8 (error)" in latex
     # without --Cg the guide follows C: no Cg column however C varies
     plain = SweepSpec(ops=("sapa-b",), channels=(8, 16), sizes=(4,), devices=("cpu",), impls=("reference",))
-    assert "Cg" not in export_module.varying_axes(pd.DataFrame(
+    assert "Cg" not in views_module.varying_axes(pd.DataFrame(
         {"operator": "sapa-b", "impl": "reference", "C": [8, 16], "Cg": [8, 16], "N": 1, "dtype": "fp32",
          "device": "cpu", "mode": "fwd"}))
     assert all("Cg=" not in c.key for c in plain.expand())

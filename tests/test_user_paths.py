@@ -14,7 +14,8 @@ import upbench
 import upbench.measure as measure_module
 from upbench import Cost, Formulas, Knob
 from upbench.commands import main
-from upbench.export import paper_table, to_latex, to_markdown
+from upbench.reports import to_latex, to_markdown
+from upbench.views import paper_table
 from upbench.rows import read_rows, rows_to_retry
 from upbench.formulas import per_pixel
 from upbench.rowlog import read_log

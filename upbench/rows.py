@@ -2,7 +2,7 @@
 of one sweep's shards or resumptions, which rows a resume measures again, and whether a sweep is complete.
 
 Rows are the layout of :meth:`upbench.spec.SweepSpec.columns`; nothing here measures or renders them
-(:mod:`upbench.export` does the views).
+(:mod:`upbench.views` and :mod:`upbench.reports` render them).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Data flows one way, one module a step::
 
     spec.SweepSpec --expand--> [spec.Config] --measure.measure_config--> row dict
-        --> rowlog.RowLog (CSV) --> rows.read_rows (DataFrame) --> export
+        --> rowlog.RowLog (CSV) --> rows.read_rows (DataFrame) --> views, reports, plot (export writes them)
 
 A row is appended to the CSV log (flushed and fsynced) as soon as it is measured, so a sweep
 killed at any point keeps every finished row, and ``resume=True`` skips the configs already

@@ -5,11 +5,12 @@ import argparse
 import sys
 from typing import Any
 
-from ..export import check_formats, check_output_paths, markdown_table, ratio_view, write_outputs
+from ..export import check_formats, check_output_paths, write_outputs
 from ..registry import available, get
 from ..spec import SweepSpec
 from ..sweep import run_sweep
 from ..rowlog import log_path
+from ..views import markdown_table, ratio_view
 from .measuring import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
                         failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
                         warn_once_on_suspect_timing)

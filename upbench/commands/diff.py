@@ -11,8 +11,8 @@ import pandas as pd
 
 from ..cli_args import PLAIN_FORMATS, check_out, emit, positive_float, render_table, str_list
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
-from ..export import format_number, markdown_table, size_label
 from ..rows import index_ranges, missing_configs
+from ..views import format_number, markdown_table, size_label
 from .report import read_any
 
 HELP = ("two finished runs side by side: latency and peak memory of every config both hold, new / base, each "

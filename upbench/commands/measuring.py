@@ -13,8 +13,7 @@ from ..cli_args import (int_list, knob_pair, name_list, non_negative_int, positi
                         str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..export import FORMATS
-from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, check_retry, is_suspect, rows_to_retry
+from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, FORMATS, check_retry, is_suspect, rows_to_retry
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
 
 RESULTS = Path("results")

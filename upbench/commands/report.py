@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, render_table
-from ..export import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
-                      markdown_pivot, measured_with, pivot, size_columns, to_latex, to_markdown, unmeasured_note)
 from ..latex import COUNT_KINDS, booktabs
+from ..reports import measured_with, to_latex, to_markdown, unmeasured_note
 from ..rowlog import read_log_noting
 from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
+from ..views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
+                     markdown_pivot, pivot, size_columns)
 from ..vocabulary import MIB
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"

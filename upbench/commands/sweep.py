@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_args import non_negative_int, positive_float, positive_int, str_list
-from ..export import (PIVOT_TITLES, check_formats, check_output_paths, latency_pivot, markdown_pivot, pivot,
-                      write_outputs)
+from ..export import check_formats, check_output_paths, write_outputs
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
 from ..rowlog import log_path
 from ..spec import SweepSpec, read_spec_file
 from ..sweep import parse_shard, run_sweep
+from ..views import PIVOT_TITLES, latency_pivot, markdown_pivot, pivot
 from ..vocabulary import MIB
 from .measuring import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
                         failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,

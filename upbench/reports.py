@@ -1,0 +1,162 @@
+"""The reports of a sweep's rows: Markdown (setup, notes, pivot views, every row) and a booktabs LaTeX table,
+with the notes a reader needs beside the numbers (how they were measured, what could not be trusted, what was
+counted as zero). Built from :mod:`upbench.views`; nothing here measures."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from .latex import booktabs
+from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, mixed_sources
+from .rules import counted_as_zero_note
+from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
+                    latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
+                    suspect_rows, varying_axes)
+from .vocabulary import MIB
+
+MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
+
+
+def measured_with(rows: pd.DataFrame) -> str:
+    """How the rows were measured, for a caption: the device(s), and C, the guide's width where it is not C,
+    batch, dtype, mode and CPU threads where the rows share one (else the table's columns say)."""
+    def shared_in(frame: pd.DataFrame, column: str, say: Callable[[object], str]) -> str:
+        values = frame[column].dropna().unique()
+        return say(values[0]) if len(values) == 1 else f"{column} as in its column"
+
+    def shared(column: str, say: Callable[[object], str]) -> str:
+        return shared_in(rows, column, say)
+
+    devices = ", ".join(sorted(rows["device_name"].dropna().astype(str).unique())) or "unknown device"
+    parts = [shared("C", lambda c: f"C = {c}")]
+    if other_guides(rows).any():  # a guide narrower or wider than C: say how wide, or where
+        parts.append(shared_in(rows[rows["Cg"].fillna(0) != 0], "Cg", lambda g: f"guide C_g = {g}"))
+    parts += [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
+    if rows["device"].astype(str).str.startswith("cpu").all():
+        parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
+    return f"{devices}; " + ", ".join(parts)
+
+
+def unmeasured_note(rows: pd.DataFrame) -> str:
+    """'not measured: carafe K=5 at 64, 128 (crash); ...' for the rows that are not ok, which a table leaves
+    out or empty, each named by its operator, the axes that vary and its sizes; '' when every row is ok."""
+    axes = varying_axes(rows)
+    failed = axes_as_text(rows[rows["status"] != "ok"])
+    if failed.empty:
+        return ""
+    where = []
+    for key, group in failed.groupby(["operator", *axes, "status"], sort=False, dropna=False):
+        operator, *values, status = key
+        point = "".join(f" {axis}={value}" for axis, value in zip(axes, values))
+        where.append(f"{operator}{point} at {', '.join(dict.fromkeys(group['size']))} ({status})")
+    return f"not measured: {'; '.join(where)}; each row's status and message columns say why."
+
+
+def to_latex(rows: pd.DataFrame) -> str:
+    """The sweep as a booktabs table: :func:`paper_table`, units, rounding, how it was measured and which
+    latencies are suspect (marked) stated under it."""
+    table = paper_table(rows, with_suspect=True)
+    suspect_columns = [c for c in table.columns if c[1] == "Suspect"]
+    marked = flagged_cells(table, suspect_columns, lambda column: (column[0], "Latency"))
+    table = table.drop(columns=suspect_columns)
+    kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
+             **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
+    policy = first_policy(rows)
+    forward_only = " (of one forward, also beside forward+backward latencies)" if (rows["mode"] == "fwd+bwd").any() else ""
+    notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
+             f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
+             f"low-resolution input H x W.",
+             *([SUSPECT_NOTE] if marked else []),
+             *(f"--: {note}" for note in [unmeasured_note(rows)] if note), *filter(None, [_counted_as_zero(rows)])]
+    return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
+                    marked=marked)
+
+
+def _counted_as_zero(rows: pd.DataFrame) -> str:
+    """'counted as zero: mylib::op' for the custom ops of any row that no counting rule covered."""
+    ops = {op for column in rows.columns if column.startswith("zero_ops_")
+           for cell in rows[column].dropna() for op in str(cell).split(";") if op}
+    return counted_as_zero_note(sorted(ops))
+
+
+SETTING_LABELS = {"warmup": "{} warm-up calls", "min_run_time_s": "timed for at least {} s",
+                  "budget_s": "row budget {} s", "seed": "seed {}"}
+
+
+def _settings_line(rows: pd.DataFrame) -> str:
+    """How the rows were measured ('Measured with 3 warm-up calls, timed for at least 0.2 s, ...'); '' for rows
+    of an upbench that did not record it."""
+    present = [column for column in SETTING_COLUMNS if column in rows and rows[column].notna().any()]
+    if not present:
+        return ""
+    said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
+            for column in present]
+    return "Measured with " + ", ".join(said) + "."
+
+
+def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per environment, with the range of the load average seen while measuring."""
+    columns = list(ENVIRONMENT_COLUMNS)
+    table = rows.groupby(columns, sort=False, dropna=False)["load_1min"].agg(["min", "max"]).reset_index()
+    table["load (1 min)"] = [f"{low:g}" if low == high else f"{low:g}-{high:g}"
+                             for low, high in zip(table["min"], table["max"])]
+    return table.drop(columns=["min", "max"])
+
+
+NOTES = """\
+CPU latencies are only as good as the machine was quiet: a load above the core count means other
+work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call).
+Each row measures it while timing: `CPU util` is the process's CPU time over the wall time of the timed
+calls (below 0.9: other work had the cores), `other work (cores)` the cores' worth of other processes'
+CPU time and hypervisor steal on the usable cores meanwhile (from /proc/stat), and `timing suspect`
+gives the reason when either, a wide p20-p80 spread, fewer than 5 timed calls or more threads than
+usable cores means the latency cannot be trusted.
+MACs, FLOPs (2 x MACs) and params are of one forward, under each counting policy. `fwd` is inference
+(eval mode, no_grad); `fwd+bwd` is a training step's forward and backward into inputs and weights.
+Latency is the median (p20, p80) of the timed calls, each call timed on its own; peak memory is
+above the inputs and weights.
+GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traffic (x, guide and
+weights read once, output written once) by the median, so it is a lower bound."""
+
+
+def _suspect_section(rows: pd.DataFrame) -> list[str]:
+    suspect = suspect_rows(rows)
+    if suspect.empty:
+        return []
+    return [f"## Timing that cannot be trusted ({len(suspect)} of {len(rows)} rows)\n\n"
+            "Measure these rows again on a quiet machine before citing them.",
+            markdown_table(suspect)]
+
+
+def _mixed_sources_note(rows: pd.DataFrame) -> str:
+    """Which operators' rows were measured from more than one version of their source (merged or resumed with
+    --allow-mixed); '' when none were, or the rows predate the column."""
+    mixed = [f"{operator} ({' / '.join(versions)})" for operator, versions in mixed_sources(rows).items()]
+    return (f"Measured from more than one version of the operator's source files (operator_source): "
+            f"{', '.join(mixed)}. Their rows do not all time the same code." if mixed else "")
+
+
+def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]] = ()) -> str:
+    """The report: environment, notes, pivot views, any extra ``sections``, then every row."""
+    spec_ids = ", ".join(sorted(rows["spec_id"].dropna().unique())) or "none"
+    statuses = rows["status"].value_counts()
+    latency_table, suspect_cells = latency_pivot(rows)
+    parts = [
+        f"# upbench sweep {spec_ids}",
+        f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
+        *filter(None, [_counted_as_zero(rows)]),
+        markdown_table(_environment_table(rows)),
+        *filter(None, [_settings_line(rows), _mixed_sources_note(rows)]),
+        NOTES,
+        *_suspect_section(rows),
+        *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
+        f"## {PIVOT_TITLES['latency']}",
+        markdown_pivot(latency_table, rows, suspect_cells),
+        f"## {PIVOT_TITLES['memory']}",
+        markdown_pivot(pivot(rows, "peak_mem_bytes", 1 / MIB), rows),
+        *filter(None, [unmeasured_note(rows)]),  # the pivots' empty cells and missing lines, named
+        "## Rows",
+        markdown_table(row_table(rows)),
+    ]
+    return "\n\n".join(parts) + "\n"
