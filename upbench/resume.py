@@ -3,6 +3,7 @@ unless mixing is allowed, measured with what this run measures with. Reading and
 :mod:`upbench.rowlog`'s; this module only decides what a resume may keep."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from .environment import environment
 from .registry import source_digest
-from .rowlog import check_log
+from .rowlog import check_log, whole_text
 from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, mixed_environments, read_rows, rows_to_retry
 from .spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
 
@@ -69,10 +70,11 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
     they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
     were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry``: leave out the
     configs whose last row failed or timed suspect (:func:`rows_to_retry`), so they are measured again."""
-    if path.stat().st_size == 0:
+    text = whole_text(path)[0] if path.exists() else ""  # a torn last line is cut only once the log is accepted
+    if not text:
         return set()
-    check_log(path, columns)
-    logged = latest_rows(read_rows(path))
+    check_log(path, columns, text=text)
+    logged = latest_rows(read_rows(io.StringIO(text, newline="")))
     check_same_spec(path, logged, spec, expected_keys)
     unexpected = sorted(set(logged["key"]) - expected_keys)
     if unexpected:

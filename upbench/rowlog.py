@@ -12,7 +12,7 @@ from datetime import datetime
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import pandas as pd
 from filelock import FileLock, Timeout
@@ -48,6 +48,9 @@ class RowLog:
     library, the OOM killer, but also a preempted job's kill) leaves that file: the next run on the log
     finds the config, and how many runs in a row died measuring it, in :attr:`died_measuring`, so a
     resume can record a row that keeps killing its process as a crash instead of dying on it forever.
+
+    Making one takes the lock and leaves the file alone; :meth:`open` starts appending once the log is
+    accepted, so a resume refused by its checks leaves the log byte for byte as it was.
     """
 
     def __init__(self, path: Path, columns: list[str]):
@@ -68,6 +71,13 @@ class RowLog:
         except OSError as error:
             raise ValueError(f"cannot write {path}: cannot create its lock file {self.lock.lock_file}: "
                              f"{error.strerror}") from None
+        self.file: IO[str] | None = None
+
+    def open(self) -> None:
+        """Start appending, once the log is accepted (a resume's checks passed): cut a last line a kill left
+        half-written, write a fresh log's header, read the mark of a row the last run died measuring. Until
+        then the file is as it was: a refused resume changes nothing."""
+        path = self.path
         try:
             if path.exists():  # under the lock: a kill mid-line (even mid-header) leaves a line to cut
                 drop_torn_line(path)
@@ -80,9 +90,8 @@ class RowLog:
                     self.died_measuring = (key, (int(earlier) if earlier.isdigit() else 0) + 1)
             self.file = open(path, "a", newline="")
         except OSError as error:
-            self.lock.release()
             raise ValueError(f"cannot write the row log {path}: {error.strerror}") from None
-        self.writer = csv.DictWriter(self.file, fieldnames=columns)
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
         if fresh:
             self.writer.writeheader()
             self._sync()
@@ -113,7 +122,8 @@ class RowLog:
         """Also after an exception: a row stopped by Ctrl-C or an error did not kill the process."""
         if self.marking:
             self.measuring.unlink(missing_ok=True)
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         self.lock.release()
 
 
@@ -231,19 +241,26 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
     return header
 
 
-def read_log_noting(path: str | Path) -> tuple[pd.DataFrame, str | None]:
-    """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
-    config measured again replacing its earlier one; and what was left out, if anything: a last line a kill
-    left half-written, as ``--resume`` cuts it. The file is not changed."""
+def whole_text(path: str | Path) -> tuple[str, bytes]:
+    """A log's text without a last line a kill left half-written (as ``--resume`` cuts it), and its bytes. The
+    file is not changed."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     start = _torn_line_start(data)
     try:
-        text = data[:start].decode() if start is not None else data.decode()
+        return (data[:start].decode() if start is not None else data.decode()), data
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text CSV file") from None
+
+
+def read_log_noting(path: str | Path) -> tuple[pd.DataFrame, str | None]:
+    """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
+    config measured again replacing its earlier one; and what was left out, if anything: a last line a kill
+    left half-written, as ``--resume`` cuts it. The file is not changed."""
+    text, data = whole_text(path)
+    start = _torn_line_start(data)
     check_log(Path(path), text=text)
     lines = data.count(b"\n")
     note = None if start is None else (f"{path}: line {lines + 1} was cut mid-write (a killed sweep); read without "
