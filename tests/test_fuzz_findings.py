@@ -21,3 +21,90 @@ def test_a_refused_resume_leaves_a_torn_log_byte_for_byte(tmp_path, capsys):
     assert log.read_bytes() == before
     assert main(["sweep", *TINY, "--resume", "--out", str(log), "--formats", ""]) == 0  # accepted: cut, then go on
     assert log.read_bytes() == before[:before.rindex(b"\n") + 1]
+
+
+def test_a_report_already_beside_a_new_log_is_refused_not_overwritten(tmp_path, capsys):
+    notes = tmp_path / "run.md"
+    notes.write_text("# my notes\n")
+    assert main(["sweep", *TINY, "--out", str(tmp_path / "run.csv")]) == 2
+    assert "run.md exists beside the new row log" in capsys.readouterr().err
+    assert notes.read_text() == "# my notes\n" and not (tmp_path / "run.csv").exists()
+    assert main(["sweep", *TINY, "--out", str(tmp_path / "run.csv"), "--formats", "json"]) == 0  # not asked for
+
+
+def test_a_yaml_key_given_twice_is_refused(tmp_path):
+    from upbench.spec import read_spec_file
+
+    spec_file = tmp_path / "twice.yaml"
+    spec_file.write_text("C: [4]\nops: nearest\nC: [8]\n")
+    with pytest.raises(ValueError, match="line 3: .*key 'C' is given twice"):
+        read_spec_file(spec_file)
+
+
+def test_a_unicode_digit_in_a_sweep_file_is_named_with_its_axis():
+    from upbench.spec import SweepSpec
+
+    with pytest.raises(ValueError, match="C: '²' is not a positive integer"):
+        SweepSpec.from_mapping({"ops": "nearest", "C": ["²"]})
+
+
+def test_warm_up_is_recorded_as_made():
+    from upbench.spec import SweepSpec
+
+    assert SweepSpec(ops=("nearest",), warmup=0).settings()["warmup"] == 1
+    assert SweepSpec(ops=("nearest",), warmup=4).settings()["warmup"] == 4
+
+
+@pytest.mark.parametrize("flags", [["--partition", "gpu"], ["--mem-gb", "3"], ["--cluster", "local"],
+                                   ["--slurm-param", "qos=high"], ["--timeout", "5"]])
+def test_launch_flags_without_a_launcher_are_refused(tmp_path, capsys, flags):
+    assert main(["sweep", *TINY, "--out", str(tmp_path / "x.csv"), *flags]) == 2
+    assert f"{flags[0]}: what each job of a launch asks for" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu:1", "cpu:0"])
+def test_a_cpu_with_an_index_is_refused(device):
+    from upbench.environment import check_device
+    from upbench.spec import SweepSpec
+
+    with pytest.raises(ValueError, match=f"device '{device}': expected cpu, cuda"):
+        SweepSpec(ops=("nearest",), devices=(device,))
+    with pytest.raises(ValueError, match=f"device '{device}': expected cpu, cuda"):
+        check_device(device)
+
+
+@pytest.mark.parametrize("flag", [["--device", "cuda"], ["--impl", "compiled"]])
+def test_network_refuses_measuring_flags_without_measure(capsys, flag):
+    assert main(["network", "--preset", "segformer-b1", "--ops", "nearest", *flag]) == 2
+    assert f"{flag[0]}: what --measure runs on" in capsys.readouterr().err
+
+
+def test_a_name_given_twice_is_one(capsys):
+    from upbench.cli_args import str_list
+
+    assert str_list("nearest,bilinear,nearest") == ["nearest", "bilinear"]
+    assert main(["table1", "--ops", "nearest,nearest", "--C", "4", "--size", "4", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("nearest,total") == 1
+
+
+def test_an_empty_shard_says_so(tmp_path, capsys):
+    assert main(["sweep", *TINY, "--shard", "1/2", "--out", str(tmp_path / "s.csv"), "--formats", ""]) == 0
+    err = capsys.readouterr().err
+    assert "shard 1/2 holds none of the sweep's 1 config(s)" in err and "0 rows: nothing was measured" in err
+
+
+def test_inputs_of_another_dtype_or_device_are_named_before_torch_fails():
+    import torch
+
+    import upbench
+
+    op = upbench.make("sapa-b", 8)
+    x, guide = op.example_inputs(1, 4, 4)
+    with pytest.raises(ValueError, match=r"sapa-b: x is torch.float16 on cpu, its weights torch.float32 on cpu"):
+        op(x.half(), guide.half())
+    with pytest.raises(ValueError, match=r"sapa-b: guide is torch.float64 on cpu, x torch.float32 on cpu"):
+        op(x, guide.double())
+    with pytest.raises(ValueError, match=r"nearest: x is torch.int64; expected a floating-point tensor"):
+        upbench.make("nearest", 8)(x.long(), None)
+    assert upbench.make("nearest", 8)(x.half(), None).dtype == torch.float16  # no weights: any float

@@ -30,6 +30,18 @@ BAD = [
     (["roofline", "--format", "latex"], "bench.py roofline", "argument --format", "invalid choice"),
     (["selfcheck", "--seed", "x"], "bench.py selfcheck", "argument --seed", "'x'"),
     (["selfcheck", "--format", "yaml"], "bench.py selfcheck", "argument --format", "invalid choice"),
+    # found by fuzzing: empty, huge, twice
+    (["selfcheck", "--devices", ""], "bench.py selfcheck", "argument --devices", "expected at least one name"),
+    (["table1", "--C", "99999999999999999999"], "bench.py table1", "argument --C", "more than torch's 64 bits"),
+    (["table1", "--C", "0"], "bench.py table1", "argument --C", "expected an integer >= 1, got '0'"),
+    (["sweep", "--seed", "-99999999999999999999"], "bench.py sweep", "argument --seed", "64 bits"),
+    (["sweep", "--C", "\uff14"], "bench.py sweep", "argument --C", "expected an integer >= 1"),
+    (["sweep", "--out", ""], "bench.py sweep", "argument --out", "empty; expected a file name"),
+    (["sweep", "--spec", " "], "bench.py sweep", "argument --spec", "empty; expected a file name"),
+    (["sweep", "--spec", "a.yaml", "--spec", "b.yaml"], "bench.py sweep", "argument --spec", "given twice"),
+    (["report", "x.csv", "--out", ""], "bench.py report", "argument --out", "empty"),
+    (["diff", "a.csv", "b.csv", "--across", ""], "bench.py diff", "argument --across", "at least one name"),
+    (["--plugin", "", "table1"], "bench.py", "argument --plugin", "empty"),
     # unknown flags are named with the command they were given to
     (["sweep", "--bogus"], "bench.py sweep", "unrecognized arguments: --bogus", ""),
     (["roofline", "--C", "8", "--bogus", "1"], "bench.py roofline", "unrecognized arguments: --bogus 1", ""),

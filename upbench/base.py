@@ -271,6 +271,7 @@ class Upsampler(nn.Module):
             raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {_sizes(x)}")
         if h < 1 or w < 1 or n < 1:
             raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {_sizes(x)}")
+        self._check_like_weights(x)
         if not self.needs_guide:
             if guide is not None:
                 raise ValueError(f"{self.name}: takes no guide; got a guide ({_describe(guide)})")
@@ -288,6 +289,18 @@ class Upsampler(nn.Module):
             raise ValueError(
                 f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {_sizes(guide)}"
             )
+        if (guide.dtype, guide.device) != (x.dtype, x.device):
+            raise ValueError(f"{self.name}: guide is {guide.dtype} on {guide.device}, x {x.dtype} on {x.device}; "
+                             f"expected both alike")
+
+    def _check_like_weights(self, x: torch.Tensor) -> None:
+        """x must be floating point, and of the weights' dtype and device: torch's own errors name neither."""
+        if not x.is_floating_point():
+            raise ValueError(f"{self.name}: x is {x.dtype}; expected a floating-point tensor")
+        weight = next(self.parameters(), None)
+        if weight is not None and (x.dtype, x.device) != (weight.dtype, weight.device):
+            raise ValueError(f"{self.name}: x is {x.dtype} on {x.device}, its weights {weight.dtype} on "
+                             f"{weight.device}; expected x alike (or op.to(x.dtype) / op.to(x.device))")
 
     def extra_repr(self) -> str:
         knobs = ", ".join(f"{k}={v}" for k, v in self.hparams.items())

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 
+# Every count and seed ends in torch, whose sizes and seeds are 64-bit: a larger one failed deep inside a row.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def is_whole(value: object, least: int | None = None) -> bool:
-    """Whether ``value`` is an int, and at least ``least`` where given. A bool is none: True is 1 to Python,
-    but ``--shards true`` or ``channels=True`` is a mistake, not a count."""
-    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
+    """Whether ``value`` is an int that fits 64 bits, and at least ``least`` where given. A bool is none: True is
+    1 to Python, but ``--shards true`` or ``channels=True`` is a mistake, not a count."""
+    return (isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+            and (least is None or value >= least))
 
 
 def comma_items(value: Any) -> tuple:
@@ -28,10 +33,12 @@ def positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
     """``values`` as ints, each at least 1 ("16" reads as 16); ValueError naming ``axis`` for any other."""
     result = []
     for value in values:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not '²' or '４'
             value = int(value)
         if not is_whole(value, 1):
-            raise ValueError(f"{axis}: {value!r} is not a positive integer")
+            too_wide = isinstance(value, int) and not isinstance(value, bool) and value > INT64_MAX
+            raise ValueError(f"{axis}: {value!r} is not a positive integer"
+                             + (" (more than torch's 64 bits hold)" if too_wide else ""))
         result.append(value)
     return tuple(result)
 

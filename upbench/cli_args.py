@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .files import check_writable
-from .checks import comma_items, parse_size
+from .checks import INT64_MAX, INT64_MIN, comma_items, is_whole, parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
 # report's own (upbench.latex), so only the commands that render one offer it.
@@ -17,12 +17,36 @@ PLAIN_FORMATS = ("markdown", "csv", "json")
 FORMATS = (*PLAIN_FORMATS, "latex")
 
 
+def file_name(text: str) -> str:
+    """A flag that names a file: an empty one (an unset shell variable) is refused, where it was taken as no flag
+    (stdout, or a default path) or as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; expected a file name")
+    return text
+
+
+def spec_path(text: str) -> Path:
+    return Path(file_name(text))
+
+
+class Once(argparse.Action):
+    """A flag that may be given once: a second one (two sweep files) would otherwise silently replace the first."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(self, f"given twice ({getattr(namespace, self.dest)} and {values}); "
+                                               f"expected one")
+        setattr(namespace, self.dest, values)
+
+
 def str_list(text: str) -> list[str]:
-    """'a,b' -> ['a', 'b']; '' -> [] (e.g. no formats); an empty item ('a,,b', 'a,') is an error, not dropped."""
+    """'a,b,a' -> ['a', 'b']: each once; '' -> [] (e.g. no formats); an empty item ('a,,b', 'a,') is an error,
+    not dropped."""
     if not text.strip():
         return []
-    try:
-        return list(comma_items(text))
+    try:  # each once: an operator, format or device named twice was measured, written or checked twice
+        return list(dict.fromkeys(comma_items(text)))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -36,11 +60,8 @@ def name_list(text: str) -> list[str]:
 
 
 def int_list(text: str) -> list[int]:
-    """'16,64,256' -> [16, 64, 256]."""
-    try:
-        return [int(part) for part in str_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+    """'3,5,-1' -> [3, 5, -1]: integers, whose range the knob they set checks (K, d)."""
+    return [_integer_at_least(part, None) for part in str_list(text)]
 
 
 def size_list(text: str) -> list[tuple[int, int]]:
@@ -73,14 +94,17 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _integer_at_least(text: str, lowest: int) -> int:
+def _integer_at_least(text: str, lowest: int | None) -> int:
     try:
-        value = int(text)
+        value = int(text) if text.strip().isascii() else None
     except ValueError:
-        value = lowest - 1
-    if value < lowest:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {lowest}, got {text!r}")
-    return value
+        value = None
+    if not is_whole(value, lowest):
+        expected = "an integer" if lowest is None else f"an integer >= {lowest}"
+        too_wide = value is not None and is_whole(max(min(value, INT64_MAX), INT64_MIN), lowest)
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}"
+                                         + (" (more than torch's 64 bits hold)" if too_wide else ""))
+    return value  # type: ignore[return-value]
 
 
 def positive_int(text: str) -> int:
@@ -89,6 +113,16 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _integer_at_least(text, 0)
+
+
+def integer(text: str) -> int:
+    """Any integer torch takes (a seed): 64 bits."""
+    return _integer_at_least(text, None)
+
+
+def positive_int_list(text: str) -> list[int]:
+    """'16,64,256' -> [16, 64, 256], each at least 1 (channels, batch sizes)."""
+    return [_integer_at_least(part, 1) for part in str_list(text)]
 
 
 def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:

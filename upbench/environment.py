@@ -41,8 +41,8 @@ def check_device(device: str) -> None:
         index = torch.device(device).index
         if index is not None and index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} requested, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif kind != "cpu":
-        raise ValueError(f"device {device!r}: only cpu and cuda are supported")
+    elif kind != "cpu" or torch.device(device).index is not None:
+        raise ValueError(f"device {device!r}: expected cpu, cuda or cuda:<index>")
 
 
 @lru_cache(maxsize=None)

@@ -113,7 +113,7 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     started = time.perf_counter()
     flush = cpu_flush_buffer() if spec.l2_flush and device.type == "cpu" else None
     flush_s = 0.0
-    for _ in range(max(spec.warmup, 1)):
+    for _ in range(spec.settings()["warmup"]):
         if flush is not None:
             flush_s = call_seconds(lambda: flush_cpu_caches(flush), device)
         last = call_seconds(call, device)

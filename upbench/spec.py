@@ -47,7 +47,8 @@ def _device_name(name: str) -> str:
         device = torch.device(str(name).lower())
     except RuntimeError:
         raise ValueError(f"device {name!r}: expected cpu, cuda, cuda:<index> or auto") from None
-    if device.type not in ("cpu", "cuda"):
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index is not None):
+        # cpu:1 is one CPU to torch: rows recording it would not pair with cpu rows in a diff or merge
         raise ValueError(f"device {name!r}: expected cpu, cuda, cuda:<index> or auto")
     return str(device)
 
@@ -142,6 +143,24 @@ def all_knob_names() -> tuple[str, ...]:
     return _dedupe(name for op in available() for name in get(op).knobs)
 
 
+def _unique_keys_loader() -> type:
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently; TOML refuses)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (the first would be ignored)", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML or TOML sweep file, unvalidated."""
     path = Path(path)
@@ -163,7 +182,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_keys_loader())
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
@@ -188,7 +207,7 @@ class SweepSpec:
     ``auto`` resolves, per operator, to ``compiled`` when the compiled ops are built, else
     ``reference``; operators without a compiled path only run ``reference``.
 
-    Measurement: ``warmup`` calls (at least one) before timing; ``min_run_time`` seconds of timed
+    Measurement: ``warmup`` calls (at least one is made, and recorded) before timing; ``min_run_time`` seconds of timed
     calls; ``row_budget_s``: seconds a row may spend measuring (counting aside): the timing is
     shortened to fit, and a row whose warm-up leaves no room for one timed call and the memory
     probe is recorded ``skipped`` with its last warm-up call as latency; ``l2_flush``: flush the caches before each
@@ -267,7 +286,7 @@ class SweepSpec:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected true or false")
         if not is_whole(self.seed):
-            raise ValueError(f"seed={self.seed!r}: expected an integer")
+            raise ValueError(f"seed={self.seed!r}: expected an integer of at most 64 bits")
 
     def _checked_knobs(self, ops: tuple[str, ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
         knobs = dict(self.knobs) if not isinstance(self.knobs, Mapping) else self.knobs
@@ -323,8 +342,10 @@ class SweepSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def settings(self) -> dict[str, Any]:
-        """The :data:`SETTING_COLUMNS` of this spec's rows."""
-        return {column: getattr(self, SETTING_COLUMN_FIELDS[column]) for column in SETTING_COLUMNS}
+        """The :data:`SETTING_COLUMNS` of this spec's rows: what they were measured with, so warm-up calls as made
+        (warmup 0 makes one, whose time sets the pace the row budget is checked against)."""
+        settings = {column: getattr(self, SETTING_COLUMN_FIELDS[column]) for column in SETTING_COLUMNS}
+        return {**settings, "warmup": max(settings["warmup"], 1)}
 
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""

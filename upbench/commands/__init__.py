@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
+from ..cli_args import file_name
 from ..environment import upbench_version
 from ..registry import PluginWarning, load_plugin
 from . import compare, diff, merge, network, report, roofline, selfcheck, sweep, table1
@@ -26,7 +27,8 @@ PLUGIN_HELP = ("register the operators of a plugin: a Python file (path/to/file.
 def _add_plugin_option(parser: argparse.ArgumentParser, dest: str) -> None:
     # The main parser and each subcommand write different dests: a subparser's defaults would
     # otherwise overwrite the plugins given before the command.
-    parser.add_argument("--plugin", action="append", dest=dest, default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
+    parser.add_argument("--plugin", type=file_name, action="append", dest=dest, default=[], metavar="FILE_OR_MODULE",
+                        help=PLUGIN_HELP)
 
 
 class Parser(argparse.ArgumentParser):

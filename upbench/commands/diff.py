@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import PLAIN_FORMATS, check_out, emit, positive_float, render_table, str_list
+from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, name_list, positive_float, render_table
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
 from ..rows import index_ranges, missing_configs
 from ..views import format_number, markdown_table, size_label
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new", type=Path, help="the run to compare: a sweep's .csv (or .json)")
     parser.add_argument("--threshold", type=positive_float, default=0.05,
                         help="a change of the median latency below this fraction is 'same' (default 0.05: 5%%)")
-    parser.add_argument("--across", type=str_list, default=None, metavar="AXES",
+    parser.add_argument("--across", type=name_list, default=None, metavar="AXES",
                         help="pair the configs across these axes (comma list: C, Cg, N, size, dtype, a knob...), on "
                              "which each run holds one value per operator; without it the runs may differ in one of "
                              "impl, dtype, device, mode or a knob, and are paired across it")
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="with --fail-slower: a config of the base that the new run lacks is not a regression "
                            "(a new run of fewer operators)")
     parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown")
-    parser.add_argument("--out", default=None, help="write the comparison to this file instead of stdout")
+    parser.add_argument("--out", type=file_name, default=None, help="write the comparison to this file instead of stdout")
 
 
 VERDICT_NOTE = ("change: faster or slower where the medians differ by more than the threshold and the p20-p80 "

@@ -9,8 +9,8 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from ..cli_args import (int_list, knob_pair, name_list, non_negative_int, positive_float, positive_int, size_list,
-                        str_list)
+from ..cli_args import (file_name, int_list, integer, knob_pair, name_list, non_negative_int, positive_float,
+                        positive_int, positive_int_list, size_list, str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, FORMATS, check_retry, is_suspect, rows_to_retry
@@ -24,25 +24,27 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
     """Axis and measurement flags shared with ``compare``; unset flags fall back to ``defaults``."""
     axes = parser.add_argument_group("axes (comma lists)", defaults)
     axes.add_argument("--ops", type=name_list, help=ops_help)
-    axes.add_argument("--C", type=int_list, help="channels")
-    axes.add_argument("--Cg", type=int_list, help="guide channels, for the operators that read a guide of any width "
+    axes.add_argument("--C", type=positive_int_list, help="channels")
+    axes.add_argument("--Cg", type=positive_int_list, help="guide channels, for the operators that read a guide of any width "
                                                   "(default: the guide has C channels)")
     axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
     axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
     axes.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
                       help="any other knob, e.g. encoder_kernel=3,5 (repeatable)")
     axes.add_argument("--size", type=size_list, help="low-res input sizes: 16 or 32x48")
-    axes.add_argument("--N", type=int_list, help="batch sizes")
+    axes.add_argument("--N", type=positive_int_list, help="batch sizes")
     axes.add_argument("--dtype", type=str_list, help="fp32, fp16, bf16")
     axes.add_argument("--device", type=str_list, help="cpu, cuda, cuda:1, auto (the best present)")
     axes.add_argument("--policy", type=str_list,
                       help=f"counting policies: {', '.join(ALL_POLICIES)} (default {','.join(POLICIES)})")
     measure = parser.add_argument_group("measurement")
-    measure.add_argument("--warmup", type=non_negative_int, help="untimed calls before timing (default 3)")
+    measure.add_argument("--warmup", type=non_negative_int,
+                         help="untimed calls before timing (default 3; at least one is made, and recorded: its time "
+                              "sets the pace the row budget is checked against)")
     measure.add_argument("--min-run-time", type=positive_float, dest="min_run_time",
                          help="seconds of timed calls per row (default 0.2; at least 5 calls)")
     measure.add_argument("--budget", type=positive_float, help="per-row time budget in seconds (default 60)")
-    measure.add_argument("--seed", type=int, help="seed of the random inputs (default 0)")
+    measure.add_argument("--seed", type=integer, help="seed of the random inputs (default 0)")
     measure.add_argument("--threads", type=positive_int,
                          help="CPU threads torch uses for each row (torch.set_num_threads; default: torch's own); "
                               "recorded in the row's threads column")
@@ -55,7 +57,7 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
                               "alike; torch's own defaults differ between the two)")
     output = parser.add_argument_group("output")
     # a str, not a Path: Path("dir/") drops the slash that says a folder was meant
-    output.add_argument("--out", type=str, help="the CSV to append rows to; the --formats go beside it "
+    output.add_argument("--out", type=file_name, help="the CSV to append rows to; the --formats go beside it "
                                                  f"({', '.join(FORMAT_SUFFIXES.values())}; a report's name, x.md or "
                                                  "x.tex, puts the rows in x.csv)")
     output.add_argument("--formats", type=str_list, default=list(FORMATS),
@@ -151,7 +153,7 @@ def failed_rows(rows: pd.DataFrame, remedy: str) -> list[str]:
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
-    lines = [f"{len(rows)} rows: {statuses}"]
+    lines = [f"{len(rows)} rows: {statuses}" if len(rows) else "0 rows: nothing was measured"]
     suspect = int(is_suspect(rows).sum())
     if suspect:
         retryable = int(rows_to_retry(rows, ["suspect"]).sum())

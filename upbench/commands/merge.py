@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_args import check_not_an_input, str_list
+from ..cli_args import check_not_an_input, file_name, str_list
 from ..export import FORMATS, check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rowlog import holds_nothing, log_path, read_log_noting
@@ -16,7 +16,7 @@ HELP = "merge the CSVs of one sweep's shards into one (refuses files of differen
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="sweep CSVs written with --shard (or --out)")
-    parser.add_argument("--out", type=str, required=True,
+    parser.add_argument("--out", type=file_name, required=True,
                         help="the merged CSV (a report's name, x.md or x.tex, names x.csv); the --formats go beside it "
                              f"({', '.join(FORMAT_SUFFIXES.values())})")
     parser.add_argument("--formats", type=str_list, default=list(FORMATS),

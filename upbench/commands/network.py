@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, check_out, emit, image_size, name_list, positive_int, render_table
+from ..cli_args import FORMATS, check_out, emit, file_name, image_size, name_list, positive_int, render_table
 from ..latex import booktabs, decimals_for
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
@@ -35,11 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, default=1, help="images per batch, default 1")
     parser.add_argument("--measure", action="store_true",
                         help="also time all upsampling stages back to back and take their peak memory")
-    parser.add_argument("--device", default="cpu", help="device for --measure, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--impl", choices=IMPLS, default="auto",
+    parser.add_argument("--device", default=None, help="device for --measure, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--impl", choices=IMPLS, default=None,
                         help="implementation for --measure (counts do not depend on it)")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+    parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
 
 
 def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None) -> str:
@@ -95,10 +95,14 @@ def say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_out(args.out)
+    unused = [f"--{name}" for name in ("device", "impl") if getattr(args, name) is not None]
+    if unused and not args.measure:  # counts depend on neither: the flag would be ignored
+        raise ValueError(f"{', '.join(unused)}: what --measure runs on; expected with --measure (counts depend on "
+                         f"neither)")
     preset = get_preset(args.preset)
     header = describe(preset, args.size, args.channels)
-    table = network_report(preset, args.ops, args.size, args.channels, args.batch,
-                           measure=args.measure, device=args.device, impl=args.impl, progress=say)
+    table = network_report(preset, args.ops, args.size, args.channels, args.batch, measure=args.measure,
+                           device=args.device or "cpu", impl=args.impl or "auto", progress=say)
     emit(render(table, args.format, header), args.out)
     failed = table[table["status"] != "ok"]
     if len(failed):  # the table is written with them, and the exit says it is not whole, as sweep's does

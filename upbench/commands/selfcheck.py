@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from .. import kernels
-from ..cli_args import PLAIN_FORMATS, check_out, emit, render_table, str_list
+from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, integer, name_list, render_table, str_list
 from ..environment import check_device
 from ..selfcheck import (CHECKED_OPS, DTYPES, ERROR, FAIL, PASS, SHAPES, build_rows, environment_rows, plan,
                          present_devices, run_checks)
@@ -17,15 +17,15 @@ HELP = ("check this machine: the environment, the kernel build, then every compi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=str_list, default=None,
+    parser.add_argument("--devices", type=name_list, default=None,
                         help="devices to check, default every one present (cpu, cuda:0, ...)")
     parser.add_argument("--dtypes", type=str_list, default=list(DTYPES),
                         help=f"default {','.join(DTYPES)}")
     parser.add_argument("--ops", type=str_list, default=[op.name for op in CHECKED_OPS],
                         help="compiled ops to check, default all: " + ",".join(op.name for op in CHECKED_OPS))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs, default 0")
+    parser.add_argument("--seed", type=integer, default=0, help="seed of the random inputs, default 0")
     parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown", help="of the results table")
-    parser.add_argument("--out", default=None, help="write the results table to this file as well")
+    parser.add_argument("--out", type=file_name, default=None, help="write the results table to this file as well")
 
 
 def _choose(kind: str, given: list[str], known: dict) -> list:
@@ -34,7 +34,7 @@ def _choose(kind: str, given: list[str], known: dict) -> list:
         raise ValueError(f"unknown {kind} {', '.join(unknown)}; expected some of {', '.join(known)}")
     if not given:
         raise ValueError(f"no {kind} given; expected some of {', '.join(known)}")
-    return [known[name] for name in given]
+    return [known[name] for name in dict.fromkeys(given)]  # each once: a name given twice would check it twice
 
 
 def _section(title: str, rows: list[tuple[str, str]]) -> str:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     # the sweep's short names too (fp32, fp16, bf16, fp64), so one spelling works in every command
     short = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
     dtypes = _choose("dtype", [short.get(name.lower(), name) for name in args.dtypes], DTYPES)
-    devices = present_devices() if args.devices is None else args.devices
+    devices = present_devices() if args.devices is None else list(dict.fromkeys(args.devices))
     for device in devices:
         check_device(device)
     print(_section("Environment", environment_rows()), flush=True)

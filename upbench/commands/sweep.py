@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_args import non_negative_int, positive_float, positive_int, str_list
+from ..cli_args import Once, non_negative_int, positive_float, positive_int, spec_path, str_list
 from ..export import check_formats, check_output_paths, write_outputs
 from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
 from ..rowlog import log_path
@@ -27,7 +27,7 @@ HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", type=Path, help="a YAML or TOML sweep file; flags given here override it")
+    parser.add_argument("--spec", type=spec_path, action=Once, help="a YAML or TOML sweep file; flags given here override it")
     add_axis_arguments(parser, "default: all operators, C=64, size 16,32,64, N=1, fp32, mode fwd, impl auto, "
                                "device auto, min-run-time 0.2 s")
     parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
@@ -78,6 +78,18 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     return SweepSpec.from_mapping(spec_file_and_flags(args), source="the command line")
 
 
+# The flags of a launch's jobs, and the value each has when not given.
+LAUNCH_FLAGS = {"cluster": "auto", "partition": None, "gpus_per_shard": None, "cpus_per_shard": None, "mem_gb": None,
+                "timeout_min": None, "slurm_param": []}
+
+
+def launch_flags_given(args: argparse.Namespace) -> list[str]:
+    """The launch flags given a value of their own, as typed (--gpus-per-shard)."""
+    flag = {"timeout_min": "--timeout"}
+    return [flag.get(name, "--" + name.replace("_", "-")) for name, unset in LAUNCH_FLAGS.items()
+            if getattr(args, name) != unset]
+
+
 def launch(args: argparse.Namespace, out: Path) -> Launched:
     """The sweep as ``--shards`` submitit jobs; each job resolves the spec (devices) where it runs."""
     if args.shard:
@@ -103,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
         retry = resume_settings(args)
         if args.launcher is None and args.shards is not None:
             raise ValueError("--shards needs --launcher submitit (or use --shard i/n in each process)")
+        if args.launcher is None and (given := launch_flags_given(args)):
+            raise ValueError(f"{', '.join(given)}: what each job of a launch asks for; expected with --launcher "
+                             f"submitit --shards N (without them the sweep runs here, and would ignore it)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
-        check_output_paths(out, formats, args.out)
+        check_output_paths(out, formats, args.out, new_log=not args.resume)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
         if args.launcher:
             launched = launch(args, out)
@@ -121,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
             rows = run_sweep(spec, out, resume=args.resume, shard=shard, progress=False if args.quiet else None,
                              on_row=on_row, isolate=args.isolate, row_timeout=args.row_timeout,
                              allow_mixed=args.allow_mixed, retry=retry)
+            if shard is not None and rows.empty:
+                print(f"sweep: shard {args.shard} holds none of the sweep's {len(spec.expand())} config(s): shard "
+                      f"i/n measures configs i, i+n, ...", file=sys.stderr)
             if args.resume:
                 print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
                       f"{len(measured)} measured now", file=sys.stderr)

@@ -6,7 +6,8 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import FORMATS, check_out, emit, int_list, knob_pair, name_list, render_table, size_list
+from ..cli_args import (FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
+                        render_table, size_list)
 from ..latex import booktabs
 from ..table1 import ERROR, MISMATCH, Grid, validation_table
 
@@ -15,8 +16,8 @@ HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore cou
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=name_list, default=None, help="operators (comma list); default: all")
-    parser.add_argument("--C", type=int_list, default=[256], help="channels (comma list), default 256")
-    parser.add_argument("--Cg", type=int_list, default=[], help="guide channels, for the operators that read a guide "
+    parser.add_argument("--C", type=positive_int_list, default=[256], help="channels (comma list), default 256")
+    parser.add_argument("--Cg", type=positive_int_list, default=[], help="guide channels, for the operators that read a guide "
                                                                 "of any width; default: a guide of C channels")
     parser.add_argument("--K", type=int_list, default=[], help="kernel sizes; default: each operator's own")
     parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any other knob, e.g. encoder_kernel=3,5 (repeatable); default: each operator's own")
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+    parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if any row is a mismatch (a point that failed always exits 1)")
 
