@@ -428,7 +428,7 @@ def test_rows_record_their_measurement_settings_and_a_refused_resume_says_what_d
     spec = SweepSpec(ops=(plain,), **TINY)
     rows = run_sweep(spec, tmp_path / "a.csv")
     assert rows[["warmup", "min_run_time_s", "budget_s", "seed"]].drop_duplicates().values.tolist() == [
-        [0, 0.001, 60.0, 0]]
+        [1, 0.001, 60.0, 0]]  # warmup 0 makes one warm-up call, and the rows say so
     longer = SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 0.002, "sizes": (4, 8, 12)})
     with pytest.raises(ValueError, match=r"\(min_run_time_s 0\.001 in the log, 0\.002 now; the log's spec has 2 "
                                          r"configs, this one 3\)"):
@@ -438,7 +438,7 @@ def test_rows_record_their_measurement_settings_and_a_refused_resume_says_what_d
     out = capsys.readouterr().out
     assert "The setups differ in: min_run_time_s." in out
     assert main(["report", str(tmp_path / "a.csv")]) == 0
-    said = "Measured with 0 warm-up calls, timed for at least 0.001 s, row budget 60 s, seed 0."
+    said = "Measured with 1 warm-up call(s), timed for at least 0.001 s, row budget 60 s, seed 0."
     assert said in capsys.readouterr().out
 
 

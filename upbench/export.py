@@ -33,7 +33,7 @@ def check_output_paths(csv_path: Path, formats: Iterable[str], given: str | None
     reports = [csv_path.with_suffix(FORMAT_SUFFIXES[fmt]) for fmt in check_formats(formats)]
     starts_afresh = new_log and not (csv_path.exists() and csv_path.stat().st_size > 0)
     for report in reports if starts_afresh else []:
-        if report.exists():
+        if report.is_file():  # a folder in its place is named by check_writable
             raise FileExistsError(f"{report} exists beside the new row log {csv_path}, whose report would overwrite "
                                   f"it: move it, choose another --out, or leave its format out of --formats")
     for path in [csv_path, *reports]:

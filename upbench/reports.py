@@ -80,12 +80,12 @@ def _counted_as_zero(rows: pd.DataFrame) -> str:
     return counted_as_zero_note(sorted(ops))
 
 
-SETTING_LABELS = {"warmup": "{} warm-up calls", "min_run_time_s": "timed for at least {} s",
+SETTING_LABELS = {"warmup": "{} warm-up call(s)", "min_run_time_s": "timed for at least {} s",
                   "budget_s": "row budget {} s", "seed": "seed {}"}
 
 
 def _settings_line(rows: pd.DataFrame) -> str:
-    """How the rows were measured ('Measured with 3 warm-up calls, timed for at least 0.2 s, ...'); '' for rows
+    """How the rows were measured ('Measured with 3 warm-up call(s), timed for at least 0.2 s, ...'); '' for rows
     of an upbench that did not record it."""
     present = [column for column in SETTING_COLUMNS if column in rows and rows[column].notna().any()]
     if not present:
