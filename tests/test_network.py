@@ -61,7 +61,7 @@ PINNED = {
     ("segformer-b1", "SAPA-I", "params"): "0.01",
     # CARAFE at 6,400 pixels: 6,400 x 99,584 MACs = 0.637 G by Table 1's own formula, and by ours; the
     # paper prints 0.63 where its SegFormer and MaskFormer CARAFE cells round (1.453 -> 1.45,
-    # 0.836 -> 0.84): a truncation in the paper, not a different architecture. No note: we and
+    # 0.836 -> 0.84): a slip in the paper's last digit, not a different architecture. No note: we and
     # Table 1 agree.
     ("mask2former-swinb", "CARAFE", "flops"): "0.64",
 }

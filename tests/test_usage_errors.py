@@ -50,7 +50,7 @@ BAD = [
     (["report"], "bench.py report", "required", "rows"),
     # the top-level parser
     (["no-such-command"], "bench.py", "argument COMMAND", "invalid choice"),
-    (["--bogus"], "bench.py", "unrecognized arguments: --bogus", ""),
+    (["--bogus"], "bench.py sweep", "unrecognized arguments: --bogus", ""),  # the default command's
 ]
 
 

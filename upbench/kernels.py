@@ -154,7 +154,7 @@ def _build() -> dict[str, Any]:
             _say(f"waiting for another process building the compiled ops in {build_dir} (its lock file exists)")
         elif compiling:
             _say(f"compiling the {'C++/CUDA' if with_cuda else 'C++'} window ops (first use or changed sources; "
-                 f"about 30 s{' or more with CUDA' if with_cuda else ''}) in {build_dir} ...")
+                 f"about a minute on 2 cores{', more with CUDA' if with_cuda else ''}) in {build_dir} ...")
         start = time.perf_counter()
         library = load(
             name=_NAME,

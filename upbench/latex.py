@@ -2,8 +2,9 @@
 
 Only formatting lives here: a DataFrame and the kind of each column in, LaTeX out. Kinds:
 
-* ``macs`` / ``params``: counts, scaled to one unit per kind (G = 1e9, M = 1e6, k = 1e3, whichever keeps
-  the kind's largest value at or above 1); the unit goes in the header.
+* ``macs`` / ``params``: counts, scaled to one unit per kind (G = 1e9, M = 1e6, k = 1e3: the largest that keeps
+  the kind's largest value at or above 1 and its smallest non-zero one at two significant digits within
+  :data:`MAX_DECIMALS`); the unit goes in the header. An exact zero prints 0.
 * ``G`` / ``M``: counts already in that unit.
 * ``ms``: latency in milliseconds; ``mib``: memory in MiB; ``int``; ``text`` (escaped).
 
@@ -52,9 +53,15 @@ def _missing(value: object) -> bool:
 
 
 def count_unit(values: Sequence[object]) -> tuple[str, float]:
-    """The unit that keeps the largest magnitude at or above 1: ('G', 1e9), ('M', 1e6), ('k', 1e3) or ('', 1)."""
-    largest = max((abs(float(v)) for v in values if not _missing(v)), default=0.0)
-    return next(((letter, scale) for letter, scale in UNITS if largest >= scale), ("", 1.0))
+    """The largest unit that keeps the largest magnitude at or above 1 and the smallest non-zero one at
+    :data:`SIGNIFICANT` digits within :data:`MAX_DECIMALS`: ('G', 1e9), ('M', 1e6), ('k', 1e3) or ('', 1). (A
+    table of 1.14 G and 131,072 MACs is in M: in G the second printed 0.0001, one digit and 24% low.)"""
+    magnitudes = [abs(float(v)) for v in values if not _missing(v)]
+    largest = max(magnitudes, default=0.0)
+    smallest = min((m for m in magnitudes if m), default=None)
+    return next(((letter, scale) for letter, scale in UNITS if largest >= scale
+                 and (smallest is None or decimals_for([smallest / scale], 0, most=None) <= MAX_DECIMALS)),
+                ("", 1.0))
 
 
 def decimals_for(scaled: Sequence[object], least: int, most: int | None = MAX_DECIMALS) -> int:
@@ -74,6 +81,8 @@ def _cell(value: object, kind: str, scale: float, decimals: int) -> str:
         return escape(value)
     if kind == "int":
         return f"{int(value):,}".replace(",", "{,}")
+    if kind in WHOLE_KINDS and float(value) == 0:  # none at all, not a count rounded to nothing
+        return "0"
     return f"{float(value) / scale:.{decimals}f}"
 
 

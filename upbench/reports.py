@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from .latex import booktabs
-from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, mixed_sources
+from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
 from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
@@ -63,14 +63,34 @@ def to_latex(rows: pd.DataFrame) -> str:
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
     policy = first_policy(rows)
-    forward_only = " (of one forward, also beside forward+backward latencies)" if (rows["mode"] == "fwd+bwd").any() else ""
+    backward = (rows["mode"] == "fwd+bwd").any()
+    forward_only = " (of one forward, also beside forward+backward latencies)" if backward else ""
     notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
-             f"weights; latency and peak memory above the inputs on {measured_with(rows)}; resolutions are the "
-             f"low-resolution input H x W.",
+             f"weights; latency (median) and peak memory (above the inputs and weights) on {measured_with(rows)}; "
+             f"resolutions are the low-resolution input H x W.",
+             operators_as_measured(rows),
              *([SUSPECT_NOTE] if marked else []),
              *(f"--: {note}" for note in [unmeasured_note(rows)] if note), *filter(None, [_counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
+
+
+def operators_as_measured(rows: pd.DataFrame) -> str:
+    """Each operator's implementation and knob values where the table has no column for them (one value for the
+    operator, so no axis varies): 'As measured: carafe (compiled; K=5, encoder_kernel=3), nearest (reference)'.
+    Paths 10-50x apart in speed, and a d of 32 where the operator's default is 64, would otherwise go unsaid."""
+    shown = set(varying_axes(rows))
+    said = []
+    for operator, group in rows.groupby("operator", sort=False):
+        def single(column: str) -> str | None:
+            values = group[column].dropna().unique() if column in group else []
+            return format_number(values[0]) if len(values) == 1 and column not in shown else None
+
+        knobs = [f"{knob}={value}" for knob in knob_columns(rows) if (value := single(knob)) is not None]
+        impl = single("impl")
+        parts = "; ".join(filter(None, [impl, ", ".join(knobs)]))
+        said.append(f"{operator} ({parts})" if parts else str(operator))
+    return "As measured: " + ", ".join(said) + "."
 
 
 def _counted_as_zero(rows: pd.DataFrame) -> str:
@@ -147,7 +167,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
         *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
-        *filter(None, [_settings_line(rows), _mixed_sources_note(rows)]),
+        *filter(None, [_settings_line(rows), operators_as_measured(rows), _mixed_sources_note(rows)]),
         NOTES,
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],

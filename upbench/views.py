@@ -45,7 +45,7 @@ def first_policy(rows: pd.DataFrame) -> str:
 # The pivot views' titles, units included, in the sweep's report, its printout and bench.py report.
 PIVOT_TITLES = {
     "latency": "Latency median (ms) by operator x resolution",
-    "memory": "Peak memory (MiB) by operator x resolution",
+    "memory": "Peak memory (MiB, above the inputs and weights) by operator x resolution",
     "macs": "MACs by operator x resolution",
     "params": "Params by operator x resolution",
 }

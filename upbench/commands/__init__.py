@@ -110,11 +110,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def with_default_command(argv: list[str]) -> list[str]:
+    """``argv`` with the default command put before the first option that is not the top level's (--plugin,
+    --version, --help): ``python bench.py --device cpu`` is the default sweep on the CPU."""
+    position = 0
+    while position < len(argv) and argv[position].startswith("--plugin"):
+        position += 1 if "=" in argv[position] else 2
+    if position < len(argv) and argv[position].startswith("-") and argv[position] not in ("-h", "--help", "--version"):
+        return [*argv[:position], DEFAULT_COMMAND, *argv[position:]]
+    return argv
+
+
 def main(argv: list[str], prog: str = "bench.py") -> int:
-    """``python bench.py`` alone (or with only --plugin options) runs the quick default sweep. Every failure is one line on stderr and a
-    non-zero exit: 2 for a usage or file error, 130 for Ctrl-C and 143 for SIGTERM (with the command that
-    resumes), 141 for a closed stdout pipe (silently)."""
-    argv = list(argv)
+    """``python bench.py`` alone (or with only --plugin options, or with the sweep's options) runs the quick default
+    sweep. Every failure is one line on stderr and a non-zero exit: 2 for a usage or file error, 130 for Ctrl-C
+    and 143 for SIGTERM (with the command that resumes), 141 for a closed stdout pipe (silently)."""
+    argv = with_default_command(list(argv))
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command is None:

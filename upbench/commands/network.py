@@ -12,6 +12,7 @@ from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
 from ..presets import PRESETS, Preset, get_preset
 from ..spec import IMPLS
+from ..views import SUSPECT_NOTE
 
 HELP = "network-level cost: added MACs and params of each operator in a preset decoder's upsampling stages"
 
@@ -60,16 +61,39 @@ LATEX_COLUMNS = {"operator": ("Operator", "text"), "added_gmacs_paper": ("Added 
                  "added_params_m": ("Added params", "M"), "latency_ms": ("Latency", "ms"), "peak_mib": ("Memory", "mib")}
 
 
-def render_latex(table: pd.DataFrame, header: str) -> str:
+IMPL_WORDS = {"auto": "each operator's compiled path where it has one and it built, else its reference (impl auto)",
+              "compiled": "compiled path", "reference": "reference path"}
+
+
+def measured_note(table: pd.DataFrame, preset: Preset, batch: int, impl: str) -> str:
+    """How the latency and memory columns were measured, and that they are whole, not added over the baseline."""
+    devices = ", ".join(sorted(table["device"].dropna().astype(str).unique())) or "no device"
+    threads = ", ".join(sorted({str(int(t)) for t in table["threads"].dropna()}))
+    cpu = f", {threads} CPU thread(s)" if devices.startswith("cpu") and threads else ""
+    return (f"Latency (median) and Memory (peak, above the inputs and weights): all {len(preset.stages)} upsampling "
+            f"stages of an operator run back to back, whole (not added over the baseline), in eval mode under "
+            f"no_grad, batch {batch}, float32, {IMPL_WORDS.get(impl, impl)}, on {devices}{cpu}.")
+
+
+def render_latex(table: pd.DataFrame, header: str, measured: str = "") -> str:
     columns = {name: label for name, (label, _) in LATEX_COLUMNS.items() if name in table.columns}
     latex_table = table[list(columns)].rename(columns=columns)
+    marked = set()
+    if "timing_suspect" in table:  # as the sweep's tables: a latency that cannot be trusted carries the mark
+        marked = {(position, "Latency") for position, doubt in enumerate(table["timing_suspect"].fillna("")) if doubt}
     notes = []
     for operator, note, zero_ops in zip(table["operator"], table["note"].fillna(""), table["zero_ops_paper"].fillna("")):
         said = "; ".join(filter(None, [note, counted_as_zero_note(str(zero_ops).split())]))
         if said:
             notes.append(f"{operator}: {said}")
+    setup = [f"{line}." for line in header.split("\n\n", 1)[1:]]  # the caption holds the preset's name
+    policy = ("Added MACs under the paper counting policy (fvcore's are the added_gmacs_fvcore column of "
+              "--format csv).")
     return booktabs(latex_table.astype(object), {label: kind for label, kind in LATEX_COLUMNS.values()},
-                    caption=header.splitlines()[0], notes=[*FOOTNOTES[:1], *notes])
+                    caption=header.splitlines()[0],
+                    notes=[*setup, FOOTNOTES[0], policy, *filter(None, [measured]),
+                           *([SUSPECT_NOTE] if marked else []), *notes],
+                    marked=marked)
 
 
 def markdown_float_formats(table: pd.DataFrame) -> list[str]:
@@ -79,9 +103,9 @@ def markdown_float_formats(table: pd.DataFrame) -> list[str]:
             if pd.api.types.is_float_dtype(table[column]) else "g" for column in table.columns]
 
 
-def render(table: pd.DataFrame, fmt: str, header: str) -> str:
+def render(table: pd.DataFrame, fmt: str, header: str, measured: str = "") -> str:
     if fmt == "latex":
-        return render_latex(table, header)
+        return render_latex(table, header, measured)
     body = render_table(table, fmt, floatfmt=markdown_float_formats(table))
     if fmt != "markdown":
         return body
@@ -103,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     header = describe(preset, args.size, args.channels)
     table = network_report(preset, args.ops, args.size, args.channels, args.batch, measure=args.measure,
                            device=args.device or "cpu", impl=args.impl or "auto", progress=say)
-    emit(render(table, args.format, header), args.out)
+    measured = measured_note(table, preset, args.batch, args.impl or "auto") if args.measure else ""
+    emit(render(table, args.format, header, measured), args.out)
     failed = table[table["status"] != "ok"]
     if len(failed):  # the table is written with them, and the exit says it is not whole, as sweep's does
         print(f"network: {len(failed)} row(s) not ok: {', '.join(failed['operator'])}", file=sys.stderr)

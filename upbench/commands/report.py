@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..cli_args import FORMATS, check_out, emit, file_name, render_table
 from ..latex import COUNT_KINDS, booktabs
-from ..reports import measured_with, to_latex, to_markdown, unmeasured_note
+from ..reports import measured_with, operators_as_measured, to_latex, to_markdown, unmeasured_note
 from ..rowlog import read_log_noting
 from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
 from ..views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
@@ -85,12 +85,14 @@ def render_pivot(rows: pd.DataFrame, quantity: str, fmt: str) -> str:
     sizes = size_columns(table, rows)
     if fmt == "latex":
         kinds = {c: (kind if c in sizes else "text") for c in table.columns}
-        notes = [f"{measured_with(rows)}.", *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
+        notes = [f"{measured_with(rows)}; columns: the low-resolution input H x W (the output is 2H x 2W).",
+                 operators_as_measured(rows),
+                 *([SUSPECT_NOTE] if marked else []), *filter(None, [unmeasured_note(rows)])]
         return booktabs(table.astype(object), kinds, caption=pivot_caption(rows, quantity), notes=notes,
                         marked=marked)
     if fmt == "markdown":  # a row that is not ok has no cell (an operator none of whose rows is ok, no line): say so
         return "\n\n".join(filter(None, [pivot_caption(rows, quantity), markdown_pivot(table, rows, marked),
-                                          unmeasured_note(rows)]))
+                                          operators_as_measured(rows), unmeasured_note(rows)]))
     if kind in COUNT_KINDS:  # pivot() scales as floats: 4096 MACs printed as 4096.0 in csv and json
         table = whole_columns_as_ints(table, sizes)
     table = axes_as_numbers(table, rows)
