@@ -149,7 +149,7 @@ class QueryRefinement(nn.Module):
 
     def __init__(self, embedding_channels: int):
         super().__init__()
-        smoothing = gaussian_kernel().view(1, 1, 3, 3).repeat(embedding_channels, 1, 1, 1)
+        smoothing = gaussian_kernel()[None, None].repeat(embedding_channels, 1, 1, 1)
         self.register_buffer("smoothing", smoothing, persistent=False)
         self.guided_filter = GuidedFilter(embedding_channels)
 

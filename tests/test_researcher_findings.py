@@ -156,4 +156,4 @@ def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_un
         [" 40.000 ", " 46.800 "], ["  2.000 ", "  0.812 "], ["  0.035 ", "        "]]
     counts = pd.DataFrame({"operator": ["a"], "C": [8], "8": [4096.0]})  # whole numbers stay whole
     assert markdown_pivot(counts, rows).splitlines()[2] == "| a          | 8   | 4,096 |"
-    assert "(ms)" in PIVOT_TITLES["latency"] and "(MiB)" in PIVOT_TITLES["memory"]
+    assert "(ms)" in PIVOT_TITLES["latency"] and "(MiB, above the inputs and weights)" in PIVOT_TITLES["memory"]

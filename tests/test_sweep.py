@@ -319,7 +319,8 @@ def test_rows_round_trip_through_csv_and_json(tmp_path, plain_pair):
     written = write_outputs(rows, tmp_path / "r.csv")
     assert sorted(p.suffix for p in written) == [".json", ".md", ".png", ".tex"]
     report = (tmp_path / "r.md").read_text()
-    assert "Latency median (ms) by operator x resolution" in report and "Peak memory (MiB, above the inputs and weights)" in report
+    assert "Latency median (ms) by operator x resolution" in report
+    assert "Peak memory (MiB, above the inputs and weights)" in report
     assert all(name in report for name in plain_pair)
 
 

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="with --fail-slower: a config of the base that the new run lacks is not a regression "
                            "(a new run of fewer operators)")
     parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown")
-    parser.add_argument("--out", type=file_name, default=None, help="write the comparison to this file instead of stdout")
+    parser.add_argument("--out", type=file_name, default=None,
+                        help="write the comparison to this file instead of stdout")
 
 
 VERDICT_NOTE = ("change: faster or slower where the medians differ by more than the threshold and the p20-p80 "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -15,8 +17,11 @@ from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, FORMATS, check_retry, is_suspect, rows_to_retry
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
+from ..timing import MIN_RUNS
 
 RESULTS = Path("results")
+# The defaults the help texts say, read from the spec they are the defaults of, so the two cannot drift.
+DEFAULT = SimpleNamespace(**{field.name: field.default for field in fields(SweepSpec)})
 
 
 def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
@@ -25,8 +30,9 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
     axes = parser.add_argument_group("axes (comma lists)", defaults)
     axes.add_argument("--ops", type=name_list, help=ops_help)
     axes.add_argument("--C", type=positive_int_list, help="channels")
-    axes.add_argument("--Cg", type=positive_int_list, help="guide channels, for the operators that read a guide of any width "
-                                                  "(default: the guide has C channels)")
+    axes.add_argument("--Cg", type=positive_int_list,
+                      help="guide channels, for the operators that read a guide of any width (default: the guide has "
+                           "C channels)")
     axes.add_argument("--K", type=int_list, help="kernel sizes, for the operators that have K")
     axes.add_argument("--d", type=int_list, help="embedding widths, for the operators that have d")
     axes.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
@@ -39,12 +45,14 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
                       help=f"counting policies: {', '.join(ALL_POLICIES)} (default {','.join(POLICIES)})")
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--warmup", type=non_negative_int,
-                         help="untimed calls before timing (default 3; at least one is made, and recorded: its time "
-                              "sets the pace the row budget is checked against)")
+                         help=f"untimed calls before timing (default {DEFAULT.warmup}; at least one is made, and "
+                              f"recorded: its time sets the pace the row budget is checked against)")
     measure.add_argument("--min-run-time", type=positive_float, dest="min_run_time",
-                         help="seconds of timed calls per row (default 0.2; at least 5 calls)")
-    measure.add_argument("--budget", type=positive_float, help="per-row time budget in seconds (default 60)")
-    measure.add_argument("--seed", type=integer, help="seed of the random inputs (default 0)")
+                         help=f"seconds of timed calls per row (default {DEFAULT.min_run_time:g}; at least "
+                              f"{MIN_RUNS} calls)")
+    measure.add_argument("--budget", type=positive_float,
+                         help=f"per-row time budget in seconds (default {DEFAULT.row_budget_s:g})")
+    measure.add_argument("--seed", type=integer, help=f"seed of the random inputs (default {DEFAULT.seed})")
     measure.add_argument("--threads", type=positive_int,
                          help="CPU threads torch uses for each row (torch.set_num_threads; default: torch's own); "
                               "recorded in the row's threads column")

@@ -53,7 +53,8 @@ GOALS = (
     f"{FWD_BWD_GOAL}x the forward; --threads threads run the forward at least {SCALING_GOAL}x faster than one; "
     f"a one-pass kernel ({', '.join(op.partition('::')[2] for op in ONE_PASS_OPS)}), where an operator's forward "
     f"calls it, takes at most {FUSED_FLOOR_GOAL}x its memory floor (the bytes it must read and write / this "
-    f"machine's copy GB/s); the compiled float64 forward differs from the reference by at most {F64_TOLERANCE:g} of its largest value."
+    f"machine's copy GB/s); the compiled float64 forward differs from the reference by at most {F64_TOLERANCE:g} of "
+    f"its largest value."
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..cli_args import Once, non_negative_int, positive_float, positive_int, spec_path, str_list
 from ..export import check_formats, check_output_paths, write_outputs
@@ -19,17 +19,26 @@ from ..spec import SweepSpec, read_spec_file
 from ..sweep import parse_shard, run_sweep
 from ..views import PIVOT_TITLES, latency_pivot, markdown_pivot, pivot
 from ..vocabulary import MIB
-from .measuring import (AXIS_FLAGS, add_axis_arguments, add_isolation_arguments, add_resume_arguments, default_out,
-                        failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
+from .measuring import (AXIS_FLAGS, DEFAULT, add_axis_arguments, add_isolation_arguments, add_resume_arguments,
+                        default_out, failed_rows, note_a_fresh_resume, resume_settings, spec_mapping, summary,
                         warn_once_on_suspect_timing)
 
 HELP = "measure FLOPs, params, latency and peak memory over operators x C x K x d x size x batch x dtype x device x mode"
 
 
+def _listed(values: Iterable[object]) -> str:
+    return ",".join(map(str, values))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", type=spec_path, action=Once, help="a YAML or TOML sweep file; flags given here override it")
-    add_axis_arguments(parser, "default: all operators, C=64, size 16,32,64, N=1, fp32, mode fwd, impl auto, "
-                               "device auto, min-run-time 0.2 s")
+    parser.add_argument("--spec", type=spec_path, action=Once,
+                        help="a YAML or TOML sweep file; flags given here override it")
+    add_axis_arguments(parser, f"default: all operators, C={_listed(DEFAULT.channels)}, "
+                               f"size {_listed(h if h == w else f'{h}x{w}' for h, w in DEFAULT.sizes)}, "
+                               f"N={_listed(DEFAULT.batches)}, {_listed(DEFAULT.dtypes)}, "
+                               f"mode {_listed(DEFAULT.modes)}, "
+                               f"impl {_listed(DEFAULT.impls)}, device {_listed(DEFAULT.devices)}, "
+                               f"min-run-time {DEFAULT.min_run_time:g} s")
     parser.add_argument("--mode", type=str_list, help="fwd, fwd+bwd (comma list)")
     parser.add_argument("--impl", type=str_list, help="auto, reference, compiled (comma list)")
     add_resume_arguments(parser)

@@ -17,8 +17,9 @@ HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore cou
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=name_list, default=None, help="operators (comma list); default: all")
     parser.add_argument("--C", type=positive_int_list, default=[256], help="channels (comma list), default 256")
-    parser.add_argument("--Cg", type=positive_int_list, default=[], help="guide channels, for the operators that read a guide "
-                                                                "of any width; default: a guide of C channels")
+    parser.add_argument("--Cg", type=positive_int_list, default=[],
+                        help="guide channels, for the operators that read a guide of any width; default: a guide of "
+                             "C channels")
     parser.add_argument("--K", type=int_list, default=[], help="kernel sizes; default: each operator's own")
     parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
     parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
