@@ -14,7 +14,7 @@ from .checks import INT64_MAX, INT64_MIN, comma_items, is_whole, parse_size
 # What a command's --format prints a table as: render_table writes the first three; latex is each
 # report's own (upbench.latex), so only the commands that render one offer it.
 PLAIN_FORMATS = ("markdown", "csv", "json")
-FORMATS = (*PLAIN_FORMATS, "latex")
+TABLE_FORMATS = (*PLAIN_FORMATS, "latex")
 
 
 def file_name(text: str) -> str:

@@ -10,16 +10,16 @@ import pandas as pd
 from .files import check_writable
 from .plot import plot
 from .reports import to_latex, to_markdown
-from .rows import FORMAT_SUFFIXES, FORMATS, write_json
+from .rows import FORMAT_SUFFIXES, REPORT_FORMATS, write_json
 from .views import check_viewable
 
 
 def check_formats(formats: Iterable[str]) -> list[str]:
     """``formats`` if every one is known (checked before a sweep, not after it)."""
     formats = list(formats)
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in REPORT_FORMATS]
     if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}: expected some of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}: expected some of {', '.join(REPORT_FORMATS)}")
     return formats
 
 
@@ -41,7 +41,7 @@ def check_output_paths(csv_path: Path, formats: Iterable[str], given: str | None
 
 
 def write_outputs(
-    rows: pd.DataFrame, csv_path: str | Path, formats: Iterable[str] = FORMATS,
+    rows: pd.DataFrame, csv_path: str | Path, formats: Iterable[str] = REPORT_FORMATS,
     sections: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> list[Path]:
     """Markdown, JSON, PNG and LaTeX beside ``csv_path`` (same stem, :data:`FORMAT_SUFFIXES`), as ``formats`` asks."""

@@ -17,7 +17,7 @@ from .vocabulary import DIRTY, ENVIRONMENT_FIELDS, TRANSIENT_DOUBTS
 # What can be written beside a row log, and the suffix each takes: a report's name given as --out names
 # its log too (:func:`upbench.rowlog.log_path`).
 FORMAT_SUFFIXES = {"markdown": ".md", "json": ".json", "png": ".png", "latex": ".tex"}
-FORMATS = tuple(FORMAT_SUFFIXES)
+REPORT_FORMATS = tuple(FORMAT_SUFFIXES)
 # Columns that are text whatever they look like (a hash of digits only must not become a number).
 TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
                 "status", "message", "operator_source",

@@ -15,7 +15,7 @@ from ..cli_args import (file_name, int_list, integer, knob_pair, name_list, non_
                         positive_int, positive_int_list, size_list, str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
-from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, FORMATS, check_retry, is_suspect, rows_to_retry
+from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, REPORT_FORMATS, check_retry, is_suspect, rows_to_retry
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
 from ..timing import MIN_RUNS
 
@@ -68,8 +68,8 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
     output.add_argument("--out", type=file_name, help="the CSV to append rows to; the --formats go beside it "
                                                  f"({', '.join(FORMAT_SUFFIXES.values())}; a report's name, x.md or "
                                                  "x.tex, puts the rows in x.csv)")
-    output.add_argument("--formats", type=str_list, default=list(FORMATS),
-                        help=f"what to write beside the CSV at the end: {','.join(FORMATS)} (default all)")
+    output.add_argument("--formats", type=str_list, default=list(REPORT_FORMATS),
+                        help=f"what to write beside the CSV at the end: {','.join(REPORT_FORMATS)} (default all)")
     output.add_argument("--quiet", action="store_true", help="no progress bar and no tables on stdout")
 
 

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from ..cli_args import check_not_an_input, file_name, str_list
-from ..export import FORMATS, check_output_paths, write_outputs
+from ..export import check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rowlog import holds_nothing, log_path, read_log_noting
-from ..rows import FORMAT_SUFFIXES, IncompleteSweep, check_complete, merge_frames, write_csv
+from ..rows import FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=file_name, required=True,
                         help="the merged CSV (a report's name, x.md or x.tex, names x.csv); the --formats go beside it "
                              f"({', '.join(FORMAT_SUFFIXES.values())})")
-    parser.add_argument("--formats", type=str_list, default=list(FORMATS),
-                        help=f"what to write beside the CSV: {','.join(FORMATS)} (default all)")
+    parser.add_argument("--formats", type=str_list, default=list(REPORT_FORMATS),
+                        help=f"what to write beside the CSV: {','.join(REPORT_FORMATS)} (default all)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="write the merge even when configs of the sweep have no row (exit 0); "
                              "without it a partial merge writes nothing and exits 1")

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import (FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
+from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
                         render_table, size_list)
 from ..latex import booktabs
 from ..table1 import ERROR, MISMATCH, Grid, validation_table
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
                         help="any other knob, e.g. encoder_kernel=3,5 (repeatable); default: each operator's own")
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
-    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if any row is a mismatch (a point that failed always exits 1)")
