@@ -108,3 +108,65 @@ def test_inputs_of_another_dtype_or_device_are_named_before_torch_fails():
     with pytest.raises(ValueError, match=r"nearest: x is torch.int64; expected a floating-point tensor"):
         upbench.make("nearest", 8)(x.long(), None)
     assert upbench.make("nearest", 8)(x.half(), None).dtype == torch.float16  # no weights: any float
+
+
+# -- what a review of those fixes found ----------------------------------------------------------
+def test_an_operator_with_weights_runs_under_autocast():
+    """A half-precision x beside float32 weights is what autocast means: only outside it is it refused."""
+    import torch
+
+    import upbench
+
+    op = upbench.make("carafe", 8)
+    x = torch.randn(1, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert op(x.bfloat16(), None).shape == (1, 8, 8, 8)
+    with pytest.raises(ValueError, match="carafe: x is torch.bfloat16 on cpu, its weights torch.float32"):
+        op(x.bfloat16(), None)
+
+
+def test_yaml_merge_keys_still_read_and_an_unhashable_key_is_named(tmp_path):
+    from upbench.spec import read_spec_file
+
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &base {K: [3]}\nknobs:\n  <<: *base\n  d: [8]\n")
+    assert read_spec_file(merged)["knobs"] == {"K": [3], "d": [8]}
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(ValueError, match="not valid YAML: found unhashable key"):
+        read_spec_file(unhashable)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--plug", "p.py", "table1"], ["--plug", "p.py", "table1"]),
+    (["--ver"], ["--ver"]),
+    (["--plugin=p.py", "--C", "4"], ["--plugin=p.py", "sweep", "--C", "4"]),
+    (["--plugin", "p.py", "--C", "4"], ["--plugin", "p.py", "sweep", "--C", "4"]),
+    (["--device", "cpu", "table1"], ["--device", "cpu", "table1"]),  # a command named later: the parser says
+    (["-h"], ["-h"]),
+    ([], []),
+])
+def test_the_default_command_goes_before_the_first_sweep_option(argv, expected):
+    from upbench.commands import with_default_command
+
+    assert with_default_command(argv) == expected
+
+
+def test_a_resume_of_no_log_refuses_a_report_of_the_users_too(tmp_path, capsys):
+    (tmp_path / "run.md").write_text("# mine\n")
+    assert main(["sweep", *TINY, "--out", str(tmp_path / "run.csv"), "--resume"]) == 2
+    assert "run.md exists beside the new row log" in capsys.readouterr().err
+    assert (tmp_path / "run.md").read_text() == "# mine\n"
+
+
+def test_a_unicode_digit_is_no_knob_value_either():
+    from upbench.spec import SweepSpec
+
+    with pytest.raises(ValueError, match="carafe: K='\uff15' is not an integer"):
+        SweepSpec.from_mapping({"ops": "carafe", "K": ["\uff15"]})
+
+
+def test_the_lazy_names_are_listed():
+    import upbench
+
+    assert {"SweepSpec", "run_sweep", "make"} <= set(dir(upbench))

@@ -294,11 +294,15 @@ class Upsampler(nn.Module):
                              f"expected both alike")
 
     def _check_like_weights(self, x: torch.Tensor) -> None:
-        """x must be floating point, and of the weights' dtype and device: torch's own errors name neither."""
+        """x must be floating point, on the weights' device and, outside autocast (where a half-precision x beside
+        float32 weights is what mixed precision means), of their dtype: torch's own errors name neither."""
         if not x.is_floating_point():
             raise ValueError(f"{self.name}: x is {x.dtype}; expected a floating-point tensor")
         weight = next(self.parameters(), None)
-        if weight is not None and (x.dtype, x.device) != (weight.dtype, weight.device):
+        if weight is None:
+            return
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if x.device != weight.device or (x.dtype != weight.dtype and not autocast):
             raise ValueError(f"{self.name}: x is {x.dtype} on {x.device}, its weights {weight.dtype} on "
                              f"{weight.device}; expected x alike (or op.to(x.dtype) / op.to(x.device))")
 

@@ -130,7 +130,6 @@ def load_average() -> float:
         return float("nan")
 
 
-# The environment columns of every row, in the row layout's order: what :func:`environment` returns.
 def environment(device: str) -> dict[str, object]:
     """The environment columns of a row measured on ``device`` now (:data:`upbench.vocabulary.ENVIRONMENT_FIELDS`)."""
     return {

@@ -23,15 +23,16 @@ def check_formats(formats: Iterable[str]) -> list[str]:
     return formats
 
 
-def check_output_paths(csv_path: Path, formats: Iterable[str], given: str | None, new_log: bool = False) -> None:
+def check_output_paths(csv_path: Path, formats: Iterable[str], given: str | None, appends: bool = False) -> None:
     """The row log and the reports :func:`write_outputs` puts beside it, checked writable before anything is
     measured: a report that cannot be written lost a long sweep's summary at its end. ``given``: the --out
-    as typed (None for the default path). ``new_log``: a sweep starts the log afresh, so a report already
-    beside it belongs to no rows of it (a file of the user's, or of a log deleted since): refused, not
-    overwritten at the end."""
+    as typed (None for the default path). ``appends``: the command appends rows to the log (sweep, compare),
+    so where the log is absent or empty (a fresh run, or a --resume of no log) a report already beside it
+    belongs to no rows of it (a file of the user's, or of a log deleted since): refused, not overwritten at
+    the end."""
     named = f"{csv_path} (the default)" if given is None else given
     reports = [csv_path.with_suffix(FORMAT_SUFFIXES[fmt]) for fmt in check_formats(formats)]
-    starts_afresh = new_log and not (csv_path.exists() and csv_path.stat().st_size > 0)
+    starts_afresh = appends and not (csv_path.exists() and csv_path.stat().st_size > 0)
     for report in reports if starts_afresh else []:
         if report.is_file():  # a folder in its place is named by check_writable
             raise FileExistsError(f"{report} exists beside the new row log {csv_path}, whose report would overwrite "

@@ -1,5 +1,5 @@
 """The CSV row log a sweep appends to: one flushed and fsynced line per finished row, so a sweep killed
-at any point keeps every finished row; resuming reads back which configs it holds.
+at any point keeps every finished row; a resume reads it back (:mod:`upbench.resume` decides what it keeps).
 
 A log is locked (``<log>.lock``, with filelock) while a sweep writes it, so two sweeps resuming the same
 file cannot both append. A log is read back whole and checked line by line before anything is appended
@@ -241,16 +241,16 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
     return header
 
 
-def whole_text(path: str | Path) -> tuple[str, bytes]:
-    """A log's text without a last line a kill left half-written (as ``--resume`` cuts it), and its bytes. The
-    file is not changed."""
+def whole_text(path: str | Path) -> tuple[str, int | None]:
+    """A log's text without a last line a kill left half-written (as ``--resume`` cuts it), and where that line
+    started (None: no torn line). The file is not changed."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     start = _torn_line_start(data)
     try:
-        return (data[:start].decode() if start is not None else data.decode()), data
+        return (data[:start].decode() if start is not None else data.decode()), start
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text CSV file") from None
 
@@ -259,10 +259,9 @@ def read_log_noting(path: str | Path) -> tuple[pd.DataFrame, str | None]:
     """The rows of an upbench CSV log, every line checked first (see :func:`check_log`), the last row of a
     config measured again replacing its earlier one; and what was left out, if anything: a last line a kill
     left half-written, as ``--resume`` cuts it. The file is not changed."""
-    text, data = whole_text(path)
-    start = _torn_line_start(data)
+    text, start = whole_text(path)
     check_log(Path(path), text=text)
-    lines = data.count(b"\n")
+    lines = text.count("\n")  # the torn line, if any, is the one after the last newline
     note = None if start is None else (f"{path}: line {lines + 1} was cut mid-write (a killed sweep); read without "
                                        f"it (--resume cuts it and measures its config again)")
     return latest_rows(read_rows(io.StringIO(text, newline=""))), note

@@ -101,7 +101,7 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
 # (oom) or a choice (skipped): a command with such a row exits 1, and a resume can measure it again.
 FAILED_STATUSES = ("error", "crash", "timeout")
 # What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect for a reason
-# that measuring again can clear (:data:`upbench.timing.TRANSIENT_DOUBTS`).
+# that measuring again can clear (:data:`upbench.vocabulary.TRANSIENT_DOUBTS`).
 RETRY_KINDS = ("failed", "suspect")
 
 

@@ -8,7 +8,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -151,7 +151,11 @@ def _unique_keys_loader() -> type:
         def construct_mapping(self, node: Any, deep: bool = False) -> dict:
             seen = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' merges, it is no key
+                    continue
                 key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):  # the safe loader names it ("found unhashable key")
+                    break
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} is given twice (the first would be ignored)", key_node.start_mark)
@@ -292,7 +296,7 @@ class SweepSpec:
         knobs = dict(self.knobs) if not isinstance(self.knobs, Mapping) else self.knobs
         checked = []
         for name, values in knobs.items():
-            values = tuple(int(v) if isinstance(v, str) and v.strip().isdigit() else v
+            values = tuple(int(v) if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit() else v
                            for v in _dedupe(comma_items(values)))
             check_knob(name, values, ops)
             checked.append((name, values))

@@ -7,7 +7,8 @@ MIB = 2**20
 GIGA = 1e9
 MEGA = 1e6
 
-# The environment columns every row records (:func:`upbench.environment.environment` fills them).
+# The environment columns every row records, in the row layout's order (:func:`upbench.environment.environment`
+# returns them).
 ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
                       "git_commit", "timestamp")
 DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it

@@ -110,14 +110,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+TOP_LEVEL_OPTIONS = ("--plugin", "--version", "--help", "-h")
+
+
+def _names(option: str, known: tuple[str, ...]) -> bool:
+    """Whether ``option`` is one of ``known``, or a prefix argparse takes for one (--plug, --ver)."""
+    name = option.partition("=")[0]
+    return name in known or (name.startswith("--") and len(name) > 2 and any(k.startswith(name) for k in known))
+
+
 def with_default_command(argv: list[str]) -> list[str]:
     """``argv`` with the default command put before the first option that is not the top level's (--plugin,
-    --version, --help): ``python bench.py --device cpu`` is the default sweep on the CPU."""
+    --version, --help): ``python bench.py --device cpu`` is the default sweep on the CPU. Where a command is named
+    later (``--device cpu table1``), nothing is put: the parser says what is wrong."""
     position = 0
-    while position < len(argv) and argv[position].startswith("--plugin"):
+    while position < len(argv) and _names(argv[position], ("--plugin",)):
         position += 1 if "=" in argv[position] else 2
-    if position < len(argv) and argv[position].startswith("-") and argv[position] not in ("-h", "--help", "--version"):
-        return [*argv[:position], DEFAULT_COMMAND, *argv[position:]]
+    rest = argv[position:]
+    if rest and rest[0].startswith("-") and not _names(rest[0], TOP_LEVEL_OPTIONS) and not set(rest) & set(COMMANDS):
+        return [*argv[:position], DEFAULT_COMMAND, *rest]
     return argv
 
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     retry = resume_settings(args)
     spec = SweepSpec.from_mapping(mapping, source="the command line")
     out = log_path(args.out) if args.out else default_out(spec, None)  # rows go to a file as they finish
-    check_output_paths(out, formats, args.out, new_log=not args.resume)
+    check_output_paths(out, formats, args.out, appends=True)
     args.row_log = out
     note_a_fresh_resume("compare", args, out)
     rows = run_sweep(spec, out, resume=args.resume, progress=False if args.quiet else None,

@@ -166,16 +166,16 @@ def machine_rows(machine: Machine, timing: TimingPlan) -> list[dict]:
 
 
 class _CallsOf(TorchDispatchMode):
-    """Records the arguments of every call of one op during the forwards run under it."""
+    """Records the arguments (positional, keyword) of every call of one op during the forwards run under it."""
 
     def __init__(self, op: str) -> None:
         super().__init__()
         self.op = op
-        self.calls: list[tuple[Any, ...]] = []
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if func.overloadpacket._qualified_op_name == self.op:
-            self.calls.append(args)
+            self.calls.append((args, kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 
@@ -184,11 +184,12 @@ def _compiled_op(qualified: str) -> Any:
     return getattr(getattr(torch.ops, namespace), name)
 
 
-def _arguments(qualified: str, args: tuple) -> str:
+def _arguments(qualified: str, args: tuple, kwargs: dict[str, Any]) -> str:
     """A call's arguments as a label: each tensor's channels, each other argument's value, by the schema's names."""
     schema = _compiled_op(qualified).default._schema
-    return ", ".join(f"{argument.name} C={value.shape[1]}" if isinstance(value, torch.Tensor)
-                     else f"{argument.name}={value}" for argument, value in zip(schema.arguments, args))
+    named = [*zip((argument.name for argument in schema.arguments), args), *kwargs.items()]
+    return ", ".join(f"{name} C={value.shape[1]}" if isinstance(value, torch.Tensor) else f"{name}={value}"
+                     for name, value in named)
 
 
 def one_pass_rows(name: str, forward: Callable[[], object], machine: Machine, timing: TimingPlan) -> list[dict]:
@@ -201,19 +202,20 @@ def one_pass_rows(name: str, forward: Callable[[], object], machine: Machine, ti
             forward()
         if not seen.calls:
             continue
-        args, kernel, short = seen.calls[0], _compiled_op(qualified), qualified.partition("::")[2]
+        (args, kwargs), kernel, short = seen.calls[0], _compiled_op(qualified), qualified.partition("::")[2]
         with torch.no_grad():
-            outputs = kernel(*args)
+            outputs = kernel(*args, **kwargs)
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-        paired = paired_seconds({"kernel": (lambda: kernel(*args), timing.threads),
+        paired = paired_seconds({"kernel": (lambda: kernel(*args, **kwargs), timing.threads),
                                  "copy": (machine.copy, timing.threads)}, timing)
         seconds = paired.seconds
-        compulsory = sum(t.numel() * t.element_size() for t in (*args, *outputs) if isinstance(t, torch.Tensor))
+        compulsory = sum(t.numel() * t.element_size() for t in (*args, *kwargs.values(), *outputs)
+                         if isinstance(t, torch.Tensor))
         # floor = compulsory / bandwidth, bandwidth = copy_bytes / copy seconds of the same round
         over_floor = median_ratio(seconds["kernel"], seconds["copy"]) * machine.copy_bytes / compulsory
         kernel_s = statistics.median(seconds["kernel"])
         rows += [
-            _row(f"{name} {short} alone ({_arguments(qualified, args)})", kernel_s * 1e3, "ms",
+            _row(f"{name} {short} alone ({_arguments(qualified, args, kwargs)})", kernel_s * 1e3, "ms",
                  suspect=paired.suspect("kernel")),
             _row(f"{name} {short} memory floor (compulsory bytes / copy GB/s)", kernel_s / over_floor * 1e3, "ms",
                  suspect=paired.suspect("copy")),

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     # the sweep's short names too (fp32, fp16, bf16, fp64), so one spelling works in every command
     short = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
     dtypes = _choose("dtype", [short.get(name.lower(), name) for name in args.dtypes], DTYPES)
-    devices = present_devices() if args.devices is None else list(dict.fromkeys(args.devices))
+    devices = present_devices() if args.devices is None else args.devices
     for device in devices:
         check_device(device)
     print(_section("Environment", environment_rows()), flush=True)

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     launch = parser.add_argument_group("launching shards as jobs (submitit)")
     launch.add_argument("--launcher", choices=("submitit",), help="run --shards jobs and merge their logs into --out")
     launch.add_argument("--shards", type=positive_int, help="how many jobs share the sweep")
-    launch.add_argument("--cluster", choices=CLUSTERS, default="auto",
+    launch.add_argument("--cluster", choices=CLUSTERS, default=None,
                         help="slurm, local (processes on this machine), auto (slurm where present; default)")
     launch.add_argument("--partition", help="Slurm partition")
     launch.add_argument("--gpus-per-shard", type=non_negative_int, dest="gpus_per_shard", metavar="G",
@@ -87,16 +87,14 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     return SweepSpec.from_mapping(spec_file_and_flags(args), source="the command line")
 
 
-# The flags of a launch's jobs, and the value each has when not given.
-LAUNCH_FLAGS = {"cluster": "auto", "partition": None, "gpus_per_shard": None, "cpus_per_shard": None, "mem_gb": None,
-                "timeout_min": None, "slurm_param": []}
+# The flags of a launch's jobs by their dests (each None or empty unless given), as typed.
+LAUNCH_FLAGS = {"cluster": "--cluster", "partition": "--partition", "gpus_per_shard": "--gpus-per-shard",
+                "cpus_per_shard": "--cpus-per-shard", "mem_gb": "--mem-gb", "timeout_min": "--timeout",
+                "slurm_param": "--slurm-param"}
 
 
 def launch_flags_given(args: argparse.Namespace) -> list[str]:
-    """The launch flags given a value of their own, as typed (--gpus-per-shard)."""
-    flag = {"timeout_min": "--timeout"}
-    return [flag.get(name, "--" + name.replace("_", "-")) for name, unset in LAUNCH_FLAGS.items()
-            if getattr(args, name) != unset]
+    return [flag for dest, flag in LAUNCH_FLAGS.items() if getattr(args, dest) not in (None, [])]
 
 
 def launch(args: argparse.Namespace, out: Path) -> Launched:
@@ -105,7 +103,7 @@ def launch(args: argparse.Namespace, out: Path) -> Launched:
         raise ValueError("--shard is for one process; with --launcher, --shards N makes the shards")
     if args.shards is None:
         raise ValueError("--launcher submitit needs --shards N")
-    resources = Resources(cluster=args.cluster, partition=args.partition, gpus=args.gpus_per_shard,
+    resources = Resources(cluster=args.cluster or "auto", partition=args.partition, gpus=args.gpus_per_shard,
                           cpus=args.cpus_per_shard, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
                           extra=dict(args.slurm_param))
     note_a_fresh_resume("sweep", args, out, shard_logs(out, args.shards))
@@ -128,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(given)}: what each job of a launch asks for; expected with --launcher "
                              f"submitit --shards N (without them the sweep runs here, and would ignore it)")
         out = log_path(args.out) if args.out else default_out(spec, shard)
-        check_output_paths(out, formats, args.out, new_log=not args.resume)
+        check_output_paths(out, formats, args.out, appends=True)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
         if args.launcher:
             launched = launch(args, out)
