@@ -2,6 +2,7 @@
 overwritten, flags and file keys silently ignored, and inputs that reached torch unchecked."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from upbench.commands import main
@@ -170,3 +171,20 @@ def test_the_lazy_names_are_listed():
     import upbench
 
     assert {"SweepSpec", "run_sweep", "make"} <= set(dir(upbench))
+
+
+# -- nits an earlier audit left ----------------------------------------------------------------------
+def test_an_empty_log_holds_no_rows_to_every_reader(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert main(["report", str(empty)]) == 2
+    assert main(["diff", str(empty), str(empty)]) == 2
+    assert main(["merge", str(empty), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("holds no rows") == 4 and "not an upbench sweep log" not in err  # merge: warning + error
+
+
+def test_a_json_table_keeps_the_digits_the_sweep_json_keeps():
+    from upbench.cli_args import render_table
+
+    assert "0.123456789012345" in render_table(pd.DataFrame({"v": [0.123456789012345]}), "json")

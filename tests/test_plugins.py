@@ -820,5 +820,5 @@ def test_merge_of_logs_without_rows_says_so(tmp_path, capsys, finished_sweep):
     empty = tmp_path / "empty.csv"
     empty.write_text(finished_sweep.read_text().splitlines()[0] + "\n")
     assert main(["merge", str(empty), "--out", str(tmp_path / "m.csv"), "--allow-partial"]) == 2
-    assert f"nothing to merge: {empty} hold no rows" in capsys.readouterr().err
+    assert f"nothing to merge: {empty} holds no rows" in capsys.readouterr().err
     assert not (tmp_path / "m.csv").exists()

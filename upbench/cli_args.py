@@ -130,7 +130,7 @@ def render_table(table: pd.DataFrame, fmt: str, **markdown_options: Any) -> str:
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
-        return table.to_json(orient="records", indent=1)
+        return table.to_json(orient="records", indent=1, double_precision=15)  # as the sweep's own JSON
     return table.astype(object).where(table.notna(), "").to_markdown(index=False, **markdown_options)
 
 

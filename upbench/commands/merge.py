@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(refused without it: their latencies do not belong in one table)")
 
 
+def nothing_to_merge(inputs: list[Path]) -> str:
+    return f"nothing to merge: {', '.join(map(str, inputs))} hold{'s' if len(inputs) == 1 else ''} no rows"
+
+
 def run(args: argparse.Namespace) -> int:
     out = log_path(args.out)
     check_not_an_input(out, args.inputs)
@@ -38,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"merge: warning: {path} holds no rows (a shard killed before its first row); skipped", file=sys.stderr)
     logs = [path for path in args.inputs if path not in empty]
     if not logs:
-        raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
+        raise ValueError(nothing_to_merge(args.inputs))
     frames, notes = zip(*map(read_log_noting, logs))
     rows = merge_frames(list(frames), args.allow_mixed)
     for note in filter(None, notes):
         print(f"merge: warning: {note}", file=sys.stderr)
     if rows.empty:
-        raise ValueError(f"nothing to merge: {', '.join(map(str, args.inputs))} hold no rows")
+        raise ValueError(nothing_to_merge(args.inputs))
     try:
         check_complete(rows)
     except IncompleteSweep as incomplete:

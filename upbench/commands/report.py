@@ -10,7 +10,7 @@ import pandas as pd
 from ..cli_args import TABLE_FORMATS, check_out, emit, file_name, render_table
 from ..latex import COUNT_KINDS, booktabs
 from ..reports import measured_with, operators_as_measured, to_latex, to_markdown, unmeasured_note
-from ..rowlog import read_log_noting
+from ..rowlog import holds_nothing, read_log_noting
 from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
 from ..views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
                      markdown_pivot, pivot, size_columns)
@@ -46,6 +46,8 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
             rows = read_json_rows(path)
         except ValueError as error:
             raise ValueError(f"{path}: not a JSON list of rows ({error})") from None
+    elif holds_nothing(path):  # as merge says it: a log killed before its first row is no foreign file
+        raise ValueError(f"{path}: holds no rows (a sweep killed before its first row?)")
     else:
         rows, note = read_log_noting(path)
         if note:
