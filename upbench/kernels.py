@@ -114,63 +114,65 @@ def _compile_flags() -> tuple[list[str], list[str]]:
     return ["-O3", "-ffp-contract=fast"], []
 
 
+def _refusal(with_cuda: bool) -> str | None:
+    """Why the compiled ops must not be built here, if they must not."""
+    if os.environ.get("UPBENCH_NO_COMPILE", "") not in ("", "0"):
+        return "UPBENCH_NO_COMPILE is set: the compiled ops were not built"
+    if not with_cuda and torch.cuda.is_available():
+        # A library without the CUDA kernels would load and pass for available, and every operator on
+        # the GPU would then fail in its compiled path instead of taking the reference one.
+        return ("torch sees a GPU, but no CUDA toolkit was found to build the CUDA kernels with "
+                "(install one with nvcc, or set CUDA_HOME to it)")
+    return None
+
+
+def _load(info: dict[str, Any]) -> None:
+    """Compile (where a source changed) and load the library into ``info``'s build folder, then register the
+    ops' Python parts; ``info`` gets the notes, the time it took, whether it compiled and the library."""
+    from torch.utils.cpp_extension import load
+
+    build_dir, with_cuda = Path(info["build_dir"]), info["with_cuda"]
+    build_dir.mkdir(parents=True, exist_ok=True)
+    note = _remove_stale_lock(build_dir)
+    if note:
+        info["notes"].append(note)
+    cflags, ldflags = _compile_flags()
+    compiling = _needs_compiling(build_dir, info["sources"])
+    info["compiled"] = compiling
+    if (build_dir / "lock").exists():
+        _say(f"waiting for another process building the compiled ops in {build_dir} (its lock file exists)")
+    elif compiling:
+        _say(f"compiling the {'C++/CUDA' if with_cuda else 'C++'} window ops (first use or changed sources; "
+             f"about a minute on 2 cores{', more with CUDA' if with_cuda else ''}) in {build_dir} ...")
+    start = time.perf_counter()
+    library = load(name=_NAME, sources=info["sources"], extra_cflags=cflags, extra_cuda_cflags=["-O3"],
+                   extra_ldflags=ldflags, build_directory=str(build_dir), is_python_module=False, verbose=False)
+    info["build_seconds"] = round(time.perf_counter() - start, 2)
+    if compiling:
+        _say(f"compiled ops ready in {info['build_seconds']:.0f} s")
+    info["library"] = str(library) if library is not None else None
+    _op_registrations.register()
+
+
 def _build() -> dict[str, Any]:
     toolkit = _cuda_toolkit()
     with_cuda = toolkit is not None
-    build_dir = _build_dir(with_cuda)
-    sources = _sources(with_cuda)
     info: dict[str, Any] = {
         "available": False,
-        "build_dir": str(build_dir),
-        "sources": sources,
+        "build_dir": str(_build_dir(with_cuda)),
+        "sources": _sources(with_cuda),
         "with_cuda": with_cuda,
         "cuda_home": toolkit,
-        "error": None,
+        "error": _refusal(with_cuda),
         "notes": [],
         "build_seconds": None,
         "compiled": None,  # True: sources were compiled in this process; False: an up-to-date library was loaded
         "library": None,
     }
-    if os.environ.get("UPBENCH_NO_COMPILE", "") not in ("", "0"):
-        info["error"] = "UPBENCH_NO_COMPILE is set: the compiled ops were not built"
-        return info
-    if not with_cuda and torch.cuda.is_available():
-        # A library without the CUDA kernels would load and pass for available, and every operator on
-        # the GPU would then fail in its compiled path instead of taking the reference one.
-        info["error"] = ("torch sees a GPU, but no CUDA toolkit was found to build the CUDA kernels with "
-                         "(install one with nvcc, or set CUDA_HOME to it)")
+    if info["error"] is not None:
         return info
     try:
-        from torch.utils.cpp_extension import load
-
-        build_dir.mkdir(parents=True, exist_ok=True)
-        note = _remove_stale_lock(build_dir)
-        if note:
-            info["notes"].append(note)
-        cflags, ldflags = _compile_flags()
-        compiling = _needs_compiling(build_dir, sources)
-        info["compiled"] = compiling
-        if (build_dir / "lock").exists():
-            _say(f"waiting for another process building the compiled ops in {build_dir} (its lock file exists)")
-        elif compiling:
-            _say(f"compiling the {'C++/CUDA' if with_cuda else 'C++'} window ops (first use or changed sources; "
-                 f"about a minute on 2 cores{', more with CUDA' if with_cuda else ''}) in {build_dir} ...")
-        start = time.perf_counter()
-        library = load(
-            name=_NAME,
-            sources=sources,
-            extra_cflags=cflags,
-            extra_cuda_cflags=["-O3"],
-            extra_ldflags=ldflags,
-            build_directory=str(build_dir),
-            is_python_module=False,
-            verbose=False,
-        )
-        info["build_seconds"] = round(time.perf_counter() - start, 2)
-        if compiling:
-            _say(f"compiled ops ready in {info['build_seconds']:.0f} s")
-        info["library"] = str(library) if library is not None else None
-        _op_registrations.register()
+        _load(info)
     except Exception as exc:  # noqa: BLE001 - any build failure means "fall back", with the reason
         text = f"{type(exc).__name__}: {exc}"
         if len(text) > _ERROR_TAIL_CHARS:
