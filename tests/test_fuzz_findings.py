@@ -57,6 +57,7 @@ def test_warm_up_is_recorded_as_made():
 
 
 @pytest.mark.parametrize("flags", [["--partition", "gpu"], ["--mem-gb", "3"], ["--cluster", "local"],
+                                   ["--cluster", "auto"],
                                    ["--slurm-param", "qos=high"], ["--timeout", "5"]])
 def test_launch_flags_without_a_launcher_are_refused(tmp_path, capsys, flags):
     assert main(["sweep", *TINY, "--out", str(tmp_path / "x.csv"), *flags]) == 2
@@ -112,6 +113,16 @@ def test_inputs_of_another_dtype_or_device_are_named_before_torch_fails():
 
 
 # -- what a review of those fixes found ----------------------------------------------------------
+def test_an_operator_with_weights_runs_on_the_meta_device():
+    """Autocast's own query raises for a device type it does not know: shapes propagate on meta all the same."""
+    import upbench
+
+    for name in ("carafe", "deconv", "sapa-b"):
+        op = upbench.make(name, 8, impl="reference").to("meta")
+        x, guide = op.example_inputs(1, 4, 4, device="meta")
+        assert op(x, guide).shape == (1, 8, 8, 8)
+
+
 def test_an_operator_with_weights_runs_under_autocast():
     """A half-precision x beside float32 weights is what autocast means: only outside it is it refused."""
     import torch
@@ -144,13 +155,16 @@ def test_yaml_merge_keys_still_read_and_an_unhashable_key_is_named(tmp_path):
     (["--plugin=p.py", "--C", "4"], ["--plugin=p.py", "sweep", "--C", "4"]),
     (["--plugin", "p.py", "--C", "4"], ["--plugin", "p.py", "sweep", "--C", "4"]),
     (["--device", "cpu", "table1"], ["--device", "cpu", "table1"]),  # a command named later: the parser says
+    (["--out", "report", "--C", "4"], ["sweep", "--out", "report", "--C", "4"]),  # a file named as a command
+    (["--quiet", "diff"], ["--quiet", "diff"]),  # --quiet takes no value: diff is a word of its own
+    (["--ou", "merge"], ["sweep", "--ou", "merge"]),  # an abbreviated option takes its value too
     (["-h"], ["-h"]),
     ([], []),
 ])
 def test_the_default_command_goes_before_the_first_sweep_option(argv, expected):
-    from upbench.commands import with_default_command
+    from upbench.commands import build_parser, with_default_command
 
-    assert with_default_command(argv) == expected
+    assert with_default_command(argv, build_parser().commands["sweep"]) == expected
 
 
 def test_a_resume_of_no_log_refuses_a_report_of_the_users_too(tmp_path, capsys):
@@ -182,6 +196,10 @@ def test_an_empty_log_holds_no_rows_to_every_reader(tmp_path, capsys):
     assert main(["merge", str(empty), "--out", str(tmp_path / "m.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("holds no rows") == 4 and "not an upbench sweep log" not in err  # merge: warning + error
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("name,value")  # one line, no newline: another program's file, not a torn header
+    assert main(["report", str(foreign)]) == 2
+    assert "not an upbench sweep log" in capsys.readouterr().err
 
 
 def test_a_json_table_keeps_the_digits_the_sweep_json_keeps():

@@ -51,3 +51,18 @@ def test_each_operator_is_said_with_its_implementation_and_knobs():
                                            "carafe (compiled; K=3, d=64).")
     two_ks = rows.assign(K=[None, 3, 5, 3])  # a swept K is a column of the table: not said again
     assert "sapa-b (compiled; d=16)" in operators_as_measured(two_ks)
+
+
+def test_the_report_says_how_its_rows_were_timed_as_they_record_it():
+    from upbench.reports import method_notes
+
+    cpu_row = {"device": "cpu", "status": "ok", "latency_median_ms": 1.0}
+    per_call = pd.DataFrame([{**cpu_row, "cpu_util": 1.0, "cpu_others": 0.1, "timing_suspect": ""}])
+    assert "each call timed on its own" in method_notes(per_call) and "block means" not in method_notes(per_call)
+    # an upbench before per-call timing: the readers add the later columns, empty
+    blocks = method_notes(pd.DataFrame([{**cpu_row, "cpu_util": 1.0, "cpu_others": None}]))
+    assert "block means" in blocks and "CPU util" in blocks and "each call timed on its own" not in blocks
+    unchecked = method_notes(pd.DataFrame([{**cpu_row, "cpu_util": None, "cpu_others": None}]))
+    assert "no latency carries a timing-suspect mark" in unchecked
+    gpu = pd.DataFrame([{**cpu_row, "device": "cuda", "cpu_util": None, "cpu_others": None}])
+    assert "block means" not in method_notes(gpu)

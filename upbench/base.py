@@ -97,6 +97,16 @@ class Knob:
         return f"{kind} integer <= {self.max}"
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``; never for one autocast does not know (meta), which torch's own
+    query raises on."""
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.5
+    try:
+        return (available is None or available(device_type)) and torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # torch 2.4 on a device type autocast does not know
+        return False
+
+
 class Upsampler(nn.Module):
     """x2 feature upsampler: ``forward(x, guide=None)``, x (N, C, H, W) -> (N, C, 2H, 2W).
 
@@ -301,7 +311,7 @@ class Upsampler(nn.Module):
         weight = next(self.parameters(), None)
         if weight is None:
             return
-        autocast = torch.is_autocast_enabled(x.device.type)
+        autocast = _autocast_on(x.device.type)
         if x.device != weight.device or (x.dtype != weight.dtype and not autocast):
             raise ValueError(f"{self.name}: x is {x.dtype} on {x.device}, its weights {weight.dtype} on "
                              f"{weight.device}; expected x alike (or op.to(x.dtype) / op.to(x.device))")

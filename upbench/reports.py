@@ -124,20 +124,45 @@ def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=["min", "max"])
 
 
-NOTES = """\
+CONTENTION_NOTE = """\
 CPU latencies are only as good as the machine was quiet: a load above the core count means other
-work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call).
+work competed for the cores (with all cores in use, a descheduled OpenMP thread stalls every call)."""
+# How rows measured since per-call CPU timing (those with a cpu_others column) were timed and checked.
+PER_CALL_NOTE = """\
 Each row measures it while timing: `CPU util` is the process's CPU time over the wall time of the timed
 calls (below 0.9: other work had the cores), `other work (cores)` the cores' worth of other processes'
 CPU time and hypervisor steal on the usable cores meanwhile (from /proc/stat), and `timing suspect`
 gives the reason when either, a wide p20-p80 spread, fewer than 5 timed calls or more threads than
 usable cores means the latency cannot be trusted.
+Latency is the median (p20, p80) of the timed calls, each call timed on its own."""
+# Rows of an upbench before per-call timing: what their latencies are, and what was not checked.
+BLOCK_TIMING_NOTE = """\
+These rows predate per-call CPU timing: their CPU latencies are the median (p20, p80) of block means
+(torch.utils.benchmark's blocked_autorange), and other work on the usable cores was not measured{checked}."""
+COUNTS_NOTE = """\
 MACs, FLOPs (2 x MACs) and params are of one forward, under each counting policy. `fwd` is inference
 (eval mode, no_grad); `fwd+bwd` is a training step's forward and backward into inputs and weights.
-Latency is the median (p20, p80) of the timed calls, each call timed on its own; peak memory is
-above the inputs and weights.
+Peak memory is above the inputs and weights.
 GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traffic (x, guide and
 weights read once, output written once) by the median, so it is a lower bound."""
+
+
+def method_notes(rows: pd.DataFrame) -> str:
+    """How the rows were timed and checked, as they record it: CPU rows of an older upbench (no other work
+    recorded, cpu_others) were timed in blocks of calls, and their blank contention cells mean 'not measured',
+    not 'quiet'."""
+    timed_cpu = rows[rows["device"].astype(str).str.startswith("cpu") & (rows["status"] == "ok")] \
+        if {"device", "status"} <= set(rows.columns) else rows.iloc[:0]
+    def recorded(column: str) -> bool:
+        return column in timed_cpu and timed_cpu[column].notna().any()
+
+    if timed_cpu.empty or recorded("cpu_others"):
+        timing = PER_CALL_NOTE
+    else:
+        checked = ("; CPU util (the process's CPU time over the wall time) was, and `timing suspect` rests on it "
+                   "alone" if recorded("cpu_util") else ", so no latency carries a timing-suspect mark")
+        timing = BLOCK_TIMING_NOTE.format(checked=checked)
+    return "\n".join([CONTENTION_NOTE, timing, COUNTS_NOTE])
 
 
 def _suspect_section(rows: pd.DataFrame) -> list[str]:
@@ -168,7 +193,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
         *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
         *filter(None, [_settings_line(rows), operators_as_measured(rows), _mixed_sources_note(rows)]),
-        NOTES,
+        method_notes(rows),
         *_suspect_section(rows),
         *[part for title, table in sections for part in (f"## {title}", markdown_table(table))],
         f"## {PIVOT_TITLES['latency']}",

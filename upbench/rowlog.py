@@ -165,12 +165,15 @@ def drop_torn_line(path: Path) -> None:
 
 
 def holds_nothing(path: str | Path) -> bool:
-    """Whether the log at ``path`` is empty or holds only a header a kill cut (a shard killed at its start)."""
+    """Whether the log at ``path`` is empty or holds only a header a kill cut (a shard killed at its start): a
+    first line without its newline that begins as every log's header does, not another program's one line."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return False
-    return not data or _torn_line_start(data) == 0
+    first = REQUIRED_COLUMNS[0].encode()  # every log's header begins with it (SweepSpec.columns)
+    torn_header = _torn_line_start(data) == 0 and (data.startswith(first) or first.startswith(data))
+    return not data or torn_header
 
 
 def _is_count(text: str) -> bool:

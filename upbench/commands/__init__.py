@@ -119,15 +119,35 @@ def _names(option: str, known: tuple[str, ...]) -> bool:
     return name in known or (name.startswith("--") and len(name) > 2 and any(k.startswith(name) for k in known))
 
 
-def with_default_command(argv: list[str]) -> list[str]:
+def _names_a_command(args: list[str], options: argparse.ArgumentParser) -> bool:
+    """Whether ``args``, the default command's options as given, hold a command's name as a word of its own: one
+    that no option before it takes as its value (``--out report`` names a file, not the report command)."""
+    # argparse keeps its actions private; which option takes a value is only there
+    takes_value = {string: action.nargs != 0 for action in options._actions for string in action.option_strings}
+    expecting_value = False
+    for token in args:
+        if expecting_value:
+            expecting_value = False
+        elif token.startswith("-"):
+            name = token.partition("=")[0]
+            known = [name] if name in takes_value else [string for string in takes_value if string.startswith(name)]
+            expecting_value = "=" not in token and len(known) == 1 and takes_value[known[0]]
+        elif token in COMMANDS:
+            return True
+    return False
+
+
+def with_default_command(argv: list[str], default: argparse.ArgumentParser) -> list[str]:
     """``argv`` with the default command put before the first option that is not the top level's (--plugin,
-    --version, --help): ``python bench.py --device cpu`` is the default sweep on the CPU. Where a command is named
-    later (``--device cpu table1``), nothing is put: the parser says what is wrong."""
+    --version, --help): ``python bench.py --device cpu`` is the default sweep on the CPU. ``default``: that
+    command's parser. Where a command is named after options (``--device cpu table1``), nothing is put: the
+    parser says what is wrong."""
     position = 0
     while position < len(argv) and _names(argv[position], ("--plugin",)):
         position += 1 if "=" in argv[position] else 2
     rest = argv[position:]
-    if rest and rest[0].startswith("-") and not _names(rest[0], TOP_LEVEL_OPTIONS) and not set(rest) & set(COMMANDS):
+    if rest and rest[0].startswith("-") and not _names(rest[0], TOP_LEVEL_OPTIONS) \
+            and not _names_a_command(rest, default):
         return [*argv[:position], DEFAULT_COMMAND, *rest]
     return argv
 
@@ -136,8 +156,8 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
     """``python bench.py`` alone (or with only --plugin options, or with the sweep's options) runs the quick default
     sweep. Every failure is one line on stderr and a non-zero exit: 2 for a usage or file error, 130 for Ctrl-C
     and 143 for SIGTERM (with the command that resumes), 141 for a closed stdout pipe (silently)."""
-    argv = with_default_command(list(argv))
     parser = build_parser(prog)
+    argv = with_default_command(list(argv), parser.commands[DEFAULT_COMMAND])
     args = parser.parse_args(argv)
     if args.command is None:
         argv.append(DEFAULT_COMMAND)
