@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -19,7 +20,7 @@ from .formulas import compulsory_elements
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .registry import make, source_digest
 from .spec import DTYPES, Config, SweepSpec
-from .timing import MIN_RUNS, call_seconds, cpu_flush_buffer, flush_cpu_caches, suspect_cell, time_call
+from .timing import MIN_RUNS, Timing, call_seconds, cpu_flush_buffer, flush_cpu_caches, suspect_cell, time_call
 from .vocabulary import first_line
 
 # Calls a row makes after warm-up besides the timed ones: the memory probe, and one call's worth of room.
@@ -92,6 +93,47 @@ def count_config(config: Config, policies: tuple[str, ...]) -> dict[str, Any]:
     return row
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """What a row's warm-up left: its last call's seconds and, on a cold CPU row, its cache flush's (together the
+    pace of a timed call), the seconds it took, and the room the row budget leaves after it for the timing."""
+
+    last_s: float
+    flush_s: float
+    spent_s: float
+    room_s: float
+
+    @property
+    def pace_s(self) -> float:
+        return self.last_s + self.flush_s
+
+
+def _warm_up(call: Callable[[], object], device: torch.device,
+             spec: SweepSpec) -> tuple[WarmUp, torch.Tensor | None]:
+    """The warm-up calls, which double as the budget check: the first calls can be far slower than the rest
+    (allocator growth, autotuning, TorchScript profiling runs), so the last one sets the pace. A cold CPU row
+    flushes before every timed call, outside its time but inside the row's (tens of ms for twice the last-level
+    cache): the flush buffer (returned, None for a warm row) is made and each warm-up call flushed within the
+    budget, and a flush joins the pace."""
+    started = time.perf_counter()
+    flush = cpu_flush_buffer() if spec.l2_flush and device.type == "cpu" else None
+    flush_s = 0.0
+    for _ in range(spec.settings()["warmup"]):
+        if flush is not None:
+            flush_s = call_seconds(lambda: flush_cpu_caches(flush), device)
+        last = call_seconds(call, device)
+        if time.perf_counter() - started > spec.row_budget_s:
+            break
+    spent = time.perf_counter() - started
+    return WarmUp(last, flush_s, spent, spec.row_budget_s - spent - last * UNTIMED_CALLS), flush
+
+
+def _timing_fields(timing: Timing) -> dict[str, Any]:
+    return dict(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
+                latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
+                cpu_others=timing.cpu_others, timing_suspect=suspect_cell(timing, torch.get_num_threads()))
+
+
 def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     """Fill ``row`` in place, step by step, so a failure keeps what was measured before it."""
     row.update(count_config(config, spec.policies))
@@ -106,36 +148,21 @@ def _measure(config: Config, spec: SweepSpec, row: dict[str, Any]) -> None:
     row["bytes_moved"] = compulsory_bytes(op, config, row["params"])
     call = build_call(op, config, torch.Generator(device=device).manual_seed(spec.seed))
 
-    # Warm-up doubles as the budget check: the first calls can be far slower than the rest
-    # (allocator growth, autotuning, TorchScript profiling runs), so the last one sets the pace. A cold CPU row
-    # flushes before every timed call, outside its time but inside the row's (tens of ms for twice the last-level
-    # cache): the buffer is made and each warm-up call flushed within the budget, and a flush joins the pace.
-    started = time.perf_counter()
-    flush = cpu_flush_buffer() if spec.l2_flush and device.type == "cpu" else None
-    flush_s = 0.0
-    for _ in range(spec.settings()["warmup"]):
-        if flush is not None:
-            flush_s = call_seconds(lambda: flush_cpu_caches(flush), device)
-        last = call_seconds(call, device)
-        if time.perf_counter() - started > spec.row_budget_s:
-            break
-    spent = time.perf_counter() - started
-    room = spec.row_budget_s - spent - last * UNTIMED_CALLS
-    pace = last + flush_s
-    if room < pace:
-        row.update(latency_median_ms=last * 1e3, runs=1, cache="warm" if flush is None else "cold", status="skipped",
-                   message=f"warm-up took {spent:.3g} s and its last call {last:.3g} s"
-                           + (f" (its cache flush {flush_s:.3g} s)" if flush is not None else "")
+    warm, flush = _warm_up(call, device, spec)
+    room = warm.room_s
+    if room < warm.pace_s:
+        row.update(latency_median_ms=warm.last_s * 1e3, runs=1, cache="warm" if flush is None else "cold",
+                   status="skipped",
+                   message=f"warm-up took {warm.spent_s:.3g} s and its last call {warm.last_s:.3g} s"
+                           + (f" (its cache flush {warm.flush_s:.3g} s)" if flush is not None else "")
                            + f": timing and the memory probe would not fit the {spec.row_budget_s:g} s row budget; "
                              "latency_median_ms is that last call")
         return
     timing = time_call(call, device, warmup=0, min_run_time=min(spec.min_run_time, room), l2_flush=spec.l2_flush,
-                       min_runs=max(1, min(MIN_RUNS, int(room / max(pace, 1e-9)))),  # fewer: flagged few calls
+                       min_runs=max(1, min(MIN_RUNS, int(room / max(warm.pace_s, 1e-9)))),  # fewer: flagged few calls
                        cpu_flush=flush)
     flush = None  # its hundreds of MB go before the memory probe
-    row.update(latency_median_ms=timing.median_s * 1e3, latency_p20_ms=timing.p20_s * 1e3,
-               latency_p80_ms=timing.p80_s * 1e3, runs=timing.runs, cache=timing.cache, cpu_util=timing.cpu_util,
-               cpu_others=timing.cpu_others, timing_suspect=suspect_cell(timing, torch.get_num_threads()))
+    row.update(_timing_fields(timing))
     row["peak_mem_bytes"] = peak_memory_bytes(call, device=device)
     if config.mode == "fwd":  # counts and the bytes model describe one forward; a backward has no model
         for policy in spec.policies:
