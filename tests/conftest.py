@@ -52,14 +52,14 @@ def isolated_registry(monkeypatch):
     """Whatever a test registers (operators, plugin sources, counting rules) is gone after it, so the other
     test files see the built-ins only. Yields the built-in operator names."""
     from upbench import registry, rules
-    from upbench.counting import count_operator
+    from upbench.counting import _count_operator
 
     available = registry.available()  # the built-ins load before the snapshot
     for name in ("_REGISTRY", "_ORIGINS", "_loaded_sources", "_REPLAY", "_SOURCE_DIGESTS"):
         monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
     monkeypatch.setattr(rules, "_RULES", dict(rules._RULES))
     yield available
-    count_operator.cache_clear()
+    _count_operator.cache_clear()
 
 
 @pytest.fixture

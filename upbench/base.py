@@ -67,6 +67,8 @@ def output_problem(x: torch.Tensor, out: object) -> str | None:
 
 
 KNOB_RULES = ("positive", "odd", "even", "flag")
+# What make() and every Upsampler take besides the knobs: a knob of one of these names could never be set.
+RESERVED_KNOBS = frozenset({"channels", "guide_channels", "impl"})
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,16 @@ class Upsampler(nn.Module):
         """ValueError, naming the operator, for a declaration that would fail on every row: a knob whose
         default breaks its own rule or that fills a shape field or an unknown one, formulas keyed by a stage
         the operator does not have, ``op_stages`` naming an unknown op part or stage, a goal that is no share."""
+        if not isinstance(cls.knobs, Mapping):
+            raise ValueError(f"{cls.name}: knobs={cls.knobs!r}; expected a mapping of knob names to upbench.Knob")
+        if reserved := sorted(RESERVED_KNOBS.intersection(cls.knobs)):
+            # make(name, C, channels=...) got 'multiple values' on every row
+            raise ValueError(f"{cls.name}: knob {reserved[0]!r} has the name of an argument every operator takes "
+                             f"({', '.join(sorted(RESERVED_KNOBS))}); expected another name")
+        fills: dict[str, str] = {}
         for name, knob in cls.knobs.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"{cls.name}: knob name {name!r}; expected a Python identifier")
             if not isinstance(knob, Knob):
                 raise ValueError(f"{cls.name}: knob {name!r} is {type(knob).__name__}; expected an upbench.Knob")
             # an unknown rule checked nothing (rule "od" let K=4 through) and failed with a KeyError on a bad value
@@ -221,6 +232,10 @@ class Upsampler(nn.Module):
                 fillable = [f for f in DIMS_FIELDS if f not in SHAPE_FIELDS]
                 raise ValueError(f"{cls.name}: knob {name!r} fills the formula field {target!r}; expected one of "
                                  f"{', '.join(fillable)}, or no dims_field (formulas then read it as s.{name})")
+            if target in fills:  # the formulas would see the last one only
+                raise ValueError(f"{cls.name}: knobs {fills[target]!r} and {name!r} both fill the formula field "
+                                 f"{target!r}; expected one knob per field")
+            fills[target] = name
         stages = cls.stages
         # stages = "body" iterated as the stages 'b', 'o', 'd', 'y'
         if not isinstance(stages, (tuple, list)) or not all(isinstance(stage, str) and stage for stage in stages):

@@ -49,7 +49,7 @@ from torch import nn
 from .base import check_op_stages
 from .formulas import TOTAL
 from .registry import make
-from .rules import COMPILED_OP_PARTS, MATRIX_PRODUCT_RULES, Rule, counted_parts, rules, short_op_name
+from .rules import COMPILED_OP_PARTS, MATRIX_PRODUCT_RULES, Rule, counted_parts, rules, rules_key, short_op_name
 from .torch_counting import count_torch, counting_forward
 
 POLICIES = ("paper", "fvcore")  # a sweep's default
@@ -324,16 +324,22 @@ def count(module: nn.Module, inputs: tuple | list | torch.Tensor, policy: str = 
     )
 
 
-@lru_cache(maxsize=512)
 def count_operator(
     name: str, channels: int, N: int, H: int, W: int, policy: str = "paper",
     guide_channels: int | None = None, hparams: tuple[tuple[str, int], ...] = (),
 ) -> Count:
-    """Count operator ``name`` at one shape, once: later calls with the same shape hit the cache.
+    """Count operator ``name`` at one shape, once for the counting rules registered: later calls with the same
+    shape hit the cache, until a rule is added (a sweep after a plugin's fix counts with it).
 
     Counts do not depend on the implementation (the compiled ops carry handles that count what
     the reference computes), so the reference path is traced.
     """
+    return _count_operator(name, channels, N, H, W, policy, guide_channels, hparams, rules_key())
+
+
+@lru_cache(maxsize=512)
+def _count_operator(name: str, channels: int, N: int, H: int, W: int, policy: str, guide_channels: int | None,
+                    hparams: tuple[tuple[str, int], ...], rules_seen: tuple[tuple[str, int], ...]) -> Count:
     op = make(name, channels, guide_channels=guide_channels, impl="reference", **dict(hparams))
     generator = torch.Generator().manual_seed(0)
     return count(op, op.example_inputs(N, H, W, generator=generator), policy)

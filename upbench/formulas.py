@@ -15,6 +15,8 @@ Each formula is a small pure function of :class:`Dims` returning a :class:`Cost`
 """
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -82,7 +84,15 @@ def evaluate(formula: Formula, dims: Dims, table: str, stage: str, operator: str
     if not isinstance(cost, Cost):
         raise ValueError(f"{whose} {table} formula for stage {stage!r} returned {type(cost).__name__}; "
                          f"expected an upbench.Cost(macs, params)")
-    return cost
+    counts = []
+    for count_name, value in (("macs", cost.macs), ("params", cost.params)):
+        if isinstance(value, float) and value.is_integer():  # a formula dividing by 2 where the count is even
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{whose} {table} formula for stage {stage!r} returned {count_name}={value!r}; expected a "
+                             f"non-negative whole number (a count)")
+        counts.append(int(value))
+    return Cost(*counts)
 
 
 def per_pixel(macs_per_pixel: Callable[[Dims], int], params: Callable[[Dims], int]) -> Formula:

@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .base import Upsampler
-from .checks import is_whole
+from .base import IMPLS, Upsampler
+from .checks import comma_items, is_whole
 from .counting import POLICIES, Count, count_operator
 from .environment import check_device
 from .formulas import TOTAL, ZERO, Cost
@@ -233,12 +233,17 @@ def network_report(
     with ``measure``. Unknown operator names raise ValueError before any work; a failure of one
     operator after that marks its row's status instead of losing the row. ``progress`` hears one line
     as each operator is measured (a measured report takes minutes)."""
-    operators = list(available() if operators is None else operators)
+    operators = list(available() if operators is None else comma_items(operators))  # "nearest" is one name
     for name in operators:
         get(name)
     preset.shapes(size, channels)  # a bad size or width fails before any work, naming what was given
     if measure:
         check_device(str(device))
+        if impl not in ("auto", *IMPLS):
+            raise ValueError(f"impl={impl!r}; expected one of auto, {', '.join(IMPLS)}")
+        if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) \
+                or not 0 < min_run_time < float("inf"):  # NaN timed a million calls
+            raise ValueError(f"min_run_time={min_run_time!r}; expected a positive number of seconds")
     if not is_whole(batch, 1):
         raise ValueError(f"batch={batch!r}; expected a positive integer")
     rows = []

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from .base import Upsampler
 from .files import digest_files
-from .rules import rules
+from .rules import forget_rules, rules
 
 ENTRY_POINT_GROUP = "upbench.operators"
 BUILTIN_SOURCE = "operators"
@@ -72,11 +72,18 @@ def register(cls: U) -> U:
                          f"'|', spaces at its ends or control characters (--ops splits at commas, row keys join "
                          f"fields with '|')")
     cls.check_declaration()
+    # the built-ins first: a script's own 'nearest' registered before them took their place, and their loading
+    # then stopped at the clash, leaving every other built-in unknown for the rest of the process
+    _load_entry_points()
     cls.formulas = cls.formulas.named(cls.name)  # also where name or formulas were set after the class body
     origin = _loading[-1] if _loading else f"module {cls.__module__}"
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         taken = _REGISTRY[cls.name]
         file = _defining_file(cls)
+        if cls.__module__ == taken.__module__:  # a notebook cell or a script part run twice, or two classes
+            raise ValueError(f"operator {cls.name!r} is registered twice in {cls.__module__}: by "
+                             f"{taken.__qualname__} and by {cls.__qualname__} (a cell run again?); register it once, "
+                             f"or rename one of them")
         if file is not None and file == _defining_file(taken):  # one plugin imported as a file and as a module
             raise ValueError(
                 f"operator {cls.name!r} is registered twice from one file, {file}: by {_ORIGINS[cls.name]} and by "
@@ -310,7 +317,7 @@ def load_plugin(target: str | Path) -> list[str]:
         raise ValueError(f"{label}: a folder; expected a Python file (path/to/file.py) or an importable module "
                          "(package.module)")
     imported_before = not is_file and module_name in sys.modules  # its registrations ran then
-    before, rules_before = set(_REGISTRY), len(rules())
+    before, rules_seen = set(_REGISTRY), set(rules())
     with _source(label):
         try:
             if is_file:
@@ -334,17 +341,27 @@ def load_plugin(target: str | Path) -> list[str]:
                     _adopt(obj, label)
                 finally:
                     _loading_plugins.pop()
-        except (ValueError, KeyboardInterrupt):  # KeyboardInterrupt: the user's Ctrl-C, not the plugin's failure
-            raise
-        except BaseException as error:  # whatever the user's code raised, sys.exit() too: name the plugin and the cause
+        except BaseException as error:
+            _forget(set(_REGISTRY) - before)  # a plugin that failed half-way registers nothing: fixed, it loads
+            forget_rules(set(rules()) - rules_seen)
+            if isinstance(error, (ValueError, KeyboardInterrupt)):  # KeyboardInterrupt: the user's Ctrl-C
+                raise
+            # whatever the user's code raised, sys.exit() too: name the plugin and the cause
             raise ValueError(f"{label}: failed to load: {_load_failure(error)}") from error
     _loaded_sources[key] = label
     added = [name for name in _REGISTRY if name not in before]
-    if not added and len(rules()) == rules_before and not imported_before:  # most likely the wrong file: say so
+    if not added and set(rules()) == rules_seen and not imported_before:  # most likely the wrong file: say so
         warnings.warn(f"{label} registered no operator and no counting rule", PluginWarning, stacklevel=2)
     for name in added:
         _REPLAY[name] = key
     return added
+
+
+def _forget(names: Iterable[str]) -> None:
+    """Unregister ``names`` (what a plugin registered before it failed)."""
+    for name in names:
+        for table in (_REGISTRY, _ORIGINS, _SOURCE_DIGESTS, _REPLAY):
+            table.pop(name, None)
 
 
 class PluginWarning(UserWarning):

@@ -40,6 +40,17 @@ def log_path(out: str | Path) -> Path:
     return path.with_name(path.name + ".csv")
 
 
+def check_log_name(out: str | Path) -> None:
+    """ValueError unless ``out`` can name a row log: not a folder, not a report's name (run_sweep writes the rows
+    to exactly ``out``; the command line's --out x.md means x.csv, :func:`log_path`)."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"out={str(out)!r} is a folder; expected the row log's file name, e.g. {path / 'sweep.csv'}")
+    if path.suffix.lower() in REPORT_SUFFIXES:
+        raise ValueError(f"out={str(out)!r} names a report; expected the row log's .csv ({path.with_suffix('.csv')}), "
+                         f"beside which upbench.export.write_outputs puts the reports")
+
+
 class RowLog:
     """The CSV a sweep appends its rows to, locked against other writers, one fsynced line per row.
 

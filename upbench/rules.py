@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 Rule = Callable[..., int]
 
@@ -125,11 +125,21 @@ def whole(parts: Mapping[str, Rule]) -> Rule:
     return lambda *args, out_shape: sum(rule(*args, out_shape=out_shape) for rule in parts.values())
 
 
-def _check_op_name(op: str) -> None:
+# upbench's own compiled ops are counted by COMPILED_OP_PARTS alike on both paths: a plugin's rule for one would
+# make the compiled path count otherwise than the reference path it stands for
+RESERVED_NAMESPACES = ("aten", "prim", "upbench")
+
+
+def _check_op_name(op: object) -> None:
+    if not isinstance(op, str):
+        raise ValueError(f"counting rule for {op!r}: expected a custom op name 'namespace::op' (e.g. 'mylib::blend')")
     namespace, sep, name = op.partition("::")
-    if not (sep and namespace and name) or namespace in ("aten", "prim"):
+    if not (sep and namespace and name) or namespace in RESERVED_NAMESPACES:
         raise ValueError(f"counting rule for {op!r}: expected a custom op name 'namespace::op' (e.g. 'mylib::blend'); "
-                         "aten and prim ops are counted by the policies themselves")
+                         "aten and prim ops are counted by the policies themselves, upbench's by upbench")
+    if "." in name:
+        raise ValueError(f"counting rule for {op!r}: expected the op's name without an overload "
+                         f"({namespace}::{name.partition('.')[0]}): a rule counts every overload")
 
 
 def counting_rule(op: str, rule: Rule | None = None) -> Any:
@@ -174,6 +184,17 @@ def _checked(op: str, rule: Rule) -> Rule:
         return int(macs)
 
     return checked
+
+
+def forget_rules(ops: Iterable[str]) -> None:
+    """Unregister the rules of ``ops`` (what a plugin registered before it failed)."""
+    for op in ops:
+        _RULES.pop(op, None)
+
+
+def rules_key() -> tuple[tuple[str, int], ...]:
+    """Which rules are registered, as a cache key: counts cached before a rule was added are not those after."""
+    return tuple(sorted((op, id(rule)) for op, rule in _RULES.items()))
 
 
 def rules() -> Mapping[str, Rule]:

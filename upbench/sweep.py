@@ -27,11 +27,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from .environment import check_device
+from .checks import is_whole
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import failed_row, measure_config
 from .resume import logged_keys
-from .rowlog import RowLog
-from .rows import latest_rows, read_rows
+from .rowlog import RowLog, check_log_name
+from .rows import RETRY_KINDS, check_retry, latest_rows, read_rows
 from .spec import Config, SweepSpec
 
 # -- sharding ---------------------------------------------------------------------------------
@@ -44,6 +45,17 @@ def parse_shard(text: str) -> tuple[int, int]:
         shard = (-1, 0)
     if not slash or not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return shard
+
+
+def check_shard(shard: object) -> tuple[int, int] | None:
+    """``shard`` as (i, n) with 0 <= i < n, or None; ValueError naming it otherwise (a (3, 2) measured shard 1's
+    configs, which a merge would then hold twice)."""
+    if shard is None:
+        return None
+    if not (isinstance(shard, tuple) and len(shard) == 2 and all(is_whole(v) for v in shard)
+            and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard={shard!r}: expected (i, n) with 0 <= i < n, e.g. (0, 4)")
     return shard
 
 
@@ -116,6 +128,12 @@ def run_sweep(
     returned and exported.
     """
     check_row_timeout(row_timeout, isolate)
+    shard = check_shard(shard)
+    if isinstance(retry, str) or (retry and not resume):  # 'failed' read as its letters; retry without resume ignored
+        raise ValueError(f"retry={retry!r}: expected a tuple of {', '.join(RETRY_KINDS)}, with resume=True")
+    retry = check_retry(retry)
+    if out is not None:
+        check_log_name(out)
     for device in spec.devices:
         check_device(device)
     configs = spec.expand()

@@ -13,6 +13,7 @@ from typing import Iterator, Mapping, Sequence
 import pandas as pd
 import torch
 
+from .checks import comma_items, parse_size, positive_ints
 from .counting import PAPER_HANDLES, Count, count
 from .formulas import TOTAL, Cost
 from .registry import available, get, make
@@ -46,9 +47,12 @@ class Grid:
         return {name: values for name, values in (("K", self.K), ("d", self.d), *self.knobs.items()) if values}
 
     def __post_init__(self) -> None:
-        # each value once: a value given twice would validate every point twice
-        for name in ("C", "Cg", "K", "d", "sizes"):
-            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
+        # each value once: a value given twice would validate every point twice; "16" is one C, not C=1 and C=6
+        for name in ("C", "Cg"):
+            object.__setattr__(self, name, tuple(dict.fromkeys(positive_ints(name, comma_items(getattr(self, name))))))
+        for name in ("K", "d"):  # the knobs' own rules check the values
+            object.__setattr__(self, name, tuple(dict.fromkeys(comma_items(getattr(self, name)))))
+        object.__setattr__(self, "sizes", tuple(dict.fromkeys(parse_size(size) for size in comma_items(self.sizes))))
         object.__setattr__(self, "knobs", {name: tuple(dict.fromkeys(values)) for name, values in self.knobs.items()})
         for name, flag in (("C", "--C"), ("sizes", "--size")):  # an empty grid would validate nothing, and pass
             if not getattr(self, name):
@@ -176,7 +180,7 @@ def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()
     """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose constructor,
     forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that
     fails, which every point would repeat) ends it."""
-    operators = list(operators or available())
+    operators = list(comma_items(operators) if operators else available())  # "nearest" is one name, not seven
     for name in operators:
         get(name)  # unknown names fail before any counting
     grid.check(operators)

@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from .base import Knob, Upsampler, output_problem
+from .base import RESERVED_KNOBS, Knob, Upsampler, output_problem
 from .checks import is_whole
 from .formulas import NO_FORMULAS, Formulas
 from .registry import register
@@ -62,9 +62,9 @@ def wrap(
     if formulas is not None and not isinstance(formulas, Formulas):
         raise ValueError(f"wrap {name!r}: formulas must be an upbench.Formulas, got {type(formulas).__name__}")
     checked_knobs = {knob: _knob(name, knob, value) for knob, value in (knobs or {}).items()}
-    if reserved := sorted({"channels", "guide_channels"}.intersection(checked_knobs)):
+    if reserved := sorted(RESERVED_KNOBS.intersection(checked_knobs)):
         raise ValueError(f"wrap {name!r}: knob {reserved[0]!r} is given by upbench (channels and guide_channels are "
-                         f"the factory's arguments); expected other knob names")
+                         f"the factory's arguments, impl upbench's); expected other knob names")
 
     def check_declaration(cls: type[Upsampler]) -> None:
         Upsampler.check_declaration.__func__(cls)  # the knobs' own mistakes are named first
