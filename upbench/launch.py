@@ -22,7 +22,7 @@ from .isolate import check_row_timeout
 from .registry import load_plugins, replay_sources
 from .resume import check_same_spec
 from .rowlog import holds_nothing, read_log
-from .rows import RETRY_KINDS, IncompleteSweep, check_complete, check_retry, merge_frames, write_csv
+from .rows import IncompleteSweep, check_complete, check_resume_retry, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
 from .vocabulary import MESSAGE_CHARS, first_line
@@ -258,9 +258,7 @@ def launch_sweep(
     out = Path(out)
     if not is_whole(shards, 1):
         raise ValueError(f"shards={shards!r}: expected a positive integer")
-    if isinstance(retry, str) or (retry and not resume):  # 'failed' read as its letters; retry without resume ignored
-        raise ValueError(f"retry={retry!r}: expected a tuple of {', '.join(RETRY_KINDS)}, with resume=True")
-    retry = check_retry(retry)
+    retry = check_resume_retry(retry, resume)
     local_spec = as_spec(spec)  # checked here, before anything is submitted
     check_row_timeout(row_timeout, isolate, local_spec)  # each shard's own check came after its job started
     logs = shard_logs(out, shards)

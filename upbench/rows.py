@@ -114,6 +114,14 @@ def check_retry(kinds: Iterable[str]) -> tuple[str, ...]:
     return kinds
 
 
+def check_resume_retry(retry: object, resume: bool) -> tuple[str, ...]:
+    """A sweep's ``retry`` checked with its ``resume``: a string would be read as its letters, and a retry without
+    a resume has no logged rows to measure again."""
+    if isinstance(retry, str) or (retry and not resume):
+        raise ValueError(f"retry={retry!r}: expected a tuple of {', '.join(RETRY_KINDS)}, with resume=True")
+    return check_retry(retry)  # type: ignore[arg-type]
+
+
 def knob_columns(rows: pd.DataFrame) -> list[str]:
     """The knob columns: the row layout puts them between ``Cg`` and ``N``."""
     columns = list(rows.columns)

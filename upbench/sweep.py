@@ -32,7 +32,7 @@ from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import failed_row, measure_config
 from .resume import logged_keys
 from .rowlog import RowLog, check_log_name
-from .rows import RETRY_KINDS, check_retry, latest_rows, read_rows
+from .rows import check_resume_retry, latest_rows, read_rows
 from .spec import Config, SweepSpec
 
 # -- sharding ---------------------------------------------------------------------------------
@@ -129,9 +129,7 @@ def run_sweep(
     """
     check_row_timeout(row_timeout, isolate)
     shard = check_shard(shard)
-    if isinstance(retry, str) or (retry and not resume):  # 'failed' read as its letters; retry without resume ignored
-        raise ValueError(f"retry={retry!r}: expected a tuple of {', '.join(RETRY_KINDS)}, with resume=True")
-    retry = check_retry(retry)
+    retry = check_resume_retry(retry, resume)
     if out is not None:
         check_log_name(out)
     for device in spec.devices:
