@@ -12,6 +12,7 @@ from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, Dims, Formulas
 from .rules import COMPILED_OP_PARTS
 
 IMPLS = ("reference", "compiled")
+IMPL_CHOICES = ("auto", *IMPLS)  # auto: compiled where the operator has compiled ops and they built
 
 # Largest knob values, shared by the operators. A 63 x 63 window already covers the whole low-resolution
 # map at every size the paper benchmarks, and keeps every window size and kernel index far inside int64;
@@ -186,8 +187,8 @@ class Upsampler(nn.Module):
         return guide_channels
 
     def _resolve_impl(self, impl: str) -> str:
-        if impl not in ("auto",) + IMPLS:
-            raise ValueError(f"{self.name}: impl={impl!r}; expected one of auto, {', '.join(IMPLS)}")
+        if impl not in IMPL_CHOICES:
+            raise ValueError(f"{self.name}: impl={impl!r}; expected one of {', '.join(IMPL_CHOICES)}")
         if not self.compiled_ops:
             if impl == "compiled":
                 raise ValueError(f"{self.name}: has no compiled implementation; use impl='reference'")

@@ -16,6 +16,25 @@ def is_whole(value: object, least: int | None = None) -> bool:
             and (least is None or value >= least))
 
 
+def is_seconds(value: object) -> bool:
+    """Whether ``value`` is a positive, finite number of seconds (NaN and inf time forever; a bool is none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+def beyond_64_bits(value: object, least: int | None = None) -> bool:
+    """Whether ``value`` is an int that :func:`is_whole` refuses only for its width: what a message says besides."""
+    return (isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX
+            and is_whole(max(min(value, INT64_MAX), INT64_MIN), least))
+
+
+def digits_as_int(value: object) -> object:
+    """A string of ASCII digits (a sweep file's "16") as its int, anything else as it is: '²' and '４' are no
+    digits to a user, though str.isdigit says so."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return value
+
+
 def comma_items(value: Any) -> tuple:
     """A sweep file's or flag's list: "a, b" -> ("a", "b") (an empty item is an error, not dropped), a list as a
     tuple, one value as a tuple of it."""
@@ -32,13 +51,10 @@ def comma_items(value: Any) -> tuple:
 def positive_ints(axis: str, values: Iterable[Any]) -> tuple[int, ...]:
     """``values`` as ints, each at least 1 ("16" reads as 16); ValueError naming ``axis`` for any other."""
     result = []
-    for value in values:
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not '²' or '４'
-            value = int(value)
+    for value in map(digits_as_int, values):
         if not is_whole(value, 1):
-            too_wide = isinstance(value, int) and not isinstance(value, bool) and value > INT64_MAX
             raise ValueError(f"{axis}: {value!r} is not a positive integer"
-                             + (" (more than torch's 64 bits hold)" if too_wide else ""))
+                             + (" (more than torch's 64 bits hold)" if beyond_64_bits(value, 1) else ""))
         result.append(value)
     return tuple(result)
 

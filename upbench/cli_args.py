@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .files import check_writable
-from .checks import INT64_MAX, INT64_MIN, comma_items, is_whole, parse_size
+from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
 # report's own (upbench.latex), so only the commands that render one offer it.
@@ -101,9 +101,8 @@ def _integer_at_least(text: str, lowest: int | None) -> int:
         value = None
     if not is_whole(value, lowest):
         expected = "an integer" if lowest is None else f"an integer >= {lowest}"
-        too_wide = value is not None and is_whole(max(min(value, INT64_MAX), INT64_MIN), lowest)
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}"
-                                         + (" (more than torch's 64 bits hold)" if too_wide else ""))
+        wide = " (more than torch's 64 bits hold)" if beyond_64_bits(value, lowest) else ""
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}{wide}")
     return value  # type: ignore[return-value]
 
 

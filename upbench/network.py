@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .base import IMPLS, Upsampler
-from .checks import comma_items, is_whole
+from .base import IMPL_CHOICES, Upsampler
+from .checks import comma_items, is_seconds, is_whole
 from .counting import POLICIES, Count, count_operator
 from .environment import check_device
 from .formulas import TOTAL, ZERO, Cost
@@ -239,10 +239,9 @@ def network_report(
     preset.shapes(size, channels)  # a bad size or width fails before any work, naming what was given
     if measure:
         check_device(str(device))
-        if impl not in ("auto", *IMPLS):
-            raise ValueError(f"impl={impl!r}; expected one of auto, {', '.join(IMPLS)}")
-        if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) \
-                or not 0 < min_run_time < float("inf"):  # NaN timed a million calls
+        if impl not in IMPL_CHOICES:
+            raise ValueError(f"impl={impl!r}; expected one of {', '.join(IMPL_CHOICES)}")
+        if not is_seconds(min_run_time):  # NaN timed a million calls
             raise ValueError(f"min_run_time={min_run_time!r}; expected a positive number of seconds")
     if not is_whole(batch, 1):
         raise ValueError(f"batch={batch!r}; expected a positive integer")

@@ -14,7 +14,7 @@ import torch
 
 from . import base, kernels
 from .base import Upsampler
-from .checks import comma_items, is_whole, parse_size, positive_ints
+from .checks import comma_items, digits_as_int, is_seconds, is_whole, parse_size, positive_ints
 from .counting import ALL_POLICIES, POLICIES
 from .environment import best_device
 from .registry import available, get
@@ -23,7 +23,7 @@ from .timing import WARMUP_CALLS
 from .vocabulary import ENVIRONMENT_FIELDS
 
 MODES = ("fwd", "fwd+bwd")
-IMPLS = ("auto",) + base.IMPLS
+IMPLS = base.IMPL_CHOICES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 
@@ -281,7 +281,7 @@ class SweepSpec:
             raise ValueError(f"warmup={self.warmup!r}: expected a non-negative integer")
         for name in ("min_run_time", "row_budget_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            if not is_seconds(value):
                 raise ValueError(f"{SETTING_NAMES[name]}={value!r}: expected a positive number of seconds")
             put(name, float(value))
         if self.threads is not None and not is_whole(self.threads, 1):
@@ -296,8 +296,7 @@ class SweepSpec:
         knobs = dict(self.knobs) if not isinstance(self.knobs, Mapping) else self.knobs
         checked = []
         for name, values in knobs.items():
-            values = tuple(int(v) if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit() else v
-                           for v in _dedupe(comma_items(values)))
+            values = tuple(digits_as_int(v) for v in _dedupe(comma_items(values)))
             check_knob(name, values, ops)
             checked.append((name, values))
         return tuple(checked)

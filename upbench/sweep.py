@@ -147,15 +147,15 @@ def run_sweep(
         log = RowLog(out, columns)  # locked from here: a second sweep on this file is refused
     rows = []
     try:
-        if log is not None and resume:  # the whole log is read and checked before it is changed at all
-            done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, tuple(retry))
-            todo = [(index, config) for index, config in todo if config.key not in done]
         if log is not None:
+            if resume:  # the whole log is read and checked before it is changed at all
+                done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, retry)
+                todo = [(index, config) for index, config in todo if config.key not in done]
             log.open()
-        if log is not None and resume:
-            if isolated is None:
-                todo = _record_the_row_that_killed(log, todo, spec, len(configs), rows, on_row)
-            log.forget_death()
+            if resume:
+                if isolated is None:
+                    todo = _record_the_row_that_killed(log, todo, spec, len(configs), rows, on_row)
+                log.forget_death()
         with progress_bar(len(todo), progress) as bar, ExitStack() as stack:
             if isolated is not None:
                 measure = stack.enter_context(isolated).measure

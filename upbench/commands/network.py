@@ -125,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
                          f"neither)")
     preset = get_preset(args.preset)
     header = describe(preset, args.size, args.channels)
+    impl = args.impl or "auto"
     table = network_report(preset, args.ops, args.size, args.channels, args.batch, measure=args.measure,
-                           device=args.device or "cpu", impl=args.impl or "auto", progress=say)
-    measured = measured_note(table, preset, args.batch, args.impl or "auto") if args.measure else ""
+                           device=args.device or "cpu", impl=impl, progress=say)
+    measured = measured_note(table, preset, args.batch, impl) if args.measure else ""
     emit(render(table, args.format, header, measured), args.out)
     failed = table[table["status"] != "ok"]
     if len(failed):  # the table is written with them, and the exit says it is not whole, as sweep's does
