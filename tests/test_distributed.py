@@ -128,7 +128,7 @@ def test_a_resumed_launch_of_another_spec_is_refused_before_any_job_is_submitted
     out = tmp_path / "l.csv"
     first = dict(ops=list(plain_pair[:1]), C=4, size=[4], device="cpu", warmup=0, min_run_time=0.01)
     run_sweep(SweepSpec.from_mapping(first), shard_logs(out, 2)[0], shard=(0, 2))
-    with pytest.raises(ValueError, match=r"holds rows of spec .* \(min_run_time_s 0\.01 in the log, 0\.02 now\)"):
+    with pytest.raises(ValueError, match=r"holds rows of spec .* \(min_run_time \(--min-run-time\) 0\.01 in the log, 0\.02 now\)"):
         launch_sweep({**first, "min_run_time": 0.02}, out, 2, Resources(cluster="local"), resume=True)
     assert not (out.with_suffix(".shards") / "submitit").exists() and not out.exists()
     # device auto is each job's to resolve: this node's spec may differ from the logs' (cpu here, cuda there)

@@ -13,7 +13,7 @@ from .environment import environment
 from .registry import source_digest
 from .rowlog import check_log, whole_text
 from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, mixed_environments, read_rows, rows_to_retry
-from .spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
+from .spec import AXIS_KEYS, SETTING_COLUMN_FIELDS, SETTING_KEYS, SETTING_NAMES, SweepSpec
 
 
 def _measured_with_now(devices: list[str], operators: list[str], threads: int | None) -> pd.DataFrame:
@@ -25,6 +25,12 @@ def _measured_with_now(devices: list[str], operators: list[str], threads: int | 
             row["threads"] = threads
     now += [{"operator": operator, "operator_source": source_digest(operator)} for operator in operators]
     return pd.DataFrame(now, columns=["device", *MEASURED_WITH, "operator", "operator_source"])
+
+
+def _setting_as_given(column: str) -> str:
+    """A setting column as the user gives it: its sweep-file key and its flag (``min_run_time (--min-run-time)``)."""
+    key = SETTING_NAMES[SETTING_COLUMN_FIELDS.get(column, column)]
+    return f"{key} (--{key.replace('_', '-')})"
 
 
 def _shown(values: Iterable[Any]) -> str:
@@ -40,7 +46,7 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
                         **({"threads": spec.threads} if spec.threads is not None else {})}.items():
         then = set(logged[column].dropna()) if column in logged else set()
         if then and then != {now}:
-            said.append(f"{column} {_shown(then)} in the log, {_shown([now])} now")
+            said.append(f"{_setting_as_given(column)} {_shown(then)} in the log, {_shown([now])} now")
     if expected_keys is None:
         return said
     totals = set(logged["config_total"].dropna().astype(int))

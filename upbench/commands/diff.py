@@ -13,7 +13,7 @@ from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, name_list, pos
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
 from ..rows import index_ranges, missing_configs
 from ..views import format_number, markdown_table, size_label
-from .report import read_any
+from .reading import read_any
 
 HELP = ("two finished runs side by side: latency and peak memory of every config both hold, new / base, each "
         "change judged against the timing noise")

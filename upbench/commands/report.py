@@ -10,11 +10,11 @@ import pandas as pd
 from ..cli_args import TABLE_FORMATS, check_out, emit, file_name, render_table
 from ..latex import COUNT_KINDS, booktabs
 from ..reports import measured_with, operators_as_measured, to_latex, to_markdown, unmeasured_note
-from ..rowlog import holds_nothing, read_log_noting
-from ..rows import integer_columns_as_ints, read_json_rows, whole_columns_as_ints
-from ..views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, check_viewable, first_policy, latency_pivot,
+from ..rows import integer_columns_as_ints, whole_columns_as_ints
+from ..views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_numbers, first_policy, latency_pivot,
                      markdown_pivot, pivot, size_columns)
 from ..vocabulary import MIB
+from .reading import read_any
 
 HELP = "re-render a finished sweep (CSV or JSON rows) as latex, markdown, csv or json, optionally one pivot view"
 # --pivot names: the row column and its scale, and the LaTeX kind of the pivoted values.
@@ -34,27 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pivot", choices=list(PIVOTS), default=None,
                         help="only this quantity, operator x resolution (default: the whole report)")
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
-
-
-def read_any(path: Path, command: str = "report") -> pd.DataFrame:
-    """The rows of a sweep's CSV log or JSON, checked to hold what the report renders; a warning that names
-    ``command`` if a kill cut the log's last line."""
-    if not path.is_file():
-        raise ValueError(f"{path}: {'a folder, not a file of rows' if path.is_dir() else 'no such file'}")
-    if path.suffix.lower() == ".json":
-        try:
-            rows = read_json_rows(path)
-        except ValueError as error:
-            raise ValueError(f"{path}: not a JSON list of rows ({error})") from None
-    elif holds_nothing(path):  # as merge says it: a log killed before its first row is no foreign file
-        raise ValueError(f"{path}: holds no rows (a sweep killed before its first row?)")
-    else:
-        rows, note = read_log_noting(path)
-        if note:
-            print(f"{command}: warning: {note}", file=sys.stderr)
-    if rows.empty:
-        raise ValueError(f"{path}: holds no rows")
-    return check_viewable(rows, str(path))
 
 
 def pivot_column(rows: pd.DataFrame, quantity: str) -> str:
