@@ -1,4 +1,4 @@
-"""Fake (meta) and autograd registrations for torch.ops.upbench.*, applied once after the library loads.
+"""Fake (meta), autograd and autocast registrations for torch.ops.upbench.*, applied once after the library loads.
 
 The C++ library defines the schemas and device kernels; shape propagation (meta device, FakeTensor,
 torch.compile) and the autograd formulas live here.
@@ -304,8 +304,40 @@ def _norm_linear_backward_composite(grad: torch.Tensor, x: torch.Tensor, gamma: 
             grad_bias)
 
 
+# Every op of the library, by name: the autocast rule below is registered for each.
+_OPS = (*(op for name in _BILINEAR_SHAPES for op in (name, f"{name}_backward")), "sapa_fused", "sapa_fused_backward",
+        "norm_linear", "norm_linear_backward")
+# Outlives register(): the library fragment's registrations last as long as it does.
+_autocast_library: torch.library.Library | None = None
+
+
+def _promoting_autocast(name: str, device_type: str) -> Callable[..., Any]:
+    """The autocast kernel of ``upbench::<name>`` on ``device_type``: its tensors in the widest dtype among them, then
+    the op with autocast off. Under autocast an operator's convolutions hand the window ops weights in half
+    precision beside features in float32, which the kernels refuse; like torch's own ops of several inputs (cat,
+    addcmul: autocast's "promote" list) they take the widest, so no input loses precision it came with."""
+    op = getattr(torch.ops.upbench, name).default
+
+    def kernel(*args: Any) -> Any:
+        dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+        widest = dtypes[0]
+        for dtype in dtypes[1:]:
+            widest = torch.promote_types(widest, dtype)
+        with torch.autocast(device_type, enabled=False):
+            return op(*(a.to(widest) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args))
+    return kernel
+
+
+def _register_autocast() -> None:
+    global _autocast_library
+    _autocast_library = torch.library.Library("upbench", "IMPL")
+    for device_type, key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
+        for name in _OPS:
+            _autocast_library.impl(name, _promoting_autocast(name, device_type), key)
+
+
 def register() -> None:
-    """Attach the fake and autograd implementations (idempotent; needs the library loaded)."""
+    """Attach the fake, autograd and autocast implementations (idempotent; needs the library loaded)."""
     global _registered
     if _registered:
         return
@@ -328,4 +360,5 @@ def register() -> None:
                               setup_context=_save_inputs)
     lib.register_autograd("upbench::sapa_fused_backward", _vjp_of(_sapa_backward_composite),
                           setup_context=_save_inputs)
+    _register_autocast()
     _registered = True
