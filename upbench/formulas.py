@@ -3,7 +3,8 @@
 Every operator file carries two tables of formulas next to its module:
 
 * ``paper``: the SAPA paper's Table 1, verbatim, per stage plus its own ``total`` row (the
-  paper's totals are not always the sum of its stages, so they are kept as printed).
+  paper's totals are not always the sum of its stages, so they are kept as printed; without a ``total``
+  row the total is the sum of the paper's rows).
   Operators outside Table 1 whose own paper prints no per-stage formula use their exact rows
   here (:func:`paper_is_exact`).
   Table 1 counts MACs per low-resolution pixel; :func:`per_pixel` scales them by N x H x W.
@@ -149,7 +150,11 @@ class Formulas:
         return "; ".join(f"[{stage}] {self.why[stage]}" for stage in (*stages, TOTAL) if stage in self.why)
 
     def paper_cost(self, stage: str, dims: Dims) -> Cost:
-        return self._cost("paper", self.paper.get(stage), stage, dims)
+        """A stage's paper cost; for ``total``, the paper's own total row, or the sum of its rows where it prints none."""
+        formula = self.paper.get(stage)
+        if formula is None and stage == TOTAL and self.paper:
+            formula = StageSum(self.paper)
+        return self._cost("paper", formula, stage, dims)
 
     def exact_cost(self, stage: str, dims: Dims) -> Cost:
         """A stage's exact cost; for ``total``, the sum of the stages."""

@@ -86,7 +86,7 @@ def table1_cost(operator: str, shapes: Sequence[StageShape], batch: int = 1) -> 
     total = ZERO
     for shape in shapes:
         op = _formula_view(operator, shape)
-        if TOTAL not in op.formulas.paper:
+        if not op.formulas.paper:
             return None
         total = total + op.formulas.paper_cost(TOTAL, op.dims(batch, shape.H, shape.W))
     return total

@@ -7,7 +7,7 @@ never matched. Custom ops no counting rule covers are named in the note ("counte
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Mapping, Sequence
 
 import pandas as pd
@@ -15,7 +15,7 @@ import torch
 
 from .checks import comma_items, parse_size, positive_ints
 from .counting import PAPER_HANDLES, Count, count
-from .formulas import TOTAL, Cost
+from .formulas import TOTAL, ZERO, Cost
 from .registry import available, get, make
 from .rules import CountingRuleError, counted_as_zero_note, is_custom_op, short_op_name
 from .spec import check_guide_channels, check_knob, guides_for
@@ -25,7 +25,10 @@ COLUMNS = [
     "paper_macs", "exact_macs", "fvcore_macs", "torch_macs", "paper_params", "exact_params", "fvcore_params",
     "status", "note",
 ]
-MATCH, EXPLAINED, MISMATCH, NO_FORMULA, ERROR = "match", "explained", "mismatch", "no formula", "error"
+MATCH, EXPLAINED, UNEXPLAINED, MISMATCH, NO_FORMULA, ERROR = (
+    "match", "explained", "unexplained", "mismatch", "no formula", "error")
+# What `table1 --check` fails on: a count that is not the exact formula's, a paper row that differs without a reason.
+CHECKED = (MISMATCH, UNEXPLAINED)
 # The ops the paper policy gives MACs to: where FlopCounterMode differs, these are the ones to name.
 PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 
@@ -38,6 +41,7 @@ class Grid:
 
     C: Sequence[int] = (256,)
     Cg: Sequence[int] = ()
+    N: Sequence[int] = (1,)
     K: Sequence[int] = ()
     d: Sequence[int] = ()
     sizes: Sequence[tuple[int, int]] = ((16, 16),)
@@ -48,13 +52,13 @@ class Grid:
 
     def __post_init__(self) -> None:
         # each value once: a value given twice would validate every point twice; "16" is one C, not C=1 and C=6
-        for name in ("C", "Cg"):
+        for name in ("C", "Cg", "N"):
             object.__setattr__(self, name, tuple(dict.fromkeys(positive_ints(name, comma_items(getattr(self, name))))))
         for name in ("K", "d"):  # the knobs' own rules check the values
             object.__setattr__(self, name, tuple(dict.fromkeys(comma_items(getattr(self, name)))))
         object.__setattr__(self, "sizes", tuple(dict.fromkeys(parse_size(size) for size in comma_items(self.sizes))))
         object.__setattr__(self, "knobs", {name: tuple(dict.fromkeys(values)) for name, values in self.knobs.items()})
-        for name, flag in (("C", "--C"), ("sizes", "--size")):  # an empty grid would validate nothing, and pass
+        for name, flag in (("C", "--C"), ("N", "--N"), ("sizes", "--size")):  # an empty grid would validate nothing
             if not getattr(self, name):
                 raise ValueError(f"{flag} is empty: expected at least one value to validate at")
 
@@ -81,14 +85,21 @@ def _signed(n: int) -> str:
     return f"{n:+,}"
 
 
-def status_and_note(paper: Cost, exact: Cost, counted: Cost, why: str) -> tuple[str, str]:
+def status_and_note(paper: Cost, exact: Cost, counted: Cost, why: str, unexplained: Sequence[str] = ()) -> tuple[str, str]:
+    """A row's status and note. ``why``: the operator's reason for a paper row that differs from the exact one;
+    ``unexplained``: for the total, what of it has none (stages, or the paper total's own difference from its
+    rows): a difference without a reason is a formula the paper prints wrong as far as anyone can tell."""
     if counted != exact:
         delta = counted - exact
         return MISMATCH, f"fvcore - exact: MACs {_signed(delta.macs)}, params {_signed(delta.params)}"
     if paper == exact:
         return MATCH, ""
     delta = exact - paper
-    return EXPLAINED, f"exact - paper: MACs {_signed(delta.macs)}, params {_signed(delta.params)}; {why or 'NO REASON RECORDED'}"
+    said = f"exact - paper: MACs {_signed(delta.macs)}, params {_signed(delta.params)}"
+    if unexplained or not why:
+        whose = f" of {', '.join(unexplained)}" if unexplained else ""
+        return UNEXPLAINED, f"{said}; no reason recorded for the difference{whose} (the operator's Formulas(why=...))"
+    return EXPLAINED, f"{said}; {why}"
 
 
 def torch_note(torch_macs: int, exact_macs: int, torch_count: Count) -> str:
@@ -102,15 +113,15 @@ def torch_note(torch_macs: int, exact_macs: int, torch_count: Count) -> str:
 
 
 def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, int],
-                      knob_columns: Sequence[str] = (), Cg: int | None = None) -> list[dict]:
-    """One row per stage plus ``total``, for a batch of one at H x W; ``knob_columns``: the knobs beside K
+                      knob_columns: Sequence[str] = (), Cg: int | None = None, N: int = 1) -> list[dict]:
+    """One row per stage plus ``total``, for a batch of ``N`` at H x W; ``knob_columns``: the knobs beside K
     and d that the table has columns for (blank where the operator lacks the knob); ``Cg``: the guide's
     channels (None: the operator's own choice)."""
     try:
         op = make(operator, C, guide_channels=Cg, impl="reference", **hparams)
     except Exception as error:  # noqa: BLE001  a plugin's constructor refusing this point, whatever it raised
         raise PointFailed("it could not be built", error) from error
-    inputs = op.example_inputs(1, H, W, generator=torch.Generator().manual_seed(0))
+    inputs = op.example_inputs(N, H, W, generator=torch.Generator().manual_seed(0))
     try:
         counted = count(op, inputs, "paper")
         torch_counted = count(op, inputs, "torch")
@@ -119,24 +130,34 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     except Exception as error:  # noqa: BLE001  the operator's own code failing at this point, whatever it raised
         raise PointFailed("the forward failed", error) from error
     zero_note = counted_as_zero_note(counted.zero_ops)
-    dims = op.dims(1, H, W)
+    dims = op.dims(N, H, W)
     formulas = op.formulas
     rows = []
+    unexplained: list[str] = []  # the stages whose paper row differs without a reason: the total's too
+    paper_rows = ZERO
     for stage in op.stages + (TOTAL,):
         paper = formulas.paper_cost(stage, dims)  # a formula that fails raises a ValueError naming the operator
         exact = formulas.exact_cost(stage, dims)
         fv = Cost(*counted.stage(stage))
         torch_macs = torch_counted.stage(stage)[0]
         if formulas.declared:
-            why = formulas.total_reason(op.stages) if stage == TOTAL else formulas.why.get(stage, "")
-            status, note = status_and_note(paper, exact, fv, why)
+            if stage == TOTAL:
+                why = formulas.total_reason(op.stages)
+                if paper != paper_rows and TOTAL not in formulas.why:
+                    unexplained.append("the paper total with its own rows")
+            else:
+                why = formulas.why.get(stage, "")
+                paper_rows = paper_rows + paper
+                if paper != exact and not why:
+                    unexplained.append(stage)
+            status, note = status_and_note(paper, exact, fv, why, unexplained if stage == TOTAL else ())
             note = "; ".join(filter(None, [note, torch_note(torch_macs, exact.macs, torch_counted)]))
         else:
             status, note = NO_FORMULA, "no formulas stated with the operator: fvcore and torch counts shown"
         note = "; ".join(filter(None, [note, zero_note]))
         stated = formulas.declared  # without formulas the formula columns stay blank, never zero
         rows.append({
-            "operator": operator, "stage": stage, "C": C, "Cg": op.guide_channels or None,
+            "operator": operator, "stage": stage, "N": N, "C": C, "Cg": op.guide_channels or None,
             "K": dims.K or None, "d": dims.d or None,  # the knobs filling Table 1's K and d, whatever their names
             **{name: op.hparams.get(name) for name in knob_columns}, "H": H, "W": W,
             "paper_macs": paper.macs if stated else None, "exact_macs": exact.macs if stated else None,
@@ -164,35 +185,65 @@ class PointFailed(Exception):
 
 
 def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], failed: PointFailed,
-              Cg: int | None = None) -> dict:
+              Cg: int | None = None, N: int = 1) -> dict:
     """The one row of a point that failed: status ``error``, what failed and why in the note."""
-    return {"operator": operator, "stage": TOTAL, "C": C, "Cg": Cg, **hparams, "H": H, "W": W, "status": ERROR,
-            "note": str(failed)}
+    return {"operator": operator, "stage": TOTAL, "N": N, "C": C, "Cg": Cg, **hparams, "H": H, "W": W,
+            "status": ERROR, "note": str(failed)}
 
 
 def table_columns(grid: Grid) -> list[str]:
-    """:data:`COLUMNS` with Cg after C where the grid sweeps it, and a column for each other knob after d."""
-    at_c, at_d = COLUMNS.index("C") + 1, COLUMNS.index("d") + 1
-    return [*COLUMNS[:at_c], *(["Cg"] if grid.Cg else []), *COLUMNS[at_c:at_d], *grid.knobs, *COLUMNS[at_d:]]
+    """:data:`COLUMNS` with N before C where the grid has a batch other than one, Cg after C where it sweeps
+    it, and a column for each other knob after d."""
+    at_c, after_c, at_d = COLUMNS.index("C"), COLUMNS.index("C") + 1, COLUMNS.index("d") + 1
+    return [*COLUMNS[:at_c], *(["N"] if tuple(grid.N) != (1,) else []), *COLUMNS[at_c:after_c],
+            *(["Cg"] if grid.Cg else []), *COLUMNS[after_c:at_d], *grid.knobs, *COLUMNS[at_d:]]
 
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
     """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose constructor,
     forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that
     fails, which every point would repeat) ends it."""
-    operators = list(comma_items(operators) if operators else available())  # "nearest" is one name, not seven
+    operators = _operator_names(operators)
     for name in operators:
         get(name)  # unknown names fail before any counting
     grid.check(operators)
     rows = []
     for name in operators:
-        for C, Cg, (H, W) in itertools.product(grid.C, guides_for(get(name), grid.Cg), grid.sizes):
+        for N, C, Cg, (H, W) in itertools.product(grid.N, grid.C, guides_for(get(name), grid.Cg), grid.sizes):
             for hparams in grid.points(name):
                 try:
-                    rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs), Cg))
+                    rows.extend(validate_operator(name, C, H, W, hparams, tuple(grid.knobs), Cg, N))
                 except PointFailed as failed:  # a plugin failing at this shape: say so, go on
-                    rows.append(error_row(name, C, H, W, hparams, failed, Cg))
+                    rows.append(error_row(name, C, H, W, hparams, failed, Cg, N))
     columns = table_columns(grid)
     table = pd.DataFrame(rows, columns=columns)
     counts = {c: "Int64" for c in columns if c.endswith(("_macs", "_params"))}
     return table.astype({column: "Int64" for column in ("Cg", "K", "d", *grid.knobs) if column in columns} | counts)
+
+
+def _operator_names(operators: Sequence[str] | None) -> list[str]:
+    return list(comma_items(operators) if operators else available())  # "nearest" is one name, not seven
+
+
+def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
+    """Where ``table1 --check`` validates ``operators`` beside ``grid``: a batch of two, a map one pixel wider than
+    tall and, for the operators that read a guide of any width, a guide of half the channels. A formula that
+    forgets the batch, swaps H and W, or reads C for C_g agrees with the counts at a default point and fails here."""
+    C, (H, W) = grid.C[0], grid.sizes[0]
+    any_guide = any(get(name).reads_any_guide() for name in _operator_names(operators))
+    return replace(grid, C=(C,), Cg=(max(C // 2, 1),) if any_guide else (), N=(2,), sizes=((H, H + 1),))
+
+
+def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, grid: Grid) -> tuple[pd.DataFrame, int]:
+    """``table`` (``grid``'s) and the rows of :func:`probe_grid`'s points that do not hold (a mismatch, an
+    unexplained difference, an error), their notes saying where they come from; and how many those are."""
+    probe = probe_grid(grid, operators)
+    probed = validation_table(operators, probe)
+    failed = probed[probed["status"].isin((*CHECKED, ERROR))]
+    if failed.empty:
+        return table, 0
+    failed = failed.assign(note="probe point of --check: " + failed["note"].astype(str))
+    both = replace(grid, N=(*grid.N, *probe.N), Cg=(*grid.Cg, *probe.Cg))
+    table = table if "N" in table else table.assign(N=grid.N[0])  # a grid without an N column has N = 1
+    merged = pd.concat([table, failed], ignore_index=True).reindex(columns=table_columns(both))
+    return merged.astype({column: "Int64" for column in ("N", "Cg") if column in merged}), len(failed)

@@ -9,7 +9,7 @@ import pandas as pd
 from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
                         render_table, size_list)
 from ..latex import booktabs
-from ..table1 import ERROR, MISMATCH, Grid, validation_table
+from ..table1 import CHECKED, ERROR, Grid, probe_grid, validation_table, with_failed_probes
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
 
@@ -24,18 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d", type=int_list, default=[], help="embedding widths; default: each operator's own")
     parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V1,V2",
                         help="any other knob, e.g. encoder_kernel=3,5 (repeatable); default: each operator's own")
+    parser.add_argument("--N", type=positive_int_list, default=[1], help="batch sizes (comma list), default 1")
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
     parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 if any row is a mismatch (a point that failed always exits 1)")
+                        help="also validate each operator at a probe point (N=2, H x H+1, a guide of C/2 channels where "
+                             "it reads any) and exit 1 if any row is a mismatch or unexplained, or a probe point fails "
+                             "(a point that failed always exits 1)")
 
 
 def latex_name(column: str) -> str:
     return column.replace("_macs", " MACs").replace("_params", " params")
 
 
-LATEX_KINDS = {"operator": "text", "stage": "text", "C": "int", "Cg": "int", "K": "int", "d": "int", "H": "int", "W": "int",
+LATEX_KINDS = {"operator": "text", "stage": "text", "N": "int", "C": "int", "Cg": "int", "K": "int", "d": "int", "H": "int", "W": "int",
                "status": "text", **{latex_name(f"{source}_macs"): "macs" for source in ("paper", "exact", "fvcore", "torch")},
                **{latex_name(f"{source}_params"): "params" for source in ("paper", "exact", "fvcore")}}
 
@@ -81,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
     knobs: dict[str, list[int]] = {}
     for name, values in args.knob:
         knobs.setdefault(name, []).extend(values)
-    table = validation_table(args.ops, Grid(C=args.C, Cg=args.Cg, K=args.K, d=args.d, sizes=args.size, knobs=knobs))
+    grid = Grid(C=args.C, Cg=args.Cg, N=args.N, K=args.K, d=args.d, sizes=args.size, knobs=knobs)
+    table = validation_table(args.ops, grid)
+    if args.check:
+        table, failed_probes = with_failed_probes(table, args.ops, grid)
+        probe = probe_grid(grid, args.ops)
+        guide = f", Cg={probe.Cg[0]} where it reads a guide of any width" if probe.Cg else ""
+        print(f"table1: --check probed each operator at N={probe.N[0]}, {probe.sizes[0][0]}x{probe.sizes[0][1]}{guide}: "
+              f"{f'{failed_probes} rows do not hold (added to the table)' if failed_probes else 'all hold'}",
+              file=sys.stderr)
     text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
     emit(text, args.out)
     counts = table["status"].value_counts().to_dict()
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     for _, row in failed.iterrows():  # each failing point, named by its shape: several may fail alike
         point = "".join(f", {k}={row[k]}" for k in ("K", "d", *knobs) if pd.notna(row[k]))
         guide = f", Cg={row['Cg']}" if "Cg" in row and pd.notna(row["Cg"]) else ""
-        print(f"table1: {row['operator']} at C={row['C']}{guide}, {row['H']}x{row['W']}{point}: {row['note']}",
+        batch = f"N={row['N']}, " if "N" in row and pd.notna(row["N"]) else ""
+        print(f"table1: {row['operator']} at {batch}C={row['C']}{guide}, {row['H']}x{row['W']}{point}: {row['note']}",
               file=sys.stderr)
-    return 1 if len(failed) or (args.check and (table["status"] == MISMATCH).any()) else 0
+    return 1 if len(failed) or (args.check and table["status"].isin(CHECKED).any()) else 0

@@ -1,0 +1,135 @@
+"""What a researcher bringing their own operator met: paper formulas that differ from the exact ones without a
+reason, a paper total left out or at odds with its own rows, formulas that forget the batch."""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import torch.nn.functional as F
+from torch import nn
+
+import upbench
+from upbench.commands import main
+from upbench.formulas import TOTAL, Cost
+from upbench.table1 import EXPLAINED, MATCH, UNEXPLAINED, Grid, validation_table, with_failed_probes
+
+pytestmark = pytest.mark.usefixtures("isolated_registry", "single_thread")
+
+
+class SubPixel(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4 * channels, 1)
+
+    def forward(self, x):
+        return F.pixel_shuffle(self.conv(x), 2)
+
+
+def exact(s: upbench.Dims) -> Cost:
+    return Cost(s.pixels * s.C * 4 * s.C, 4 * s.C * s.C + 4 * s.C)
+
+
+def without_bias(s: upbench.Dims) -> Cost:
+    return Cost(s.pixels * s.C * 4 * s.C, 4 * s.C * s.C)
+
+
+def _statuses(paper: dict, why: dict | None = None) -> dict[str, tuple]:
+    """Each stage's status and note in table1 of SubPixel with these paper formulas (a new name each call)."""
+    name = f"subpx{len(upbench.available())}"
+    upbench.wrap(SubPixel, name=name, formulas=upbench.Formulas(paper=paper, exact={"body": exact}, why=why or {}))
+    table = validation_table([name], Grid(C=(8,), sizes=((4, 4),)))
+    return {row.stage: (row.status, row.note) for row in table.itertuples()}
+
+
+def test_a_paper_row_that_differs_without_a_reason_is_unexplained_and_fails_the_check(tmp_path, capsys):
+    statuses = _statuses({"body": without_bias, TOTAL: without_bias})
+    assert statuses["body"] == (UNEXPLAINED, "exact - paper: MACs +0, params +32; no reason recorded for the "
+                                             "difference (the operator's Formulas(why=...))")
+    assert statuses[TOTAL][0] == UNEXPLAINED and "no reason recorded for the difference of body" in statuses[TOTAL][1]
+    assert _statuses({"body": without_bias, TOTAL: without_bias}, {"body": "the paper leaves out the bias"}) == {
+        "body": (EXPLAINED, "exact - paper: MACs +0, params +32; the paper leaves out the bias"),
+        TOTAL: (EXPLAINED, "exact - paper: MACs +0, params +32; [body] the paper leaves out the bias")}
+    plugin = tmp_path / "subpx.py"
+    plugin.write_text("import upbench, torch.nn.functional as F\nfrom torch import nn\n"
+                      "from upbench.formulas import TOTAL, Cost\n"
+                      "class S(nn.Module):\n    def __init__(self, channels):\n        super().__init__()\n"
+                      "        self.conv = nn.Conv2d(channels, 4 * channels, 1)\n"
+                      "    def forward(self, x):\n        return F.pixel_shuffle(self.conv(x), 2)\n"
+                      "paper = lambda s: Cost(s.pixels * 4 * s.C * s.C, 4 * s.C * s.C)\n"
+                      "exact = lambda s: Cost(s.pixels * 4 * s.C * s.C, 4 * s.C * s.C + 4 * s.C)\n"
+                      "upbench.wrap(S, name='subpx2', formulas=upbench.Formulas(paper={'body': paper}, "
+                      "exact={'body': exact}))\n")
+    assert main(["--plugin", str(plugin), "table1", "--ops", "subpx2", "--C", "8", "--size", "4"]) == 0
+    assert main(["--plugin", str(plugin), "table1", "--ops", "subpx2", "--C", "8", "--size", "4", "--check"]) == 1
+    assert "2 unexplained" in capsys.readouterr().err
+
+
+def test_a_paper_without_a_total_row_totals_its_rows():
+    assert _statuses({"body": exact}) == {"body": (MATCH, ""), TOTAL: (MATCH, "")}
+    status, note = _statuses({"body": without_bias}, {"body": "no bias"})[TOTAL]
+    assert (status, note) == (EXPLAINED, "exact - paper: MACs +0, params +32; [body] no bias")
+
+
+def test_a_paper_total_at_odds_with_its_own_rows_needs_a_reason_of_its_own():
+    def short_total(s: upbench.Dims) -> Cost:
+        return Cost(s.pixels * s.C * 4 * s.C - 1, 4 * s.C * s.C + 4 * s.C)
+
+    status, note = _statuses({"body": exact, TOTAL: short_total})[TOTAL]
+    assert status == UNEXPLAINED and "difference of the paper total with its own rows" in note
+    status, note = _statuses({"body": exact, TOTAL: short_total}, {TOTAL: "the paper drops one MAC"})[TOTAL]
+    assert (status, note) == (EXPLAINED, "exact - paper: MACs +1, params +0; [total] the paper drops one MAC")
+
+
+class GuidedGate(nn.Module):
+    """x pixel-shuffled, times a sigmoid gate of a 1x1 conv of the guide (C_g -> C)."""
+
+    def __init__(self, channels: int, guide_channels: int):
+        super().__init__()
+        self.expand = nn.Conv2d(channels, 4 * channels, 1, bias=False)
+        self.gate = nn.Conv2d(guide_channels, channels, 1, bias=False)
+
+    def forward(self, x, guide):
+        return F.pixel_shuffle(self.expand(x), 2) * self.gate(guide).sigmoid()
+
+
+def _gated(name: str, gate_macs_per_pixel) -> str:
+    """GuidedGate registered as ``name``, its gate's MACs per high-res pixel as given (the product is left out)."""
+    def cost(s: upbench.Dims) -> Cost:
+        return Cost(s.pixels * 4 * s.C * s.C + gate_macs_per_pixel(s) + 4 * s.pixels * s.C,
+                    4 * s.C * s.C + s.Cg * s.C)
+    upbench.wrap(GuidedGate, name=name, needs_guide=True, formulas=upbench.Formulas(paper={"body": cost},
+                                                                                      exact={"body": cost}))
+    return name
+
+
+@pytest.mark.parametrize("gate_macs,what", [
+    (lambda s: s.H * s.W * 4 * s.Cg * s.C, "forgets the batch"),
+    (lambda s: s.pixels * 4 * s.C * s.C, "reads C for C_g"),
+    (lambda s: s.pixels * 4 * s.Cg * s.C + s.N * s.H * (s.H - s.W), "is only right where H = W"),
+])
+def test_check_probes_a_point_where_a_formula_right_at_the_defaults_is_wrong(gate_macs, what, capsys):
+    name = _gated(f"gated{len(upbench.available())}", gate_macs)
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "4"]) == 0, what
+    capsys.readouterr()
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "4", "--check", "--format", "csv"]) == 1, what
+    out, err = capsys.readouterr()
+    assert "--check probed each operator at N=2, 4x5, Cg=4 where it reads a guide of any width: 2 rows do not hold" \
+        in err
+    table = pd.read_csv(io.StringIO(out))
+    probed = table[table["note"].str.startswith("probe point of --check: fvcore - exact", na=False)]
+    assert probed[["stage", "N", "C", "Cg", "H", "W"]].values.tolist() == [["body", 2, 8, 4, 4, 5], ["total", 2, 8, 4, 4, 5]]
+
+
+def test_a_formula_that_forgets_the_batch_is_a_mismatch_at_table1_N(capsys):
+    name = _gated(f"gated{len(upbench.available())}", lambda s: s.H * s.W * 4 * s.Cg * s.C)
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "4", "--N", "1,2", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns[:8]) == ["operator", "stage", "N", "C", "K", "d", "H", "W"]
+    assert list(zip(table["N"], table["status"])) == [(1, MATCH), (1, MATCH), (2, "mismatch"), (2, "mismatch")]
+
+
+def test_every_builtin_holds_at_the_check_probe_point():
+    grid = Grid()
+    table, failed = with_failed_probes(validation_table(None, grid), None, grid)
+    assert failed == 0 and set(table["status"]) <= {MATCH, EXPLAINED}
