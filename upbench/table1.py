@@ -229,7 +229,7 @@ def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
     """Where ``table1 --check`` validates ``operators`` beside ``grid``: a batch of two, a map one pixel wider than
     tall and, for the operators that read a guide of any width, a guide of half the channels. A formula that
     forgets the batch, swaps H and W, or reads C for C_g agrees with the counts at a default point and fails here."""
-    C, (H, W) = grid.C[0], grid.sizes[0]
+    C, H = grid.C[0], grid.sizes[0][0]
     any_guide = any(get(name).reads_any_guide() for name in _operator_names(operators))
     return replace(grid, C=(C,), Cg=(max(C // 2, 1),) if any_guide else (), N=(2,), sizes=((H, H + 1),))
 
