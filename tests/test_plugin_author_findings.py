@@ -133,3 +133,38 @@ def test_every_builtin_holds_at_the_check_probe_point():
     grid = Grid()
     table, failed = with_failed_probes(validation_table(None, grid), None, grid)
     assert failed == 0 and set(table["status"]) <= {MATCH, EXPLAINED}
+
+
+def test_a_network_report_says_its_batch_and_an_input_other_than_the_presets(capsys):
+    args = ["network", "--preset", "segformer-b1", "--ops", "sapa-b", "--size", "256x256", "--batch", "2"]
+    assert main([*args, "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert r"\caption{segformer-b1: SegFormer-B1 all-MLP head (ADE20K, 512x512): c4, c3, c2 brought to 1/4 by x2 " \
+           r"stages; here at input 256x256, batch 2}" in latex
+    assert "(3,648 pixels per image); MACs for the batch of 2." in latex
+    assert main([*args, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table["batch"]) == [2] and list(table["size"]) == ["256x256"]
+    assert main(["network", "--preset", "segformer-b1", "--ops", "sapa-b", "--format", "latex"]) == 0
+    assert "here at" not in capsys.readouterr().out
+
+
+def test_latex_prints_quotes_and_a_flags_hyphens_as_typed():
+    from upbench.latex import escape
+
+    assert escape('the "FLOPs" column of --format csv, a---b') == r"the ``FLOPs'' column of -{}-format csv, a-{}-{}-b"
+
+
+def test_a_sweeps_latex_says_what_a_knobs_hyphen_means(tmp_path):
+    out = tmp_path / "run.csv"
+    assert main(["sweep", "--ops", "carafe,nearest", "--K", "3,5", "--C", "4", "--size", "4", "--min-run-time", "0.001",
+                 "--warmup", "0", "--out", str(out), "--formats", "latex", "--quiet"]) == 0
+    latex = out.with_suffix(".tex").read_text()
+    assert "\nnearest & - & " in latex and "-: not a knob of that operator (Cg: it reads no guide)." in latex
+
+
+def test_a_plugin_file_named_without_its_py_is_suggested(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--plugin", "mine", "table1", "--ops", "nearest"]) == 2
+    assert "plugin module mine: no module of that name; did you mean the file mine.py?" in capsys.readouterr().err

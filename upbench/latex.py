@@ -39,12 +39,16 @@ _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": 
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
             ">": r"\textgreater{}", "|": r"\textbar{}"}
 _ESCAPED_EXPONENT = re.compile(re.escape(_SPECIAL["^"]) + r"(-?\d+)")
+_QUOTED = re.compile(r'"([^"]*)"')
+_NEXT_HYPHEN = re.compile(r"-(?=-)")
 
 
 def escape(text: object) -> str:
     """``text`` as LaTeX prints it: special characters escaped, an integer exponent (the notes' 4K^2, 2^-11) set as a
-    superscript, where an escaped caret would print the caret itself in a paper."""
+    superscript, where an escaped caret would print the caret itself in a paper; "quoted" words in LaTeX's
+    quotes (a straight pair prints two closing ones) and a flag's -- as two hyphens (LaTeX joins them to a dash)."""
     escaped = "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    escaped = _NEXT_HYPHEN.sub("-{}", _QUOTED.sub(r"``\1''", escaped))
     return _ESCAPED_EXPONENT.sub(r"$^{\1}$", escaped)
 
 

@@ -38,7 +38,7 @@ REPORT_DECIMALS = 2
 OK, OOM, ERROR = "ok", "oom", "error"
 
 COLUMNS = [
-    "operator", "preset", "size", "stages",
+    "operator", "preset", "size", "batch", "stages",
     "added_gmacs_paper", "added_gmacs_fvcore", "added_params_m",
     "table1_added_gmacs", "table1_added_params_m",
     "baseline", "baseline_gmacs_paper", "baseline_gmacs_fvcore",
@@ -203,8 +203,8 @@ def measure_network(
 # -- report -----------------------------------------------------------------------------------
 def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, channels: int | None, batch: int) -> dict:
     H, W = preset.size if size is None else size
-    row: dict = {"operator": operator, "preset": preset.name, "size": f"{H}x{W}", "stages": len(preset.stages),
-                 "baseline": preset.baseline}
+    row: dict = {"operator": operator, "preset": preset.name, "size": f"{H}x{W}", "batch": batch,
+                 "stages": len(preset.stages), "baseline": preset.baseline}
     try:
         cost = network_cost(preset, operator, size, channels, batch)
     except Exception as error:  # one operator that cannot be built or counted leaves its row, not the report

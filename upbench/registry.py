@@ -332,6 +332,9 @@ def load_plugin(target: str | Path) -> list[str]:
                 _adopt(obj, label)
             else:
                 spec = importlib.util.find_spec(module_name)
+                if spec is None and Path(f"{module_name}.py").is_file():  # a file named as a module
+                    raise ValueError(f"{label}: no module of that name; did you mean the file {module_name}.py? "
+                                     "(a plugin file is given with its .py)")
                 origin = Path(spec.origin).resolve() if spec and spec.has_location else None
                 _loading_plugins.append((origin, module_name))
                 try:

@@ -53,6 +53,10 @@ def unmeasured_note(rows: pd.DataFrame) -> str:
     return f"not measured: {'; '.join(where)}; each row's status and message columns say why."
 
 
+# A knob's or Cg's "-" (views.axes_as_text), beside the "--" of a row not measured.
+ABSENT_NOTE = "-: not a knob of that operator (Cg: it reads no guide)."
+
+
 def to_latex(rows: pd.DataFrame) -> str:
     """The sweep as a booktabs table: :func:`paper_table`, units, rounding, how it was measured and which
     latencies are suspect (marked) stated under it."""
@@ -63,6 +67,8 @@ def to_latex(rows: pd.DataFrame) -> str:
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
     policy = first_policy(rows)
+    absent = any((table[(group, name)].astype(str) == "-").any() for group, name in table.columns
+                 if kinds.get(name) == "text")
     backward = (rows["mode"] == "fwd+bwd").any()
     forward_only = " (of one forward, also beside forward+backward latencies)" if backward else ""
     notes = [f"MACs{forward_only} under the {policy} counting policy, parameters including biases and norm "
@@ -70,7 +76,8 @@ def to_latex(rows: pd.DataFrame) -> str:
              f"resolutions are the low-resolution input H x W.",
              operators_as_measured(rows),
              *([SUSPECT_NOTE] if marked else []),
-             *(f"--: {note}" for note in [unmeasured_note(rows)] if note), *filter(None, [_counted_as_zero(rows)])]
+             *(f"--: {note}" for note in [unmeasured_note(rows)] if note),
+             *([ABSENT_NOTE] if absent else []), *filter(None, [_counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
 

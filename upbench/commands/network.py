@@ -43,16 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
 
 
-def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None) -> str:
-    """The preset and the stage shapes the report was computed at."""
+def describe(preset: Preset, size: tuple[int, int] | None, channels: int | None, batch: int = 1) -> str:
+    """The preset and the stage shapes the report was computed at: its first line the caption, which says where
+    the input or the batch is not the preset's (its description names the preset's input size)."""
     shapes = preset.shapes(size, channels)
     H, W = preset.size if size is None else size
     stage_sizes = ", ".join(f"{s.H}x{s.W} (1/{s.input_stride})" for s in shapes)
     pixels = sum(s.pixels for s in shapes)
+    here = [*([f"input {H}x{W}"] if (H, W) != preset.size else []), *([f"batch {batch}"] if batch != 1 else [])]
+    per_batch = f"; MACs for the batch of {batch}" if batch != 1 else ""
     return (
-        f"{preset.name}: {preset.description}\n\n"
-        f"input {H}x{W} (padded to a multiple of {preset.size_divisor}), C={shapes[0].channels}, "
-        f"baseline {preset.baseline}; {len(shapes)} x2 stages at input {stage_sizes} ({pixels:,} pixels)"
+        f"{preset.name}: {preset.description}{'; here at ' + ', '.join(here) if here else ''}\n\n"
+        f"input {H}x{W} (padded to a multiple of {preset.size_divisor}), batch {batch}, C={shapes[0].channels}, "
+        f"baseline {preset.baseline}; {len(shapes)} x2 stages at input {stage_sizes} ({pixels:,} pixels per image)"
+        f"{per_batch}"
     )
 
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(unused)}: what --measure runs on; expected with --measure (counts depend on "
                          f"neither)")
     preset = get_preset(args.preset)
-    header = describe(preset, args.size, args.channels)
+    header = describe(preset, args.size, args.channels, args.batch)
     impl = args.impl or "auto"
     table = network_report(preset, args.ops, args.size, args.channels, args.batch, measure=args.measure,
                            device=args.device or "cpu", impl=impl, progress=say)
