@@ -30,6 +30,7 @@ LEAST_DECIMALS = {"macs": 2, "params": 2, "G": 2, "M": 2, "ms": 2, "mib": 1}
 SIGNIFICANT = 2
 MAX_DECIMALS = 4
 MARK = r"$^\dagger$"
+MISSING = "--"  # a missing cell: an en dash in print
 UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))  # SI k: a "K" header would read as the kernel size K
 COUNT_KINDS = ("macs", "params")
 WHOLE_KINDS = (*COUNT_KINDS, "G", "M")  # counts, whole numbers by nature; latency and memory are measured
@@ -50,6 +51,12 @@ def escape(text: object) -> str:
     escaped = "".join(_SPECIAL.get(ch, ch) for ch in str(text))
     escaped = _NEXT_HYPHEN.sub("-{}", _QUOTED.sub(r"``\1''", escaped))
     return _ESCAPED_EXPONENT.sub(r"$^{\1}$", escaped)
+
+
+def _note(note: str) -> str:
+    """A note under a table, escaped; a leading :data:`MISSING` and the :data:`MARK` kept, as the cells print them."""
+    lead = MISSING if note.startswith(MISSING) else ""
+    return lead + escape(note[len(lead):]).replace(escape(MARK), MARK)
 
 
 def _missing(value: object) -> bool:
@@ -80,7 +87,7 @@ def decimals_for(scaled: Sequence[object], least: int, most: int | None = MAX_DE
 
 def _cell(value: object, kind: str, scale: float, decimals: int) -> str:
     if _missing(value):
-        return "--"
+        return MISSING
     if kind == "text":
         return escape(value)
     if kind == "int":
@@ -174,7 +181,7 @@ def booktabs(table: pd.DataFrame, kinds: Mapping[str, str], caption: str = "", n
                  for n, column, v in zip(names, table.columns, record)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    footer = [rounding_note(decimals), *(escape(n).replace(escape(MARK), MARK) for n in notes)]
+    footer = [rounding_note(decimals), *map(_note, notes)]
     footer = [line for line in footer if line]
     if footer:
         lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(footer) + "}")

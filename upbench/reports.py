@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .latex import booktabs
+from .latex import MISSING, booktabs
 from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
 from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
@@ -16,6 +16,7 @@ from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flag
 from .vocabulary import MIB
 
 MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
+CACHE_WORDS = {"warm": "warm cache", "cold": "cold cache (last-level cache flushed before each call)"}
 
 
 def measured_with(rows: pd.DataFrame) -> str:
@@ -33,6 +34,11 @@ def measured_with(rows: pd.DataFrame) -> str:
     if other_guides(rows).any():  # a guide narrower or wider than C: say how wide, or where
         parts.append(shared_in(rows[rows["Cg"].fillna(0) != 0], "Cg", lambda g: f"guide C_g = {g}"))
     parts += [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
+    if "cache" in rows and rows["cache"].notna().any():  # a cold-cache latency is another quantity than a warm one
+        parts.append(shared("cache", lambda c: CACHE_WORDS.get(c, f"{c} cache")))
+    on_cuda = rows["device"].astype(str).str.startswith("cuda")
+    if "tf32" in rows and rows.loc[on_cuda, "tf32"].notna().any():
+        parts.append(shared_in(rows[on_cuda], "tf32", lambda t: "TF32 on" if t else "TF32 off"))
     if rows["device"].astype(str).str.startswith("cpu").all():
         parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
     return f"{devices}; " + ", ".join(parts)
@@ -76,7 +82,7 @@ def to_latex(rows: pd.DataFrame) -> str:
              f"resolutions are the low-resolution input H x W.",
              operators_as_measured(rows),
              *([SUSPECT_NOTE] if marked else []),
-             *(f"--: {note}" for note in [unmeasured_note(rows)] if note),
+             *(f"{MISSING}: {note}" for note in [unmeasured_note(rows)] if note),
              *([ABSENT_NOTE] if absent else []), *filter(None, [_counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
@@ -119,6 +125,10 @@ def _settings_line(rows: pd.DataFrame) -> str:
         return ""
     said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
             for column in present]
+    caches = list(dict.fromkeys(rows["cache"].dropna())) if "cache" in rows else []
+    if caches:
+        said.append(CACHE_WORDS.get(caches[0], f"{caches[0]} cache") if len(caches) == 1 else
+                    f"{' / '.join(map(str, caches))} cache as in the cache column")
     return "Measured with " + ", ".join(said) + "."
 
 

@@ -113,7 +113,7 @@ def render(table: pd.DataFrame, fmt: str, header: str, measured: str = "") -> st
     body = render_table(table, fmt, floatfmt=markdown_float_formats(table))
     if fmt != "markdown":
         return body
-    notes = "\n".join(f"- {line}" for line in FOOTNOTES)
+    notes = "\n".join(f"- {line}" for line in [*FOOTNOTES, *filter(None, [measured])])
     return f"{header}\n\n{body}\n\n{notes}"
 
 
