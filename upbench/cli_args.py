@@ -9,6 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .files import check_writable
+from .rowlog import is_row_log
 from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
@@ -139,6 +140,8 @@ def check_out(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike]
     if not out:
         return
     check_not_an_input(out, inputs)
+    if is_row_log(out):  # a report, a table or a diff written over a sweep's rows would lose them
+        raise ValueError(f"--out {out} is a sweep's row log; writing there would replace its rows: choose another --out")
     check_writable(out)
 
 

@@ -21,7 +21,7 @@ from .checks import comma_items, is_whole
 from .isolate import check_row_timeout
 from .registry import load_plugins, replay_sources
 from .resume import check_same_spec
-from .rowlog import holds_nothing, read_log
+from .rowlog import check_replaceable, holds_nothing, read_log
 from .rows import IncompleteSweep, check_complete, check_resume_retry, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
@@ -268,6 +268,13 @@ def launch_sweep(
     for log in earlier if not _device_resolved_by_jobs(spec) else []:  # refused here, not by every job once it ran
         if log != out and not holds_nothing(log):
             check_same_spec(log, read_log(log), local_spec)
+    if out in earlier:  # the merge at the end replaces it: only an earlier merge of these shards may be replaced
+        try:
+            check_replaceable(out, logs)
+        except ValueError as error:
+            others = sorted(set(shard_folder(out).glob("shard*of*.csv")) - set(logs))
+            hint = f" (the shard logs of another --shards are there: {', '.join(map(str, others))})" if others else ""
+            raise ValueError(f"{error}; a launch resumes its shard logs only, never --out{hint}") from None
     cluster = cluster_name(resources)
     gpus = gpus_per_shard(spec, resources, cluster)
     plugin_sources = tuple(replay_sources(local_spec.ops))

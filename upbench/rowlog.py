@@ -51,6 +51,26 @@ def check_log_name(out: str | Path) -> None:
                          f"beside which upbench.export.write_outputs puts the reports")
 
 
+def lock_file(path: str | Path) -> Path:
+    """The lock a sweep holds while it writes the log at ``path``: beside the file itself, so a second sweep
+    reaching it through a symbolic link (or another spelling of the path) meets the same lock."""
+    real = Path(path).resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def check_not_being_written(path: str | Path) -> None:
+    """ValueError where a sweep is writing the log at ``path`` (it holds the log's lock)."""
+    lock = FileLock(lock_file(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"{path} is being written by a sweep (it holds {lock.lock_file}); wait for it to finish "
+                         f"or choose another --out") from None
+    except OSError:  # a folder we cannot write: whoever writes there says so
+        return
+    lock.release()
+
+
 class RowLog:
     """The CSV a sweep appends its rows to, locked against other writers, one fsynced line per row.
 
@@ -71,7 +91,7 @@ class RowLog:
         self.died_measuring: tuple[str, int] | None = None  # (config key, runs that died measuring it)
         self.marking = False  # whether this run's mark is in <log>.measuring
         prepare_parent(path)
-        self.lock = FileLock(path.with_name(path.name + ".lock"))
+        self.lock = FileLock(lock_file(path))
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
@@ -187,6 +207,17 @@ def holds_nothing(path: str | Path) -> bool:
     return not data or torn_header
 
 
+def is_row_log(path: str | Path) -> bool:
+    """Whether ``path`` is a file whose first line is a row log's header (it names every required column)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 16).decode(errors="replace")
+    except OSError:
+        return False
+    columns = next(csv.reader([first]), [])
+    return bool(columns) and columns[0] == REQUIRED_COLUMNS[0] and set(REQUIRED_COLUMNS) <= set(columns)
+
+
 def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
@@ -284,3 +315,36 @@ def read_log_noting(path: str | Path) -> tuple[pd.DataFrame, str | None]:
 def read_log(path: str | Path) -> pd.DataFrame:
     """:func:`read_log_noting`'s rows."""
     return read_log_noting(path)[0]
+
+
+def every_row(path: str | Path) -> pd.DataFrame:
+    """Every row of a log, a config measured again in each of its rows (:func:`read_log_noting` keeps the last)."""
+    text, _ = whole_text(path)
+    check_log(Path(path), text=text)
+    return read_rows(io.StringIO(text, newline=""))
+
+
+def _row_ids(rows: pd.DataFrame) -> set[tuple[str, str]]:
+    """A row as one measurement: its config and when it was measured."""
+    return set(zip(rows["key"].astype(str), rows["timestamp"].astype(str)))
+
+
+def check_replaceable(out: Path, sources: list[Path]) -> None:
+    """ValueError where writing the merge of the logs ``sources`` to ``out`` would lose rows: a sweep is writing
+    ``out``, or ``out`` holds a row (a config measured at one time) that none of ``sources`` holds, so it is no
+    earlier merge of them but another run's log (or not a log at all)."""
+    check_not_being_written(out)
+    if not out.is_file() or holds_nothing(out):
+        return
+    try:
+        held = every_row(out)
+    except ValueError as error:
+        raise ValueError(f"{out} exists and is not a row log ({error}); writing the merge would replace it: choose "
+                         f"another --out") from None
+    merged = set().union(*(_row_ids(every_row(path)) for path in sources if path.is_file() and not holds_nothing(path)))
+    lost = _row_ids(held) - merged
+    if lost:
+        example = sorted(lost)[0]
+        raise ValueError(f"{out} holds {len(lost)} row(s) that none of the logs merged into it holds (e.g. "
+                         f"{example[0]} measured {example[1]}): it is another run's log, not an earlier merge of "
+                         f"these; writing the merge would lose them: choose another --out")

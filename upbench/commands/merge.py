@@ -8,7 +8,7 @@ from pathlib import Path
 from ..cli_args import check_not_an_input, file_name, str_list
 from ..export import check_output_paths, write_outputs
 from ..files import prepare_parent
-from ..rowlog import holds_nothing, log_path, read_log_noting
+from ..rowlog import check_replaceable, holds_nothing, log_path, read_log_noting
 from ..rows import FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     logs = [path for path in args.inputs if path not in empty]
     if not logs:
         raise ValueError(nothing_to_merge(args.inputs))
+    check_replaceable(out, logs)
     frames, notes = zip(*map(read_log_noting, logs))
     rows = merge_frames(list(frames), args.allow_mixed)
     for note in filter(None, notes):

@@ -1,0 +1,89 @@
+"""What a crash-and-resume audit found: a launch's --resume replaced an --out it never read (another run's log,
+or the merge of another --shards); merge and report wrote over a sweep's log, even one a sweep was writing; a
+symbolic link to a log took a second lock beside the first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from upbench import SweepSpec, run_sweep
+from upbench.commands import main
+from upbench.launch import Resources, launch_sweep, shard_logs
+from upbench.rowlog import RowLog, check_replaceable
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SPEC = dict(ops=["nearest"], C=4, size=[4, 8], device="cpu", warmup=0, min_run_time=0.001)
+
+
+def _sweep(out: Path, **more) -> None:
+    run_sweep(SweepSpec.from_mapping({**SPEC, **more}), out, **({"shard": more.pop("shard")} if "shard" in more else {}))
+
+
+def test_a_resumed_launch_refuses_an_out_that_is_no_merge_of_its_shards(tmp_path):
+    out = tmp_path / "l.csv"
+    _sweep(out)  # a one-process run's log at the launch's --out
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=r"l\.csv holds 2 row\(s\) that none of the logs merged into it holds .*"
+                                         r"a launch resumes its shard logs only, never --out"):
+        launch_sweep(SPEC, out, 2, Resources(cluster="local"), resume=True)
+    assert out.read_bytes() == before and not (out.with_suffix(".shards") / "submitit").exists()
+
+
+def test_a_resumed_launch_with_another_shard_count_names_the_other_logs(tmp_path):
+    out = tmp_path / "l.csv"
+    for index, log in enumerate(shard_logs(out, 2)):
+        run_sweep(SweepSpec.from_mapping(SPEC), log, shard=(index, 2))
+    assert main(["merge", *map(str, shard_logs(out, 2)), "--out", str(out), "--formats", "json"]) == 0
+    with pytest.raises(ValueError, match=r"the shard logs of another --shards are there: .*shard0of2\.csv"):
+        launch_sweep(SPEC, out, 3, Resources(cluster="local"), resume=True)
+
+
+def test_merge_replaces_its_own_earlier_merge_and_nothing_else(tmp_path, capsys):
+    shards = [tmp_path / f"s{index}.csv" for index in range(2)]
+    for index, log in enumerate(shards):
+        run_sweep(SweepSpec.from_mapping(SPEC), log, shard=(index, 2))
+    merged, other = tmp_path / "m.csv", tmp_path / "other.csv"
+    args = ["merge", *map(str, shards), "--formats", "json", "--out"]
+    assert main([*args, str(merged)]) == 0 and main([*args, str(merged)]) == 0  # merged again: the same rows
+    _sweep(other, size=[16])
+    before = other.read_bytes()
+    assert main([*args, str(other)]) == 2
+    assert "other.csv holds 1 row(s) that none of the logs merged into it holds" in capsys.readouterr().err
+    assert other.read_bytes() == before
+
+
+def test_merge_refuses_a_log_a_sweep_is_writing(tmp_path):
+    shard = tmp_path / "s.csv"
+    _sweep(shard)
+    busy = RowLog(tmp_path / "busy.csv", ["key"])
+    try:
+        with pytest.raises(ValueError, match=r"busy\.csv is being written by a sweep"):
+            check_replaceable(tmp_path / "busy.csv", [shard])
+    finally:
+        busy.close()
+
+
+@pytest.mark.parametrize("command", [["report", "{input}", "--format", "csv"], ["table1", "--ops", "nearest"],
+                                     ["diff", "{input}", "{input}"]])
+def test_a_command_refuses_to_write_its_output_over_a_sweeps_log(command, tmp_path, capsys):
+    given, victim = tmp_path / "in.csv", tmp_path / "victim.csv"
+    _sweep(given)
+    _sweep(victim)
+    before = victim.read_bytes()
+    args = [part.format(input=given) for part in command]
+    assert main([*args, "--out", str(victim)]) == 2
+    assert f"--out {victim} is a sweep's row log; writing there would replace its rows" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+
+
+def test_a_log_reached_through_a_symbolic_link_is_locked_as_the_log(tmp_path):
+    log = tmp_path / "b.csv"
+    (tmp_path / "link.csv").symlink_to(log)
+    first = RowLog(log, ["key"])
+    try:
+        with pytest.raises(ValueError, match="is being written by another sweep"):
+            RowLog(tmp_path / "link.csv", ["key"])
+    finally:
+        first.close()
