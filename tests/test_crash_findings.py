@@ -87,3 +87,38 @@ def test_a_log_reached_through_a_symbolic_link_is_locked_as_the_log(tmp_path):
             RowLog(tmp_path / "link.csv", ["key"])
     finally:
         first.close()
+
+
+def test_an_interrupted_launch_says_its_rows_are_in_the_shard_logs(tmp_path, monkeypatch, capsys):
+    import upbench.commands.sweep as sweep_command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_command, "launch_sweep", interrupted)
+    out = tmp_path / "k.csv"
+    assert main(["sweep", "--ops", "nearest", "--C", "4", "--size", "4", "--device", "cpu", "--launcher", "submitit",
+                 "--shards", "2", "--cluster", "local", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"sweep: interrupted; finished rows are in {tmp_path / 'k.shards'}; resume with: " in err
+    assert err.rstrip().endswith(f"--out {out} --resume")
+
+
+def test_ctrl_c_while_bench_py_imports_is_one_line(tmp_path):
+    """A Ctrl-C in the second or two torch takes to import, made certain: the import of upbench.commands raises it."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    runner = tmp_path / "interrupted_import.py"
+    runner.write_text(
+        "import runpy, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'upbench.commands':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        f"sys.argv = [{str(repo / 'bench.py')!r}, 'table1']\n"
+        f"runpy.run_path({str(repo / 'bench.py')!r}, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, str(runner)], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "bench.py: interrupted\n")

@@ -62,6 +62,11 @@ def test_the_report_says_how_its_rows_were_timed_as_they_record_it():
     # an upbench before per-call timing: the readers add the later columns, empty
     blocks = method_notes(pd.DataFrame([{**cpu_row, "cpu_util": 1.0, "cpu_others": None}]))
     assert "block means" in blocks and "CPU util" in blocks and "each call timed on its own" not in blocks
+    # rows of this upbench timed for under 50 ms in all, whose other work it does not read: no older rows
+    short = method_notes(pd.DataFrame([{**cpu_row, "runs": 5, "cpu_util": 1.0, "cpu_others": None}]))
+    assert "each call timed on its own" in short and "block means" not in short
+    long = method_notes(pd.DataFrame([{**cpu_row, "runs": 200, "cpu_util": 1.0, "cpu_others": None}]))
+    assert "block means" in long
     unchecked = method_notes(pd.DataFrame([{**cpu_row, "cpu_util": None, "cpu_others": None}]))
     assert "no latency carries a timing-suspect mark" in unchecked
     gpu = pd.DataFrame([{**cpu_row, "device": "cuda", "cpu_util": None, "cpu_others": None}])

@@ -173,7 +173,12 @@ def method_notes(rows: pd.DataFrame) -> str:
     def recorded(column: str) -> bool:
         return column in timed_cpu and timed_cpu[column].notna().any()
 
-    if timed_cpu.empty or recorded("cpu_others"):
+    # a row of this upbench leaves cpu_others blank where its timed calls took under 50 ms in all (timing's
+    # MIN_PROBE_S): only a row timed well beyond that without it is of an upbench that timed blocks of calls
+    blocks = timed_cpu["cpu_others"].isna() if "cpu_others" in timed_cpu else pd.Series(True, index=timed_cpu.index)
+    if {"runs", "latency_median_ms"} <= set(timed_cpu.columns):
+        blocks &= ~(timed_cpu["runs"] * timed_cpu["latency_median_ms"] < 2 * 50)
+    if timed_cpu.empty or recorded("cpu_others") or not blocks.any():
         timing = PER_CALL_NOTE
     else:
         checked = ("; CPU util (the process's CPU time over the wall time) was, and `timing suspect` rests on it "

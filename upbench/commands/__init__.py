@@ -184,7 +184,7 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
         if log is None:
             print(f"{args.command}: {how}", file=sys.stderr)
         elif args.command in ("sweep", "compare"):
-            print(f"{args.command}: {how}; finished rows are in {log}; resume with: "
+            print(f"{args.command}: {how}; finished rows are in {getattr(args, 'rows_in', log)}; resume with: "
                   f"{resume_command(prog, argv, log)}", file=sys.stderr)
         else:
             print(f"{args.command}: {how}; finished rows are in {log}", file=sys.stderr)

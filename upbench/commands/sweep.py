@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from ..cli_args import Once, non_negative_int, positive_float, positive_int, spec_path, str_list
 from ..export import check_formats, check_output_paths, write_outputs
-from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_logs
+from ..launch import CLUSTERS, Launched, Resources, launch_sweep, shard_folder, shard_logs
 from ..rowlog import log_path
 from ..spec import SweepSpec, read_spec_file
 from ..sweep import parse_shard, run_sweep
@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_paths(out, formats, args.out, appends=True)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes
         if args.launcher:
+            args.rows_in = shard_folder(out)  # until the jobs end and their logs are merged into out
             launched = launch(args, out)
             rows, problems = launched.rows, launched.problems
         else:
