@@ -122,3 +122,20 @@ def test_ctrl_c_while_bench_py_imports_is_one_line(tmp_path):
         f"runpy.run_path({str(repo / 'bench.py')!r}, run_name='__main__')\n")
     done = subprocess.run([sys.executable, str(runner)], cwd=repo, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (130, "bench.py: interrupted\n")
+
+
+@pytest.mark.parametrize("changed,said", [
+    (["--l2-flush"], "l2_flush (--l2-flush) off in the log, on now"),
+    (["--size", "8,4"], "the same configs in another order (--ops, --size or another list given in another order)"),
+    (["--threads", "1"],  # the rows record the one thread single_thread gives
+     "nothing the rows record: a flag given now and not then, or the other way round"),
+    (["--policy", "paper"], "count columns come from --policy"),
+])
+def test_a_refused_resume_names_what_differs(changed, said, tmp_path, capsys):
+    args = ["sweep", "--ops", "nearest", "--C", "4", "--size", "4,8", "--device", "cpu", "--min-run-time", "0.001",
+            "--warmup", "0", "--quiet", "--formats", "json", "--out", str(tmp_path / "r.csv")]
+    assert main(args) == 0
+    before = (tmp_path / "r.csv").read_bytes()
+    assert main([*args, *changed, "--resume"]) == 2
+    assert said in capsys.readouterr().err
+    assert (tmp_path / "r.csv").read_bytes() == before

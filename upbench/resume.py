@@ -47,6 +47,12 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
         then = set(logged[column].dropna()) if column in logged else set()
         if then and then != {now}:
             said.append(f"{_setting_as_given(column)} {_shown(then)} in the log, {_shown([now])} now")
+    if "cache" in logged and set(logged["cache"].dropna()) - {"cold" if spec.l2_flush else "warm"}:
+        said.append(f"l2_flush (--l2-flush) {'off' if spec.l2_flush else 'on'} in the log, "
+                    f"{'on' if spec.l2_flush else 'off'} now")
+    asked = set(spec.impls) - {"auto"}
+    if "impl" in logged and "auto" not in spec.impls and set(logged["impl"].dropna()) - asked:
+        said.append(f"impl (--impl) {_shown(logged['impl'].dropna())} in the log, {_shown(asked)} now")
     if expected_keys is None:
         return said
     totals = set(logged["config_total"].dropna().astype(int))
@@ -56,6 +62,14 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     if unexpanded:
         more = ", ..." if len(unexpanded) > 2 else ""
         said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{more}")
+    elif not said:
+        index = {config.key: position for position, config in enumerate(spec.expand())}
+        if any(index.get(key) != int(position) for key, position in zip(logged["key"], logged["config_index"])):
+            said.append("the same configs in another order (--ops, --size or another list given in another order)")
+    if not said:
+        said.append("nothing the rows record: a flag given now and not then, or the other way round, though at the "
+                    "value the rows show (--threads, --K, --d or --knob at the operator's default, --impl, "
+                    "--device auto)")
     return said
 
 

@@ -258,10 +258,10 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                 raise ValueError(f"{path}: not an upbench sweep log (no {', '.join(absent)} column)")
             if columns is not None and header != columns:
                 differ = column_difference(header, columns, "the log", "this sweep")
-                raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: knob columns come from the "
-                                 f"operators, so --ops naming other operators than the log's changes them, as does a "
-                                 f"--plugin left out, and so does another upbench version); refusing to resume into "
-                                 f"it")
+                raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: count columns come from "
+                                 f"--policy, in its order, and knob columns from the operators, so --ops naming other "
+                                 f"operators than the log's changes them, as does a --plugin left out, and so does "
+                                 f"another upbench version); refusing to resume into it")
             position = {c: header.index(c) for c in REQUIRED_COLUMNS}
             numeric = [(i, c) for i, c in enumerate(header) if not is_text_column(c)]
             for record in reader:
