@@ -168,3 +168,24 @@ def test_a_plugin_file_named_without_its_py_is_suggested(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert main(["--plugin", "mine", "table1", "--ops", "nearest"]) == 2
     assert "plugin module mine: no module of that name; did you mean the file mine.py?" in capsys.readouterr().err
+
+
+def test_a_network_report_takes_an_operators_knobs_and_says_them(capsys):
+    from upbench.network import network_report
+    from upbench.presets import get_preset
+
+    preset = get_preset("segformer-b1")
+    default = network_report(preset, ["bilinear", "sapa-b"]).set_index("operator")
+    small = network_report(preset, ["bilinear", "sapa-b"], knobs={"K": 3}).set_index("operator")
+    assert list(small["knobs"]) == ["", "K=3"] and small.loc["bilinear", "added_gmacs_paper"] == 0
+    # SAPA-B's inner products and assembly scale with K^2: 9/25 of the default K=5 window work, the embedding unchanged
+    assert small.loc["sapa-b", "added_gmacs_paper"] < default.loc["sapa-b", "added_gmacs_paper"]
+    assert small.loc["sapa-b", "added_params_m"] == default.loc["sapa-b", "added_params_m"]
+    assert small.loc["sapa-b", "table1_added_gmacs"] == pytest.approx(small.loc["sapa-b", "added_gmacs_paper"], abs=0.005)
+    assert main(["network", "--preset", "segformer-b1", "--ops", "bilinear,sapa-b", "--knob", "K=3", "--format",
+                 "latex"]) == 0
+    assert "\nsapa-b (K=3) & " in capsys.readouterr().out
+    assert main(["network", "--preset", "segformer-b1", "--ops", "bilinear", "--knob", "K=3"]) == 2
+    assert "unknown knob 'K': no selected operator has it" in capsys.readouterr().err
+    assert main(["network", "--preset", "segformer-b1", "--ops", "sapa-b", "--knob", "K=3,5"]) == 2
+    assert "--knob K: one value for the whole report, got 3, 5" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from .formulas import TOTAL, ZERO, Cost
 from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
+from .spec import check_knob
 from .measure import float32_math
 from .timing import WARMUP_CALLS, Timing, suspect_cell, time_call
 from .vocabulary import GIGA, MEGA, MIB, first_line
@@ -38,7 +39,7 @@ REPORT_DECIMALS = 2
 OK, OOM, ERROR = "ok", "oom", "error"
 
 COLUMNS = [
-    "operator", "preset", "size", "batch", "stages",
+    "operator", "knobs", "preset", "size", "batch", "stages",
     "added_gmacs_paper", "added_gmacs_fvcore", "added_params_m",
     "table1_added_gmacs", "table1_added_params_m",
     "baseline", "baseline_gmacs_paper", "baseline_gmacs_fvcore",
@@ -75,17 +76,21 @@ def guide_channels_for(operator: str, shape: StageShape) -> int | None:
     return shape.guide_channels if get(operator).needs_guide else None
 
 
-def _formula_view(operator: str, shape: StageShape) -> Upsampler:
+Knobs = tuple[tuple[str, int], ...]  # an operator's knob values, as (name, value) pairs: its defaults for the rest
+
+
+def _formula_view(operator: str, shape: StageShape, hparams: Knobs = ()) -> Upsampler:
     """An instance to read formulas and dims from, built on the meta device: no weights are allocated."""
     with torch.device("meta"):
-        return make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl="reference")
+        return make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl="reference",
+                    **dict(hparams))
 
 
-def table1_cost(operator: str, shapes: Sequence[StageShape], batch: int = 1) -> Cost | None:
+def table1_cost(operator: str, shapes: Sequence[StageShape], batch: int = 1, hparams: Knobs = ()) -> Cost | None:
     """Table 1's total formula summed over the stages; None where the operator has no Table 1 row."""
     total = ZERO
     for shape in shapes:
-        op = _formula_view(operator, shape)
+        op = _formula_view(operator, shape, hparams)
         if not op.formulas.paper:
             return None
         total = total + op.formulas.paper_cost(TOTAL, op.dims(batch, shape.H, shape.W))
@@ -113,25 +118,28 @@ def table1_note(operator: str, counted: Cost, table1: Cost | None) -> str:
     )
 
 
-def _stage_counts(operator: str, shapes: Sequence[StageShape], batch: int, policy: str) -> list[Count]:
+def _stage_counts(operator: str, shapes: Sequence[StageShape], batch: int, policy: str,
+                  hparams: Knobs = ()) -> list[Count]:
     """``operator``'s Count in every stage under ``policy``: stages of equal shape are separate instances,
     each counted (the cache makes the repeats free)."""
     return [
-        count_operator(operator, s.channels, batch, s.H, s.W, policy, guide_channels_for(operator, s))
+        count_operator(operator, s.channels, batch, s.H, s.W, policy, guide_channels_for(operator, s), hparams)
         for s in shapes
     ]
 
 
 def network_cost(
-    preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None, batch: int = 1
+    preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None, batch: int = 1,
+    hparams: Knobs = (),
 ) -> NetworkCost:
-    """What ``operator`` in every upsampling stage of ``preset`` costs, and adds over the preset's baseline."""
+    """What ``operator`` (with the knob values ``hparams``, its defaults for the rest) in every upsampling stage of
+    ``preset`` costs, and adds over the preset's baseline (at its defaults)."""
     shapes = preset.shapes(size, channels)
     macs, baseline_macs = {}, {}
     params = baseline_params = 0
     zero_ops: set[str] = set()
     for policy in POLICIES:
-        counts = _stage_counts(operator, shapes, batch, policy)
+        counts = _stage_counts(operator, shapes, batch, policy, hparams)
         baseline_counts = _stage_counts(preset.baseline, shapes, batch, policy)
         macs[policy] = sum(c.macs for c in counts)
         baseline_macs[policy] = sum(c.macs for c in baseline_counts)
@@ -140,7 +148,7 @@ def network_cost(
         baseline_params = sum(c.params for c in baseline_counts)
         if policy == "paper":
             zero_ops.update(op for c in counts for op in c.zero_ops)
-    operator_table1 = table1_cost(operator, shapes, batch)
+    operator_table1 = table1_cost(operator, shapes, batch, hparams)
     baseline_table1 = table1_cost(preset.baseline, shapes, batch)
     table1 = None if operator_table1 is None or baseline_table1 is None else operator_table1 - baseline_table1
     added = Cost(macs["paper"] - baseline_macs["paper"], params - baseline_params)
@@ -172,6 +180,7 @@ class Measurement:
 def measure_network(
     preset: Preset, operator: str, size: tuple[int, int] | None = None, channels: int | None = None,
     batch: int = 1, device: str | torch.device = "cpu", impl: str = "auto", min_run_time: float = 0.2,
+    hparams: Knobs = (),
 ) -> Measurement:
     """Run ``operator`` in every stage of ``preset`` (own instance, own inputs per stage); never raises."""
     device = torch.device(device)
@@ -179,7 +188,8 @@ def measure_network(
     try:
         generator = torch.Generator(device=device).manual_seed(0)
         for shape in preset.shapes(size, channels):
-            op = make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl=impl)
+            op = make(operator, shape.channels, guide_channels=guide_channels_for(operator, shape), impl=impl,
+                      **dict(hparams))
             op = op.to(device).eval()
             stages.append((op, op.example_inputs(batch, shape.H, shape.W, device=device, generator=generator)))
 
@@ -205,12 +215,14 @@ def measure_network(
 
 
 # -- report -----------------------------------------------------------------------------------
-def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, channels: int | None, batch: int) -> dict:
+def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, channels: int | None, batch: int,
+              hparams: Knobs) -> dict:
     H, W = preset.size if size is None else size
-    row: dict = {"operator": operator, "preset": preset.name, "size": f"{H}x{W}", "batch": batch,
-                 "stages": len(preset.stages), "baseline": preset.baseline}
+    row: dict = {"operator": operator, "knobs": ", ".join(f"{name}={value}" for name, value in hparams),
+                 "preset": preset.name, "size": f"{H}x{W}", "batch": batch, "stages": len(preset.stages),
+                 "baseline": preset.baseline}
     try:
-        cost = network_cost(preset, operator, size, channels, batch)
+        cost = network_cost(preset, operator, size, channels, batch, hparams)
     except Exception as error:  # one operator that cannot be built or counted leaves its row, not the report
         return {**row, "status": ERROR, "note": f"counting failed: {type(error).__name__}: {error}"}
     return {
@@ -232,6 +244,7 @@ def network_report(
     preset: Preset, operators: Sequence[str] | None = None, size: tuple[int, int] | None = None,
     channels: int | None = None, batch: int = 1, measure: bool = False, device: str = "cpu",
     impl: str = "auto", min_run_time: float = 0.2, progress: Callable[[str], None] | None = None,
+    knobs: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """One row per operator (the baseline included, at +0): :data:`COLUMNS`, plus :data:`MEASURE_COLUMNS`
     with ``measure``. Unknown operator names raise ValueError before any work; a failure of one
@@ -249,14 +262,18 @@ def network_report(
             raise ValueError(f"min_run_time={min_run_time!r}; expected a positive number of seconds")
     if not is_whole(batch, 1):
         raise ValueError(f"batch={batch!r}; expected a positive integer")
+    knobs = dict(knobs or {})
+    for knob, value in knobs.items():  # each operator's own rule checks the value as it is built
+        check_knob(knob, [value], operators)
     rows = []
     for position, name in enumerate(operators, 1):
-        row = _cost_row(preset, name, size, channels, batch)
+        hparams = tuple((knob, value) for knob, value in knobs.items() if knob in get(name).knobs)
+        row = _cost_row(preset, name, size, channels, batch, hparams)
         if measure:
             if progress is not None:
                 progress(f"measuring {name} ({position}/{len(operators)}) in {len(preset.stages)} stages on {device} ...")
             started = time.perf_counter()
-            measured = measure_network(preset, name, size, channels, batch, device, impl, min_run_time)
+            measured = measure_network(preset, name, size, channels, batch, device, impl, min_run_time, hparams)
             if progress is not None:
                 progress(f"{name}: {measured.status} in {time.perf_counter() - started:.1f} s")
             row["device"] = str(device)

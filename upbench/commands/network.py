@@ -6,7 +6,8 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import TABLE_FORMATS, check_out, emit, file_name, image_size, name_list, positive_int, render_table
+from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, image_size, knob_pair, name_list, positive_int,
+                        render_table)
 from ..latex import booktabs, decimals_for
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=positive_int, default=None, help="decoder width C (default: the preset's)")
     parser.add_argument("--ops", type=name_list, default=None, help="operators (comma list); default: all")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per batch, default 1")
+    parser.add_argument("--knob", type=knob_pair, action="append", default=[], metavar="NAME=V",
+                        help="a knob's value for the operators that have it, e.g. K=7 (repeatable; one value each: "
+                             "default: each operator's own)")
     parser.add_argument("--measure", action="store_true",
                         help="also time all upsampling stages back to back and take their peak memory")
     parser.add_argument("--device", default=None, help="device for --measure, e.g. cpu or cuda (default cpu)")
@@ -82,6 +86,8 @@ def measured_note(table: pd.DataFrame, preset: Preset, batch: int, impl: str) ->
 def render_latex(table: pd.DataFrame, header: str, measured: str = "") -> str:
     columns = {name: label for name, (label, _) in LATEX_COLUMNS.items() if name in table.columns}
     latex_table = table[list(columns)].rename(columns=columns)
+    latex_table["Operator"] = [f"{operator} ({knobs})" if knobs else operator  # sapa-b (K=7): as measured
+                               for operator, knobs in zip(table["operator"], table["knobs"].fillna(""))]
     marked = set()
     if "timing_suspect" in table:  # as the sweep's tables: a latency that cannot be trusted carries the mark
         marked = {(position, "Latency") for position, doubt in enumerate(table["timing_suspect"].fillna("")) if doubt}
@@ -130,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     header = describe(preset, args.size, args.channels, args.batch)
     impl = args.impl or "auto"
+    knobs: dict[str, int] = {}
+    for name, values in args.knob:
+        if len(values) != 1 or name in knobs:
+            raise ValueError(f"--knob {name}: one value for the whole report, got "
+                             f"{', '.join(map(str, [*([knobs[name]] if name in knobs else []), *values]))}; a "
+                             f"sweep compares values (bench.py sweep --knob {name}=V1,V2)")
+        knobs[name] = values[0]
     table = network_report(preset, args.ops, args.size, args.channels, args.batch, measure=args.measure,
-                           device=args.device or "cpu", impl=impl, progress=say)
+                           device=args.device or "cpu", impl=impl, progress=say, knobs=knobs)
     measured = measured_note(table, preset, args.batch, impl) if args.measure else ""
     emit(render(table, args.format, header, measured), args.out)
     failed = table[table["status"] != "ok"]
