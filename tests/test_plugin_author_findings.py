@@ -189,3 +189,15 @@ def test_a_network_report_takes_an_operators_knobs_and_says_them(capsys):
     assert "unknown knob 'K': no selected operator has it" in capsys.readouterr().err
     assert main(["network", "--preset", "segformer-b1", "--ops", "sapa-b", "--knob", "K=3,5"]) == 2
     assert "--knob K: one value for the whole report, got 3, 5" in capsys.readouterr().err
+
+
+def test_a_formula_reading_a_name_dims_lacks_is_refused_at_registration():
+    def typo(s: upbench.Dims) -> Cost:
+        return Cost(s.pixels * s.hiden, 0)
+
+    with pytest.raises(ValueError, match=r"typo_op: its exact formula for stage 'body' raised AttributeError: Dims has "
+                                         r"no 'hiden': .* and the knobs hidden; a formula reads the fields of "
+                                         r"upbench.Dims and the operator's knobs"):
+        upbench.wrap(lambda channels, hidden: SubPixel(channels), name="typo_op", knobs={"hidden": 8},
+                     formulas=upbench.Formulas(paper={}, exact={"body": typo}))
+    assert "typo_op" not in upbench.available()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .checks import is_whole
-from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, Dims, Formulas
+from .formulas import DIMS_FIELDS, NO_FORMULAS, SHAPE_FIELDS, TOTAL, Dims, Formulas
 from .rules import COMPILED_OP_PARTS
 
 IMPLS = ("reference", "compiled")
@@ -102,6 +102,14 @@ class Knob:
             return "0 or 1 integer"
         kind = {"positive": "positive", "odd": "positive odd", "even": "positive even"}[self.rule]
         return f"{kind} integer <= {self.max}"
+
+
+def _dims(knobs: Mapping[str, "Knob"], hparams: Mapping[str, int], N: int, C: int, H: int, W: int, Cg: int) -> Dims:
+    """The formula inputs of an operator with ``knobs`` at the values ``hparams``: each knob in the field it fills."""
+    named = {knob.dims_field or name: hparams[name] for name, knob in knobs.items()}
+    fields = {name: value for name, value in named.items() if name in DIMS_FIELDS}
+    extra = tuple((name, value) for name, value in named.items() if name not in DIMS_FIELDS)
+    return Dims(N=N, C=C, H=H, W=W, Cg=Cg, extra=extra, **fields)
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -256,6 +264,7 @@ class Upsampler(nn.Module):
         if not isinstance(cls.formulas, Formulas):
             raise ValueError(f"{cls.name}: formulas is {type(cls.formulas).__name__}; expected an upbench.Formulas")
         cls.formulas.check_stages(cls.name, cls.stages)
+        cls._check_formula_names()
         check_op_stages(cls.name, cls.op_stages, cls.stages)
         goal = cls.forward_share_goal
         if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float)) or not goal > 0):
@@ -265,13 +274,27 @@ class Upsampler(nn.Module):
             raise ValueError(f"{cls.name}: forward_share_goal={goal!r} but compiled_ops is False; the goal is the "
                              "compiled forward's, so declare compiled ops or no goal")
 
+    @classmethod
+    def _check_formula_names(cls) -> None:
+        """ValueError where a formula reads a name Dims does not have (``s.hiden`` for the knob ``hidden``): found
+        at registration, as every other mistake of the declaration, not by table1 alone while a sweep ran on."""
+        defaults = {name: knob.default for name, knob in cls.knobs.items()}
+        sample = _dims(cls.knobs, defaults, 1, 16, 8, 8, 16 if cls.needs_guide else 0)
+        formulas = cls.formulas.named(cls.name)
+        for stage in (*cls.stages, TOTAL):
+            for cost in (formulas.paper_cost, formulas.exact_cost):
+                try:
+                    cost(stage, sample)
+                except ValueError as error:
+                    if isinstance(error.__cause__, AttributeError):
+                        raise ValueError(f"{error}; a formula reads the fields of upbench.Dims and the operator's "
+                                         f"knobs") from None
+                    # any other failure is the formula's at this one point: table1 names it where it fails
+
     # -- shapes ---------------------------------------------------------------------------
     def dims(self, N: int, H: int, W: int) -> Dims:
         """The formula inputs for a batch of N decoder features of H x W."""
-        named = {knob.dims_field or k: self.hparams[k] for k, knob in self.knobs.items()}
-        fields = {k: v for k, v in named.items() if k in DIMS_FIELDS}
-        extra = tuple((k, v) for k, v in named.items() if k not in DIMS_FIELDS)
-        return Dims(N=N, C=self.channels, H=H, W=W, Cg=self.guide_channels, extra=extra, **fields)
+        return _dims(self.knobs, self.hparams, N, self.channels, H, W, self.guide_channels)
 
     def example_inputs(
         self, N: int, H: int, W: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
