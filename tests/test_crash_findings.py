@@ -139,3 +139,16 @@ def test_a_refused_resume_names_what_differs(changed, said, tmp_path, capsys):
     assert main([*args, *changed, "--resume"]) == 2
     assert said in capsys.readouterr().err
     assert (tmp_path / "r.csv").read_bytes() == before
+
+
+def test_a_log_row_of_an_unknown_status_is_a_corrupted_line(tmp_path):
+    from upbench.rowlog import read_log
+
+    log = tmp_path / "r.csv"
+    _sweep(log)
+    lines = log.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",ok,", ",banana,", 1)
+    log.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"r\.csv, line 2: status 'banana' is none of ok, skipped, oom, error, crash, "
+                                         r"timeout: a corrupted line"):
+        read_log(log)

@@ -18,7 +18,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .files import prepare_parent
-from .rows import FORMAT_SUFFIXES, column_difference, is_text_column, latest_rows, read_rows
+from .rows import FORMAT_SUFFIXES, ROW_STATUSES, column_difference, is_text_column, latest_rows, read_rows
 from .vocabulary import ENVIRONMENT_FIELDS
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -275,6 +275,9 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                                          f"a corrupted line (repair or delete it)")
                 if not record[position["spec_id"]] or not record[position["key"]]:
                     raise ValueError(f"{where}: no spec_id or key: a corrupted line (repair or delete it)")
+                if record[position["status"]] not in ROW_STATUSES:  # a resume took an unknown one for done
+                    raise ValueError(f"{where}: status {record[position['status']]!r} is none of "
+                                     f"{', '.join(ROW_STATUSES)}: a corrupted line (repair or delete it)")
                 for i, column in numeric:  # one bad cell made every later reader fail, or misread the column
                     if record[i] and not _is_number(record[i], column):
                         raise ValueError(f"{where}: {column} {record[i]!r} is not a number: a corrupted line "

@@ -100,6 +100,8 @@ def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
 # A row whose config did not run to the end through a fault (a bug, a crash, a hang), not a measured limit
 # (oom) or a choice (skipped): a command with such a row exits 1, and a resume can measure it again.
 FAILED_STATUSES = ("error", "crash", "timeout")
+# Every status a row may have: measured, skipped by its budget, out of memory, or failed.
+ROW_STATUSES = ("ok", "skipped", "oom", *FAILED_STATUSES)
 # What a resume may measure again (``retry``): failed rows, and rows whose timing is suspect for a reason
 # that measuring again can clear (:data:`upbench.vocabulary.TRANSIENT_DOUBTS`).
 RETRY_KINDS = ("failed", "suspect")
