@@ -152,3 +152,22 @@ def test_a_log_row_of_an_unknown_status_is_a_corrupted_line(tmp_path):
     with pytest.raises(ValueError, match=r"r\.csv, line 2: status 'banana' is none of ok, skipped, oom, error, crash, "
                                          r"timeout: a corrupted line"):
         read_log(log)
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    from upbench.files import write_whole
+
+    report = tmp_path / "run.md"
+    report.write_text("the earlier report\n")
+
+    def fails_half_way(temporary: Path) -> None:
+        temporary.write_text("half of the new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ValueError, match=r"cannot write .*run\.md: No space left on device"):
+        write_whole(report, fails_half_way)
+    assert report.read_text() == "the earlier report\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run.md"]
+    link = tmp_path / "link.md"
+    link.symlink_to(report)
+    write_whole(link, lambda temporary: temporary.write_text("new\n"))
+    assert link.is_symlink() and report.read_text() == "new\n"

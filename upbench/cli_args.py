@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .files import check_writable
+from .files import check_writable, write_whole
 from .rowlog import is_row_log
 from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 
@@ -157,10 +157,9 @@ def emit(text: str, out: str | None) -> None:
     if out:
         check_writable(out)
         try:
-            with open(out, "w") as handle:
-                handle.write(text + "\n")
-        except OSError as error:  # a full disk (or /dev/full) fails on the write, not the open
-            raise ValueError(f"--out {out}: cannot write {out}: {error.strerror or error}") from None
+            write_whole(out, lambda temporary: temporary.write_text(text + "\n"))
+        except ValueError as error:  # a full disk (or /dev/full) fails on the write, not the open
+            raise ValueError(f"--out {out}: {error}") from None
     else:
         print(text)
 

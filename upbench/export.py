@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .files import check_writable
+from .files import check_writable, write_whole
 from .plot import plot
 from .reports import to_latex, to_markdown
 from .rows import FORMAT_SUFFIXES, REPORT_FORMATS, write_json
@@ -52,12 +52,14 @@ def write_outputs(
     for fmt in check_formats(formats):
         path = csv_path.with_suffix(FORMAT_SUFFIXES[fmt])
         if fmt == "markdown":
-            path.write_text(to_markdown(rows, sections))
+            text = to_markdown(rows, sections)
+            write_whole(path, lambda temporary: temporary.write_text(text))
         elif fmt == "json":
-            write_json(rows, path)
+            write_whole(path, lambda temporary: write_json(rows, temporary))
         elif fmt == "latex":
-            path.write_text(to_latex(rows))
+            text = to_latex(rows)
+            write_whole(path, lambda temporary: temporary.write_text(text))
         elif fmt == "png":
-            plot(rows, path)
+            write_whole(path, lambda temporary: plot(rows, temporary))
         written.append(path)
     return written

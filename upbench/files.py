@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 DIGEST_CHARS = 12
 NO_FILES = "unknown"  # nothing to hash: no file could be read
@@ -74,4 +74,24 @@ def check_writable(path: str | Path, flag: str = "--out", given: str | Path | No
             problem += (f"; give a file name, e.g. {path / 'sweep.csv'}" if str(given) == str(path)
                         else f"; move it away or choose another {flag}")
         raise ValueError(f"{flag} {given}: cannot write {path}: {problem}")
+    return path
+
+
+def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(temporary)`` beside ``path``, then the temporary renamed onto ``path``: a file is replaced whole or
+    not at all, so a full disk or a kill mid-write leaves the earlier file (an earlier merge, a report) as it was.
+    The temporary keeps ``path``'s suffix, from which writers such as matplotlib take the format."""
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # through a link, as open() writes
+    # a device or pipe (/dev/stdout, /dev/full) is written in place: renaming onto it would replace the node
+    temporary = path if path.exists() and not path.is_file() else path.with_name(f".{path.stem}.writing{path.suffix}")
+    try:
+        write(temporary)
+        if temporary != path:
+            os.replace(temporary, path)
+    except BaseException as error:
+        if temporary != path:
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
     return path

@@ -12,6 +12,7 @@ from typing import IO, Iterable, Sequence
 
 import pandas as pd
 
+from .files import write_whole
 from .vocabulary import DIRTY, ENVIRONMENT_FIELDS, TRANSIENT_DOUBTS
 
 # What can be written beside a row log, and the suffix each takes: a report's name given as --out names
@@ -85,10 +86,10 @@ def whole_columns_as_ints(frame: pd.DataFrame, columns: Iterable[object]) -> pd.
 
 
 def write_csv(rows: pd.DataFrame, path: str | Path) -> Path:
+    """``rows`` as the CSV ``path``, replaced whole or not at all (a merge over its earlier self on a full disk)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    integer_columns_as_ints(rows).to_csv(path, index=False)
-    return path
+    return write_whole(path, lambda temporary: integer_columns_as_ints(rows).to_csv(temporary, index=False))
 
 
 def write_json(rows: pd.DataFrame, path: str | Path) -> Path:
