@@ -171,3 +171,15 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     link.symlink_to(report)
     write_whole(link, lambda temporary: temporary.write_text("new\n"))
     assert link.is_symlink() and report.read_text() == "new\n"
+
+
+def test_a_launch_whose_shard_log_a_job_still_writes_says_so_before_submitting(tmp_path):
+    out = tmp_path / "l.csv"
+    running = RowLog(shard_logs(out, 2)[1], ["key"])  # a job of a launch killed outright, still measuring
+    try:
+        with pytest.raises(ValueError, match=r"shard1of2\.csv is being written by a sweep .*: a job of an earlier "
+                                             r"launch to .*l\.csv is still running"):
+            launch_sweep(SPEC, out, 2, Resources(cluster="local"), resume=True)
+    finally:
+        running.close()
+    assert not (out.with_suffix(".shards") / "submitit").exists()

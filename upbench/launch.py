@@ -21,7 +21,7 @@ from .checks import comma_items, is_whole
 from .isolate import check_row_timeout
 from .registry import load_plugins, replay_sources
 from .resume import check_same_spec
-from .rowlog import check_replaceable, holds_nothing, read_log
+from .rowlog import check_not_being_written, check_replaceable, holds_nothing, read_log
 from .rows import IncompleteSweep, check_complete, check_resume_retry, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
@@ -268,6 +268,13 @@ def launch_sweep(
     for log in earlier if not _device_resolved_by_jobs(spec) else []:  # refused here, not by every job once it ran
         if log != out and not holds_nothing(log):
             check_same_spec(log, read_log(log), local_spec)
+    for log in logs:  # each job would refuse it once started; a launcher killed outright leaves its local jobs going
+        try:
+            check_not_being_written(log)
+        except ValueError as error:
+            raise ValueError(f"{error}: a job of an earlier launch to {out} is still running (a launcher killed "
+                             f"outright, or one still going, leaves its jobs running; their output is under "
+                             f"{shard_folder(out) / 'submitit'})") from None
     if out in earlier:  # the merge at the end replaces it: only an earlier merge of these shards may be replaced
         try:
             check_replaceable(out, logs)
