@@ -86,8 +86,9 @@ def measured_note(table: pd.DataFrame, preset: Preset, batch: int, impl: str) ->
 def render_latex(table: pd.DataFrame, header: str, measured: str = "") -> str:
     columns = {name: label for name, (label, _) in LATEX_COLUMNS.items() if name in table.columns}
     latex_table = table[list(columns)].rename(columns=columns)
-    latex_table["Operator"] = [f"{operator} ({knobs})" if knobs else operator  # sapa-b (K=7): as measured
-                               for operator, knobs in zip(table["operator"], table["knobs"].fillna(""))]
+    knobs = table["knobs"].fillna("") if "knobs" in table else [""] * len(table)  # a report of an earlier upbench
+    latex_table["Operator"] = [f"{operator} ({said})" if said else operator  # sapa-b (K=7): as measured
+                               for operator, said in zip(table["operator"], knobs)]
     marked = set()
     if "timing_suspect" in table:  # as the sweep's tables: a latency that cannot be trusted carries the mark
         marked = {(position, "Latency") for position, doubt in enumerate(table["timing_suspect"].fillna("")) if doubt}
