@@ -307,24 +307,26 @@ def _norm_linear_backward_composite(grad: torch.Tensor, x: torch.Tensor, gamma: 
 # Every op of the library, by name: the autocast rule below is registered for each.
 _OPS = (*(op for name in _BILINEAR_SHAPES for op in (name, f"{name}_backward")), "sapa_fused", "sapa_fused_backward",
         "norm_linear", "norm_linear_backward")
+# What autocast casts to its dtype: the floating dtypes but float64, as for torch's own ops.
+_AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
 # Outlives register(): the library fragment's registrations last as long as it does.
 _autocast_library: torch.library.Library | None = None
 
 
-def _promoting_autocast(name: str, device_type: str) -> Callable[..., Any]:
-    """The autocast kernel of ``upbench::<name>`` on ``device_type``: its tensors in the widest dtype among them, then
-    the op with autocast off. Under autocast an operator's convolutions hand the window ops weights in half
-    precision beside features in float32, which the kernels refuse; like torch's own ops of several inputs (cat,
-    addcmul: autocast's "promote" list) they take the widest, so no input loses precision it came with."""
+def _autocast_kernel(name: str, device_type: str) -> Callable[..., Any]:
+    """The autocast kernel of ``upbench::<name>`` on ``device_type``: its float32, float16 and bfloat16 tensors in
+    autocast's dtype, then the op with autocast off. Under autocast an operator's convolutions hand the window ops
+    weights in half precision beside float32 features, which the kernels refuse; like torch's convolutions and
+    matmuls (autocast's lower-precision list) the window ops then run in autocast's dtype, accumulating in
+    float32 as they do, so the compiled path returns what the reference path does. float64 is left as it is, as
+    autocast leaves it."""
     op = getattr(torch.ops.upbench, name).default
 
     def kernel(*args: Any) -> Any:
-        dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        widest = dtypes[0]
-        for dtype in dtypes[1:]:
-            widest = torch.promote_types(widest, dtype)
+        dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
-            return op(*(a.to(widest) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args))
+            return op(*(a.to(dtype) if isinstance(a, torch.Tensor) and a.dtype in _AUTOCAST_CASTS else a
+                        for a in args))
     return kernel
 
 
@@ -333,7 +335,7 @@ def _register_autocast() -> None:
     _autocast_library = torch.library.Library("upbench", "IMPL")
     for device_type, key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
         for name in _OPS:
-            _autocast_library.impl(name, _promoting_autocast(name, device_type), key)
+            _autocast_library.impl(name, _autocast_kernel(name, device_type), key)
 
 
 def register() -> None:

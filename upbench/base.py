@@ -58,9 +58,11 @@ def output_problem(x: torch.Tensor, out: object) -> str | None:
     n, c, h, w = x.shape
     if isinstance(out, torch.Tensor) and out.dtype == x.dtype and out.shape == (n, c, 2 * h, 2 * w):
         return None  # the timed path: a microsecond, as check_inputs
-    # under autocast an operator's convolutions return its lower precision, and so may the operator
+    # under autocast an operator's convolutions return its lower precision and its float32 ops (softmax,
+    # grid_sample) float32, and so may the operator, whatever x's dtype
     autocast = _autocast_dtype(x.device.type)
-    if isinstance(out, torch.Tensor) and out.dtype == autocast and out.shape == (n, c, 2 * h, 2 * w):
+    in_autocast = (autocast, torch.float32) if autocast else ()
+    if isinstance(out, torch.Tensor) and out.dtype in in_autocast and out.shape == (n, c, 2 * h, 2 * w):
         return None
     # ints for the message: while counting traces the module, sizes are tensors that print as tensor(4)
     expected = (int(n), int(c), 2 * int(h), 2 * int(w))
@@ -68,7 +70,8 @@ def output_problem(x: torch.Tensor, out: object) -> str | None:
         return f"{type(out).__name__}; expected a tensor of shape {expected}"
     if tuple(int(size) for size in out.shape) != expected:
         return f"{tuple(int(size) for size in out.shape)}; expected x2 upsampled {expected}"
-    return f"dtype {out.dtype}; expected {x.dtype}, the dtype of x" + (f", or {autocast}, autocast's" if autocast else "")
+    also = "".join(f", or {dtype}" for dtype in dict.fromkeys(in_autocast) if dtype != x.dtype)
+    return f"dtype {out.dtype}; expected {x.dtype}, the dtype of x{also + ' under autocast' if also else ''}"
 
 
 KNOB_RULES = ("positive", "odd", "even", "flag")

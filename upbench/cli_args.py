@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .files import check_writable, write_whole
+from .files import check_writable, names_a_stream, write_whole
 from .rowlog import is_row_log
 from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 
@@ -157,8 +157,14 @@ def emit(text: str, out: str | None) -> None:
     if out:
         check_writable(out)
         try:
-            write_whole(out, lambda temporary: temporary.write_text(text + "\n"))
-        except ValueError as error:  # a full disk (or /dev/full) fails on the write, not the open
+            if names_a_stream(out):  # /dev/stdout under a shell's >>: appended to, not truncated
+                with open(out, "a") as handle:
+                    handle.write(text + "\n")
+            else:
+                write_whole(out, lambda temporary: temporary.write_text(text + "\n"))
+        except OSError as error:  # a full disk (or /dev/full) fails on the write, not the open
+            raise ValueError(f"--out {out}: cannot write {out}: {error.strerror or error}") from None
+        except ValueError as error:
             raise ValueError(f"--out {out}: {error}") from None
     else:
         print(text)

@@ -2,8 +2,11 @@
 cannot), and a short hash of what some hold (which code measured a row)."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -60,6 +63,7 @@ def check_writable(path: str | Path, flag: str = "--out", given: str | Path | No
     problem = _parent_problem(path)
     if problem is None:
         existed = path.exists()
+        created = path.resolve()  # a link to no file yet: open() creates its target, which is what to remove
         try:
             with open(path, "a"):
                 pass
@@ -67,7 +71,7 @@ def check_writable(path: str | Path, flag: str = "--out", given: str | Path | No
             problem = error.strerror or str(error)
         else:
             if not existed:
-                path.unlink(missing_ok=True)
+                created.unlink(missing_ok=True)
     if problem:
         given = path if given is None else given
         if path.is_dir():  # a report's name beside the rows is not the user's to change but by --out
@@ -77,21 +81,59 @@ def check_writable(path: str | Path, flag: str = "--out", given: str | Path | No
     return path
 
 
+def names_a_stream(path: str | Path) -> bool:
+    """Whether ``path`` is a device or pipe, or a name for one (/dev/stdout, /proc/self/fd/1): written in place
+    and appended to, as a shell's ``>>`` redirection expects of it, never truncated or replaced."""
+    path = Path(path)
+    return path.exists() and (not path.is_file() or str(path.absolute()).startswith(("/dev/", "/proc/")))
+
+
+def _in_place(path: Path) -> bool:
+    """Whether ``path`` must be written where it is rather than replaced: a device or pipe, or a name for one
+    (/dev/stdout, /proc/self/fd/1: renaming onto its target would swap a file under the shell that redirected to
+    it), or a file with other hard links, which a new file would leave behind."""
+    return names_a_stream(path) or (path.is_file() and path.stat().st_nlink > 1)
+
+
+# Why a rename onto a file can fail where writing it works: it is a mount point (a file bind-mounted into a
+# container), on another device, or in a folder we may write files in but not rename into.
+_RENAME_REFUSED = (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES)
+
+
+def _umask() -> int:
+    current = os.umask(0o22)
+    os.umask(current)
+    return current
+
+
 def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(temporary)`` beside ``path``, then the temporary renamed onto ``path``: a file is replaced whole or
     not at all, so a full disk or a kill mid-write leaves the earlier file (an earlier merge, a report) as it was.
-    The temporary keeps ``path``'s suffix, from which writers such as matplotlib take the format."""
-    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # through a link, as open() writes
-    # a device or pipe (/dev/stdout, /dev/full) is written in place: renaming onto it would replace the node
-    temporary = path if path.exists() and not path.is_file() else path.with_name(f".{path.stem}.writing{path.suffix}")
+    The temporary is the writer's own (two writers of one file never share one), keeps ``path``'s suffix, from
+    which writers such as matplotlib take the format, and the replaced file's permissions. A link is written
+    through; what cannot be replaced (:func:`_in_place`, a rename refused) is written in place, as before."""
+    path = Path(path).resolve() if Path(path).is_symlink() and not _in_place(Path(path)) else Path(path)
     try:
-        write(temporary)
-        if temporary != path:
-            os.replace(temporary, path)
-    except BaseException as error:
-        if temporary != path:
+        if _in_place(path):
+            write(path)
+            return path
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(handle)
+        temporary = Path(name)
+        try:
+            write(temporary)
+            if path.exists():
+                shutil.copymode(path, temporary)
+            else:  # mkstemp's file is private; a new file gets what open() would give it
+                os.chmod(temporary, 0o666 & ~_umask())
+            try:
+                os.replace(temporary, path)
+            except OSError as error:
+                if error.errno not in _RENAME_REFUSED:
+                    raise
+                write(path)
+        finally:
             temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
     return path

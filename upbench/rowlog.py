@@ -17,7 +17,7 @@ from typing import IO, Any, Mapping
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .files import prepare_parent
+from .files import names_a_stream, prepare_parent
 from .rows import FORMAT_SUFFIXES, ROW_STATUSES, column_difference, is_text_column, latest_rows, read_rows
 from .vocabulary import ENVIRONMENT_FIELDS
 
@@ -33,6 +33,8 @@ def log_path(out: str | Path) -> Path:
     if str(out).endswith(("/", os.sep)) or Path(out).is_dir():
         raise ValueError(f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'sweep.csv'}")
     path = Path(out)
+    if names_a_stream(path):  # /dev/stdout.csv would be a file made in /dev
+        raise ValueError(f"--out {out} is a device or pipe; a row log is a file: give a file name, e.g. sweep.csv")
     if path.suffix.lower() == ".csv":
         return path
     if path.suffix.lower() in REPORT_SUFFIXES:
@@ -209,6 +211,8 @@ def holds_nothing(path: str | Path) -> bool:
 
 def is_row_log(path: str | Path) -> bool:
     """Whether ``path`` is a file whose first line is a row log's header (it names every required column)."""
+    if not Path(path).is_file():  # a pipe's first line (/dev/stdout read back) would wait for ever
+        return False
     try:
         with open(path, "rb") as handle:
             first = handle.readline(1 << 16).decode(errors="replace")
