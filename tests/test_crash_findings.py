@@ -183,3 +183,101 @@ def test_a_launch_whose_shard_log_a_job_still_writes_says_so_before_submitting(t
     finally:
         running.close()
     assert not (out.with_suffix(".shards") / "submitit").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(args: list[str], stdout, cwd: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(REPO / "bench.py"), *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_out_dev_stdout_writes_into_a_pipe_and_appends_under_a_shells_redirection(tmp_path):
+    import subprocess
+
+    args = ["table1", "--ops", "nearest", "--C", "4", "--size", "4", "--format", "csv", "--out", "/dev/stdout"]
+    piped = _bench(args, subprocess.PIPE, tmp_path)  # it read the pipe for a log's header, and waited for ever
+    assert piped.returncode == 0 and piped.stdout.startswith("operator,stage,C,")
+    kept = tmp_path / "kept.txt"
+    kept.write_text("PRECIOUS\n")
+    with open(kept, "a") as appended:  # a shell's >>
+        assert _bench(args, appended, tmp_path).returncode == 0
+    assert kept.read_text().startswith("PRECIOUS\noperator,stage,C,")
+
+
+def test_an_out_link_to_no_file_yet_is_written_through(tmp_path):
+    link = tmp_path / "dl.md"
+    link.symlink_to(tmp_path / "target.md")
+    assert main(["table1", "--ops", "nearest", "--C", "4", "--size", "4", "--out", str(link)]) == 0
+    assert link.is_symlink() and (tmp_path / "target.md").read_text().startswith("| operator")
+
+
+def test_merge_refuses_a_device_as_its_log(tmp_path, capsys):
+    shard = tmp_path / "s.csv"
+    _sweep(shard)
+    assert main(["merge", str(shard), "--out", "/dev/stdout"]) == 2
+    assert "--out /dev/stdout is a device or pipe; a row log is a file" in capsys.readouterr().err
+    assert not Path("/dev/stdout.csv").exists()
+
+
+def test_a_reports_csv_of_a_log_is_written_again_and_another_log_is_not(tmp_path, capsys):
+    rows, other, rendered = tmp_path / "r.csv", tmp_path / "o.csv", tmp_path / "rep.csv"
+    _sweep(rows)
+    _sweep(other, size=[16])
+    for _ in range(2):
+        assert main(["report", str(rows), "--format", "csv", "--out", str(rendered)]) == 0
+    assert main(["report", str(other), "--format", "csv", "--out", str(rendered)]) == 2
+    assert "is a sweep's row log; writing there would replace its rows" in capsys.readouterr().err
+
+
+def test_a_replaced_file_keeps_its_permissions_and_hard_links_and_each_writer_its_own_temporary(tmp_path):
+    import os
+    import threading
+
+    from upbench.files import write_whole
+
+    private, linked = tmp_path / "private.md", tmp_path / "linked.md"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    os.link(private, linked)
+    write_whole(private, lambda temporary: temporary.write_text("new\n"))
+    assert (private.stat().st_mode & 0o777) == 0o600 and linked.read_text() == "new\n"
+    shared, temporaries = tmp_path / "shared.md", []
+    barrier = threading.Barrier(2)
+
+    def write(temporary: Path, text: str) -> None:
+        temporaries.append(temporary)
+        barrier.wait()  # both temporaries exist at once
+        temporary.write_text(text)
+
+    threads = [threading.Thread(target=write_whole, args=(shared, lambda t, x=x: write(t, x))) for x in ("a\n", "b\n")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(temporaries)) == 2 and shared.read_text() in ("a\n", "b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked.md", "private.md", "shared.md"]
+
+
+def test_merge_and_a_report_leave_their_earlier_file_whole_when_a_write_fails(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    shards = [tmp_path / f"s{index}.csv" for index in range(2)]
+    for index, log in enumerate(shards):
+        run_sweep(SweepSpec.from_mapping(SPEC), log, shard=(index, 2))
+    merged = tmp_path / "m.csv"
+    assert main(["merge", *map(str, shards), "--formats", "markdown", "--out", str(merged)]) == 0
+    before = {path: path.read_bytes() for path in (merged, merged.with_suffix(".md"))}
+
+    def disk_full(self, path, *args, **kwargs):
+        Path(path).write_text("half a fi")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    assert main(["merge", *map(str, shards), "--formats", "markdown", "--out", str(merged)]) == 2
+    assert f"cannot write {merged}: No space left on device" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in before} == before

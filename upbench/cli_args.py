@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .files import check_writable, names_a_stream, write_whole
-from .rowlog import is_row_log
+from .rowlog import check_replaceable, is_row_log
 from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 
 # What a command's --format prints a table as: render_table writes the first three; latex is each
@@ -140,9 +140,20 @@ def check_out(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike]
     if not out:
         return
     check_not_an_input(out, inputs)
-    if is_row_log(out):  # a report, a table or a diff written over a sweep's rows would lose them
+    if is_row_log(out) and not _rows_of(out, inputs):  # a report, a table or a diff over a log would lose its rows
         raise ValueError(f"--out {out} is a sweep's row log; writing there would replace its rows: choose another --out")
     check_writable(out)
+
+
+def _rows_of(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> bool:
+    """Whether every row of the log ``out`` is a row of the logs among ``inputs``: a report's CSV of them, written
+    before, which a second run may replace."""
+    logs = [Path(path) for path in inputs if is_row_log(path)]
+    try:
+        check_replaceable(Path(out), logs)
+    except ValueError:
+        return False
+    return bool(logs)
 
 
 def check_not_an_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:

@@ -331,9 +331,13 @@ def every_row(path: str | Path) -> pd.DataFrame:
     return read_rows(io.StringIO(text, newline=""))
 
 
-def _row_ids(rows: pd.DataFrame) -> set[tuple[str, str]]:
-    """A row as one measurement: its config and when it was measured."""
-    return set(zip(rows["key"].astype(str), rows["timestamp"].astype(str)))
+# A row as one measurement: its config, when (to the second) and what it measured, which two runs within one
+# second tell apart.
+ROW_IDENTITY = ("key", "timestamp", "latency_median_ms", "peak_mem_bytes")
+
+
+def _row_ids(rows: pd.DataFrame) -> set[tuple[str, ...]]:
+    return set(zip(*(rows[column].astype(str) for column in ROW_IDENTITY if column in rows)))
 
 
 def check_replaceable(out: Path, sources: list[Path]) -> None:
