@@ -130,6 +130,9 @@ def test_ctrl_c_while_bench_py_imports_is_one_line(tmp_path):
     (["--threads", "1"],  # the rows record the one thread single_thread gives
      "nothing the rows record: a flag given now and not then, or the other way round"),
     (["--policy", "paper"], "count columns come from --policy"),
+    (["--N", "2"], "N (--N) 1 in the log, 2 now"),
+    (["--C", "8"], "C (--C) 4 in the log, 8 now"),
+    (["--size", "4,8,16"], "size (--size) 4x4, 8x8 in the log, 16x16, 4x4, 8x8 now"),
 ])
 def test_a_refused_resume_names_what_differs(changed, said, tmp_path, capsys):
     args = ["sweep", "--ops", "nearest", "--C", "4", "--size", "4,8", "--device", "cpu", "--min-run-time", "0.001",

@@ -131,8 +131,26 @@ def test_a_formula_that_forgets_the_batch_is_a_mismatch_at_table1_N(capsys):
 
 def test_every_builtin_holds_at_the_check_probe_point():
     grid = Grid()
-    table, failed = with_failed_probes(validation_table(None, grid), None, grid)
-    assert failed == 0 and set(table["status"]) <= {MATCH, EXPLAINED}
+    probed = with_failed_probes(validation_table(None, grid), None, grid)
+    assert probed.failed == 0 and not probed.skipped and set(probed.table["status"]) <= {MATCH, EXPLAINED}
+
+
+class SquareOnly(SubPixel):
+    def forward(self, x):
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"square maps only, got {tuple(x.shape[-2:])}")
+        return super().forward(x)
+
+
+def test_a_probe_point_an_operator_cannot_run_is_said_not_failed(capsys):
+    name = f"square{len(upbench.available())}"
+    upbench.wrap(SquareOnly, name=name, formulas=upbench.Formulas(paper={"body": exact}, exact={"body": exact}))
+    assert main(["table1", "--ops", f"{name},resfu", "--C", "96", "--size", "4", "--check"]) == 0
+    err = capsys.readouterr().err
+    # the plugin's own message, with the sizes a trace gives it (tensor(4))
+    assert f"table1: probe point not validated for {name}: the forward failed: ValueError: square maps only" in err
+    assert "table1: probe point not validated for resfu: it could not be built: ValueError: resfu: " \
+           "guide_channels=48; expected a multiple of 32" in err
 
 
 def test_a_network_report_says_its_batch_and_an_input_other_than_the_presets(capsys):

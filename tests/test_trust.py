@@ -431,7 +431,8 @@ def test_rows_record_their_measurement_settings_and_a_refused_resume_says_what_d
         [1, 0.001, 60.0, 0]]  # warmup 0 makes one warm-up call, and the rows say so
     longer = SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 0.002, "sizes": (4, 8, 12)})
     with pytest.raises(ValueError, match=r"\(min_run_time \(--min-run-time\) 0\.001 in the log, 0\.002 now; the log's spec has 2 "
-                                         r"configs, this one 3\)"):
+                                         r"configs, this one 3; size \(--size\) 4x4, 8x8 in the log, 12x12, 4x4, "
+                                         r"8x8 now\)"):
         run_sweep(longer, tmp_path / "a.csv", resume=True)
     run_sweep(SweepSpec(ops=(plain,), **{**TINY, "min_run_time": 0.002}), tmp_path / "b.csv")
     assert main(["diff", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0

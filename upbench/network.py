@@ -13,6 +13,7 @@ nothing here depends on which operator a row is.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from .memory import is_out_of_memory, peak_memory_bytes, release_cached_memory
 from .presets import Preset, StageShape
 from .registry import available, get, make
 from .spec import check_knob
-from .measure import float32_math
+from .measure import checked_first, float32_math
 from .timing import WARMUP_CALLS, Timing, suspect_cell, time_call
 from .vocabulary import GIGA, MEGA, MIB, first_line
 
@@ -193,14 +194,13 @@ def measure_network(
             op = op.to(device).eval()
             stages.append((op, op.example_inputs(batch, shape.H, shape.W, device=device, generator=generator)))
 
+        # upbench's checks of each stage's inputs and output at the first call only, as in the sweep's rows
+        calls = [checked_first(op, functools.partial(op, x, guide)) for op, (x, guide) in stages]
+
         def run_stages() -> None:
             with torch.no_grad():  # as the sweep's fwd rows: eval mode, no_grad
-                for op, (x, guide) in stages:
-                    op(x, guide)
-
-        run_stages()  # upbench's checks of each stage's inputs and output, once: the timed calls run without them
-        for op, _ in stages:
-            op.check_calls = False
+                for call in calls:
+                    call()
 
         with float32_math(False):  # float32 is float32 for every operator, as in the sweep
             timing = time_call(run_stages, device, warmup=WARMUP_CALLS, min_run_time=min_run_time)

@@ -159,7 +159,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="faster-rcnn-fpn",
-            description="Faster R-CNN R50-FPN (mmdetection, COCO test scale 1333x800): FPN top-down path",
+            description="Faster R-CNN R50-FPN (mmdetection, COCO test scale 1333x800, an 800x1333 input H x W): "
+                        "FPN top-down path",
             size=(800, 1333),
             channels=256,
             baseline="nearest",

@@ -13,7 +13,7 @@ from .rules import counted_as_zero_note
 from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
                     suspect_rows, varying_axes)
-from .vocabulary import MIB
+from .vocabulary import MIB, MIN_PROBE_S
 
 MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
 CACHE_WORDS = {"warm": "warm cache", "cold": "cold cache (last-level cache flushed before each call)"}
@@ -173,11 +173,11 @@ def method_notes(rows: pd.DataFrame) -> str:
     def recorded(column: str) -> bool:
         return column in timed_cpu and timed_cpu[column].notna().any()
 
-    # a row of this upbench leaves cpu_others blank where its timed calls took under 50 ms in all (timing's
-    # MIN_PROBE_S): only a row timed well beyond that without it is of an upbench that timed blocks of calls
+    # a row of this upbench leaves cpu_others blank where its timed calls took under MIN_PROBE_S in all: only a
+    # row timed well beyond that without it is of an upbench that timed blocks of calls
     blocks = timed_cpu["cpu_others"].isna() if "cpu_others" in timed_cpu else pd.Series(True, index=timed_cpu.index)
     if {"runs", "latency_median_ms"} <= set(timed_cpu.columns):
-        blocks &= ~(timed_cpu["runs"] * timed_cpu["latency_median_ms"] < 2 * 50)
+        blocks &= ~(timed_cpu["runs"] * timed_cpu["latency_median_ms"] < 2 * MIN_PROBE_S * 1e3)
     if timed_cpu.empty or recorded("cpu_others") or not blocks.any():
         timing = PER_CALL_NOTE
     else:

@@ -37,6 +37,34 @@ def _shown(values: Iterable[Any]) -> str:
     return ", ".join(sorted({f"{value:g}" if isinstance(value, float) else str(value) for value in values}))
 
 
+# A config's axes as the rows record them, and as the user gives them: (row column, flag, value of a config).
+_AXES = (("C", "--C", lambda c: c.C), ("Cg", "--Cg", lambda c: c.Cg), ("N", "--N", lambda c: c.N),
+         ("size", "--size", lambda c: f"{c.H}x{c.W}"), ("dtype", "--dtype", lambda c: c.dtype),
+         ("mode", "--mode", lambda c: c.mode))
+
+
+def _axis_differences(logged: pd.DataFrame, configs: list, complete: bool) -> list[str]:
+    """The axes and knobs whose values in the log's rows differ from those this spec expands: 'N (--N) 1 in the log,
+    2 now'. A log cut short shows only the values it reached: unless ``complete``, only values the log has and this
+    spec lacks are said."""
+    rows = logged.assign(size=[f"{h}x{w}" for h, w in zip(logged["H"], logged["W"])]) if "H" in logged else logged
+    said = []
+    for column, flag, value in _AXES:
+        now = {value(config) for config in configs}
+        then = set(rows[column].dropna()) if column in rows else set()
+        if column == "Cg":
+            now, then = now - {0}, then - {0}
+        if then - now or (complete and then and now - then):
+            said.append(f"{column} ({flag}) {_shown(then)} in the log, {_shown(now)} now")
+    for knob in sorted({name for config in configs for name, _ in config.hparams}):
+        now = {v for config in configs for name, v in config.hparams if name == knob}
+        then = set(rows[knob].dropna().astype(int)) if knob in rows else set()
+        flag = f"--{knob}" if knob in ("K", "d") else f"--knob {knob}="
+        if then - now or (complete and then and now - then):
+            said.append(f"{knob} ({flag}) {_shown(then)} in the log, {_shown(now)} now")
+    return said
+
+
 def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[str] | None = None) -> list[str]:
     """What the rows of a log show of how its spec differs from ``spec`` (which expands ``expected_keys``, where
     given): the settings its rows record, the number of configs, and configs only one of them has. A log of an
@@ -59,7 +87,10 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     if totals and totals != {len(expected_keys)}:
         said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
     unexpanded = sorted(set(logged["key"]) - expected_keys)
-    if unexpanded:
+    complete = bool(totals) and len(logged) >= max(totals)
+    axes = _axis_differences(logged, spec.expand(), complete) if unexpanded or totals != {len(expected_keys)} else []
+    said += axes
+    if unexpanded and not axes:
         more = ", ..." if len(unexpanded) > 2 else ""
         said.append(f"configs this one does not have: {', '.join(unexpanded[:2])}{more}")
     elif not said:
@@ -69,7 +100,7 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     if not said:
         said.append("nothing the rows record: a flag given now and not then, or the other way round, though at the "
                     "value the rows show (--threads, --K, --d or --knob at the operator's default, --impl, "
-                    "--device auto)")
+                    "--device auto, --warmup 0 and 1, which both make one call)")
     return said
 
 

@@ -62,6 +62,8 @@ def lock_file(path: str | Path) -> Path:
 
 def check_not_being_written(path: str | Path) -> None:
     """ValueError where a sweep is writing the log at ``path`` (it holds the log's lock)."""
+    if not lock_file(path).exists():  # a sweep writing the log holds its lock file; none made here for nothing
+        return
     lock = FileLock(lock_file(path))
     try:
         lock.acquire(timeout=0)

@@ -227,23 +227,47 @@ def _operator_names(operators: Sequence[str] | None) -> list[str]:
 
 def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
     """Where ``table1 --check`` validates ``operators`` beside ``grid``: a batch of two, a map one pixel wider than
-    tall and, for the operators that read a guide of any width, a guide of half the channels. A formula that
-    forgets the batch, swaps H and W, or reads C for C_g agrees with the counts at a default point and fails here."""
+    tall and, for the operators that read a guide of any width, a guide of another width than C (half of it). A
+    formula that forgets the batch, swaps H and W, or reads C for C_g agrees with the counts at a default point
+    and fails here."""
     C, H = grid.C[0], grid.sizes[0][0]
     any_guide = any(get(name).reads_any_guide() for name in _operator_names(operators))
-    return replace(grid, C=(C,), Cg=(max(C // 2, 1),) if any_guide else (), N=(2,), sizes=((H, H + 1),))
+    return replace(grid, C=(C,), Cg=(C // 2 if C > 1 else 2,) if any_guide else (), N=(2,), sizes=((H, H + 1),))
 
 
-def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, grid: Grid) -> tuple[pd.DataFrame, int]:
-    """``table`` (``grid``'s) and the rows of :func:`probe_grid`'s points that do not hold (a mismatch, an
-    unexplained difference, an error), their notes saying where they come from; and how many those are."""
+@dataclass(frozen=True)
+class Probed:
+    """A table with the rows of :func:`probe_grid`'s point that do not hold (a mismatch, an unexplained
+    difference) added, their notes saying where they come from; how many those are; and, per operator, why its
+    probe point could not be validated (an operator that needs square maps, a guide width it refuses)."""
+
+    table: pd.DataFrame
+    failed: int
+    skipped: tuple[str, ...]
+
+
+def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, grid: Grid) -> Probed:
+    """``table`` (``grid``'s) with what :func:`probe_grid`'s point finds of ``operators`` (see :class:`Probed`)."""
     probe = probe_grid(grid, operators)
-    probed = validation_table(operators, probe)
-    failed = probed[probed["status"].isin((*CHECKED, ERROR))]
-    if failed.empty:
-        return table, 0
-    failed = failed.assign(note="probe point of --check: " + failed["note"].astype(str))
+    failed, skipped = [], []
+    for name in _operator_names(operators):
+        own = replace(probe, Cg=probe.Cg if get(name).reads_any_guide() else ())
+        try:
+            probed = validation_table([name], own)
+        except ValueError as error:  # a formula that raises at this point only
+            skipped.append(f"{name}: {error}")
+            continue
+        errors = probed[probed["status"] == ERROR]
+        if not errors.empty:
+            skipped.append(f"{name}: {errors['note'].iloc[0]}")
+            continue
+        failed.append(probed[probed["status"].isin(CHECKED)])
+    failed_rows = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame()
+    if failed_rows.empty:
+        return Probed(table, 0, tuple(skipped))
+    failed_rows = failed_rows.assign(note="probe point of --check: " + failed_rows["note"].astype(str))
     both = replace(grid, N=(*grid.N, *probe.N), Cg=(*grid.Cg, *probe.Cg))
     table = table if "N" in table else table.assign(N=grid.N[0])  # a grid without an N column has N = 1
-    merged = pd.concat([table, failed], ignore_index=True).reindex(columns=table_columns(both))
-    return merged.astype({column: "Int64" for column in ("N", "Cg") if column in merged}), len(failed)
+    merged = pd.concat([table, failed_rows], ignore_index=True).reindex(columns=table_columns(both))
+    merged = merged.astype({column: "Int64" for column in ("N", "Cg") if column in merged})
+    return Probed(merged, len(failed_rows), tuple(skipped))

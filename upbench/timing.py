@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .vocabulary import MIN_PROBE_S
+
 # Fewest timed calls a timer aims for however slow one call is: a median of fewer means little.
 MIN_RUNS = 5
 # Most timed calls on CPU: bounds the list of times for calls of a microsecond.
@@ -37,9 +39,6 @@ MAX_SPREAD = 1.5
 # Cores' worth of other work (other processes, hypervisor steal) tolerated beyond the cores the timing
 # threads leave free: /proc/stat counts in clock ticks (10 ms), so a short timing reads a few tenths off.
 MAX_OTHER_WORK = 0.25
-# Shortest timing whose /proc/stat reading means something: a tick on another core over a few
-# milliseconds would read as several cores of other work.
-MIN_PROBE_S = 0.05
 # Untimed calls before timing, by default: lazy initialisation, allocator growth and autotuning stay out of
 # the median (a sweep's ``warmup`` setting, and the network report's).
 WARMUP_CALLS = 3

@@ -17,6 +17,10 @@ DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edi
 # cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
 TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady")
 
+# Shortest timing whose /proc/stat reading means something: a tick on another core over a few milliseconds would
+# read as several cores of other work. A row timed for less records no cpu_others.
+MIN_PROBE_S = 0.05
+
 # A row's message is one line: a table cell, not a traceback.
 MESSAGE_CHARS = 300
 
