@@ -118,18 +118,16 @@ SETTING_LABELS = {"warmup": "{} warm-up call(s)", "min_run_time_s": "timed for a
 
 
 def _settings_line(rows: pd.DataFrame) -> str:
-    """How the rows were measured ('Measured with 3 warm-up call(s), timed for at least 0.2 s, ...'); '' for rows
-    of an upbench that did not record it."""
+    """How the rows were measured ('Measured with 3 warm-up call(s), timed for at least 0.2 s, ..., warm cache'); ''
+    for rows of an upbench that recorded none of it."""
     present = [column for column in SETTING_COLUMNS if column in rows and rows[column].notna().any()]
-    if not present:
-        return ""
     said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
             for column in present]
     caches = list(dict.fromkeys(rows["cache"].dropna())) if "cache" in rows else []
     if caches:
         said.append(CACHE_WORDS.get(caches[0], f"{caches[0]} cache") if len(caches) == 1 else
                     f"{' / '.join(map(str, caches))} cache as in the cache column")
-    return "Measured with " + ", ".join(said) + "."
+    return "Measured with " + ", ".join(said) + "." if said else ""
 
 
 def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
