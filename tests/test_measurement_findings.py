@@ -26,7 +26,8 @@ def test_a_measured_network_report_in_markdown_says_how_it_was_measured(capsys):
     assert main(["network", "--preset", "mask2former-swinb", "--ops", "nearest", "--size", "64x64", "--channels", "8",
                  "--measure"]) == 0
     out = capsys.readouterr().out
-    assert "- Latency (median) and Memory (peak, above the inputs and weights): all 1 upsampling stages" in out
+    assert "- Latency (median) and Memory (peak, above the inputs and weights): an operator's one upsampling stage, " \
+           "whole (not added over the baseline)" in out
 
 
 @pytest.mark.parametrize("flush,words", [(False, "warm cache"), (True, "cold cache (last-level cache flushed before each "

@@ -78,9 +78,11 @@ def measured_note(table: pd.DataFrame, preset: Preset, batch: int, impl: str) ->
     devices = ", ".join(sorted(table["device"].dropna().astype(str).unique())) or "no device"
     threads = ", ".join(sorted({str(int(t)) for t in table["threads"].dropna()}))
     cpu = f", {threads} CPU thread(s)" if devices.startswith("cpu") and threads else ""
-    return (f"Latency (median) and Memory (peak, above the inputs and weights): all {len(preset.stages)} upsampling "
-            f"stages of an operator run back to back, whole (not added over the baseline), in eval mode under "
-            f"no_grad, batch {batch}, float32, {IMPL_WORDS.get(impl, impl)}, on {devices}{cpu}.")
+    stages = ("an operator's one upsampling stage" if len(preset.stages) == 1 else
+              f"all {len(preset.stages)} upsampling stages of an operator run back to back")
+    return (f"Latency (median) and Memory (peak, above the inputs and weights): {stages}, whole (not added over the "
+            f"baseline), in eval mode under no_grad, batch {batch}, float32, {IMPL_WORDS.get(impl, impl)}, on "
+            f"{devices}{cpu}.")
 
 
 def render_latex(table: pd.DataFrame, header: str, measured: str = "") -> str:
@@ -139,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     impl = args.impl or "auto"
     knobs: dict[str, int] = {}
     for name, values in args.knob:
+        if not values:
+            raise ValueError(f"--knob {name}: has no value; expected one, e.g. --knob {name}=3")
         if len(values) != 1 or name in knobs:
             raise ValueError(f"--knob {name}: one value for the whole report, got "
                              f"{', '.join(map(str, [*([knobs[name]] if name in knobs else []), *values]))}; a "
