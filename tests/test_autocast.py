@@ -53,8 +53,9 @@ def test_a_window_op_takes_mixed_dtypes_in_autocasts_dtype_under_autocast_only(o
         in_double = op(a.double(), b.double(), 3)  # float64 is autocast's to leave alone
     assert mixed.dtype == in_float.dtype == torch.bfloat16 and in_double.dtype == torch.float64
     torch.testing.assert_close(mixed, op(a.bfloat16(), b.bfloat16(), 3))
-    with pytest.raises(RuntimeError, match="all inputs must share one dtype"), torch.autocast("cpu", dtype=torch.bfloat16):
-        op(a.double(), b, 3)
+    with pytest.raises(RuntimeError, match="all inputs must share one dtype"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            op(a.double(), b, 3)
 
 
 def test_the_output_check_takes_autocasts_dtypes_only_under_autocast():

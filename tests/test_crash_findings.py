@@ -18,7 +18,7 @@ SPEC = dict(ops=["nearest"], C=4, size=[4, 8], device="cpu", warmup=0, min_run_t
 
 
 def _sweep(out: Path, **more) -> None:
-    run_sweep(SweepSpec.from_mapping({**SPEC, **more}), out, **({"shard": more.pop("shard")} if "shard" in more else {}))
+    run_sweep(SweepSpec.from_mapping({**SPEC, **more}), out)
 
 
 def test_a_resumed_launch_refuses_an_out_that_is_no_merge_of_its_shards(tmp_path):

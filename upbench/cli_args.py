@@ -141,7 +141,8 @@ def check_out(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike]
         return
     check_not_an_input(out, inputs)
     if is_row_log(out) and not _rows_of(out, inputs):  # a report, a table or a diff over a log would lose its rows
-        raise ValueError(f"--out {out} is a sweep's row log; writing there would replace its rows: choose another --out")
+        raise ValueError(f"--out {out} is a sweep's row log; writing there would replace its rows: choose another "
+                         f"--out")
     check_writable(out)
 
 

@@ -150,7 +150,8 @@ class Formulas:
         return "; ".join(f"[{stage}] {self.why[stage]}" for stage in (*stages, TOTAL) if stage in self.why)
 
     def paper_cost(self, stage: str, dims: Dims) -> Cost:
-        """A stage's paper cost; for ``total``, the paper's own total row, or the sum of its rows where it prints none."""
+        """A stage's paper cost; for ``total``, the paper's own total row, or the sum of its rows where it prints
+        none."""
         formula = self.paper.get(stage)
         if formula is None and stage == TOTAL and self.paper:
             formula = StageSum(self.paper)

@@ -78,8 +78,8 @@ def progress_bar(total: int | None, enabled: bool | None, desc: str = "sweep") -
 # it again: once may be a preempted job's kill, twice is the row.
 DEATHS_TO_CRASH = 2
 DIED_MEASURING = (f"the sweep's process died {DEATHS_TO_CRASH} times while measuring this row, before recording it "
-                  f"(a segfault or abort in a library, the OOM killer, or a kill from outside: SIGKILL, a preempted job); --isolate measures each row in a child "
-                  f"process, and --resume --retry failed tries it again")
+                  f"(a segfault or abort in a library, the OOM killer, or a kill from outside: SIGKILL, a preempted "
+                  f"job); --isolate measures each row in a child process, and --resume --retry failed tries it again")
 
 
 def _record_the_row_that_killed(log: RowLog, todo: list[tuple[int, Config]], spec: SweepSpec, total: int,

@@ -85,7 +85,8 @@ def _signed(n: int) -> str:
     return f"{n:+,}"
 
 
-def status_and_note(paper: Cost, exact: Cost, counted: Cost, why: str, unexplained: Sequence[str] = ()) -> tuple[str, str]:
+def status_and_note(paper: Cost, exact: Cost, counted: Cost, why: str,
+                    unexplained: Sequence[str] = ()) -> tuple[str, str]:
     """A row's status and note. ``why``: the operator's reason for a paper row that differs from the exact one;
     ``unexplained``: for the total, what of it has none (stages, or the paper total's own difference from its
     rows): a difference without a reason is a formula the paper prints wrong as far as anyone can tell."""

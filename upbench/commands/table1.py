@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
-                        help="also validate each operator at a probe point (N=2, H x H+1, a guide of C/2 channels where "
-                             "it reads any) and exit 1 if any row is a mismatch or unexplained, or a probe point fails "
-                             "(a point that failed always exits 1)")
+                        help="also validate each operator at a probe point (N=2, H x H+1, a guide of C/2 channels "
+                             "where it reads any) and exit 1 if any row is a mismatch or unexplained, there or in the "
+                             "table (a point that failed always exits 1)")
 
 
 def latex_name(column: str) -> str:
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         guide = f", Cg={probe.Cg[0]} where it reads a guide of any width" if probe.Cg else ""
         held = (f"{probed.failed} {'row does' if probed.failed == 1 else 'rows do'} not hold (added to the table)"
                 if probed.failed else "all that ran hold")
-        print(f"table1: --check probed each operator at N={probe.N[0]}, {probe.sizes[0][0]}x{probe.sizes[0][1]}{guide}: "
-              f"{held}", file=sys.stderr)
+        where = f"N={probe.N[0]}, {probe.sizes[0][0]}x{probe.sizes[0][1]}{guide}"
+        print(f"table1: --check probed each operator at {where}: {held}", file=sys.stderr)
         for skipped in probed.skipped:  # an operator's own limits (square maps, guide widths): said, not failed
             print(f"table1: probe point not validated for {skipped}", file=sys.stderr)
     text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
