@@ -221,3 +221,31 @@ def test_a_formula_reading_a_name_dims_lacks_is_refused_at_registration():
         upbench.wrap(lambda channels, hidden: SubPixel(channels), name="typo_op", knobs={"hidden": 8},
                      formulas=upbench.Formulas(paper={}, exact={"body": typo}))
     assert "typo_op" not in upbench.available()
+
+
+def test_a_stage_whose_module_never_ran_is_said_so_not_blamed_on_another_stages_op():
+    def expand(s: upbench.Dims) -> Cost:
+        return Cost(s.pixels * 4 * s.C * s.C, 4 * s.C * s.C)
+
+    def gate(s: upbench.Dims) -> Cost:
+        return Cost(4 * s.pixels * s.Cg * s.C, s.Cg * s.C)
+
+    class Staged(upbench.Upsampler):
+        name = f"staged{len(upbench.available())}"
+        needs_guide = True
+        stages = ("expand", "gate")
+        formulas = upbench.Formulas(paper={}, exact={"expand": expand, "gate": gate})
+
+        def __init__(self, channels, guide_channels=None, impl="auto", **hparams):
+            super().__init__(channels, guide_channels, impl, **hparams)
+            self.expand = nn.Conv2d(channels, 4 * channels, 1, bias=False)
+            self.gate = nn.Conv2d(self.guide_channels, channels, 1, bias=False)
+
+        def upsample(self, x, guide):  # the gate is built, its params counted, and never called
+            return F.pixel_shuffle(self.expand(x), 2)
+
+    upbench.register(Staged)
+    table = validation_table([Staged.name], Grid(C=(8,), sizes=((4, 4),))).set_index("stage")
+    assert table.loc["gate", "status"] == "mismatch"
+    assert table.loc["gate", "note"].endswith("neither count saw a MAC in this stage: did its module run in the forward?")
+    assert "pixel_shuffle" not in table.loc["gate", "note"]

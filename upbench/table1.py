@@ -152,7 +152,11 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
                 if paper != exact and not why:
                     unexplained.append(stage)
             status, note = status_and_note(paper, exact, fv, why, unexplained if stage == TOTAL else ())
-            note = "; ".join(filter(None, [note, torch_note(torch_macs, exact.macs, torch_counted)]))
+            if stage != TOTAL and fv.macs == torch_macs == 0 < exact.macs:  # not an op either count leaves out
+                said = "neither count saw a MAC in this stage: did its module run in the forward?"
+            else:
+                said = torch_note(torch_macs, exact.macs, torch_counted)
+            note = "; ".join(filter(None, [note, said]))
         else:
             status, note = NO_FORMULA, "no formulas stated with the operator: fvcore and torch counts shown"
         note = "; ".join(filter(None, [note, zero_note]))
