@@ -104,24 +104,27 @@ def test_an_interrupted_launch_says_its_rows_are_in_the_shard_logs(tmp_path, mon
     assert err.rstrip().endswith(f"--out {out} --resume")
 
 
-def test_ctrl_c_while_bench_py_imports_is_one_line(tmp_path):
-    """A Ctrl-C in the second or two torch takes to import, made certain: the import of upbench.commands raises it."""
+@pytest.mark.parametrize("signal_name,said", [("SIGINT", (130, "bench.py: interrupted\n")),
+                                               ("SIGTERM", (143, "bench.py: terminated\n"))])
+def test_a_signal_while_bench_py_imports_is_one_line(signal_name, said, tmp_path):
+    """A Ctrl-C or SIGTERM in the second or two torch takes to import, made certain: the import of
+    upbench.commands sends it."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
     runner = tmp_path / "interrupted_import.py"
     runner.write_text(
-        "import runpy, sys\n"
+        "import os, runpy, signal, sys\n"
         "class Interrupt:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'upbench.commands':\n"
-        "            raise KeyboardInterrupt\n"
+        f"            os.kill(os.getpid(), signal.{signal_name})\n"
         "sys.meta_path.insert(0, Interrupt())\n"
         f"sys.argv = [{str(repo / 'bench.py')!r}, 'table1']\n"
         f"runpy.run_path({str(repo / 'bench.py')!r}, run_name='__main__')\n")
     done = subprocess.run([sys.executable, str(runner)], cwd=repo, capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stderr) == (130, "bench.py: interrupted\n")
+    assert (done.returncode, done.stderr) == said
 
 
 @pytest.mark.parametrize("changed,said", [

@@ -224,7 +224,7 @@ def _cost_row(preset: Preset, operator: str, size: tuple[int, int] | None, chann
     try:
         cost = network_cost(preset, operator, size, channels, batch, hparams)
     except Exception as error:  # one operator that cannot be built or counted leaves its row, not the report
-        return {**row, "status": ERROR, "note": f"counting failed: {type(error).__name__}: {error}"}
+        return {**row, "status": ERROR, "note": f"could not be built or counted: {type(error).__name__}: {error}"}
     return {
         **row,
         "added_gmacs_paper": cost.added_macs("paper") / GIGA,
