@@ -49,17 +49,10 @@ def write_outputs(
     csv_path = Path(csv_path)
     rows = check_viewable(rows, str(csv_path))
     written = []
+    writers = {"markdown": lambda temporary: temporary.write_text(to_markdown(rows, sections)),
+               "json": lambda temporary: write_json(rows, temporary),
+               "latex": lambda temporary: temporary.write_text(to_latex(rows)),
+               "png": lambda temporary: plot(rows, temporary)}
     for fmt in check_formats(formats):
-        path = csv_path.with_suffix(FORMAT_SUFFIXES[fmt])
-        if fmt == "markdown":
-            text = to_markdown(rows, sections)
-            write_whole(path, lambda temporary: temporary.write_text(text))
-        elif fmt == "json":
-            write_whole(path, lambda temporary: write_json(rows, temporary))
-        elif fmt == "latex":
-            text = to_latex(rows)
-            write_whole(path, lambda temporary: temporary.write_text(text))
-        elif fmt == "png":
-            write_whole(path, lambda temporary: plot(rows, temporary))
-        written.append(path)
+        written.append(write_whole(csv_path.with_suffix(FORMAT_SUFFIXES[fmt]), writers[fmt]))
     return written

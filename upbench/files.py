@@ -112,11 +112,12 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     The temporary is the writer's own (two writers of one file never share one), keeps ``path``'s suffix, from
     which writers such as matplotlib take the format, and the replaced file's permissions. A link is written
     through; what cannot be replaced (:func:`_in_place`, a rename refused) is written in place, as before."""
-    path = Path(path).resolve() if Path(path).is_symlink() and not _in_place(Path(path)) else Path(path)
+    path = Path(path)
     try:
         if _in_place(path):
             write(path)
             return path
+        path = path.resolve() if path.is_symlink() else path  # the temporary beside the file a link names
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
         os.close(handle)
         temporary = Path(name)

@@ -10,13 +10,17 @@ import pandas as pd
 from .latex import MISSING, booktabs
 from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
-from .views import (PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
+from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
                     suspect_rows, varying_axes)
 from .vocabulary import MIB, MIN_PROBE_S
 
 MODE_WORDS = {"fwd": "inference forward (eval mode, no_grad)", "fwd+bwd": "training forward and backward"}
 CACHE_WORDS = {"warm": "warm cache", "cold": "cold cache (last-level cache flushed before each call)"}
+
+
+def cache_words(cache: object) -> str:
+    return CACHE_WORDS.get(str(cache), f"{cache} cache")
 
 
 def measured_with(rows: pd.DataFrame) -> str:
@@ -35,7 +39,7 @@ def measured_with(rows: pd.DataFrame) -> str:
         parts.append(shared_in(rows[rows["Cg"].fillna(0) != 0], "Cg", lambda g: f"guide C_g = {g}"))
     parts += [shared("N", lambda n: f"batch {n}"), shared("dtype", str), shared("mode", lambda m: MODE_WORDS.get(m, m))]
     if "cache" in rows and rows["cache"].notna().any():  # a cold-cache latency is another quantity than a warm one
-        parts.append(shared("cache", lambda c: CACHE_WORDS.get(c, f"{c} cache")))
+        parts.append(shared("cache", cache_words))
     on_cuda = rows["device"].astype(str).str.startswith("cuda")
     if "tf32" in rows and rows.loc[on_cuda, "tf32"].notna().any():
         parts.append(shared_in(rows[on_cuda], "tf32", lambda t: "TF32 on" if t else "TF32 off"))
@@ -59,8 +63,8 @@ def unmeasured_note(rows: pd.DataFrame) -> str:
     return f"not measured: {'; '.join(where)}; each row's status and message columns say why."
 
 
-# A knob's or Cg's "-" (views.axes_as_text), beside the "--" of a row not measured.
-ABSENT_NOTE = "-: not a knob of that operator (Cg: it reads no guide)."
+# A knob's or Cg's ABSENT (views.axes_as_text), beside the MISSING of a row not measured.
+ABSENT_NOTE = f"{ABSENT}: not a knob of that operator (Cg: it reads no guide)."
 
 
 def to_latex(rows: pd.DataFrame) -> str:
@@ -73,7 +77,7 @@ def to_latex(rows: pd.DataFrame) -> str:
     kinds = {"Params": "params", "MACs": "macs", "Latency": "ms", "Memory": "mib",
              **{name: "text" for group, name in table.columns if group == "" and name != "Params"}}
     policy = first_policy(rows)
-    absent = any((table[(group, name)].astype(str) == "-").any() for group, name in table.columns
+    absent = any((table[(group, name)].astype(str) == ABSENT).any() for group, name in table.columns
                  if kinds.get(name) == "text")
     backward = (rows["mode"] == "fwd+bwd").any()
     forward_only = " (of one forward, also beside forward+backward latencies)" if backward else ""
@@ -125,7 +129,7 @@ def _settings_line(rows: pd.DataFrame) -> str:
             for column in present]
     caches = list(dict.fromkeys(rows["cache"].dropna())) if "cache" in rows else []
     if caches:
-        said.append(CACHE_WORDS.get(caches[0], f"{caches[0]} cache") if len(caches) == 1 else
+        said.append(cache_words(caches[0]) if len(caches) == 1 else
                     f"{' / '.join(map(str, caches))} cache as in the cache column")
     return "Measured with " + ", ".join(said) + "." if said else ""
 

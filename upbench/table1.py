@@ -243,12 +243,13 @@ def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
 @dataclass(frozen=True)
 class Probed:
     """A table with the rows of :func:`probe_grid`'s point that do not hold (a mismatch, an unexplained
-    difference) added, their notes saying where they come from; how many those are; and, per operator, why its
-    probe point could not be validated (an operator that needs square maps, a guide width it refuses)."""
+    difference) added, their notes saying where they come from; how many those are; per operator, why its probe
+    point could not be validated (an operator that needs square maps, a guide width it refuses); and that point."""
 
     table: pd.DataFrame
     failed: int
     skipped: tuple[str, ...]
+    probe: Grid
 
 
 def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, grid: Grid) -> Probed:
@@ -269,10 +270,10 @@ def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, gri
         failed.append(probed[probed["status"].isin(CHECKED)])
     failed_rows = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame()
     if failed_rows.empty:
-        return Probed(table, 0, tuple(skipped))
+        return Probed(table, 0, tuple(skipped), probe)
     failed_rows = failed_rows.assign(note="probe point of --check: " + failed_rows["note"].astype(str))
     both = replace(grid, N=(*grid.N, *probe.N), Cg=(*grid.Cg, *probe.Cg))
     table = table if "N" in table else table.assign(N=grid.N[0])  # a grid without an N column has N = 1
     merged = pd.concat([table, failed_rows], ignore_index=True).reindex(columns=table_columns(both))
     merged = merged.astype({column: "Int64" for column in ("N", "Cg") if column in merged})
-    return Probed(merged, len(failed_rows), tuple(skipped))
+    return Probed(merged, len(failed_rows), tuple(skipped), probe)

@@ -69,13 +69,17 @@ def format_number(value: object) -> str:
     return str(value)
 
 
+# A knob's cell for an operator without that knob, and Cg's for one that reads no guide.
+ABSENT = "-"
+
+
 def axes_as_text(rows: pd.DataFrame) -> pd.DataFrame:
     """The config axes as display text ("-" for a knob the operator lacks, and for the guide channels of
     one that reads no guide) plus a ``size`` label."""
     frame = rows.copy()
     for column in knob_columns(rows):
-        frame[column] = [format_number(v) or "-" for v in rows[column]]
-    frame["Cg"] = [format_number(v) if pd.notna(v) and v != 0 else "-" for v in rows["Cg"]]
+        frame[column] = [format_number(v) or ABSENT for v in rows[column]]
+    frame["Cg"] = [format_number(v) if pd.notna(v) and v != 0 else ABSENT for v in rows["Cg"]]
     frame["size"] = [size_label(int(h), int(w)) for h, w in zip(rows["H"], rows["W"])]
     return frame
 
@@ -85,7 +89,7 @@ def axes_as_numbers(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     numbers they show, missing where they show "-": for csv and json, whose readers take "5" for a string."""
     shown = axes_as_text(rows)
     labels = [column for column in ("Cg", *knob_columns(rows)) if column in table.columns]
-    numbers = {column: pd.to_numeric(table[column].map({**dict(zip(shown[column], rows[column])), "-": None}))
+    numbers = {column: pd.to_numeric(table[column].map({**dict(zip(shown[column], rows[column])), ABSENT: None}))
                for column in labels}
     return whole_columns_as_ints(table.assign(**numbers), labels)
 

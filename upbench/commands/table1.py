@@ -9,7 +9,7 @@ import pandas as pd
 from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
                         render_table, size_list)
 from ..latex import booktabs
-from ..table1 import CHECKED, ERROR, Grid, probe_grid, validation_table, with_failed_probes
+from ..table1 import CHECKED, ERROR, Grid, validation_table, with_failed_probes
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
 
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
     table = validation_table(args.ops, grid)
     if args.check:
         probed = with_failed_probes(table, args.ops, grid)
-        table = probed.table
-        probe = probe_grid(grid, args.ops)
+        table, probe = probed.table, probed.probe
         guide = f", Cg={probe.Cg[0]} where it reads a guide of any width" if probe.Cg else ""
         held = (f"{probed.failed} {'row does' if probed.failed == 1 else 'rows do'} not hold (added to the table)"
                 if probed.failed else "all that ran hold")
