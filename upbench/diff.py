@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from .rounds import combine_rounds
 from .rows import SETTING_COLUMNS, is_suspect, knob_columns, latest_rows
 from .vocabulary import MIB
 
@@ -28,7 +29,7 @@ SIZE_AXES = ("H", "W")
 # What else says how a run measured: the setup columns the report sets side by side (operator_source is per
 # operator, and follows them).
 SETUP_COLUMNS = ("device_name", "cpu_model", "torch_version", "cuda_version", "threads", "tf32", "cache", "git_commit",
-                 *SETTING_COLUMNS)
+                 *SETTING_COLUMNS, "rounds")
 # A verdict for every pair: ``faster`` / ``slower`` when the ratio of medians is beyond the threshold and
 # the two runs' p20-p80 ranges are apart; ``within noise`` when beyond the threshold but the ranges
 # overlap; ``same`` within the threshold; ``suspect`` when either side's timing cannot be trusted;
@@ -241,6 +242,8 @@ class RunDiff:
 
 
 def _setups(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    base, new = (rows if "rounds" in rows else rows.assign(rounds=1) for rows in (base, new))  # one round: no column
+
     def joined(rows: pd.DataFrame, column: str) -> str:
         if column not in rows:
             return ""
@@ -275,13 +278,14 @@ def _keys(frame: pd.DataFrame, leave_out: dict[str, set[str]], axes: Sequence[st
 
 def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
               across: Sequence[str] | None = None) -> RunDiff:
-    """Pair the configs of two runs' rows (each run's last row of a config, as the reports take it) and compare
+    """Pair the configs of two runs' rows (each run's last row of a config, its rounds combined, as the reports
+    take it) and compare
     their latencies and peak memory. ``threshold``: the relative change of the median below which a pair is
     ``same``. ``across``: the axes to pair across (:func:`compared_axes`; None: found, within limits).
     Raises ValueError when the runs share no config, or differ in a way that makes pairing a guess."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold {threshold!r}: expected a fraction between 0 and 1, e.g. 0.05 for 5%")
-    base, new = latest_rows(base), latest_rows(new)
+    base, new = combine_rounds(latest_rows(base)), combine_rounds(latest_rows(new))
     base, new = (rows.assign(_suspect=(rows["status"] == "ok") & is_suspect(rows)) for rows in (base, new))
     knobs = list(dict.fromkeys(knob_columns(base) + knob_columns(new)))
     base_frame, new_frame = _pairing_frame(base, knobs), _pairing_frame(new, knobs)

@@ -63,7 +63,7 @@ def _exit_with_parent(parent: int, started_by_main_thread: bool) -> None:
 
 def _serve(connection: Connection, plugin_sources: list[str], threads: int, load_kernels: bool, parent: int,
            started_by_main_thread: bool) -> None:
-    """The worker: measure each (config, spec, index, total) it receives until told to stop."""
+    """The worker: measure each (config, spec, index, total, round) it receives until told to stop."""
     _exit_with_parent(parent, started_by_main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
     torch.set_num_threads(threads)
@@ -234,19 +234,20 @@ class IsolatedMeasurer:
         self.process = self.connection = None
         return process.exitcode
 
-    def measure(self, config: Config, index: int, total: int) -> dict[str, Any]:
+    def measure(self, config: Config, index: int, total: int, round_number: int = 1) -> dict[str, Any]:
         """One finished row, whatever happens to the worker."""
         connection = self.connection or self.start()
-        connection.send((config, self.spec, index, total))
+        connection.send((config, self.spec, index, total, round_number))
         if not connection.poll(self.row_timeout):
             self.stop(kill=True)
             return failed_row(config, self.spec, index, total, "timeout",
-                              f"the row outlived the {self.row_timeout:g} s row timeout; its worker was killed")
+                              f"the row outlived the {self.row_timeout:g} s row timeout; its worker was killed",
+                              round_number)
         try:
             row = connection.recv()
         except EOFError:
             exitcode = self.stop(kill=True)
-            return failed_row(config, self.spec, index, total, "crash", describe_exit(exitcode))
+            return failed_row(config, self.spec, index, total, "crash", describe_exit(exitcode), round_number)
         if row["status"] == "error" and CUDA_ERROR.search(row["message"] or ""):
             self.stop(kill=True)  # its CUDA context is unusable: the next row gets a fresh worker
             row["status"] = "crash"

@@ -22,6 +22,7 @@ from .isolate import check_row_timeout
 from .registry import load_plugins, replay_sources
 from .resume import check_same_spec
 from .rowlog import check_not_being_written, check_replaceable, holds_nothing, read_log
+from .rounds import combine_rounds
 from .rows import IncompleteSweep, check_complete, check_resume_retry, merge_frames, write_csv
 from .spec import SweepSpec
 from .sweep import progress_bar, run_sweep
@@ -90,7 +91,8 @@ class Resources:
 
 @dataclass
 class Launched:
-    """The merged rows (written to the launch's ``out``) and what went wrong (failed shards, missing configs)."""
+    """The merged rows (written to the launch's ``out``; here one per config, its rounds combined) and what went wrong
+    (failed shards, missing configs)."""
 
     rows: pd.DataFrame
     problems: list[str]
@@ -171,7 +173,8 @@ def submit_shards(tasks: list[ShardTask], out: Path, resources: Resources, clust
 
 
 def _logged(path: Path) -> tuple[int, int | None]:
-    """Complete rows in a shard log, and the sweep's config count they carry (None before the first)."""
+    """Complete rows in a shard log, and the sweep's count of rows they carry (its configs, times its rounds where
+    it has several; None before the first row)."""
     try:
         with open(path, newline="") as handle:
             lines = handle.read().splitlines(keepends=True)
@@ -182,7 +185,8 @@ def _logged(path: Path) -> tuple[int, int | None]:
         return 0, None
     header = next(csv.reader(lines[:1]))
     first = next(csv.reader(complete[:1]))
-    return len(complete), int(first[header.index("config_total")])
+    rounds = int(first[header.index("rounds")]) if "rounds" in header else 1
+    return len(complete), int(first[header.index("config_total")]) * rounds
 
 
 def follow(jobs: list[Any], logs: list[Path], progress: bool | None, poll_s: float) -> None:
@@ -305,4 +309,4 @@ def launch_sweep(
         check_complete(rows)
     except IncompleteSweep as incomplete:
         problems.append(f"{incomplete}: --resume measures them")
-    return Launched(rows, problems)
+    return Launched(combine_rounds(rows), problems)

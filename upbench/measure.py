@@ -195,9 +195,12 @@ def float32_math(tf32: bool) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
-    """A row with the config and the environment filled in and nothing measured yet."""
+def config_row(config: Config, spec: SweepSpec, index: int, total: int, round_number: int = 1) -> dict[str, Any]:
+    """A row with the config and the environment filled in and nothing measured yet (``round_number``: of a sweep
+    of several rounds, whose rows record it)."""
     row: dict[str, Any] = dict.fromkeys(spec.columns())
+    if spec.rounds > 1:
+        row["round"] = round_number
     row.update(spec_id=spec.spec_id, config_index=index, config_total=total, key=config.key,
                operator=config.operator, impl=config.impl, C=config.C, Cg=config.guide_channels, N=config.N,
                H=config.H, W=config.W,
@@ -210,20 +213,21 @@ def config_row(config: Config, spec: SweepSpec, index: int, total: int) -> dict[
     return row
 
 
-def failed_row(config: Config, spec: SweepSpec, index: int, total: int, status: str, message: str) -> dict[str, Any]:
+def failed_row(config: Config, spec: SweepSpec, index: int, total: int, status: str, message: str,
+               round_number: int = 1) -> dict[str, Any]:
     """The row of a config that never returned a row of its own (its process died, or it hung)."""
-    row = config_row(config, spec, index, total)
+    row = config_row(config, spec, index, total, round_number)
     row.update(status=status, message=message)
     return row
 
 
-def measure_config(config: Config, spec: SweepSpec, index: int, total: int) -> dict[str, Any]:
+def measure_config(config: Config, spec: SweepSpec, index: int, total: int, round_number: int = 1) -> dict[str, Any]:
     """One finished row for ``config``: status ``ok``, ``oom``, ``error`` or ``skipped``, never an exception
     (except KeyboardInterrupt and the like, which stop the sweep)."""
     threads_before = torch.get_num_threads()
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    row = config_row(config, spec, index, total)
+    row = config_row(config, spec, index, total, round_number)
     try:
         with float32_math(spec.tf32):
             _measure(config, spec, row)

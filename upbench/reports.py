@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from .latex import MISSING, booktabs
+from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE
 from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
 from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
@@ -25,7 +26,7 @@ def cache_words(cache: object) -> str:
 
 def measured_with(rows: pd.DataFrame) -> str:
     """How the rows were measured, for a caption: the device(s), and C, the guide's width where it is not C,
-    batch, dtype, mode and CPU threads where the rows share one (else the table's columns say)."""
+    batch, dtype, mode, CPU threads and rounds where the rows share one (else the table's columns say)."""
     def shared_in(frame: pd.DataFrame, column: str, say: Callable[[object], str]) -> str:
         values = frame[column].dropna().unique()
         return say(values[0]) if len(values) == 1 else f"{column} as in its column"
@@ -45,6 +46,8 @@ def measured_with(rows: pd.DataFrame) -> str:
         parts.append(shared_in(rows[on_cuda], "tf32", lambda t: "TF32 on" if t else "TF32 off"))
     if rows["device"].astype(str).str.startswith("cpu").all():
         parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
+    if "rounds" in rows and rows["rounds"].notna().any():  # a median of rounds is not one pass's median
+        parts.append(shared("rounds", lambda r: f"latency the median of {r} rounds, each in an order of its own"))
     return f"{devices}; " + ", ".join(parts)
 
 
@@ -118,13 +121,13 @@ def _counted_as_zero(rows: pd.DataFrame) -> str:
 
 
 SETTING_LABELS = {"warmup": "{} warm-up call(s)", "min_run_time_s": "timed for at least {} s",
-                  "budget_s": "row budget {} s", "seed": "seed {}"}
+                  "budget_s": "row budget {} s", "seed": "seed {}", "rounds": "{} rounds"}
 
 
 def _settings_line(rows: pd.DataFrame) -> str:
     """How the rows were measured ('Measured with 3 warm-up call(s), timed for at least 0.2 s, ..., warm cache'); ''
     for rows of an upbench that recorded none of it."""
-    present = [column for column in SETTING_COLUMNS if column in rows and rows[column].notna().any()]
+    present = [column for column in (*SETTING_COLUMNS, "rounds") if column in rows and rows[column].notna().any()]
     said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
             for column in present]
     caches = list(dict.fromkeys(rows["cache"].dropna())) if "cache" in rows else []
@@ -154,6 +157,12 @@ CPU time and hypervisor steal on the usable cores meanwhile (from /proc/stat), a
 gives the reason when either, a wide p20-p80 spread, fewer than 5 timed calls or more threads than
 usable cores means the latency cannot be trusted.
 Latency is the median (p20, p80) of the timed calls, each call timed on its own."""
+# Rows of a sweep of several rounds (upbench.rounds).
+ROUNDS_NOTE = """\
+Each config was measured once per round, every round visiting the configs in an order of its own, so
+that no operator was always timed first or beside the same neighbour while the machine drifted: its
+latency is the median of its rounds' medians (p20 and p80 likewise), `runs` the calls of all rounds,
+and `round spread` its slowest round's median over its fastest's (above {disagree:g}: `timing suspect`)."""
 # Rows of an upbench before per-call timing: what their latencies are, and what was not checked.
 BLOCK_TIMING_NOTE = """\
 These rows predate per-call CPU timing: their CPU latencies are the median (p20, p80) of block means
@@ -186,7 +195,8 @@ def method_notes(rows: pd.DataFrame) -> str:
         checked = ("; CPU util (the process's CPU time over the wall time) was, and `timing suspect` rests on it "
                    "alone" if recorded("cpu_util") else ", so no latency carries a timing-suspect mark")
         timing = BLOCK_TIMING_NOTE.format(checked=checked)
-    return "\n".join([CONTENTION_NOTE, timing, COUNTS_NOTE])
+    rounds = ROUNDS_NOTE.format(disagree=ROUNDS_DISAGREE) if ROUND_SPREAD in rows else ""
+    return "\n".join(filter(None, [CONTENTION_NOTE, timing, rounds, COUNTS_NOTE]))
 
 
 def _suspect_section(rows: pd.DataFrame) -> list[str]:

@@ -12,7 +12,8 @@ import pandas as pd
 from .environment import environment
 from .registry import source_digest
 from .rowlog import check_log, whole_text
-from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, mixed_environments, read_rows, rows_to_retry
+from .rounds import disagreeing_configs
+from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, measurement_keys, mixed_environments, read_rows, rows_to_retry
 from .spec import AXIS_KEYS, SETTING_COLUMN_FIELDS, SETTING_KEYS, SETTING_NAMES, SweepSpec
 
 
@@ -70,9 +71,9 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     given): the settings its rows record, the number of configs, and configs only one of them has. A log of an
     older upbench records no settings; a log cut short shows only the configs it reached."""
     said = []
-    for column, now in {**spec.settings(), "tf32": spec.tf32,
+    for column, now in {**spec.settings(), "rounds": spec.rounds, "tf32": spec.tf32,
                         **({"threads": spec.threads} if spec.threads is not None else {})}.items():
-        then = set(logged[column].dropna()) if column in logged else set()
+        then = set(logged[column].dropna()) if column in logged else {1} if column == "rounds" else set()
         if then and then != {now}:
             said.append(f"{_setting_as_given(column)} {_shown(then)} in the log, {_shown([now])} now")
     if "cache" in logged and set(logged["cache"].dropna()) - {"cold" if spec.l2_flush else "warm"}:
@@ -117,10 +118,12 @@ def check_same_spec(path: Path, logged: pd.DataFrame, spec: SweepSpec, expected_
 
 def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: set[str],
                 allow_mixed: bool = False, retry: tuple[str, ...] = ()) -> set[str]:
-    """Keys of the configs ``path`` holds, after checking every line, that they belong to ``spec``, that
-    they are among ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they
-    were measured with what this run measures with (:data:`MEASURED_WITH`). ``retry``: leave out the
-    configs whose last row failed or timed suspect (:func:`rows_to_retry`), so they are measured again."""
+    """Keys of the measurements ``path`` holds (:func:`upbench.rows.measurement_key`: a config, and its round in
+    a sweep of several), after checking every line, that they belong to ``spec``, that they are among
+    ``expected_keys`` (the configs this run expands) and, unless ``allow_mixed``, that they were measured with
+    what this run measures with (:data:`MEASURED_WITH`). ``retry``: leave out the measurements whose last row
+    failed or timed suspect (:func:`rows_to_retry`), and with "suspect" every round of a config whose rounds
+    disagree, so they are measured again."""
     text = whole_text(path)[0] if path.exists() else ""  # a torn last line is cut only once the log is accepted
     if not text:
         return set()
@@ -141,4 +144,7 @@ def logged_keys(path: Path, spec: SweepSpec, columns: list[str], expected_keys: 
                              f"({'; '.join(mixed)}{SOURCE_HINT if any(': source ' in m for m in mixed) else ''}); "
                              f"resuming would mix them in one table: resume where they were measured, choose "
                              f"another --out, or pass --allow-mixed")
-    return set(logged.loc[~rows_to_retry(logged, retry), "key"])
+    again = rows_to_retry(logged, retry)
+    if "suspect" in retry:
+        again |= logged["key"].isin(disagreeing_configs(logged))
+    return set(measurement_keys(logged)[~again])

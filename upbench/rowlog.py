@@ -264,10 +264,13 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                 raise ValueError(f"{path}: not an upbench sweep log (no {', '.join(absent)} column)")
             if columns is not None and header != columns:
                 differ = column_difference(header, columns, "the log", "this sweep")
-                raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: count columns come from "
-                                 f"--policy, in its order, and knob columns from the operators, so --ops naming other "
-                                 f"operators than the log's changes them, as does a --plugin left out, and so does "
-                                 f"another upbench version); refusing to resume into it")
+                why = ("a sweep of several rounds (--rounds above 1) has the columns round and rounds, one of a "
+                       "single round neither" if {"round", "rounds"} & set(header).symmetric_difference(columns) else
+                       "count columns come from --policy, in its order, and knob columns from the operators, so --ops "
+                       "naming other operators than the log's changes them, as does a --plugin left out, and so does "
+                       "another upbench version")
+                raise ValueError(f"{path}: its columns differ from this sweep's ({differ}: {why}); refusing to resume "
+                                 f"into it")
             position = {c: header.index(c) for c in REQUIRED_COLUMNS}
             numeric = [(i, c) for i, c in enumerate(header) if not is_text_column(c)]
             for record in reader:

@@ -1,4 +1,5 @@
-"""Sweep rows as files: the CSV / JSON a sweep writes and reads back, one row per config, merging the logs
+"""Sweep rows as files: the CSV / JSON a sweep writes and reads back, one row per config (per config and round
+in a sweep of several rounds: :mod:`upbench.rounds` makes them one), merging the logs
 of one sweep's shards or resumptions, which rows a resume measures again, and whether a sweep is complete.
 
 Rows are the layout of :meth:`upbench.spec.SweepSpec.columns`; nothing here measures or renders them
@@ -159,16 +160,30 @@ def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
     return again
 
 
+def measurement_key(key: str, round_number: object = None) -> str:
+    """What one row measures: its config's ``key`` and, in a sweep of several rounds, its round (1 to R)."""
+    return key if round_number is None or pd.isna(round_number) else f"{key}|round={int(round_number)}"
+
+
+def measurement_keys(rows: pd.DataFrame) -> pd.Series:
+    """:func:`measurement_key` of every row: its config's key, and its round where the rows have a ``round``."""
+    if "round" not in rows:
+        return rows["key"]
+    return pd.Series([measurement_key(key, number) for key, number in zip(rows["key"], rows["round"])],
+                     index=rows.index, dtype=object)
+
+
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, in sweep order: its newest ``ok`` row, else its newest row (a resume that retries
-    rows appends the new row after the old; a retry that fails does not replace a measurement). Newest by the
-    rows' timestamps, then by their order: a config in two merged logs kept the last file's row, so the
-    merge depended on the order of its arguments."""
+    """One row per measurement (a config, and its round in a sweep of several), in sweep order: its newest ``ok``
+    row, else its newest row (a resume that retries rows appends the new row after the old; a retry that fails
+    does not replace a measurement). Newest by the rows' timestamps, then by their order: a config in two merged
+    logs kept the last file's row, so the merge depended on the order of its arguments."""
     when = pd.to_datetime(rows["timestamp"], utc=True, errors="coerce") if "timestamp" in rows else None
-    ordered = rows.assign(_ok=rows["status"].eq("ok"), _when=when)
+    ordered = rows.assign(_ok=rows["status"].eq("ok"), _when=when, _measurement=measurement_keys(rows))
     ordered = ordered.sort_values("_when", kind="stable", na_position="first").sort_values("_ok", kind="stable")
-    kept = ordered.drop_duplicates("key", keep="last").drop(columns=["_ok", "_when"])
-    return kept.sort_values("config_index", kind="stable").reset_index(drop=True)
+    kept = ordered.drop_duplicates("_measurement", keep="last").drop(columns=["_ok", "_when", "_measurement"])
+    order = ["config_index", "round"] if "round" in kept else ["config_index"]
+    return kept.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 # Why an operator's rows differ in ``operator_source``, for the messages that refuse to mix them.
@@ -219,7 +234,8 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
 
     Raises ValueError for logs of different specs or layouts, for logs that number the configs differently,
     and (unless ``allow_mixed``) for rows of one device measured with different :data:`MEASURED_WITH`.
-    A config present in several logs keeps one row, as :func:`latest_rows` chooses.
+    A config (a config's round, in a sweep of several rounds) present in several logs keeps one row, as
+    :func:`latest_rows` chooses.
     """
     if not frames:
         raise ValueError("nothing to merge")
@@ -251,11 +267,17 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
 
 
 def missing_configs(rows: pd.DataFrame) -> list[int]:
-    """Indices of the sweep's configs that have no row."""
+    """Indices of the sweep's configs that have no row (in the rows of a sweep of several rounds: no row of some
+    round; once its rounds are combined, :func:`upbench.rounds.combine_rounds`, no row)."""
     if rows.empty:
         return []
     total = int(rows["config_total"].max())
-    return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
+    if "round" not in rows or rows["round"].isna().all():
+        return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
+    rounds = int(rows["rounds"].max())
+    measured = set(zip(rows["config_index"].astype(int), rows["round"].astype(int)))
+    return sorted({index for index in range(total) for number in range(1, rounds + 1)
+                   if (index, number) not in measured})
 
 
 def index_ranges(indices: Sequence[int]) -> str:
@@ -280,5 +302,6 @@ def check_complete(rows: pd.DataFrame) -> None:
     missing = missing_configs(rows)
     if missing:
         total = int(rows["config_total"].max())
-        raise IncompleteSweep(f"{len(missing)} of {total} configs have no row: config indices {index_ranges(missing)} "
-                              f"(a shard not given, not finished or not run)")
+        of_rounds = " of every round" if "round" in rows else ""
+        raise IncompleteSweep(f"{len(missing)} of {total} configs have no row{of_rounds}: config indices "
+                              f"{index_ranges(missing)} (a shard not given, not finished or not run)")

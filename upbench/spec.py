@@ -100,13 +100,13 @@ class Config:
 AXIS_KEYS = {"ops": "ops", "C": "channels", "Cg": "guide_channels", "size": "sizes", "N": "batches", "dtype": "dtypes",
              "device": "devices", "mode": "modes", "impl": "impls", "policy": "policies"}
 SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "row_budget_s",
-                "l2_flush": "l2_flush", "tf32": "tf32", "seed": "seed", "threads": "threads"}
+                "l2_flush": "l2_flush", "tf32": "tf32", "seed": "seed", "threads": "threads", "rounds": "rounds"}
 # Errors name an axis or setting as the user writes it (``size``, ``budget``), not as the field is called.
 AXIS_NAMES = {field: key for key, field in AXIS_KEYS.items()}
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
 # The field each of the rows' SETTING_COLUMNS records (a column without one fails every spec's settings()).
 SETTING_COLUMN_FIELDS = {"warmup": "warmup", "min_run_time_s": "min_run_time", "budget_s": "row_budget_s",
-                         "seed": "seed"}
+                         "seed": "seed", "rounds": "rounds"}
 
 
 def check_knob(name: str, values: Sequence[Any], ops: Sequence[str]) -> None:
@@ -220,6 +220,11 @@ class SweepSpec:
     convolutions run in TF32 on GPUs that have it (off: every float32 row computes in float32, where torch's
     own defaults would give convolutions TF32 and matmuls not). ``policies``: counting policies.
     ``threads``: CPU threads torch uses for each row (``torch.set_num_threads``); None keeps torch's own.
+    ``rounds``: how many times every config is measured, each round visiting the configs in an order of its own
+    (:func:`upbench.rounds.measurement_order`), so that no operator is always timed first, last or beside the same
+    neighbour while the machine drifts; the tables show the median of a config's rounds
+    (:func:`upbench.rounds.combine_rounds`). Rows of a sweep of several rounds have the columns ``round`` (1 to R)
+    and ``rounds``; a sweep of one round has neither and visits the configs in expansion order.
     """
 
     ops: tuple[str, ...] = ()
@@ -240,11 +245,14 @@ class SweepSpec:
     tf32: bool = False
     seed: int = 0
     threads: int | None = None
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
+        if not is_whole(self.rounds, 1):  # first: the row layout depends on it
+            raise ValueError(f"rounds={self.rounds!r}: expected a positive integer")
         ops = _dedupe(comma_items(self.ops)) or tuple(available())
         for op in ops:
             get(op)  # raises ValueError naming the known operators
@@ -341,14 +349,20 @@ class SweepSpec:
         fields_ = asdict(self)
         if not self.guide_channels:  # the default leaves the ids of specs from before the Cg axis as they were
             del fields_["guide_channels"]
+        if self.rounds == 1:  # and of those from before rounds
+            del fields_["rounds"]
         canonical = json.dumps(fields_, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def settings(self) -> dict[str, Any]:
-        """The :data:`SETTING_COLUMNS` of this spec's rows: what they were measured with, so warm-up calls as made
-        (warmup 0 makes one, whose time sets the pace the row budget is checked against)."""
-        settings = {column: getattr(self, SETTING_COLUMN_FIELDS[column]) for column in SETTING_COLUMNS}
+        """The :data:`SETTING_COLUMNS` of this spec's rows (and ``rounds`` where there are several): what they were
+        measured with, so warm-up calls as made (warmup 0 makes one, whose time sets the pace the row budget is
+        checked against)."""
+        settings = {column: getattr(self, SETTING_COLUMN_FIELDS[column]) for column in self._setting_columns()}
         return {**settings, "warmup": max(settings["warmup"], 1)}
+
+    def _setting_columns(self) -> tuple[str, ...]:
+        return (*SETTING_COLUMNS, "rounds") if self.rounds > 1 else SETTING_COLUMNS
 
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""
@@ -360,7 +374,7 @@ class SweepSpec:
     def _columns(self, knob_columns: Sequence[str]) -> list[str]:
         policy_columns = [c for p in self.policies for c in (f"macs_{p}", f"flops_{p}", f"zero_ops_{p}")]
         return [
-            "spec_id", "config_index", "config_total", "key",
+            "spec_id", "config_index", "config_total", *(("round",) if self.rounds > 1 else ()), "key",
             "operator", "impl", "C", "Cg", *knob_columns, "N", "H", "W", "dtype", "device", "mode",
             *policy_columns, "params", "bytes_moved",
             "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "cache", "tf32", "cpu_util", "cpu_others",
@@ -368,7 +382,7 @@ class SweepSpec:
             "peak_mem_bytes",
             *(f"gflops_per_s_{p}" for p in self.policies), "gbytes_per_s",
             "status", "message",
-            *SETTING_COLUMNS,
+            *self._setting_columns(),
             "operator_source", *ENVIRONMENT_FIELDS,
         ]
 

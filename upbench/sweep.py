@@ -9,6 +9,8 @@ A row is appended to the CSV log (flushed and fsynced) as soon as it is measured
 killed at any point keeps every finished row, and ``resume=True`` skips the configs already
 logged. ``shard=(i, n)`` measures configs i, i+n, i+2n, ... of the expansion, so several
 processes or machines can split one sweep; their logs merge back with :func:`upbench.rows.merge_frames`.
+A spec of several ``rounds`` measures every config once per round, each round in an order of its own
+(:mod:`upbench.rounds`), logs a row per config and round, and returns one row per config, the median of its rounds.
 
 Every row carries the spec's ``spec_id`` (a hash of the axes and measurement settings) so logs of
 different specs are never mixed, and ``config_index`` / ``config_total`` so a merge can say what
@@ -31,8 +33,9 @@ from .checks import is_whole
 from .isolate import IsolatedMeasurer, check_row_timeout
 from .measure import failed_row, measure_config
 from .resume import logged_keys
+from .rounds import combine_rounds, measurement_order
 from .rowlog import RowLog, check_log_name
-from .rows import check_resume_retry, latest_rows, read_rows
+from .rows import check_resume_retry, latest_rows, measurement_key, read_rows
 from .spec import Config, SweepSpec
 
 # -- sharding ---------------------------------------------------------------------------------
@@ -82,22 +85,32 @@ DIED_MEASURING = (f"the sweep's process died {DEATHS_TO_CRASH} times while measu
                   f"job); --isolate measures each row in a child process, and --resume --retry failed tries it again")
 
 
-def _record_the_row_that_killed(log: RowLog, todo: list[tuple[int, Config]], spec: SweepSpec, total: int,
-                                rows: list[dict[str, Any]], on_row: Callable[[dict[str, Any]], None] | None,
-                                ) -> list[tuple[int, Config]]:
+Todo = list[tuple[int, int, Config]]  # (index in the whole sweep, round, config), in the order measured
+
+
+def _measurement(config: Config, number: int, spec: SweepSpec) -> str:
+    return measurement_key(config.key, number if spec.rounds > 1 else None)
+
+
+def _record_the_row_that_killed(log: RowLog, todo: Todo, spec: SweepSpec, total: int, rows: list[dict[str, Any]],
+                                on_row: Callable[[dict[str, Any]], None] | None) -> Todo:
     """``todo`` without the config the log's last runs died measuring (:attr:`RowLog.died_measuring`) if they
-    died on it :data:`DEATHS_TO_CRASH` times: its ``crash`` row is logged and added to ``rows``."""
+    died on it :data:`DEATHS_TO_CRASH` times: its ``crash`` row is logged and added to ``rows``, one for each of
+    its rounds still to measure (it would kill the process in every one)."""
     if log.died_measuring is None or log.died_measuring[1] < DEATHS_TO_CRASH:
         return todo
-    for index, config in todo:
-        if config.key == log.died_measuring[0]:
-            row = failed_row(config, spec, index, total, "crash", DIED_MEASURING)
+    killer = next((config for _, number, config in todo
+                   if _measurement(config, number, spec) == log.died_measuring[0]), None)
+    if killer is None:
+        return todo
+    for index, number, config in todo:
+        if config == killer:
+            row = failed_row(config, spec, index, total, "crash", DIED_MEASURING, number)
             log.write(row)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
-            return [(i, c) for i, c in todo if c.key != config.key]
-    return todo
+    return [(index, number, config) for index, number, config in todo if config != killer]
 
 
 def run_sweep(
@@ -135,9 +148,9 @@ def run_sweep(
     for device in spec.devices:
         check_device(device)
     configs = spec.expand()
-    todo = shard_configs(configs, shard)
+    todo = measurement_order(shard_configs(configs, shard), spec.rounds, spec.seed)
     # Built (and its arguments checked) before the log is opened; its worker starts with the first row.
-    isolated = IsolatedMeasurer(spec, row_timeout, any(c.impl == "compiled" for _, c in todo)) if isolate else None
+    isolated = IsolatedMeasurer(spec, row_timeout, any(c.impl == "compiled" for _, _, c in todo)) if isolate else None
     columns = spec.columns()
     log = None
     if out is not None:
@@ -150,7 +163,8 @@ def run_sweep(
         if log is not None:
             if resume:  # the whole log is read and checked before it is changed at all
                 done = logged_keys(out, spec, columns, {config.key for config in configs}, allow_mixed, retry)
-                todo = [(index, config) for index, config in todo if config.key not in done]
+                todo = [(index, number, config) for index, number, config in todo
+                        if _measurement(config, number, spec) not in done]
             log.open()
             if resume:
                 if isolated is None:
@@ -160,13 +174,13 @@ def run_sweep(
             if isolated is not None:
                 measure = stack.enter_context(isolated).measure
             else:
-                def measure(config: Config, index: int, total: int) -> dict[str, Any]:
-                    return measure_config(config, spec, index, total)
-            for index, config in todo:
-                bar.set_postfix_str(config.key, refresh=False)
+                def measure(config: Config, index: int, total: int, number: int) -> dict[str, Any]:
+                    return measure_config(config, spec, index, total, number)
+            for index, number, config in todo:
+                bar.set_postfix_str(_measurement(config, number, spec), refresh=False)
                 if log is not None and isolated is None:
-                    log.begin(config.key)
-                row = measure(config, index, len(configs))
+                    log.begin(_measurement(config, number, spec))
+                row = measure(config, index, len(configs), number)
                 rows.append(row)
                 if log is not None:
                     log.write(row)
@@ -177,11 +191,11 @@ def run_sweep(
         if log is not None:
             log.close()
     if out is not None:
-        return latest_rows(read_rows(out))
+        return combine_rounds(latest_rows(read_rows(out)))
     # Through CSV text, so an in-memory sweep types its columns exactly as a logged one reads back.
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     text.seek(0)
-    return read_rows(text)
+    return combine_rounds(read_rows(text))

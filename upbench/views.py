@@ -11,6 +11,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .latex import MARK, decimals_for
+from .rounds import ROUND_SPREAD
 from .rows import ENVIRONMENT_COLUMNS, is_suspect, knob_columns, whole_columns_as_ints
 from .vocabulary import MIB
 
@@ -187,6 +188,8 @@ def row_table(rows: pd.DataFrame) -> pd.DataFrame:
     table["ms p20"] = rows["latency_p20_ms"]
     table["ms p80"] = rows["latency_p80_ms"]
     table["runs"] = rows["runs"]
+    if ROUND_SPREAD in rows:  # a sweep of several rounds
+        table["round spread"] = rows[ROUND_SPREAD]
     table["peak MiB"] = rows["peak_mem_bytes"] / MIB
     for policy in policies:
         table[f"GFLOP/s {policy}"] = rows[f"gflops_per_s_{policy}"]

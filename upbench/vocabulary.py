@@ -13,9 +13,11 @@ ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model
                       "git_commit", "timestamp")
 DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
 
+# A config of a sweep of several rounds whose rounds' medians differ by more than upbench.rounds.ROUNDS_DISAGREE.
+ROUNDS_DISAGREE_DOUBT = "rounds disagree"
 # The doubts that come from the machine while timing, not from the row's own settings (threads against
 # cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
-TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady")
+TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady", ROUNDS_DISAGREE_DOUBT)
 
 # Shortest timing whose /proc/stat reading means something: a tick on another core over a few milliseconds would
 # read as several cores of other work. A row timed for less records no cpu_others.

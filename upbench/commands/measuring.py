@@ -60,6 +60,11 @@ def add_axis_arguments(parser: argparse.ArgumentParser, defaults: str,
                          help="flush the caches before every timed call (cold-cache numbers): GPU L2; CPU every "
                               "level, by writing a buffer twice the last-level cache (slow: it adds that write to "
                               "each call's share of the row's run time)")
+    measure.add_argument("--rounds", type=positive_int,
+                         help=f"measure every config this many times, each round in an order of its own, so that no "
+                              f"operator is always timed first or beside the same neighbour while the machine drifts; "
+                              f"the tables show the median of the rounds, the round_spread column their slowest over "
+                              f"fastest (default {DEFAULT.rounds}: one pass, in sweep order)")
     measure.add_argument("--tf32", action="store_const", const=True, dest="tf32",
                          help="GPU: let float32 matmuls and convolutions use TF32 (default off for all operators "
                               "alike; torch's own defaults differ between the two)")

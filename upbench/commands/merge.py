@@ -8,6 +8,7 @@ from pathlib import Path
 from ..cli_args import check_not_an_input, file_name, str_list
 from ..export import check_output_paths, write_outputs
 from ..files import prepare_parent
+from ..rounds import combine_rounds
 from ..rowlog import check_replaceable, holds_nothing, log_path, read_log_noting
 from ..rows import FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv
 
@@ -59,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"merge: partial merge: {incomplete}", file=sys.stderr)
     prepare_parent(out)
-    written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]
-    print(f"merged {len(rows)} of {int(rows['config_total'].max())} configs from {len(logs)} files",
+    configs = combine_rounds(rows)  # the log keeps a row per round, the reports one per config
+    written = [write_csv(rows, out), *write_outputs(configs, out, args.formats)]
+    print(f"merged {len(configs)} of {int(rows['config_total'].max())} configs from {len(logs)} files",
           file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

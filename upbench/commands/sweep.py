@@ -147,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
             if shard is not None and rows.empty:
                 print(f"sweep: shard {args.shard} holds none of the sweep's {len(spec.expand())} config(s): shard "
                       f"i/n measures configs i, i+n, ...", file=sys.stderr)
-            if args.resume:
-                print(f"sweep: resumed {out}: {len(rows) - len(measured)} config(s) were logged already, "
+            if args.resume:  # a config's rows are one per round
+                what = "config(s)" if spec.rounds == 1 else f"measurement(s) (configs x {spec.rounds} rounds)"
+                print(f"sweep: resumed {out}: {len(rows) * spec.rounds - len(measured)} {what} were logged already, "
                       f"{len(measured)} measured now", file=sys.stderr)
         written = [out, *write_outputs(rows, out, formats)]
     except RuntimeError as error:  # no shard wrote a row, or an isolated worker could not start

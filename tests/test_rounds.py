@@ -1,0 +1,252 @@
+"""Sweeps of several rounds (upbench.rounds): every config measured once per round, each round in an order of its
+own, logged a row per round, shown one row per config, the median of its rounds."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import upbench
+import upbench.measure as measure_module
+import upbench.sweep as sweep_module
+from upbench.commands import main
+from upbench.rounds import ROUND_SPREAD, ROUNDS_DISAGREE, combine_rounds, measurement_order
+from upbench.rows import check_complete, IncompleteSweep, latest_rows, merge_frames, read_rows, write_csv
+from upbench.spec import SweepSpec
+from upbench.sweep import run_sweep
+
+TINY = dict(channels=(4,), sizes=(4, 6), devices=("cpu",), warmup=0, min_run_time=0.001)
+# The median each round's fake measurement reports: round 1 twice as slow as the others (the machine drifted).
+ROUND_MS = {1: 2.0, 2: 1.0, 3: 1.1}
+
+
+@pytest.fixture(scope="module")
+def plain_pair() -> tuple[str, str]:
+    """Two operators without knobs or guide: the cheapest to measure."""
+    plain = [n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide]
+    if len(plain) < 2:
+        pytest.skip("fewer than two operators without knobs and guide")
+    return plain[0], plain[1]
+
+
+def fake_measure(config, spec, row) -> None:
+    """Counts and timing stand-ins: a round's median from ROUND_MS, with p20 / p80 around it."""
+    ms = ROUND_MS[row.get("round", 1)]
+    row.update(latency_median_ms=ms, latency_p20_ms=0.9 * ms, latency_p80_ms=1.1 * ms, runs=10, cpu_util=1.0,
+               cpu_others=0.0, peak_mem_bytes=1000 * row.get("round", 1), status="ok")
+
+
+@pytest.fixture
+def faked(monkeypatch):
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+
+
+def measured_order(monkeypatch) -> list[tuple[str, int]]:
+    """(config key, round) of every measurement the sweep makes from here on, in its order."""
+    order: list[tuple[str, int]] = []
+    real = sweep_module.measure_config
+
+    def spy(config, spec, index, total, number=1):
+        order.append((config.key, number))
+        return real(config, spec, index, total, number)
+
+    monkeypatch.setattr(sweep_module, "measure_config", spy)
+    return order
+
+
+# -- the order ----------------------------------------------------------------------------------
+def test_one_round_keeps_the_sweep_order_and_several_shuffle_each_round_the_same_way_every_time():
+    items = list(enumerate("abcdefghij"))
+    assert measurement_order(items, 1, seed=0) == [(i, 1, x) for i, x in items]
+    three = measurement_order(items, 3, seed=0)
+    assert [number for _, number, _ in three] == [1] * 10 + [2] * 10 + [3] * 10
+    rounds = [[x for _, number, x in three if number == r] for r in (1, 2, 3)]
+    assert all(sorted(r) == list("abcdefghij") for r in rounds)  # each round measures every item once
+    assert len({tuple(r) for r in rounds}) == 3  # and in an order of its own
+    assert measurement_order(items, 3, seed=0) == three  # a resume continues the same order
+    assert measurement_order(items, 3, seed=1) != three
+
+
+# -- a sweep ------------------------------------------------------------------------------------
+def test_a_sweep_of_rounds_logs_a_row_per_round_and_shows_their_median(tmp_path, plain_pair, faked, monkeypatch):
+    order = measured_order(monkeypatch)
+    spec = SweepSpec(ops=plain_pair, rounds=3, **TINY)
+    out = tmp_path / "r.csv"
+    rows = run_sweep(spec, out)
+    configs = [c.key for c in spec.expand()]
+    assert sorted(order) == sorted((key, r) for key in configs for r in (1, 2, 3))
+    assert [r for _, r in order] == sorted(r for _, r in order)  # round after round
+    logged = read_rows(out)
+    assert len(logged) == 3 * len(configs) and set(logged["rounds"]) == {3}
+    assert list(rows["key"]) == configs and "round" in rows and rows["round"].isna().all()
+    assert list(rows["latency_median_ms"]) == [1.1] * len(configs)  # median of 2.0, 1.0, 1.1
+    assert rows["latency_p20_ms"].tolist() == pytest.approx([0.99] * len(configs))
+    assert list(rows["runs"]) == [30] * len(configs) and list(rows["peak_mem_bytes"]) == [3000] * len(configs)
+    assert list(rows[ROUND_SPREAD]) == [2.0] * len(configs)
+    assert all(cell.startswith("rounds disagree: the slowest round's median is 2.00x the fastest's")
+               for cell in rows["timing_suspect"])
+    in_memory = run_sweep(spec)
+    assert list(in_memory["latency_median_ms"]) == list(rows["latency_median_ms"])
+
+
+def test_rounds_that_agree_are_not_suspect_and_one_round_has_no_round_columns(tmp_path, plain_pair, monkeypatch):
+    monkeypatch.setattr(measure_module, "_measure",
+                        lambda config, spec, row: row.update(latency_median_ms=1.0 + 0.05 * row["round"], runs=5,
+                                                             status="ok"))
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=2, **TINY), tmp_path / "r.csv")
+    assert rows["timing_suspect"].fillna("").eq("").all()
+    assert rows[ROUND_SPREAD].tolist() == pytest.approx([1.1 / 1.05] * len(rows))
+    assert 1.1 / 1.05 < ROUNDS_DISAGREE
+    monkeypatch.setattr(measure_module, "_measure", fake_measure)
+    one = SweepSpec(ops=plain_pair, **TINY)
+    assert not {"round", "rounds"} & set(one.columns()) and {"round", "rounds"} <= set(SweepSpec(
+        ops=plain_pair, rounds=2, **TINY).columns())
+    assert one.spec_id != SweepSpec(ops=plain_pair, rounds=2, **TINY).spec_id
+    rows = run_sweep(one, tmp_path / "one.csv")
+    assert ROUND_SPREAD not in rows and "round" not in read_rows(tmp_path / "one.csv")
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True, "2"])
+def test_rounds_must_be_a_positive_integer(rounds):
+    with pytest.raises(ValueError, match=r"rounds=.*expected a positive integer"):
+        SweepSpec(ops=("nearest",), rounds=rounds)
+
+
+def test_a_round_that_fails_is_what_the_config_shows(tmp_path, plain_pair, monkeypatch):
+    def second_round_fails(config, spec, row):
+        fake_measure(config, spec, row)
+        if row["round"] == 2:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(measure_module, "_measure", second_round_fails)
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
+    assert set(rows["status"]) == {"error"}
+    assert all(m == "round 2 of 3: RuntimeError: boom" for m in rows["message"])
+
+
+# -- resuming -----------------------------------------------------------------------------------
+def test_a_resume_measures_only_the_rounds_the_log_lacks(tmp_path, plain_pair, faked, monkeypatch):
+    spec = SweepSpec(ops=plain_pair, rounds=3, **TINY)
+    out = tmp_path / "r.csv"
+    run_sweep(spec, out)
+    logged = read_rows(out)
+    write_csv(logged.iloc[:5], out)  # a kill after five measurements
+    order = measured_order(monkeypatch)
+    rows = run_sweep(spec, out, resume=True)
+    done = {(key, int(r)) for key, r in zip(logged["key"][:5], logged["round"][:5])}
+    assert order == [(key, int(r)) for key, r in zip(logged["key"][5:], logged["round"][5:])]  # the same order
+    assert not done & set(order)
+    assert len(read_rows(out)) == len(logged) and list(rows["latency_median_ms"]) == [1.1] * len(rows)
+
+
+def test_a_resume_with_other_rounds_is_refused_naming_them(tmp_path, plain_pair, faked):
+    out = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), out)
+    with pytest.raises(ValueError, match=r"rounds \(--rounds\) 3 in the log, 2 now"):
+        run_sweep(SweepSpec(ops=plain_pair, rounds=2, **TINY), out, resume=True)
+    one = tmp_path / "one.csv"
+    run_sweep(SweepSpec(ops=plain_pair, **TINY), one)
+    with pytest.raises(ValueError, match=r"only this sweep has round, rounds: a sweep of several rounds \(--rounds "
+                                         r"above 1\) has the columns round and rounds"):
+        run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), one, resume=True)
+
+
+def test_retry_suspect_measures_every_round_of_a_config_whose_rounds_disagree(tmp_path, plain_pair, monkeypatch):
+    first, second = plain_pair
+    monkeypatch.setattr(measure_module, "_measure", lambda config, spec, row: row.update(
+        latency_median_ms=ROUND_MS[row["round"]] if config.operator == first else 1.0, runs=5, status="ok"))
+    spec = SweepSpec(ops=plain_pair, rounds=3, **TINY)
+    out = tmp_path / "r.csv"
+    before = run_sweep(spec, out)
+    assert before.loc[before["operator"] == first, "timing_suspect"].str.startswith("rounds disagree").all()
+    assert before.loc[before["operator"] == second, "timing_suspect"].fillna("").eq("").all()
+    monkeypatch.setattr(measure_module, "_measure",
+                        lambda config, spec, row: row.update(latency_median_ms=1.0, runs=5, status="ok"))
+    order = measured_order(monkeypatch)
+    after = run_sweep(spec, out, resume=True, retry=("suspect",))
+    disagreeing = [c.key for c in spec.expand() if c.operator == first]
+    assert sorted(order) == sorted((key, r) for key in disagreeing for r in (1, 2, 3))
+    assert after["timing_suspect"].fillna("").eq("").all() and set(after[ROUND_SPREAD]) == {1.0}
+
+
+def test_a_config_that_killed_the_sweep_twice_is_a_crash_in_every_round_left(tmp_path, plain_pair, faked, monkeypatch):
+    spec = SweepSpec(ops=plain_pair, rounds=2, **TINY)
+    out = tmp_path / "r.csv"
+    run_sweep(spec, out)
+    logged = read_rows(out)
+    killer_key, killer_round = logged["key"][0], int(logged["round"][0])
+    write_csv(logged.iloc[:0], out)
+    out.with_name(out.name + ".measuring").write_text(f"{killer_key}|round={killer_round}\t1\n")
+    order = measured_order(monkeypatch)
+    rows = run_sweep(spec, out, resume=True)
+    assert killer_key not in {key for key, _ in order}
+    crashed = read_rows(out).query("status == 'crash'")
+    assert set(crashed["key"]) == {killer_key} and sorted(crashed["round"]) == [1, 2]
+    assert rows.set_index("key").loc[killer_key, "status"] == "crash"
+
+
+def test_an_isolated_sweep_of_rounds_records_each_round(tmp_path, plain_pair):
+    rows = run_sweep(SweepSpec(ops=plain_pair[:1], rounds=2, **{**TINY, "sizes": (4,)}), tmp_path / "r.csv",
+                     isolate=True)
+    logged = read_rows(tmp_path / "r.csv")
+    assert sorted(logged["round"]) == [1, 2] and list(rows["status"]) == ["ok"] and list(rows["runs"]) == [
+        logged["runs"].sum()]
+
+
+# -- shards, merging, reading -------------------------------------------------------------------
+def test_shards_of_rounds_merge_to_a_row_per_round_and_a_missing_round_is_missing(tmp_path, plain_pair, faked):
+    spec = SweepSpec(ops=plain_pair, rounds=2, **TINY)
+    shards = [run_sweep(spec, tmp_path / f"s{i}.csv", shard=(i, 2)) for i in range(2)]
+    assert sum(len(s) for s in shards) == len(spec.expand())
+    frames = [latest_rows(read_rows(tmp_path / f"s{i}.csv")) for i in range(2)]
+    merged = merge_frames(frames)
+    assert len(merged) == 2 * len(spec.expand())
+    check_complete(merged)
+    with pytest.raises(IncompleteSweep, match=r"1 of 4 configs have no row of every round: config indices 3"):
+        check_complete(merged[~((merged["config_index"] == 3) & (merged["round"] == 2))])
+    assert main(["merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--out", str(tmp_path / "m.csv"),
+                 "--formats", "markdown"]) == 0
+    assert len(read_rows(tmp_path / "m.csv")) == 2 * len(spec.expand())
+    report = (tmp_path / "m.md").read_text()
+    assert "2 rounds" in report and "round spread" in report and f"{len(spec.expand())} rows" in report
+
+
+def test_the_cli_sweeps_rounds_and_report_and_diff_read_them_combined(tmp_path, plain_pair, faked, capsys):
+    out = tmp_path / "r.csv"
+    quick = ["--ops", ",".join(plain_pair), "--C", "4", "--size", "4", "--device", "cpu", "--quiet",
+             "--min-run-time", "0.001"]
+    assert main(["sweep", *quick, "--rounds", "3", "--out", str(out), "--formats", "markdown,json"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["sweep", *quick, "--rounds", "0", "--out", str(tmp_path / "x.csv")])
+    assert "argument --rounds: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    from_csv = combine_rounds(latest_rows(read_rows(out)))
+    json_rows = pd.read_json(tmp_path / "r.json")
+    assert list(json_rows["latency_median_ms"]) == list(from_csv["latency_median_ms"]) == [1.1, 1.1]
+    for source in (out, tmp_path / "r.json"):
+        assert main(["report", str(source), "--out", str(tmp_path / "again.md")]) == 0
+        report = (tmp_path / "again.md").read_text()
+        assert "3 rounds" in report and "median of its rounds' medians" in report
+    one = tmp_path / "one.csv"
+    assert main(["sweep", *quick, "--out", str(one), "--formats", ""]) == 0
+    capsys.readouterr()
+    main(["diff", str(one), str(out)])
+    printed = capsys.readouterr().out
+    assert any(line.startswith("| rounds") and "| 1 " in line and "| 3 " in line for line in printed.splitlines())
+
+
+def test_a_sweep_file_sets_rounds(tmp_path, plain_pair):
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"ops: [{plain_pair[0]}]\nrounds: 4\n")
+    assert SweepSpec.from_file(spec_file).rounds == 4
+
+
+def test_a_local_launch_of_rounds_merges_every_round_and_shows_a_row_per_config(tmp_path, plain_pair):
+    from upbench.launch import Resources, _logged, launch_sweep, shard_logs
+
+    out = tmp_path / "l.csv"
+    launched = launch_sweep(dict(ops=list(plain_pair), C=4, size=[4, 6], device="cpu", warmup=0, min_run_time=0.001,
+                                 rounds=2), out, 2, Resources(cluster="local"), progress=False)
+    assert launched.problems == [] and len(launched.rows) == 4 and launched.rows["round"].isna().all()
+    merged = read_rows(out)
+    assert sorted(zip(merged["config_index"], merged["round"])) == [(i, r) for i in range(4) for r in (1, 2)]
+    assert [_logged(path) for path in shard_logs(out, 2)] == [(4, 8), (4, 8)]  # the progress bar's rows of 8

@@ -1,0 +1,131 @@
+"""A sweep of several rounds: the order in which each round visits the configs, and the one row the tables
+show for a config measured once per round.
+
+One pass over the configs, operator by operator, times the operators of one table minutes apart: a machine
+that warms up, throttles or takes on other work meanwhile favours whichever operator ran first. Several rounds,
+each in an order of its own, spread that drift over every operator, and the spread of a config's rounds shows
+how large it was. Nothing here measures; :mod:`upbench.sweep` measures in this order, and the readers of rows
+(:func:`upbench.sweep.run_sweep`, ``report``, ``diff``, ``merge``) combine the rounds with :func:`combine_rounds`.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence, TypeVar
+
+import pandas as pd
+
+from .rows import FAILED_STATUSES
+from .vocabulary import ROUNDS_DISAGREE_DOUBT
+
+Item = TypeVar("Item")
+
+# A config whose slowest round's median is more than this many times its fastest's was timed while the machine
+# changed under it: its median of rounds is flagged (timing_suspect), as a row whose p80/p20 exceeds 1.5 is.
+ROUNDS_DISAGREE = 1.2
+# The column of a combined row: its slowest round's median over its fastest's (1.0 for a single round).
+ROUND_SPREAD = "round_spread"
+# Which of a config's rounds its combined row shows where not all are ok: the first status here that one has.
+_SHOWN_FIRST = (*FAILED_STATUSES, "oom", "skipped")
+
+
+def measurement_order(indexed: Sequence[tuple[int, Item]], rounds: int, seed: int) -> list[tuple[int, int, Item]]:
+    """(index, round, item) for every round of ``indexed``, round 1 first. One round keeps the given order; with
+    several, each round visits the items in a shuffled order drawn from ``seed`` and its number, the same in every
+    run of the sweep (so a resume continues the same order) and in each shard."""
+    if rounds == 1:
+        return [(index, 1, item) for index, item in indexed]
+    order = []
+    for number in range(1, rounds + 1):
+        shuffled = list(indexed)
+        random.Random(f"upbench rounds: seed {seed}, round {number}").shuffle(shuffled)
+        order += [(index, number, item) for index, item in shuffled]
+    return order
+
+
+def round_spread(medians: pd.Series) -> float:
+    """The slowest median over the fastest of a config's ok rounds (NaN without two positive medians)."""
+    medians = medians.dropna()
+    if len(medians) < 2 or medians.min() <= 0:
+        return float("nan")
+    return float(medians.max() / medians.min())
+
+
+def _joined(cells: pd.Series, separator: str) -> str:
+    parts = [part.strip() for cell in cells.dropna().astype(str) for part in cell.split(separator)]
+    return separator.join(dict.fromkeys(part for part in parts if part))
+
+
+def _combined(group: pd.DataFrame) -> pd.Series:
+    """One config's rounds as one row: the median of its rounds' medians, or the round that did not end ok."""
+    rounds = int(group["rounds"].max())
+    incomplete = f"{len(group)} of {rounds} rounds measured" if len(group) < rounds else ""
+    for status in _SHOWN_FIRST:
+        failed = group[group["status"] == status]
+        if not failed.empty:
+            row = failed.iloc[-1].copy()
+            others = f"; {incomplete}" if incomplete else ""
+            row["message"] = f"round {int(row['round'])} of {rounds}: {row['message'] or status}{others}"
+            row["round"] = float("nan")
+            return row
+    row = group.iloc[-1].copy()
+    medians = group["latency_median_ms"].astype(float)
+    row["latency_median_ms"] = medians.median()
+    for column in ("latency_p20_ms", "latency_p80_ms"):
+        row[column] = group[column].astype(float).median()
+    row["runs"] = group["runs"].sum()
+    row["cpu_util"] = group["cpu_util"].min()
+    for column in ("cpu_others", "peak_mem_bytes", "load_1min"):
+        row[column] = group[column].max()
+    seconds = row["latency_median_ms"] / 1e3
+    for column in [c for c in group.columns if c.startswith("gflops_per_s_")]:
+        if pd.notna(row[column]):
+            row[column] = row[f"flops_{column.removeprefix('gflops_per_s_')}"] / seconds / 1e9
+    if pd.notna(row["gbytes_per_s"]):
+        row["gbytes_per_s"] = row["bytes_moved"] / seconds / 1e9
+    spread = round_spread(medians)
+    row[ROUND_SPREAD] = spread
+    doubts = _joined(group["timing_suspect"], "; ")
+    if spread > ROUNDS_DISAGREE:
+        disagree = f"{ROUNDS_DISAGREE_DOUBT}: the slowest round's median is {spread:.2f}x the fastest's"
+        doubts = f"{doubts}; {disagree}" if doubts else disagree
+    row["timing_suspect"] = doubts
+    row["message"] = "; ".join(filter(None, [_joined(group["message"], "; "), incomplete]))
+    row["round"] = float("nan")
+    return row
+
+
+def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per config, in sweep order, from rows of one row per config and round (:func:`upbench.rows.latest_rows`):
+    where every round is ok, the median of the rounds' medians, p20 and p80, the calls of all rounds, the lowest
+    ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the rates of that median, every round's
+    doubts and, in :data:`ROUND_SPREAD`, the slowest round's median over the fastest's (past
+    :data:`ROUNDS_DISAGREE`, a doubt of its own); otherwise the round that failed, ran out of memory or was skipped,
+    its message naming it. Its ``round`` is empty, so combined rows pass through again unchanged; rows of a sweep
+    of one round have no ``round`` column and are returned as they are."""
+    if "round" not in rows or rows.empty:
+        return rows
+    if ROUND_SPREAD in rows:
+        combined = rows
+    else:  # beside the other measures of spread
+        columns = list(rows.columns)
+        combined = rows.assign(**{ROUND_SPREAD: float("nan")})[
+            [*columns[:columns.index("runs") + 1], ROUND_SPREAD, *columns[columns.index("runs") + 1:]]]
+    out = []
+    for _, group in combined.groupby("key", sort=False):
+        if group["round"].isna().all():  # combined already (a report of a sweep's JSON)
+            out.append(group.iloc[-1])
+        else:
+            out.append(_combined(group[group["round"].notna()].sort_values("round", kind="stable")))
+    frame = pd.DataFrame(out, columns=combined.columns)
+    frame = frame.astype({column: dtype for column, dtype in combined.dtypes.items()
+                          if column not in ("round", "runs", ROUND_SPREAD) and dtype != object}, errors="ignore")
+    return frame.sort_values("config_index", kind="stable").reset_index(drop=True)
+
+
+def disagreeing_configs(rows: pd.DataFrame) -> set[str]:
+    """Keys of the configs whose rounds disagree (:data:`ROUNDS_DISAGREE`), from one row per config and round."""
+    if "round" not in rows:
+        return set()
+    ok = rows[rows["status"].eq("ok") & rows["round"].notna()]
+    spreads = ok.groupby("key")["latency_median_ms"].apply(lambda medians: round_spread(medians.astype(float)))
+    return set(spreads[spreads > ROUNDS_DISAGREE].index)
