@@ -43,6 +43,16 @@ def _check_factory_signature(operator: str, factory: Callable[..., nn.Module], n
                          f"{' (guide_channels: needs_guide=True)' if needs_guide else ''}") from None
 
 
+def _second_parameter(module: nn.Module) -> str | None:
+    """The name of the parameter the module's forward takes after x, if any (where it has a signature)."""
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional[1].name if len(positional) > 1 else None
+
+
 def wrap(
     factory: Callable[..., nn.Module], name: str, needs_guide: bool = False,
     knobs: Mapping[str, Knob | int] | None = None, formulas: Formulas | None = None,
@@ -81,7 +91,17 @@ def wrap(
 
     def upsample(self: Upsampler, x: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         body = getattr(self, WRAPPED_STAGE)
-        out = body(x, guide) if self.needs_guide else body(x)
+        try:
+            out = body(x, guide) if self.needs_guide else body(x)
+        except (AttributeError, TypeError) as error:
+            # a forward(x, guide) registered without needs_guide gets guide=None, and fails on it with torch's or
+            # Python's words, which do not say why it was None
+            second = _second_parameter(body)
+            if self.needs_guide or second is None or "NoneType" not in str(error):
+                raise
+            raise ValueError(f"{name}: the wrapped module's forward failed on a None ({type(error).__name__}: "
+                             f"{error}); it takes {second!r} after x, which upbench passes only to an operator "
+                             f"wrapped with needs_guide=True (as None otherwise)") from error
         problem = output_problem(x, out)
         if problem is not None:
             raise ValueError(f"{name}: the wrapped module returned {problem}")
