@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upbench import kernels
-from upbench.base import MAX_D, MAX_K, Knob, Upsampler
+from upbench.base import MAX_D, MAX_K, Knob, Upsampler, sizes
 from upbench.formulas import Cost, Dims, paper_is_exact
 from upbench.registry import register
 
@@ -292,10 +292,10 @@ class ReSFU(Upsampler):
 
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
         super().check_inputs(x, guide)
-        n, _, h, w = x.shape
+        n, _, h, w = sizes(x)
         if n * h * w == 1 and self.channels <= NORM_GROUPS:
             # one channel per group, one pixel, one sample: torch's GroupNorm refuses a single value to normalise
-            raise ValueError(f"{self.name}: x of shape {tuple(x.shape)} leaves GroupNorm one value per group (at most "
+            raise ValueError(f"{self.name}: x of shape {sizes(x)} leaves GroupNorm one value per group (at most "
                              f"{NORM_GROUPS} channels are normalised one per group), which torch refuses; expected "
                              f"a batch or a map of more than one pixel")
 

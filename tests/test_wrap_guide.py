@@ -1,4 +1,4 @@
-"""A module wrapped without needs_guide whose forward takes a guide gets None for it: its failure says so."""
+"""Messages of a forward that fails: a wrapped module not given the guide it reads, and sizes while counting traces."""
 from __future__ import annotations
 
 import pytest
@@ -41,3 +41,16 @@ def test_other_errors_of_a_wrapped_forward_pass_through_as_they_are(isolated_reg
     upbench.wrap(FailsOnItsOwn, name="fails-itself")
     with pytest.raises(TypeError, match=r"^unsupported operand type\(s\) for \+: 'int' and 'str'$"):
         upbench.make("fails-itself", 4)(torch.zeros(1, 4, 4, 4))
+
+
+def test_input_errors_met_while_counting_traces_the_module_show_sizes_as_numbers():
+    """fvcore traces the forward, where x.shape holds tensors: a message formatted from it read 'tensor(16)'."""
+    from upbench.counting import count
+
+    op = upbench.make("sapa-b", 16)
+    x, guide = op.example_inputs(N=1, H=8, W=8)
+    with pytest.raises(ValueError, match=r"^sapa-b: guide must be 2H x 2W = 16 x 16 for x of 8 x 8; got 10 x 16$"):
+        count(op, (x, guide[:, :, :10]), policy="fvcore")
+    resfu = upbench.make("resfu", 16)
+    with pytest.raises(ValueError, match=r"^resfu: x of shape \(1, 16, 1, 1\) leaves GroupNorm one value per group"):
+        count(resfu, resfu.example_inputs(N=1, H=1, W=1), policy="fvcore")

@@ -42,13 +42,13 @@ def check_op_stages(owner: str, op_stages: object, stages: tuple[str, ...]) -> N
                              f"expected one of {', '.join(stages) or 'none (it declares no stages)'}")
 
 
-def _sizes(tensor: torch.Tensor) -> tuple[int, ...]:
+def sizes(tensor: torch.Tensor) -> tuple[int, ...]:
     """A tensor's shape as ints: while counting traces the module, sizes are tensors that print as tensor(4)."""
     return tuple(int(size) for size in tensor.shape)
 
 
 def _describe(value: object) -> str:
-    return f"shape {_sizes(value)}" if isinstance(value, torch.Tensor) else type(value).__name__
+    return f"shape {sizes(value)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def output_problem(x: torch.Tensor, out: object) -> str | None:
@@ -327,11 +327,11 @@ class Upsampler(nn.Module):
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise ValueError(f"{self.name}: x must be a 4-D (N, C, H, W) tensor; got {_describe(x)}")
-        n, c, h, w = x.shape
+        n, c, h, w = sizes(x)  # ints, also where counting traces the module: a message says 4, not tensor(4)
         if c != self.channels:
-            raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {_sizes(x)}")
+            raise ValueError(f"{self.name}: built for {self.channels} channels; x has shape {sizes(x)}")
         if h < 1 or w < 1 or n < 1:
-            raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {_sizes(x)}")
+            raise ValueError(f"{self.name}: x must have N, H, W >= 1; got shape {sizes(x)}")
         self._check_like_weights(x)
         if not self.needs_guide:
             if guide is not None:
@@ -341,14 +341,14 @@ class Upsampler(nn.Module):
             raise ValueError(f"{self.name}: needs a guide of shape ({n}, {self.guide_channels}, {2 * h}, {2 * w}); got None")
         if not isinstance(guide, torch.Tensor) or guide.dim() != 4:
             raise ValueError(f"{self.name}: guide must be a 4-D (N, C_g, 2H, 2W) tensor; got {_describe(guide)}")
-        gn, gc, gh, gw = guide.shape
+        gn, gc, gh, gw = sizes(guide)
         if gn != n:
             raise ValueError(f"{self.name}: batch mismatch: x has N={n}, guide has N={gn}")
         if (gh, gw) != (2 * h, 2 * w):
             raise ValueError(f"{self.name}: guide must be 2H x 2W = {2 * h} x {2 * w} for x of {h} x {w}; got {gh} x {gw}")
         if gc != self.guide_channels:
             raise ValueError(
-                f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {_sizes(guide)}"
+                f"{self.name}: built for {self.guide_channels} guide channels; guide has shape {sizes(guide)}"
             )
         if (guide.dtype, guide.device) != (x.dtype, x.device):
             raise ValueError(f"{self.name}: guide is {guide.dtype} on {guide.device}, x {x.dtype} on {x.device}; "
