@@ -248,3 +248,19 @@ def test_a_latex_note_of_every_row_of_an_operator_is_said_once(isolated_registry
     latex = render_latex(validation_table(["deconv-note-test", "carafe"], Grid(C=(8, 16), sizes=((4, 4),))))
     assert latex.count("no formulas stated") == 1 and "deconv-note-test: no formulas stated" in latex
     assert latex.count("carafe / total: ") == 1  # a note of some stages stays with its stage
+
+
+def test_knobs_the_table_has_no_column_for_are_said_with_their_defaults(capsys):
+    """carafe's encoder_kernel fills no Table 1 column: its rows were counted at 3, which nothing showed."""
+    from upbench.commands import main
+
+    assert main(["table1", "--ops", "carafe,sapa-b,nearest", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "table1: knobs without a column, at their defaults: carafe encoder_kernel=3 (--knob NAME=V gives one a " \
+           "column)\n" in captured.err
+    assert "encoder_kernel" not in captured.out
+    assert main(["table1", "--ops", "carafe", "--knob", "encoder_kernel=1", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "without a column" not in captured.err and "encoder_kernel" in captured.out.splitlines()[0]
+    assert main(["table1", "--ops", "carafe", "--format", "latex"]) == 0
+    assert r"knobs without a column, at their defaults: carafe encoder\_kernel=3" in capsys.readouterr().out

@@ -196,6 +196,18 @@ def error_row(operator: str, C: int, H: int, W: int, hparams: dict[str, int], fa
             "status": ERROR, "note": str(failed)}
 
 
+def knobs_not_shown(operators: Sequence[str] | None, grid: Grid) -> list[str]:
+    """'carafe encoder_kernel=3' for each operator whose knobs the table has no column for (a knob neither swept
+    with --knob nor filling Table 1's K or d): they were counted at their defaults, which the rows do not show."""
+    said = []
+    for name in _operator_names(operators):
+        hidden = [f"{knob}={declared.default}" for knob, declared in get(name).knobs.items()
+                  if knob not in grid.knobs and (declared.dims_field or knob) not in ("K", "d")]
+        if hidden:
+            said.append(f"{name} {', '.join(hidden)}")
+    return said
+
+
 def table_columns(grid: Grid) -> list[str]:
     """:data:`COLUMNS` with N before C where the grid has a batch other than one, Cg after C where it sweeps
     it, and a column for each other knob after d."""

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
 
 import pandas as pd
 
 from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
                         render_table, size_list)
 from ..latex import booktabs
-from ..table1 import CHECKED, ERROR, Grid, validation_table, with_failed_probes
+from ..table1 import CHECKED, ERROR, Grid, knobs_not_shown, validation_table, with_failed_probes
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
 
@@ -70,9 +71,10 @@ def latex_notes(table: pd.DataFrame) -> list[str]:
     return notes
 
 
-def render_latex(table: pd.DataFrame) -> str:
-    """Every stage row, MACs and params in one unit each; the notes (why rows differ) go under the table."""
-    notes = latex_notes(table)
+def render_latex(table: pd.DataFrame, more_notes: Sequence[str] = ()) -> str:
+    """Every stage row, MACs and params in one unit each; the notes (why rows differ, then ``more_notes``) go under
+    the table."""
+    notes = [*latex_notes(table), *more_notes]
     latex_table = table.drop(columns="note").astype(object).rename(columns=latex_name)
     kinds = {column: LATEX_KINDS.get(column, "int") for column in latex_table.columns}  # other knobs: integers
     return booktabs(latex_table, kinds,
@@ -96,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"table1: --check probed each operator at {where}: {held}", file=sys.stderr)
         for skipped in probed.skipped:  # an operator's own limits (square maps, guide widths): said, not failed
             print(f"table1: probe point not validated for {skipped}", file=sys.stderr)
-    text = render_latex(table) if args.format == "latex" else render_table(table, args.format, intfmt=",")
+    defaults = knobs_not_shown(args.ops, grid)
+    at_defaults = f"knobs without a column, at their defaults: {'; '.join(defaults)}" if defaults else ""
+    text = (render_latex(table, [at_defaults] if at_defaults else []) if args.format == "latex"
+            else render_table(table, args.format, intfmt=","))
     emit(text, args.out)
+    if at_defaults:  # where a CSV or Markdown table cannot say it (--knob NAME=V gives one a column)
+        print(f"table1: {at_defaults} (--knob NAME=V gives one a column)", file=sys.stderr)
     counts = table["status"].value_counts().to_dict()
     print("table1: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     failed = table[table["status"] == ERROR]
