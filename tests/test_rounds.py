@@ -105,9 +105,10 @@ def test_rounds_that_agree_are_not_suspect_and_one_round_has_no_round_columns(tm
     assert ROUND_SPREAD not in rows and "round" not in read_rows(tmp_path / "one.csv")
 
 
-@pytest.mark.parametrize("rounds", [0, -1, 1.5, True, "2"])
-def test_rounds_must_be_a_positive_integer(rounds):
-    with pytest.raises(ValueError, match=r"rounds=.*expected a positive integer"):
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True, "2", 1001, 2**66])
+def test_rounds_must_be_a_positive_integer_of_at_most_a_thousand(rounds):
+    """Every round's order is drawn before the first row: 10**12 rounds took minutes and gigabytes to say nothing."""
+    with pytest.raises(ValueError, match=r"rounds=.*expected a positive integer of at most 1000"):
         SweepSpec(ops=("nearest",), rounds=rounds)
 
 
@@ -179,9 +180,14 @@ def test_a_config_that_killed_the_sweep_twice_is_a_crash_in_every_round_left(tmp
     order = measured_order(monkeypatch)
     rows = run_sweep(spec, out, resume=True)
     assert killer_key not in {key for key, _ in order}
-    crashed = read_rows(out).query("status == 'crash'")
-    assert set(crashed["key"]) == {killer_key} and sorted(crashed["round"]) == [1, 2]
-    assert rows.set_index("key").loc[killer_key, "status"] == "crash"
+    crashed = read_rows(out).query("status == 'crash'").set_index("round")
+    assert set(crashed["key"]) == {killer_key} and sorted(crashed.index) == [1, 2]
+    assert crashed.loc[killer_round, "message"].startswith("the sweep's process died 2 times while measuring this row")
+    assert crashed.loc[3 - killer_round, "message"] == ("not measured: the config killed the sweep's process 2 times "
+                                                       "in another round")
+    shown = rows.set_index("key").loc[killer_key]
+    assert shown["status"] == "crash" and shown["message"].startswith(f"round {killer_round} of 2: the sweep's process "
+                                                                      f"died 2 times")
 
 
 def test_an_isolated_sweep_of_rounds_records_each_round(tmp_path, plain_pair):
@@ -201,7 +207,7 @@ def test_shards_of_rounds_merge_to_a_row_per_round_and_a_missing_round_is_missin
     merged = merge_frames(frames)
     assert len(merged) == 2 * len(spec.expand())
     check_complete(merged)
-    with pytest.raises(IncompleteSweep, match=r"1 of 4 configs have no row of every round: config indices 3"):
+    with pytest.raises(IncompleteSweep, match=r"1 of 4 configs miss the row of a round or more: config indices 3"):
         check_complete(merged[~((merged["config_index"] == 3) & (merged["round"] == 2))])
     assert main(["merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--out", str(tmp_path / "m.csv"),
                  "--formats", "markdown"]) == 0
@@ -250,3 +256,69 @@ def test_a_local_launch_of_rounds_merges_every_round_and_shows_a_row_per_config(
     merged = read_rows(out)
     assert sorted(zip(merged["config_index"], merged["round"])) == [(i, r) for i in range(4) for r in (1, 2)]
     assert [_logged(path) for path in shard_logs(out, 2)] == [(4, 8), (4, 8)]  # the progress bar's rows of 8
+
+
+# -- a config whose rounds are not all alike ------------------------------------------------------
+def test_a_sweep_cut_short_shows_its_configs_incomplete_and_marked(tmp_path, plain_pair, faked):
+    out = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), out)
+    logged = read_rows(out)
+    cut = logged[logged["round"] < 3]  # killed before round 3
+    write_csv(cut, out)
+    rows = combine_rounds(cut)
+    assert list(rows["latency_median_ms"]) == [1.5] * len(rows)  # of 2.0 and 1.0: the mean of the middle two
+    assert all("incomplete: 2 of 3 rounds measured ok" in cell for cell in rows["timing_suspect"])
+    assert main(["report", str(out), "--pivot", "latency", "--out", str(tmp_path / "p.md")]) == 0
+    pivot = (tmp_path / "p.md").read_text()
+    assert pivot.count(" † |") == len(rows) and "rounds that disagree or are missing" in pivot
+
+
+def test_a_round_skipped_by_its_budget_leaves_the_ok_rounds_measured_and_marked(tmp_path, plain_pair, monkeypatch):
+    def round_two_over_budget(config, spec, row):
+        fake_measure(config, spec, row)
+        if row["round"] == 2:
+            row.update(status="skipped", message="warm-up took too long")
+
+    monkeypatch.setattr(measure_module, "_measure", round_two_over_budget)
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
+    assert set(rows["status"]) == {"ok"} and list(rows["latency_median_ms"]) == [1.55] * len(rows)  # 2.0 and 1.1
+    assert all(cell.endswith("incomplete: 2 of 3 rounds measured ok (round 2 skipped)") for cell in rows["timing_suspect"])
+    assert all(message == "warm-up took too long" for message in rows["message"])
+    monkeypatch.setattr(measure_module, "_measure",
+                        lambda config, spec, row: row.update(status="skipped", message=f"over, round {row['round']}"))
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "all.csv")
+    assert set(rows["status"]) == {"skipped"} and set(rows["message"]) == {"round 1 of 3: over, round 1"}
+
+
+def test_each_kind_of_doubt_of_a_configs_rounds_is_said_once_with_its_rounds(tmp_path, plain_pair, monkeypatch):
+    def shared_in_odd_rounds(config, spec, row):
+        fake_measure(config, spec, row)
+        row["latency_median_ms"] = 1.0
+        if row["round"] % 2:
+            row["timing_suspect"] = f"shared: other work kept {row['round'] / 10:.2f} of 2 usable cores busy"
+
+    monkeypatch.setattr(measure_module, "_measure", shared_in_odd_rounds)
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
+    assert set(rows["timing_suspect"]) == {"shared: other work kept 0.10 of 2 usable cores busy (rounds 1, 3)"}
+
+
+def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_pair, faked):
+    from upbench.reports import to_markdown
+    from upbench.rows import mixed_environments
+
+    out = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=2, **TINY), out)
+    logged = read_rows(out)
+    logged.loc[logged["round"] == 2, "git_commit"] = "0" * 40  # resumed with --allow-mixed after a pull
+    rows = combine_rounds(logged)
+    assert all(commit.endswith(" / " + "0" * 40) for commit in rows["git_commit"])
+    mixed = mixed_environments(rows)
+    assert len(mixed) == 1 and mixed[0].startswith("cpu: git_commit ") and "0" * 40 in mixed[0]
+    assert "0" * 40 in to_markdown(rows)
+
+
+def test_merging_logs_of_other_rounds_names_the_difference(tmp_path, plain_pair, faked):
+    run_sweep(SweepSpec(ops=plain_pair, **TINY), tmp_path / "one.csv")
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "three.csv")
+    with pytest.raises(ValueError, match=r"refusing to merge rows of different sweep specs \(\w+, \w+; rounds 1 / 3\)"):
+        merge_frames([read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "three.csv")])

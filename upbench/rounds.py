@@ -14,8 +14,8 @@ from typing import Sequence, TypeVar
 
 import pandas as pd
 
-from .rows import FAILED_STATUSES
-from .vocabulary import ROUNDS_DISAGREE_DOUBT
+from .rows import ENVIRONMENT_COLUMNS, FAILED_STATUSES, SETUP_JOIN, is_text_column, latest_rows
+from .vocabulary import INCOMPLETE_DOUBT, ROUNDS_DISAGREE_DOUBT
 
 Item = TypeVar("Item")
 
@@ -24,7 +24,8 @@ Item = TypeVar("Item")
 ROUNDS_DISAGREE = 1.2
 # The column of a combined row: its slowest round's median over its fastest's (1.0 for a single round).
 ROUND_SPREAD = "round_spread"
-# Which of a config's rounds its combined row shows where not all are ok: the first status here that one has.
+# Which of a config's rounds its combined row shows where one failed, or none is ok: the first status here that one
+# has, its first round of it.
 _SHOWN_FIRST = (*FAILED_STATUSES, "oom", "skipped")
 
 
@@ -50,60 +51,91 @@ def round_spread(medians: pd.Series) -> float:
     return float(medians.max() / medians.min())
 
 
-def _joined(cells: pd.Series, separator: str) -> str:
-    parts = [part.strip() for cell in cells.dropna().astype(str) for part in cell.split(separator)]
-    return separator.join(dict.fromkeys(part for part in parts if part))
+def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
+    """The '; '-joined parts of a column over a config's rounds, each kind once (its text before a colon): the first
+    round's words, with the rounds it came in where more than one ('shared: ... (rounds 1, 3)')."""
+    seen: dict[str, tuple[str, list[int]]] = {}
+    for cell, number in zip(cells, numbers):
+        for part in ([] if pd.isna(cell) else str(cell).split(";")):
+            if part := part.strip():
+                seen.setdefault(part.partition(":")[0], (part, []))[1].append(int(number))
+    return "; ".join(text if len(numbers_) == 1 else f"{text} (rounds {', '.join(map(str, numbers_))})"
+                     for text, numbers_ in seen.values())
 
 
-def _combined(group: pd.DataFrame) -> pd.Series:
-    """One config's rounds as one row: the median of its rounds' medians, or the round that did not end ok."""
-    rounds = int(group["rounds"].max())
-    incomplete = f"{len(group)} of {rounds} rounds measured" if len(group) < rounds else ""
+def _setup(group: pd.DataFrame, row: pd.Series) -> None:
+    """The setup columns of ``row`` as its rounds recorded them: a text that differs between rounds (a resume with
+    --allow-mixed on another commit) is every round's, joined with :data:`SETUP_JOIN`, the timestamp the last."""
+    for column in (*ENVIRONMENT_COLUMNS, "operator_source"):
+        if column in group and is_text_column(column):
+            values = list(dict.fromkeys(group[column].dropna().astype(str)))
+            if len(values) > 1:
+                row[column] = SETUP_JOIN.join(values)
+
+
+def _shown_round(group: pd.DataFrame, rounds: int) -> pd.Series:
+    """A config none of whose rounds is ok, or one of whose rounds failed: its first such round, named."""
     for status in _SHOWN_FIRST:
         failed = group[group["status"] == status]
         if not failed.empty:
-            row = failed.iloc[-1].copy()
-            others = f"; {incomplete}" if incomplete else ""
-            row["message"] = f"round {int(row['round'])} of {rounds}: {row['message'] or status}{others}"
-            row["round"] = float("nan")
+            row = failed.iloc[0].copy()
+            row["message"] = f"round {int(row['round'])} of {rounds}: {row['message'] or status}"
             return row
-    row = group.iloc[-1].copy()
-    medians = group["latency_median_ms"].astype(float)
-    row["latency_median_ms"] = medians.median()
-    for column in ("latency_p20_ms", "latency_p80_ms"):
-        row[column] = group[column].astype(float).median()
-    row["runs"] = group["runs"].sum()
-    row["cpu_util"] = group["cpu_util"].min()
-    for column in ("cpu_others", "peak_mem_bytes", "load_1min"):
-        row[column] = group[column].max()
-    seconds = row["latency_median_ms"] / 1e3
-    for column in [c for c in group.columns if c.startswith("gflops_per_s_")]:
-        if pd.notna(row[column]):
-            row[column] = row[f"flops_{column.removeprefix('gflops_per_s_')}"] / seconds / 1e9
-    if pd.notna(row["gbytes_per_s"]):
-        row["gbytes_per_s"] = row["bytes_moved"] / seconds / 1e9
-    spread = round_spread(medians)
-    row[ROUND_SPREAD] = spread
-    doubts = _joined(group["timing_suspect"], "; ")
-    if spread > ROUNDS_DISAGREE:
-        disagree = f"{ROUNDS_DISAGREE_DOUBT}: the slowest round's median is {spread:.2f}x the fastest's"
-        doubts = f"{doubts}; {disagree}" if doubts else disagree
-    row["timing_suspect"] = doubts
-    row["message"] = "; ".join(filter(None, [_joined(group["message"], "; "), incomplete]))
+    raise AssertionError("a config with no ok round has a round of another status")
+
+
+def _combined(group: pd.DataFrame) -> pd.Series:
+    """One config's rounds as one row: the median of its ok rounds, or the round that failed (or, none ok, the
+    round that ran out of memory or was skipped)."""
+    rounds = int(group["rounds"].max())
+    ok = group[group["status"] == "ok"]
+    if ok.empty or group["status"].isin(FAILED_STATUSES).any():
+        row = _shown_round(group, rounds)
+    else:
+        row = ok.iloc[-1].copy()
+        medians = ok["latency_median_ms"].astype(float)
+        row["latency_median_ms"] = medians.median()
+        for column in ("latency_p20_ms", "latency_p80_ms"):
+            row[column] = ok[column].astype(float).median()
+        row["runs"] = ok["runs"].sum()
+        row["cpu_util"] = ok["cpu_util"].min()
+        for column in ("cpu_others", "peak_mem_bytes", "load_1min"):
+            row[column] = ok[column].max()
+        seconds = row["latency_median_ms"] / 1e3
+        for column in [c for c in ok.columns if c.startswith("gflops_per_s_")]:
+            if pd.notna(row[column]):
+                row[column] = row[f"flops_{column.removeprefix('gflops_per_s_')}"] / seconds / 1e9
+        if pd.notna(row["gbytes_per_s"]):
+            row["gbytes_per_s"] = row["bytes_moved"] / seconds / 1e9
+        spread = round_spread(medians)
+        row[ROUND_SPREAD] = spread
+        doubts = [_by_round(ok["timing_suspect"], ok["round"])]
+        if spread > ROUNDS_DISAGREE:
+            doubts.append(f"{ROUNDS_DISAGREE_DOUBT}: the slowest round's median is {spread:.2f}x the fastest's")
+        if len(ok) < rounds:  # a sweep cut short, or rounds skipped by their budget: fewer medians than said
+            others = [f"round {int(n)} {status}" for n, status in zip(group["round"], group["status"]) if status != "ok"]
+            doubts.append(f"{INCOMPLETE_DOUBT}: {len(ok)} of {rounds} rounds measured ok"
+                          f"{' (' + ', '.join(others) + ')' if others else ''}")
+        row["timing_suspect"] = "; ".join(filter(None, doubts))
+        row["message"] = _by_round(group["message"], group["round"])
+    _setup(group, row)
     row["round"] = float("nan")
     return row
 
 
 def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, in sweep order, from rows of one row per config and round (:func:`upbench.rows.latest_rows`):
-    where every round is ok, the median of the rounds' medians, p20 and p80, the calls of all rounds, the lowest
-    ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the rates of that median, every round's
-    doubts and, in :data:`ROUND_SPREAD`, the slowest round's median over the fastest's (past
-    :data:`ROUNDS_DISAGREE`, a doubt of its own); otherwise the round that failed, ran out of memory or was skipped,
-    its message naming it. Its ``round`` is empty, so combined rows pass through again unchanged; rows of a sweep
-    of one round have no ``round`` column and are returned as they are."""
+    """One row per config, in sweep order, from the rows of a sweep of several rounds (a config's last row of each
+    round, :func:`upbench.rows.latest_rows`, is what counts): where no round failed and some are ok, the median of
+    the ok rounds' medians (of an even number of rounds, the mean of the middle two), p20 and p80, the calls of all
+    of them, the lowest ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the rates of that median,
+    each kind of doubt of its rounds once, and in :data:`ROUND_SPREAD` the slowest round's median over the fastest's
+    (past :data:`ROUNDS_DISAGREE`, a doubt of its own, as are rounds missing or not ok); otherwise its first round
+    that failed (or, none ok, ran out of memory or was skipped), its message naming it. Setup texts that differ
+    between its rounds are all kept (:func:`_setup`). Its ``round`` is empty, so combined rows pass through again
+    unchanged; rows of a sweep of one round have no ``round`` column and are returned as they are."""
     if "round" not in rows or rows.empty:
         return rows
+    rows = latest_rows(rows)
     if ROUND_SPREAD in rows:
         combined = rows
     else:  # beside the other measures of spread

@@ -35,6 +35,8 @@ MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git
 # The measurement settings every row records beside its numbers (l2-flush, tf32 and threads have columns of their
 # own): what a reader of the rows, `diff` and a refused --resume need to see, which the spec_id hash cannot show.
 SETTING_COLUMNS = ("warmup", "min_run_time_s", "budget_s", "seed")
+# Between the setups a config's rounds were measured with where they differ (upbench.rounds): one cell holds them all.
+SETUP_JOIN = " / "
 
 
 def is_text_column(column: object) -> bool:
@@ -201,13 +203,18 @@ def _differing_code(commits: Sequence[str]) -> list[str]:
     return edited if len(edited) > 1 else []
 
 
+def _setups(cells: pd.Series) -> list[str]:
+    """The values of a setup column, each of a cell that holds several (:data:`SETUP_JOIN`) on its own."""
+    return [value for cell in cells.dropna().astype(str) for value in cell.split(SETUP_JOIN)]
+
+
 def mixed_sources(rows: pd.DataFrame) -> dict[str, list[str]]:
     """The operators whose rows were measured from more than one version of their source files
     (``operator_source``: a plugin edited between two runs), each with its versions; none for rows that
     predate the column."""
     if "operator_source" not in rows:
         return {}
-    versions = {operator: sorted(sources.dropna().astype(str).unique())
+    versions = {operator: sorted(set(_setups(sources)))
                 for operator, sources in rows.groupby("operator", sort=False)["operator_source"]}
     return {operator: found for operator, found in versions.items() if len(found) > 1}
 
@@ -221,12 +228,24 @@ def mixed_environments(rows: pd.DataFrame) -> list[str]:
         for column in MEASURED_WITH:
             if column not in group or (column == "threads" and not str(device).startswith("cpu")):
                 continue
-            values = sorted(group[column].dropna().astype(str).unique())
+            values = sorted(set(_setups(group[column])))
             if column == "git_commit":
                 values = _differing_code(values)
             if len(values) > 1:
                 mixed.append(f"{device}: {column} {' / '.join(values)}")
     return mixed
+
+
+def _differing_settings(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """'rounds 1 / 3' for each setting the rows record (a log of one round records no rounds: 1) and the config count,
+    where the logs differ in it."""
+    said = []
+    for column in ("config_total", *SETTING_COLUMNS, "rounds"):
+        values = {f"{value:g}" if isinstance(value, float) else str(value) for frame in frames
+                  for value in (frame[column].dropna() if column in frame else [1] if column == "rounds" else [])}
+        if len(values) > 1:
+            said.append(f"{column} {' / '.join(sorted(values))}")
+    return said
 
 
 def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> pd.DataFrame:
@@ -241,8 +260,9 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
         raise ValueError("nothing to merge")
     spec_ids = sorted({s for frame in frames for s in frame["spec_id"].dropna()})
     if len(spec_ids) > 1:
-        raise ValueError(f"refusing to merge rows of different sweep specs ({', '.join(spec_ids)}): "
-                         f"merge only the shards of one sweep")
+        differ = _differing_settings(frames)
+        raise ValueError(f"refusing to merge rows of different sweep specs ({', '.join(spec_ids)}"
+                         f"{'; ' + '; '.join(differ) if differ else ''}): merge only the shards of one sweep")
     first = list(frames[0].columns)
     for number, frame in enumerate(frames[1:], start=2):
         if list(frame.columns) != first:
@@ -302,6 +322,6 @@ def check_complete(rows: pd.DataFrame) -> None:
     missing = missing_configs(rows)
     if missing:
         total = int(rows["config_total"].max())
-        of_rounds = " of every round" if "round" in rows else ""
-        raise IncompleteSweep(f"{len(missing)} of {total} configs have no row{of_rounds}: config indices "
+        what = "miss the row of a round or more" if "round" in rows else "have no row"
+        raise IncompleteSweep(f"{len(missing)} of {total} configs {what}: config indices "
                               f"{index_ranges(missing)} (a shard not given, not finished or not run)")

@@ -25,6 +25,8 @@ from .vocabulary import ENVIRONMENT_FIELDS
 MODES = ("fwd", "fwd+bwd")
 IMPLS = base.IMPL_CHOICES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Rounds a sweep may have: the order of every round is drawn before the first row (and a number beyond this is a typo).
+MAX_ROUNDS = 1000
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 
 
@@ -251,8 +253,8 @@ class SweepSpec:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if not is_whole(self.rounds, 1):  # first: the row layout depends on it
-            raise ValueError(f"rounds={self.rounds!r}: expected a positive integer")
+        if not is_whole(self.rounds, 1) or self.rounds > MAX_ROUNDS:  # first: the row layout depends on it
+            raise ValueError(f"rounds={self.rounds!r}: expected a positive integer of at most {MAX_ROUNDS}")
         ops = _dedupe(comma_items(self.ops)) or tuple(available())
         for op in ops:
             get(op)  # raises ValueError naming the known operators

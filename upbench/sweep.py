@@ -95,17 +95,20 @@ def _measurement(config: Config, number: int, spec: SweepSpec) -> str:
 def _record_the_row_that_killed(log: RowLog, todo: Todo, spec: SweepSpec, total: int, rows: list[dict[str, Any]],
                                 on_row: Callable[[dict[str, Any]], None] | None) -> Todo:
     """``todo`` without the config the log's last runs died measuring (:attr:`RowLog.died_measuring`) if they
-    died on it :data:`DEATHS_TO_CRASH` times: its ``crash`` row is logged and added to ``rows``, one for each of
-    its rounds still to measure (it would kill the process in every one)."""
+    died on it :data:`DEATHS_TO_CRASH` times: its ``crash`` row is logged and added to ``rows``, and one for each of
+    its other rounds still to measure, saying it was not measured (it would kill the process in every one)."""
     if log.died_measuring is None or log.died_measuring[1] < DEATHS_TO_CRASH:
         return todo
     killer = next((config for _, number, config in todo
                    if _measurement(config, number, spec) == log.died_measuring[0]), None)
     if killer is None:
         return todo
+    died_in = log.died_measuring[0]
     for index, number, config in todo:
         if config == killer:
-            row = failed_row(config, spec, index, total, "crash", DIED_MEASURING, number)
+            message = (DIED_MEASURING if _measurement(config, number, spec) == died_in else
+                       f"not measured: the config killed the sweep's process {DEATHS_TO_CRASH} times in another round")
+            row = failed_row(config, spec, index, total, "crash", message, number)
             log.write(row)
             rows.append(row)
             if on_row is not None:

@@ -281,9 +281,9 @@ TEXT_MARK = "\N{DAGGER}"  # the Markdown and terminal twin of the LaTeX MARK
 
 
 def suspect_note(mark: str) -> str:
-    return (f"{mark}: timing suspect (other work on the machine, a wide p20-p80 spread, few timed calls or more "
-            f"threads than cores; the Markdown report and the rows' timing_suspect column give each reason): not a "
-            f"measurement to cite.")
+    return (f"{mark}: timing suspect (other work on the machine, a wide p20-p80 spread, few timed calls, more "
+            f"threads than cores, or rounds that disagree or are missing; the Markdown report and the rows' "
+            f"timing_suspect column give each reason): not a measurement to cite.")
 
 
 SUSPECT_NOTE = suspect_note(MARK)

@@ -13,8 +13,10 @@ ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model
                       "git_commit", "timestamp")
 DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
 
-# A config of a sweep of several rounds whose rounds' medians differ by more than upbench.rounds.ROUNDS_DISAGREE.
+# A config of a sweep of several rounds whose rounds' medians differ by more than upbench.rounds.ROUNDS_DISAGREE,
+# and one with fewer ok rounds than the sweep's (cut short, or rounds skipped by their budget).
 ROUNDS_DISAGREE_DOUBT = "rounds disagree"
+INCOMPLETE_DOUBT = "incomplete"
 # The doubts that come from the machine while timing, not from the row's own settings (threads against
 # cores, a row budget that allows few calls): measuring again can clear them (a resume's retry "suspect").
 TRANSIENT_DOUBTS = ("descheduled", "shared", "unsteady", ROUNDS_DISAGREE_DOUBT)

@@ -87,8 +87,9 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry", type=str_list, default=[], metavar="KINDS",
                         help="with --resume: measure again the configs whose logged row is one of KINDS: failed "
                              "(error, crash, timeout), suspect (timing disturbed by other work: descheduled, shared, "
-                             "unsteady; doubts the row's own settings cause are not retried); comma list. The log "
-                             "keeps both rows; the tables the new one")
+                             "unsteady, and every round of a config whose rounds disagree; doubts the row's own "
+                             "settings cause are not retried); comma list. The log keeps both rows; the tables the "
+                             "new one")
 
 
 def note_a_fresh_resume(command: str, args: argparse.Namespace, out: Path, shard_files: Sequence[Path] = ()) -> None:
@@ -166,7 +167,9 @@ def failed_rows(rows: pd.DataFrame, remedy: str) -> list[str]:
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
-    lines = [f"{len(rows)} rows: {statuses}" if len(rows) else "0 rows: nothing was measured"]
+    rounds = int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 1
+    counted = f"{len(rows)} configs x {rounds} rounds" if rounds > 1 else f"{len(rows)} rows"
+    lines = [f"{counted}: {statuses}" if len(rows) else "0 rows: nothing was measured"]
     suspect = int(is_suspect(rows).sum())
     if suspect:
         retryable = int(rows_to_retry(rows, ["suspect"]).sum())

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     prepare_parent(out)
     configs = combine_rounds(rows)  # the log keeps a row per round, the reports one per config
     written = [write_csv(rows, out), *write_outputs(configs, out, args.formats)]
-    print(f"merged {len(configs)} of {int(rows['config_total'].max())} configs from {len(logs)} files",
-          file=sys.stderr)
+    total = int(rows["config_total"].max())
+    merged = (f"{len(rows)} of {total * int(rows['rounds'].max())} rows ({total} configs x "
+              f"{int(rows['rounds'].max())} rounds)" if "round" in rows else f"{len(rows)} of {total} configs")
+    print(f"merged {merged} from {len(logs)} files", file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
