@@ -213,7 +213,7 @@ def test_shards_of_rounds_merge_to_a_row_per_round_and_a_missing_round_is_missin
                  "--formats", "markdown"]) == 0
     assert len(read_rows(tmp_path / "m.csv")) == 2 * len(spec.expand())
     report = (tmp_path / "m.md").read_text()
-    assert "2 rounds" in report and "round spread" in report and f"{len(spec.expand())} rows" in report
+    assert "2 rounds" in report and "round spread" in report and f"{len(spec.expand())} configs x 2 rounds: " in report
 
 
 def test_the_cli_sweeps_rounds_and_report_and_diff_read_them_combined(tmp_path, plain_pair, faked, capsys):

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from .latex import MISSING, booktabs
-from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE
+from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE, rows_in_words
 from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
 from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
@@ -223,7 +223,7 @@ def to_markdown(rows: pd.DataFrame, sections: Sequence[tuple[str, pd.DataFrame]]
     latency_table, suspect_cells = latency_pivot(rows)
     parts = [
         f"# upbench sweep {spec_ids}",
-        f"{len(rows)} rows: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
+        f"{rows_in_words(rows)}: " + ", ".join(f"{n} {status}" for status, n in statuses.items()),
         *filter(None, [_counted_as_zero(rows)]),
         markdown_table(_environment_table(rows)),
         *filter(None, [_settings_line(rows), operators_as_measured(rows), _mixed_sources_note(rows)]),

@@ -154,6 +154,12 @@ def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("config_index", kind="stable").reset_index(drop=True)
 
 
+def rows_in_words(rows: pd.DataFrame) -> str:
+    """'48 rows', or of a sweep of several rounds, its rows combined, '48 configs x 3 rounds'."""
+    rounds = int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 1
+    return f"{len(rows)} configs x {rounds} rounds" if rounds > 1 else f"{len(rows)} rows"
+
+
 def disagreeing_configs(rows: pd.DataFrame) -> set[str]:
     """Keys of the configs whose rounds disagree (:data:`ROUNDS_DISAGREE`), from one row per config and round."""
     if "round" not in rows:

@@ -15,6 +15,7 @@ from ..cli_args import (file_name, int_list, integer, knob_pair, name_list, non_
                         positive_int, positive_int_list, size_list, str_list)
 from ..counting import ALL_POLICIES, POLICIES
 from ..environment import device_slug, file_timestamp
+from ..rounds import rows_in_words
 from ..rows import FAILED_STATUSES, FORMAT_SUFFIXES, REPORT_FORMATS, check_retry, is_suspect, rows_to_retry
 from ..spec import AXIS_KEYS, SETTING_KEYS, SweepSpec
 from ..timing import MIN_RUNS
@@ -167,9 +168,7 @@ def failed_rows(rows: pd.DataFrame, remedy: str) -> list[str]:
 def summary(rows: pd.DataFrame, written: list[Path]) -> str:
     """Status counts, rows with suspect timing, every row that is not ok with its reason, and the files written."""
     statuses = ", ".join(f"{n} {status}" for status, n in rows["status"].value_counts().items())
-    rounds = int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 1
-    counted = f"{len(rows)} configs x {rounds} rounds" if rounds > 1 else f"{len(rows)} rows"
-    lines = [f"{counted}: {statuses}" if len(rows) else "0 rows: nothing was measured"]
+    lines = [f"{rows_in_words(rows)}: {statuses}" if len(rows) else "0 rows: nothing was measured"]
     suspect = int(is_suspect(rows).sum())
     if suspect:
         retryable = int(rows_to_retry(rows, ["suspect"]).sum())
