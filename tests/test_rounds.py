@@ -282,7 +282,8 @@ def test_a_round_skipped_by_its_budget_leaves_the_ok_rounds_measured_and_marked(
     monkeypatch.setattr(measure_module, "_measure", round_two_over_budget)
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
     assert set(rows["status"]) == {"ok"} and list(rows["latency_median_ms"]) == [1.55] * len(rows)  # 2.0 and 1.1
-    assert all(cell.endswith("incomplete: 2 of 3 rounds measured ok (round 2 skipped)") for cell in rows["timing_suspect"])
+    assert all(cell.endswith("incomplete: 2 of 3 rounds measured ok (round 2 skipped)")
+               for cell in rows["timing_suspect"])
     assert all(message == "warm-up took too long" for message in rows["message"])
     monkeypatch.setattr(measure_module, "_measure",
                         lambda config, spec, row: row.update(status="skipped", message=f"over, round {row['round']}"))

@@ -28,9 +28,10 @@ class FailsOnItsOwn(nn.Module):
 def test_a_forward_that_reads_a_guide_it_is_not_given_names_needs_guide(isolated_registry):
     upbench.wrap(ReadsGuide, name="reads-guide")
     op = upbench.make("reads-guide", 4)
-    with pytest.raises(ValueError, match=r"reads-guide: the wrapped module's forward failed on a None \(AttributeError: "
-                                         r"'NoneType' object has no attribute 'shape'\); it takes 'guide' after x, "
-                                         r"which upbench passes only to an operator wrapped with needs_guide=True"):
+    with pytest.raises(ValueError, match=r"reads-guide: the wrapped module's forward failed on a None "
+                                         r"\(AttributeError: 'NoneType' object has no attribute 'shape'\); it takes "
+                                         r"'guide' after x, which upbench passes only to an operator wrapped with "
+                                         r"needs_guide=True"):
         op(torch.zeros(1, 4, 4, 4))
     upbench.wrap(lambda channels, guide_channels: ReadsGuide(channels), name="given-guide", needs_guide=True)
     x, guide = upbench.make("given-guide", 4).example_inputs(N=1, H=4, W=4)

@@ -13,7 +13,8 @@ from .environment import environment
 from .registry import source_digest
 from .rowlog import check_log, whole_text
 from .rounds import disagreeing_configs
-from .rows import MEASURED_WITH, SOURCE_HINT, latest_rows, measurement_keys, mixed_environments, read_rows, rows_to_retry
+from .rows import (MEASURED_WITH, SOURCE_HINT, latest_rows, measurement_keys, mixed_environments, read_rows,
+                   rows_to_retry)
 from .spec import AXIS_KEYS, SETTING_COLUMN_FIELDS, SETTING_KEYS, SETTING_NAMES, SweepSpec
 
 

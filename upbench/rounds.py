@@ -22,7 +22,7 @@ Item = TypeVar("Item")
 # A config whose slowest round's median is more than this many times its fastest's was timed while the machine
 # changed under it: its median of rounds is flagged (timing_suspect), as a row whose p80/p20 exceeds 1.5 is.
 ROUNDS_DISAGREE = 1.2
-# The column of a combined row: its slowest round's median over its fastest's (1.0 for a single round).
+# The column of a combined row: its slowest ok round's median over its fastest's (empty with fewer than two).
 ROUND_SPREAD = "round_spread"
 # Which of a config's rounds its combined row shows where one failed, or none is ok: the first status here that one
 # has, its first round of it.
@@ -65,7 +65,8 @@ def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
 
 def _setup(group: pd.DataFrame, row: pd.Series) -> None:
     """The setup columns of ``row`` as its rounds recorded them: a text that differs between rounds (a resume with
-    --allow-mixed on another commit) is every round's, joined with :data:`SETUP_JOIN`, the timestamp the last."""
+    --allow-mixed on another commit) is every round's, joined with :data:`SETUP_JOIN` (the timestamp stays the
+    round's whose row it is)."""
     for column in (*ENVIRONMENT_COLUMNS, "operator_source"):
         if column in group and is_text_column(column):
             values = list(dict.fromkeys(group[column].dropna().astype(str)))
@@ -113,7 +114,8 @@ def _combined(group: pd.DataFrame) -> pd.Series:
         if spread > ROUNDS_DISAGREE:
             doubts.append(f"{ROUNDS_DISAGREE_DOUBT}: the slowest round's median is {spread:.2f}x the fastest's")
         if len(ok) < rounds:  # a sweep cut short, or rounds skipped by their budget: fewer medians than said
-            others = [f"round {int(n)} {status}" for n, status in zip(group["round"], group["status"]) if status != "ok"]
+            others = [f"round {int(number)} {status}" for number, status in zip(group["round"], group["status"])
+                      if status != "ok"]
             doubts.append(f"{INCOMPLETE_DOUBT}: {len(ok)} of {rounds} rounds measured ok"
                           f"{' (' + ', '.join(others) + ')' if others else ''}")
         row["timing_suspect"] = "; ".join(filter(None, doubts))

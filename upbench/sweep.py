@@ -129,7 +129,8 @@ def run_sweep(
     allow_mixed: bool = False,
     retry: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Measure every config of ``spec`` (or of one ``shard``) and return the rows as a DataFrame.
+    """Measure every config of ``spec`` (or of one ``shard``), once per round, and return the rows as a DataFrame,
+    one per config (its rounds combined, :func:`upbench.rounds.combine_rounds`).
 
     With ``out``, each row is appended to that CSV as it finishes; an existing file is refused
     unless ``resume``, which skips the configs it already holds (whatever their status, but see
