@@ -235,7 +235,7 @@ def test_the_cli_sweeps_rounds_and_report_and_diff_read_them_combined(tmp_path, 
     one = tmp_path / "one.csv"
     assert main(["sweep", *quick, "--out", str(one), "--formats", ""]) == 0
     capsys.readouterr()
-    main(["diff", str(one), str(out)])
+    assert main(["diff", str(one), str(out)]) == 0
     printed = capsys.readouterr().out
     assert any(line.startswith("| rounds") and "| 1 " in line and "| 3 " in line for line in printed.splitlines())
 
@@ -284,7 +284,7 @@ def test_a_round_skipped_by_its_budget_leaves_the_ok_rounds_measured_and_marked(
     assert set(rows["status"]) == {"ok"} and list(rows["latency_median_ms"]) == [1.55] * len(rows)  # 2.0 and 1.1
     assert all(cell.endswith("incomplete: 2 of 3 rounds measured ok (round 2 skipped)")
                for cell in rows["timing_suspect"])
-    assert all(message == "warm-up took too long" for message in rows["message"])
+    assert all(message == "warm-up took too long (round 2)" for message in rows["message"])
     monkeypatch.setattr(measure_module, "_measure",
                         lambda config, spec, row: row.update(status="skipped", message=f"over, round {row['round']}"))
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "all.csv")
@@ -323,3 +323,40 @@ def test_merging_logs_of_other_rounds_names_the_difference(tmp_path, plain_pair,
     run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "three.csv")
     with pytest.raises(ValueError, match=r"refusing to merge rows of different sweep specs \(\w+, \w+; rounds 1 / 3\)"):
         merge_frames([read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "three.csv")])
+
+
+def test_the_round_shown_of_a_config_that_failed_is_its_first_failed_round_whatever_the_failure(
+        tmp_path, plain_pair, monkeypatch):
+    def failing(config, spec, row):
+        fake_measure(config, spec, row)
+        if row["round"] == 2:
+            row.update(status="timeout", message=None)  # as a worker killed without a word would leave it
+        if row["round"] == 3:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(measure_module, "_measure", failing)
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
+    assert set(rows["status"]) == {"timeout"} and set(rows["message"]) == {"round 2 of 3: timeout"}
+
+
+def test_exports_and_reports_given_the_rows_of_every_round_show_one_row_per_config(tmp_path, plain_pair, faked):
+    from upbench.export import write_outputs
+
+    out = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), out)
+    every_round = read_rows(out)
+    write_outputs(every_round, out, ["markdown", "json"])
+    configs = len(SweepSpec(ops=plain_pair, **TINY).expand())
+    assert f"{configs} configs x 3 rounds: {configs} ok" in (tmp_path / "r.md").read_text()
+    assert len(pd.read_json(tmp_path / "r.json")) == configs
+
+
+def test_a_refused_resume_of_a_shards_log_of_rounds_names_no_axis_the_log_cannot_show(tmp_path, plain_pair, faked):
+    """A shard's log of 3 rounds holds as many rows as its sweep has configs, but not every config: it was taken
+    for a whole sweep, whose sizes it then misreported."""
+    out = tmp_path / "shard.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), out, shard=(0, 2))  # sizes 4 and 6: shard 0 holds 4 only
+    with pytest.raises(ValueError) as refused:
+        run_sweep(SweepSpec(ops=plain_pair, rounds=3, **{**TINY, "sizes": (4, 6, 8)}), out, resume=True, shard=(0, 2))
+    assert "the log's spec has 4 configs, this one 6" in str(refused.value)
+    assert "size (--size)" not in str(refused.value)

@@ -64,12 +64,12 @@ def output_problem(x: torch.Tensor, out: object) -> str | None:
     in_autocast = (autocast, torch.float32) if autocast else ()
     if isinstance(out, torch.Tensor) and out.dtype in in_autocast and out.shape == (n, c, 2 * h, 2 * w):
         return None
-    # ints for the message: while counting traces the module, sizes are tensors that print as tensor(4)
-    expected = (int(n), int(c), 2 * int(h), 2 * int(w))
+    n, c, h, w = sizes(x)  # ints for the message, also while counting traces the module
+    expected = (n, c, 2 * h, 2 * w)
     if not isinstance(out, torch.Tensor):
         return f"{type(out).__name__}; expected a tensor of shape {expected}"
-    if tuple(int(size) for size in out.shape) != expected:
-        return f"{tuple(int(size) for size in out.shape)}; expected x2 upsampled {expected}"
+    if sizes(out) != expected:
+        return f"{sizes(out)}; expected x2 upsampled {expected}"
     also = "".join(f", or {dtype}" for dtype in dict.fromkeys(in_autocast) if dtype != x.dtype)
     return f"dtype {out.dtype}; expected {x.dtype}, the dtype of x{also + ' under autocast' if also else ''}"
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .rounds import combine_rounds
-from .rows import SETTING_COLUMNS, is_suspect, knob_columns, latest_rows
+from .rows import ALL_SETTING_COLUMNS, is_suspect, knob_columns, latest_rows, rounds_of
 from .vocabulary import MIB
 
 # The config columns besides the operator and its knobs, as the rows hold them.
@@ -29,7 +29,7 @@ SIZE_AXES = ("H", "W")
 # What else says how a run measured: the setup columns the report sets side by side (operator_source is per
 # operator, and follows them).
 SETUP_COLUMNS = ("device_name", "cpu_model", "torch_version", "cuda_version", "threads", "tf32", "cache", "git_commit",
-                 *SETTING_COLUMNS, "rounds")
+                 *ALL_SETTING_COLUMNS)
 # A verdict for every pair: ``faster`` / ``slower`` when the ratio of medians is beyond the threshold and
 # the two runs' p20-p80 ranges are apart; ``within noise`` when beyond the threshold but the ranges
 # overlap; ``same`` within the threshold; ``suspect`` when either side's timing cannot be trusted;
@@ -242,7 +242,7 @@ class RunDiff:
 
 
 def _setups(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    base, new = (rows if "rounds" in rows else rows.assign(rounds=1) for rows in (base, new))  # one round: no column
+    base, new = (rows.assign(rounds=rounds_of(rows)) for rows in (base, new))  # a sweep of one round records none
 
     def joined(rows: pd.DataFrame, column: str) -> str:
         if column not in rows:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .latex import MISSING, booktabs
 from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE, rows_in_words
-from .rows import ENVIRONMENT_COLUMNS, SETTING_COLUMNS, knob_columns, mixed_sources
+from .rows import ALL_SETTING_COLUMNS, ENVIRONMENT_COLUMNS, knob_columns, mixed_sources
 from .rules import counted_as_zero_note
 from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
@@ -127,7 +127,7 @@ SETTING_LABELS = {"warmup": "{} warm-up call(s)", "min_run_time_s": "timed for a
 def _settings_line(rows: pd.DataFrame) -> str:
     """How the rows were measured ('Measured with 3 warm-up call(s), timed for at least 0.2 s, ..., warm cache'); ''
     for rows of an upbench that recorded none of it."""
-    present = [column for column in (*SETTING_COLUMNS, "rounds") if column in rows and rows[column].notna().any()]
+    present = [column for column in ALL_SETTING_COLUMNS if column in rows and rows[column].notna().any()]
     said = [SETTING_LABELS[column].format(" / ".join(format_number(v) for v in dict.fromkeys(rows[column].dropna())))
             for column in present]
     caches = list(dict.fromkeys(rows["cache"].dropna())) if "cache" in rows else []

@@ -14,7 +14,7 @@ from .registry import source_digest
 from .rowlog import check_log, whole_text
 from .rounds import disagreeing_configs
 from .rows import (MEASURED_WITH, SOURCE_HINT, latest_rows, measurement_keys, mixed_environments, read_rows,
-                   rows_to_retry)
+                   rounds_of, rows_to_retry)
 from .spec import AXIS_KEYS, SETTING_COLUMN_FIELDS, SETTING_KEYS, SETTING_NAMES, SweepSpec
 
 
@@ -72,9 +72,9 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     given): the settings its rows record, the number of configs, and configs only one of them has. A log of an
     older upbench records no settings; a log cut short shows only the configs it reached."""
     said = []
-    for column, now in {**spec.settings(), "rounds": spec.rounds, "tf32": spec.tf32,
+    for column, now in {**spec.settings(), "rounds": spec.rounds, "tf32": spec.tf32,  # rounds also where it is 1
                         **({"threads": spec.threads} if spec.threads is not None else {})}.items():
-        then = set(logged[column].dropna()) if column in logged else {1} if column == "rounds" else set()
+        then = {rounds_of(logged)} if column == "rounds" else set(logged[column].dropna()) if column in logged else set()
         if then and then != {now}:
             said.append(f"{_setting_as_given(column)} {_shown(then)} in the log, {_shown([now])} now")
     if "cache" in logged and set(logged["cache"].dropna()) - {"cold" if spec.l2_flush else "warm"}:
@@ -89,7 +89,7 @@ def spec_differences(logged: pd.DataFrame, spec: SweepSpec, expected_keys: set[s
     if totals and totals != {len(expected_keys)}:
         said.append(f"the log's spec has {_shown(totals)} configs, this one {len(expected_keys)}")
     unexpanded = sorted(set(logged["key"]) - expected_keys)
-    complete = bool(totals) and len(logged) >= max(totals)
+    complete = bool(totals) and logged["key"].nunique() >= max(totals)
     axes = _axis_differences(logged, spec.expand(), complete) if unexpanded or totals != {len(expected_keys)} else []
     said += axes
     if unexpanded and not axes:

@@ -14,7 +14,8 @@ from typing import Sequence, TypeVar
 
 import pandas as pd
 
-from .rows import ENVIRONMENT_COLUMNS, FAILED_STATUSES, SETUP_JOIN, is_text_column, latest_rows
+from .rows import (ENVIRONMENT_COLUMNS, FAILED_STATUSES, SETUP_JOIN, is_per_round, is_text_column, latest_rows,
+                   rounds_of)
 from .vocabulary import INCOMPLETE_DOUBT, ROUNDS_DISAGREE_DOUBT
 
 Item = TypeVar("Item")
@@ -24,9 +25,9 @@ Item = TypeVar("Item")
 ROUNDS_DISAGREE = 1.2
 # The column of a combined row: its slowest ok round's median over its fastest's (empty with fewer than two).
 ROUND_SPREAD = "round_spread"
-# Which of a config's rounds its combined row shows where one failed, or none is ok: the first status here that one
-# has, its first round of it.
-_SHOWN_FIRST = (*FAILED_STATUSES, "oom", "skipped")
+# Which of a config's rounds its combined row shows where one failed, or none is ok: its first round of the first of
+# these kinds of status that it has.
+_SHOWN_FIRST = (FAILED_STATUSES, ("oom",), ("skipped",))
 
 
 def measurement_order(indexed: Sequence[tuple[int, Item]], rounds: int, seed: int) -> list[tuple[int, int, Item]]:
@@ -53,13 +54,14 @@ def round_spread(medians: pd.Series) -> float:
 
 def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
     """The '; '-joined parts of a column over a config's rounds, each kind once (its text before a colon): the first
-    round's words, with the rounds it came in where more than one ('shared: ... (rounds 1, 3)')."""
+    round's words, with the rounds it came in ('shared: ... (rounds 1, 3)'), so that a doubt or message of one round
+    does not read as the whole config's."""
     seen: dict[str, tuple[str, list[int]]] = {}
     for cell, number in zip(cells, numbers):
         for part in ([] if pd.isna(cell) else str(cell).split(";")):
             if part := part.strip():
                 seen.setdefault(part.partition(":")[0], (part, []))[1].append(int(number))
-    return "; ".join(text if len(numbers_) == 1 else f"{text} (rounds {', '.join(map(str, numbers_))})"
+    return "; ".join(f"{text} (round{'s' if len(numbers_) > 1 else ''} {', '.join(map(str, numbers_))})"
                      for text, numbers_ in seen.values())
 
 
@@ -76,11 +78,12 @@ def _setup(group: pd.DataFrame, row: pd.Series) -> None:
 
 def _shown_round(group: pd.DataFrame, rounds: int) -> pd.Series:
     """A config none of whose rounds is ok, or one of whose rounds failed: its first such round, named."""
-    for status in _SHOWN_FIRST:
-        failed = group[group["status"] == status]
+    for statuses in _SHOWN_FIRST:
+        failed = group[group["status"].isin(statuses)]
         if not failed.empty:
             row = failed.iloc[0].copy()
-            row["message"] = f"round {int(row['round'])} of {rounds}: {row['message'] or status}"
+            said = row["message"] if pd.notna(row["message"]) and row["message"] else row["status"]
+            row["message"] = f"round {int(row['round'])} of {rounds}: {said}"
             return row
     raise AssertionError("a config with no ok round has a round of another status")
 
@@ -88,7 +91,7 @@ def _shown_round(group: pd.DataFrame, rounds: int) -> pd.Series:
 def _combined(group: pd.DataFrame) -> pd.Series:
     """One config's rounds as one row: the median of its ok rounds, or the round that failed (or, none ok, the
     round that ran out of memory or was skipped)."""
-    rounds = int(group["rounds"].max())
+    rounds = rounds_of(group)
     ok = group[group["status"] == "ok"]
     if ok.empty or group["status"].isin(FAILED_STATUSES).any():
         row = _shown_round(group, rounds)
@@ -135,7 +138,7 @@ def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
     that failed (or, none ok, ran out of memory or was skipped), its message naming it. Setup texts that differ
     between its rounds are all kept (:func:`_setup`). Its ``round`` is empty, so combined rows pass through again
     unchanged; rows of a sweep of one round have no ``round`` column and are returned as they are."""
-    if "round" not in rows or rows.empty:
+    if not is_per_round(rows):
         return rows
     rows = latest_rows(rows)
     if ROUND_SPREAD in rows:
@@ -157,9 +160,9 @@ def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def rows_in_words(rows: pd.DataFrame) -> str:
-    """'48 rows', or of a sweep of several rounds, its rows combined, '48 configs x 3 rounds'."""
-    rounds = int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 1
-    return f"{len(rows)} configs x {rounds} rounds" if rounds > 1 else f"{len(rows)} rows"
+    """'48 rows', or of a sweep of several rounds, '48 configs x 3 rounds'."""
+    rounds = rounds_of(rows)
+    return f"{rows['key'].nunique()} configs x {rounds} rounds" if rounds > 1 else f"{len(rows)} rows"
 
 
 def disagreeing_configs(rows: pd.DataFrame) -> set[str]:

@@ -35,6 +35,8 @@ MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git
 # The measurement settings every row records beside its numbers (l2-flush, tf32 and threads have columns of their
 # own): what a reader of the rows, `diff` and a refused --resume need to see, which the spec_id hash cannot show.
 SETTING_COLUMNS = ("warmup", "min_run_time_s", "budget_s", "seed")
+# ... and every setting column any row may have: ``rounds`` only rows of a sweep of several rounds (upbench.rounds).
+ALL_SETTING_COLUMNS = (*SETTING_COLUMNS, "rounds")
 # Between the setups a config's rounds were measured with where they differ (upbench.rounds): one cell holds them all.
 SETUP_JOIN = " / "
 
@@ -162,6 +164,11 @@ def rows_to_retry(rows: pd.DataFrame, kinds: Iterable[str]) -> pd.Series:
     return again
 
 
+def rounds_of(rows: pd.DataFrame) -> int:
+    """How many rounds the rows' sweep has: rows of a sweep of one round record none."""
+    return int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 1
+
+
 def measurement_key(key: str, round_number: object = None) -> str:
     """What one row measures: its config's ``key`` and, in a sweep of several rounds, its round (1 to R)."""
     return key if round_number is None or pd.isna(round_number) else f"{key}|round={int(round_number)}"
@@ -240,9 +247,10 @@ def _differing_settings(frames: Sequence[pd.DataFrame]) -> list[str]:
     """'rounds 1 / 3' for each setting the rows record (a log of one round records no rounds: 1) and the config count,
     where the logs differ in it."""
     said = []
-    for column in ("config_total", *SETTING_COLUMNS, "rounds"):
+    for column in ("config_total", *ALL_SETTING_COLUMNS):
         values = {f"{value:g}" if isinstance(value, float) else str(value) for frame in frames
-                  for value in (frame[column].dropna() if column in frame else [1] if column == "rounds" else [])}
+                  for value in ([rounds_of(frame)] if column == "rounds" else
+                                frame[column].dropna() if column in frame else [])}
         if len(values) > 1:
             said.append(f"{column} {' / '.join(sorted(values))}")
     return said
@@ -286,15 +294,20 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     return merged
 
 
+def is_per_round(rows: pd.DataFrame) -> bool:
+    """Whether ``rows`` hold a row per config and round (a sweep of several rounds, its rounds not combined yet)."""
+    return "round" in rows and rows["round"].notna().any()
+
+
 def missing_configs(rows: pd.DataFrame) -> list[int]:
     """Indices of the sweep's configs that have no row (in the rows of a sweep of several rounds: no row of some
     round; once its rounds are combined, :func:`upbench.rounds.combine_rounds`, no row)."""
     if rows.empty:
         return []
     total = int(rows["config_total"].max())
-    if "round" not in rows or rows["round"].isna().all():
+    if not is_per_round(rows):
         return sorted(set(range(total)) - set(rows["config_index"].astype(int)))
-    rounds = int(rows["rounds"].max())
+    rounds = rounds_of(rows)
     measured = set(zip(rows["config_index"].astype(int), rows["round"].astype(int)))
     return sorted({index for index in range(total) for number in range(1, rounds + 1)
                    if (index, number) not in measured})
@@ -322,6 +335,6 @@ def check_complete(rows: pd.DataFrame) -> None:
     missing = missing_configs(rows)
     if missing:
         total = int(rows["config_total"].max())
-        what = "miss the row of a round or more" if "round" in rows else "have no row"
+        what = "miss the row of a round or more" if is_per_round(rows) else "have no row"
         raise IncompleteSweep(f"{len(missing)} of {total} configs {what}: config indices "
                               f"{index_ranges(missing)} (a shard not given, not finished or not run)")

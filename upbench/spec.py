@@ -18,7 +18,7 @@ from .checks import comma_items, digits_as_int, is_seconds, is_whole, parse_size
 from .counting import ALL_POLICIES, POLICIES
 from .environment import best_device
 from .registry import available, get
-from .rows import SETTING_COLUMNS
+from .rows import ALL_SETTING_COLUMNS, SETTING_COLUMNS
 from .timing import WARMUP_CALLS
 from .vocabulary import ENVIRONMENT_FIELDS
 
@@ -106,7 +106,7 @@ SETTING_KEYS = {"warmup": "warmup", "min_run_time": "min_run_time", "budget": "r
 # Errors name an axis or setting as the user writes it (``size``, ``budget``), not as the field is called.
 AXIS_NAMES = {field: key for key, field in AXIS_KEYS.items()}
 SETTING_NAMES = {field: key for key, field in SETTING_KEYS.items()}
-# The field each of the rows' SETTING_COLUMNS records (a column without one fails every spec's settings()).
+# The field each of the rows' ALL_SETTING_COLUMNS records (a column without one fails every spec's settings()).
 SETTING_COLUMN_FIELDS = {"warmup": "warmup", "min_run_time_s": "min_run_time", "budget_s": "row_budget_s",
                          "seed": "seed", "rounds": "rounds"}
 
@@ -364,7 +364,7 @@ class SweepSpec:
         return {**settings, "warmup": max(settings["warmup"], 1)}
 
     def _setting_columns(self) -> tuple[str, ...]:
-        return (*SETTING_COLUMNS, "rounds") if self.rounds > 1 else SETTING_COLUMNS
+        return ALL_SETTING_COLUMNS if self.rounds > 1 else SETTING_COLUMNS
 
     def knob_columns(self) -> tuple[str, ...]:
         """Knob columns of the rows: every knob any selected operator has."""

@@ -11,7 +11,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .latex import MARK, decimals_for
-from .rounds import ROUND_SPREAD
+from .rounds import ROUND_SPREAD, combine_rounds
 from .rows import ENVIRONMENT_COLUMNS, is_suspect, knob_columns, whole_columns_as_ints
 from .vocabulary import MIB
 
@@ -25,8 +25,9 @@ LATER_COLUMNS = ("cpu_util", "cpu_others", "timing_suspect")
 
 
 def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
-    """``rows`` with any of :data:`LATER_COLUMNS` they lack added empty, or ValueError naming ``source`` and
-    the columns the views need that it lacks."""
+    """``rows`` one per config (the rounds of a sweep of several combined, :func:`upbench.rounds.combine_rounds`)
+    with any of :data:`LATER_COLUMNS` they lack added empty, or ValueError naming ``source`` and the columns the
+    views need that it lacks."""
     absent = [c for c in VIEW_COLUMNS if c not in rows.columns]
     policies = [c.removeprefix("macs_") for c in rows.columns if c.startswith("macs_")]
     absent += [f"gflops_per_s_{p}" for p in policies if f"gflops_per_s_{p}" not in rows.columns]
@@ -34,7 +35,7 @@ def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         absent.append("macs_<policy>")
     if absent:
         raise ValueError(f"{source}: not upbench sweep rows a report can render (no {', '.join(absent)} column)")
-    return rows.assign(**{c: None for c in LATER_COLUMNS if c not in rows.columns})
+    return combine_rounds(rows).assign(**{c: None for c in LATER_COLUMNS if c not in rows.columns})
 
 
 def first_policy(rows: pd.DataFrame) -> str:

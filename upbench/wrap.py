@@ -43,14 +43,15 @@ def _check_factory_signature(operator: str, factory: Callable[..., nn.Module], n
                          f"{' (guide_channels: needs_guide=True)' if needs_guide else ''}") from None
 
 
-def _second_parameter(module: nn.Module) -> str | None:
-    """The name of the parameter the module's forward takes after x, if any (where it has a signature)."""
+def _guide_left_none(module: nn.Module) -> str | None:
+    """The name of the parameter the module's forward takes after x with a default of None (a guide, left None
+    where upbench calls forward(x)), if it has one."""
     try:
         parameters = list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
         return None
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return positional[1].name if len(positional) > 1 else None
+    return positional[1].name if len(positional) > 1 and positional[1].default is None else None
 
 
 def wrap(
@@ -94,14 +95,14 @@ def wrap(
         try:
             out = body(x, guide) if self.needs_guide else body(x)
         except (AttributeError, TypeError) as error:
-            # a forward(x, guide) registered without needs_guide gets guide=None, and fails on it with torch's or
-            # Python's words, which do not say why it was None
-            second = _second_parameter(body)
-            if self.needs_guide or second is None or "NoneType" not in str(error):
+            # a forward(x, guide=None) registered without needs_guide is called forward(x), and fails on its None
+            # guide with torch's or Python's words, which do not say why it was None
+            guide_name = _guide_left_none(body)
+            if self.needs_guide or guide_name is None or "NoneType" not in str(error):
                 raise
             raise ValueError(f"{name}: the wrapped module's forward failed on a None ({type(error).__name__}: "
-                             f"{error}); it takes {second!r} after x, which upbench passes only to an operator "
-                             f"wrapped with needs_guide=True (as None otherwise)") from error
+                             f"{error}); if that was {guide_name!r}, which it takes after x and which defaults to "
+                             f"None: upbench passes it only to an operator wrapped with needs_guide=True") from error
         problem = output_problem(x, out)
         if problem is not None:
             raise ValueError(f"{name}: the wrapped module returned {problem}")

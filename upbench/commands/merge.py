@@ -10,7 +10,8 @@ from ..export import check_output_paths, write_outputs
 from ..files import prepare_parent
 from ..rounds import combine_rounds
 from ..rowlog import check_replaceable, holds_nothing, log_path, read_log_noting
-from ..rows import FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, write_csv
+from ..rows import (FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, rounds_of,
+                    write_csv)
 
 HELP = "merge the CSVs of one sweep's shards into one (refuses files of different sweep specs, and missing configs)"
 
@@ -63,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     configs = combine_rounds(rows)  # the log keeps a row per round, the reports one per config
     written = [write_csv(rows, out), *write_outputs(configs, out, args.formats)]
     total = int(rows["config_total"].max())
-    merged = (f"{len(rows)} of {total * int(rows['rounds'].max())} rows ({total} configs x "
-              f"{int(rows['rounds'].max())} rounds)" if "round" in rows else f"{len(rows)} of {total} configs")
+    rounds = rounds_of(rows)
+    merged = (f"{len(rows)} of {total * rounds} rows ({total} configs x {rounds} rounds)" if rounds > 1
+              else f"{len(rows)} of {total} configs")
     print(f"merged {merged} from {len(logs)} files", file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..rounds import combine_rounds
 from ..rowlog import holds_nothing, read_log_noting
 from ..rows import read_json_rows
 from ..views import check_viewable
@@ -30,4 +29,4 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
             print(f"{command}: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"{path}: holds no rows")
-    return check_viewable(combine_rounds(rows), str(path))
+    return check_viewable(rows, str(path))
