@@ -161,8 +161,9 @@ Latency is the median (p20, p80) of the timed calls, each call timed on its own.
 ROUNDS_NOTE = """\
 Each config was measured once per round, every round visiting the configs in an order of its own, so
 that no operator was always timed first or beside the same neighbour while the machine drifted: its
-latency is the median of its rounds' medians (p20 and p80 likewise), `runs` the calls of all rounds,
-and `round spread` its slowest round's median over its fastest's (above {disagree:g}: `timing suspect`)."""
+latency is the median of its ok rounds' medians (p20 and p80 likewise), `runs` the calls of all of
+them, and `round spread` the slowest one's median over the fastest's (above {disagree:g}: `timing
+suspect`, as are rounds missing or not ok)."""
 # Rows of an upbench before per-call timing: what their latencies are, and what was not checked.
 BLOCK_TIMING_NOTE = """\
 These rows predate per-call CPU timing: their CPU latencies are the median (p20, p80) of block means

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..cli_args import check_not_an_input, file_name, str_list
 from ..export import check_output_paths, write_outputs
 from ..files import prepare_parent
-from ..rounds import combine_rounds
 from ..rowlog import check_replaceable, holds_nothing, log_path, read_log_noting
 from ..rows import (FORMAT_SUFFIXES, REPORT_FORMATS, IncompleteSweep, check_complete, merge_frames, rounds_of,
                     write_csv)
@@ -61,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"merge: partial merge: {incomplete}", file=sys.stderr)
     prepare_parent(out)
-    configs = combine_rounds(rows)  # the log keeps a row per round, the reports one per config
-    written = [write_csv(rows, out), *write_outputs(configs, out, args.formats)]
+    written = [write_csv(rows, out), *write_outputs(rows, out, args.formats)]  # the reports combine a config's rounds
     total = int(rows["config_total"].max())
     rounds = rounds_of(rows)
     merged = (f"{len(rows)} of {total * rounds} rows ({total} configs x {rounds} rounds)" if rounds > 1
