@@ -47,6 +47,17 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def plain_pair() -> tuple[str, str]:
+    """Two operators without knobs or guide: the cheapest to measure (test_sweep has its own, of one or two)."""
+    import upbench
+
+    names = [n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide]
+    if len(names) < 2:
+        pytest.skip("needs two operators without knobs or guide")
+    return names[0], names[1]
+
+
 @pytest.fixture
 def isolated_registry(monkeypatch):
     """Whatever a test registers (operators, plugin sources, counting rules) is gone after it, so the other

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import upbench
 from upbench import registry
 from upbench.commands import main
 from upbench.rows import read_rows
@@ -28,15 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 # A tiny row takes a few hundred ms, but a fresh worker's first row (lazy imports, the first trace) took over
 # 6 s with eight test processes on the machine, and the planted hang waits this long in any case.
 ROW_TIMEOUT_S = 15.0
-
-
-@pytest.fixture(scope="module")
-def plain_pair() -> tuple[str, str]:
-    """Two operators without knobs or guide: the cheapest to measure."""
-    names = [n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide]
-    if len(names) < 2:
-        pytest.skip("needs two operators without knobs or guide")
-    return names[0], names[1]
 
 
 @pytest.fixture

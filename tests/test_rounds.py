@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import upbench
 import upbench.measure as measure_module
 import upbench.sweep as sweep_module
 from upbench.commands import main
@@ -17,15 +16,6 @@ from upbench.sweep import run_sweep
 TINY = dict(channels=(4,), sizes=(4, 6), devices=("cpu",), warmup=0, min_run_time=0.001)
 # The median each round's fake measurement reports: round 1 twice as slow as the others (the machine drifted).
 ROUND_MS = {1: 2.0, 2: 1.0, 3: 1.1}
-
-
-@pytest.fixture(scope="module")
-def plain_pair() -> tuple[str, str]:
-    """Two operators without knobs or guide: the cheapest to measure."""
-    plain = [n for n in upbench.available() if not upbench.get(n).knobs and not upbench.get(n).needs_guide]
-    if len(plain) < 2:
-        pytest.skip("fewer than two operators without knobs and guide")
-    return plain[0], plain[1]
 
 
 def fake_measure(config, spec, row) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .latex import MISSING, booktabs
 from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE, rows_in_words
-from .rows import ALL_SETTING_COLUMNS, ENVIRONMENT_COLUMNS, knob_columns, mixed_sources
+from .rows import ALL_SETTING_COLUMNS, ENVIRONMENT_COLUMNS, knob_columns, mixed_sources, rounds_of
 from .rules import counted_as_zero_note
 from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
@@ -46,7 +46,7 @@ def measured_with(rows: pd.DataFrame) -> str:
         parts.append(shared_in(rows[on_cuda], "tf32", lambda t: "TF32 on" if t else "TF32 off"))
     if rows["device"].astype(str).str.startswith("cpu").all():
         parts.append(shared("threads", lambda t: f"{t} CPU thread{'' if t == 1 else 's'}"))
-    if "rounds" in rows and rows["rounds"].notna().any():  # a median of rounds is not one pass's median
+    if rounds_of(rows) > 1:  # a median of rounds is not one pass's median
         parts.append(shared("rounds", lambda r: f"latency the median of {r} rounds, each in an order of its own"))
     return f"{devices}; " + ", ".join(parts)
 

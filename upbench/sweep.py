@@ -99,11 +99,10 @@ def _record_the_row_that_killed(log: RowLog, todo: Todo, spec: SweepSpec, total:
     its other rounds still to measure, saying it was not measured (it would kill the process in every one)."""
     if log.died_measuring is None or log.died_measuring[1] < DEATHS_TO_CRASH:
         return todo
-    killer = next((config for _, number, config in todo
-                   if _measurement(config, number, spec) == log.died_measuring[0]), None)
+    died_in = log.died_measuring[0]
+    killer = next((config for _, number, config in todo if _measurement(config, number, spec) == died_in), None)
     if killer is None:
         return todo
-    died_in = log.died_measuring[0]
     for index, number, config in todo:
         if config == killer:
             message = (DIED_MEASURING if _measurement(config, number, spec) == died_in else
