@@ -350,3 +350,17 @@ def test_a_refused_resume_of_a_shards_log_of_rounds_names_no_axis_the_log_cannot
         run_sweep(SweepSpec(ops=plain_pair, rounds=3, **{**TINY, "sizes": (4, 6, 8)}), out, resume=True, shard=(0, 2))
     assert "the log's spec has 4 configs, this one 6" in str(refused.value)
     assert "size (--size)" not in str(refused.value)
+
+
+def test_diff_gives_the_load_and_time_spans_of_every_round_not_the_combined_row(tmp_path, plain_pair, faked):
+    from upbench.diff import diff_runs
+
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
+    logged = read_rows(tmp_path / "r.csv")
+    logged["load_1min"] = logged["round"].map({1: 0.5, 2: 3.0, 3: 1.0})
+    logged["timestamp"] = logged["round"].map({1: "2026-01-01T00:00:00", 2: "2026-01-01T00:05:00",
+                                               3: "2026-01-01T00:09:00"})
+    setups = diff_runs(logged, logged).setups.set_index("setup")
+    assert setups.loc["load (1 min)", "new"] == "0.5 to 3"
+    assert setups.loc["measured", "base"] == "2026-01-01T00:00:00 to 2026-01-01T00:09:00"
+    assert len(rows) == len(logged) // 3

@@ -284,7 +284,8 @@ def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
     Raises ValueError when the runs share no config, or differ in a way that makes pairing a guess."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold {threshold!r}: expected a fraction between 0 and 1, e.g. 0.05 for 5%")
-    base, new = combine_rounds(latest_rows(base)), combine_rounds(latest_rows(new))
+    measured_base, measured_new = latest_rows(base), latest_rows(new)  # every round: the load and time spans
+    base, new = combine_rounds(measured_base), combine_rounds(measured_new)
     base, new = (rows.assign(_suspect=(rows["status"] == "ok") & is_suspect(rows)) for rows in (base, new))
     knobs = list(dict.fromkeys(knob_columns(base) + knob_columns(new)))
     base_frame, new_frame = _pairing_frame(base, knobs), _pairing_frame(new, knobs)
@@ -330,7 +331,8 @@ def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
     for column in [c for c in pairs.columns if c in axes or c.removeprefix("base ").removeprefix("new ") in axes]:
         if all(isinstance(_plain(v), int) for v in pairs[column].dropna()):  # integers stay integers where an
             pairs[column] = pairs[column].astype("Int64")                   # operator lacks a knob
-    return RunDiff(pairs, shown, compared, only_base, only_new, _setups(base, new), threshold)
+    return RunDiff(pairs, shown, compared, only_base, only_new,
+                   _setups(measured_base, measured_new), threshold)
 
 
 def _holds(frame: pd.DataFrame) -> str:
