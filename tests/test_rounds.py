@@ -275,6 +275,14 @@ def test_a_round_skipped_by_its_budget_leaves_the_ok_rounds_measured_and_marked(
     assert all(cell.endswith("incomplete: 2 of 3 rounds measured ok (round 2 skipped)")
                for cell in rows["timing_suspect"])
     assert all(message == "warm-up took too long (round 2)" for message in rows["message"])
+
+    def each_round_short(config, spec, row):
+        fake_measure(config, spec, row)
+        row["message"] = f"timed for 0.0{row['round']} s of the 0.2 s asked (--min-run-time): the row budget"
+    monkeypatch.setattr(measure_module, "_measure", each_round_short)
+    rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "short.csv")
+    assert set(rows["message"]) == {"timed for 0.01 s of the 0.2 s asked (--min-run-time): the row budget "
+                                    "(rounds 1, 2, 3; round 1's figures)"}
     monkeypatch.setattr(measure_module, "_measure",
                         lambda config, spec, row: row.update(status="skipped", message=f"over, round {row['round']}"))
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "all.csv")
@@ -290,7 +298,7 @@ def test_each_kind_of_doubt_of_a_configs_rounds_is_said_once_with_its_rounds(tmp
 
     monkeypatch.setattr(measure_module, "_measure", shared_in_odd_rounds)
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
-    assert set(rows["timing_suspect"]) == {"shared: other work kept 0.10 of 2 usable cores busy (rounds 1, 3)"}
+    assert set(rows["timing_suspect"]) == {"shared: other work kept 0.10 of 2 usable cores busy (rounds 1, 3; round 1's figures)"}
 
 
 def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_pair, faked):

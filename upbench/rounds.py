@@ -10,6 +10,7 @@ how large it was. Nothing here measures; :mod:`upbench.sweep` measures in this o
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence, TypeVar
 
 import pandas as pd
@@ -28,6 +29,7 @@ ROUND_SPREAD = "round_spread"
 # Which of a config's rounds its combined row shows where one failed, or none is ok: its first round of the first of
 # these kinds of status that it has.
 _SHOWN_FIRST = (FAILED_STATUSES, ("oom",), ("skipped",))
+_NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
 
 
 def measurement_order(indexed: Sequence[tuple[int, Item]], rounds: int, seed: int) -> list[tuple[int, int, Item]]:
@@ -53,16 +55,23 @@ def round_spread(medians: pd.Series) -> float:
 
 
 def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
-    """The '; '-joined parts of a column over a config's rounds, each kind once (its text before a colon): the first
-    round's words, with the rounds it came in ('shared: ... (rounds 1, 3)'), so that a doubt or message of one round
-    does not read as the whole config's."""
-    seen: dict[str, tuple[str, list[int]]] = {}
+    """The '; '-joined parts of a column over a config's rounds, each kind once (its text before a colon, numbers
+    aside: 'timed for 0.12 s of the 0.2 s asked' is one kind whatever each round's seconds): the first round's
+    words, with the rounds it came in ('shared: ... (rounds 1, 3)', and where their figures differ, '(rounds 1, 3;
+    round 1's figures)'), so that a doubt or message of one round does not read as the whole config's."""
+    seen: dict[str, tuple[str, list[int], set[str]]] = {}
     for cell, number in zip(cells, numbers):
         for part in ([] if pd.isna(cell) else str(cell).split(";")):
             if part := part.strip():
-                seen.setdefault(part.partition(":")[0], (part, []))[1].append(int(number))
-    return "; ".join(f"{text} (round{'s' if len(numbers_) > 1 else ''} {', '.join(map(str, numbers_))})"
-                     for text, numbers_ in seen.values())
+                kind = _NUMBER.sub("#", part.partition(":")[0])
+                _, came_in, texts = seen.setdefault(kind, (part, [], set()))
+                came_in.append(int(number))
+                texts.add(part)
+    said = []
+    for text, came_in, texts in seen.values():
+        figures = f"; round {came_in[0]}'s figures" if len(texts) > 1 else ""
+        said.append(f"{text} (round{'s' if len(came_in) > 1 else ''} {', '.join(map(str, came_in))}{figures})")
+    return "; ".join(said)
 
 
 def _setup(group: pd.DataFrame, row: pd.Series) -> None:
