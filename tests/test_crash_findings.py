@@ -54,6 +54,21 @@ def test_merge_replaces_its_own_earlier_merge_and_nothing_else(tmp_path, capsys)
     assert other.read_bytes() == before
 
 
+def test_merge_replaces_its_earlier_merge_of_a_log_whose_retried_row_left_a_blank(tmp_path):
+    import pandas as pd
+
+    from upbench.rows import read_rows, write_csv
+
+    log, merged = tmp_path / "s.csv", tmp_path / "m.csv"
+    _sweep(log)
+    rows = read_rows(log)
+    failed = rows.iloc[[0]].assign(status="error", message="RuntimeError: boom", peak_mem_bytes=None,
+                                   latency_median_ms=None)
+    write_csv(pd.concat([failed, rows], ignore_index=True), log)  # the failed row, then its retry: peak 1.0e3 etc.
+    args = ["merge", str(log), "--formats", "", "--out", str(merged)]
+    assert main(args) == 0 and main(args) == 0
+
+
 def test_merge_refuses_a_log_a_sweep_is_writing(tmp_path):
     shard = tmp_path / "s.csv"
     _sweep(shard)

@@ -372,3 +372,22 @@ def test_diff_gives_the_load_and_time_spans_of_every_round_not_the_combined_row(
     assert setups.loc["load (1 min)", "new"] == "0.5 to 3"
     assert setups.loc["measured", "base"] == "2026-01-01T00:00:00 to 2026-01-01T00:09:00"
     assert len(rows) == len(logged) // 3
+
+
+def test_a_report_csv_or_a_merge_of_rounds_is_replaced_by_the_same_command_run_again(tmp_path, plain_pair,
+                                                                                     monkeypatch):
+    def slower_each_round(config, spec, row):  # the combined row's median is round 2's, its time round 3's
+        fake_measure(config, spec, row)
+        row.update(latency_median_ms=float(row["round"]), latency_p20_ms=0.9 * row["round"])
+
+    monkeypatch.setattr(measure_module, "_measure", slower_each_round)
+    log = tmp_path / "r.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), log)
+    report = ["report", str(log), "--format", "csv", "--out", str(tmp_path / "rep.csv")]
+    assert main(report) == 0 and main(report) == 0
+    merge = ["merge", str(log), "--formats", "", "--out", str(tmp_path / "m.csv")]
+    assert main(merge) == 0 and main(merge) == 0
+    other = tmp_path / "other.csv"
+    run_sweep(SweepSpec(ops=plain_pair, rounds=3, **{**TINY, "sizes": (8,)}), other)
+    assert main(["report", str(other), "--format", "csv", "--out", str(tmp_path / "o.csv")]) == 0
+    assert main([*report[:-1], str(tmp_path / "o.csv")]) == 2  # another log's report: its rows are not these

@@ -12,7 +12,7 @@ from datetime import datetime
 import io
 import os
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 import pandas as pd
 from filelock import FileLock, Timeout
@@ -337,12 +337,24 @@ def every_row(path: str | Path) -> pd.DataFrame:
 
 
 # A row as one measurement: its config, when (to the second) and what it measured, which two runs within one
-# second tell apart.
+# second tell apart. A config's rounds combined (a report's CSV of a sweep of several rounds, its ``round`` empty)
+# show the median of the rounds, measured by none of them: such a row is one of its rounds' by its time alone.
 ROW_IDENTITY = ("key", "timestamp", "latency_median_ms", "peak_mem_bytes")
+COMBINED_ROW_IDENTITY = ("key", "timestamp")
 
 
-def _row_ids(rows: pd.DataFrame) -> set[tuple[str, ...]]:
-    return set(zip(*(rows[column].astype(str) for column in ROW_IDENTITY if column in rows)))
+def _row_ids(rows: pd.DataFrame, identity: Sequence[str] = ROW_IDENTITY) -> set[tuple[str, ...]]:
+    """Each row's :data:`ROW_IDENTITY`, numbers compared as numbers: a column that also holds a blank reads back as
+    floats, so 73728 in one log is 73728.0 in another."""
+    def cells(column: str) -> pd.Series:
+        if is_text_column(column):
+            return rows[column].astype(str)
+        return pd.to_numeric(rows[column], errors="coerce").astype(float).map(repr)
+    return set(zip(*(cells(column) for column in identity if column in rows)))
+
+
+def _combined(rows: pd.DataFrame) -> bool:
+    return "round" in rows and not rows.empty and rows["round"].isna().all()
 
 
 def check_replaceable(out: Path, sources: list[Path]) -> None:
@@ -357,8 +369,10 @@ def check_replaceable(out: Path, sources: list[Path]) -> None:
     except ValueError as error:
         raise ValueError(f"{out} exists and is not a row log ({error}); writing the merge would replace it: choose "
                          f"another --out") from None
-    merged = set().union(*(_row_ids(every_row(path)) for path in sources if path.is_file() and not holds_nothing(path)))
-    lost = _row_ids(held) - merged
+    identity = COMBINED_ROW_IDENTITY if _combined(held) else ROW_IDENTITY
+    merged = set().union(*(_row_ids(every_row(path), identity) for path in sources
+                           if path.is_file() and not holds_nothing(path)))
+    lost = _row_ids(held, identity) - merged
     if lost:
         example = sorted(lost)[0]
         raise ValueError(f"{out} holds {len(lost)} row(s) that none of the logs merged into it holds (e.g. "
