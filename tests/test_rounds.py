@@ -360,7 +360,8 @@ def test_a_refused_resume_of_a_shards_log_of_rounds_names_no_axis_the_log_cannot
     assert "size (--size)" not in str(refused.value)
 
 
-def test_diff_gives_the_load_and_time_spans_of_every_round_not_the_combined_row(tmp_path, plain_pair, faked):
+def test_diff_gives_the_load_and_time_spans_of_every_round_not_the_combined_row(tmp_path, plain_pair, faked,
+                                                                                 capsys):
     from upbench.diff import diff_runs
 
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
@@ -372,6 +373,15 @@ def test_diff_gives_the_load_and_time_spans_of_every_round_not_the_combined_row(
     assert setups.loc["load (1 min)", "new"] == "0.5 to 3"
     assert setups.loc["measured", "base"] == "2026-01-01T00:00:00 to 2026-01-01T00:09:00"
     assert len(rows) == len(logged) // 3
+    write_csv(logged, tmp_path / "r.csv")
+    assert main(["diff", str(tmp_path / "r.csv"), str(tmp_path / "r.csv")]) == 0
+    printed = capsys.readouterr()
+    assert any(line.startswith("| load (1 min)") and "| 0.5 to 3 " in line for line in printed.out.splitlines())
+    assert "2026-01-01T00:00:00 to 2026-01-01T00:09:00" in printed.out
+    assert "warning" not in printed.err
+    write_csv(logged[logged["round"] != 2], tmp_path / "cut.csv")  # a sweep cut short: round 2 of none measured
+    assert main(["diff", str(tmp_path / "r.csv"), str(tmp_path / "cut.csv")]) == 0
+    assert "warning" not in capsys.readouterr().err  # every config has a row; the cut one's are incomplete
 
 
 def test_a_report_csv_or_a_merge_of_rounds_is_replaced_by_the_same_command_run_again(tmp_path, plain_pair,

@@ -24,10 +24,10 @@ VIEW_COLUMNS = ("spec_id", "key", "operator", "impl", "C", "Cg", "N", "H", "W", 
 LATER_COLUMNS = ("cpu_util", "cpu_others", "timing_suspect")
 
 
-def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
-    """``rows`` one per config (the rounds of a sweep of several combined, :func:`upbench.rounds.combine_rounds`)
-    with any of :data:`LATER_COLUMNS` they lack added empty, or ValueError naming ``source`` and the columns the
-    views need that it lacks."""
+def check_viewable(rows: pd.DataFrame, source: str, combine: bool = True) -> pd.DataFrame:
+    """``rows`` one per config (the rounds of a sweep of several combined, :func:`upbench.rounds.combine_rounds`;
+    unless not ``combine``, for a reader that needs every round's time and load) with any of :data:`LATER_COLUMNS`
+    they lack added empty, or ValueError naming ``source`` and the columns the views need that it lacks."""
     absent = [c for c in VIEW_COLUMNS if c not in rows.columns]
     policies = [c.removeprefix("macs_") for c in rows.columns if c.startswith("macs_")]
     absent += [f"gflops_per_s_{p}" for p in policies if f"gflops_per_s_{p}" not in rows.columns]
@@ -35,7 +35,8 @@ def check_viewable(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         absent.append("macs_<policy>")
     if absent:
         raise ValueError(f"{source}: not upbench sweep rows a report can render (no {', '.join(absent)} column)")
-    return combine_rounds(rows).assign(**{c: None for c in LATER_COLUMNS if c not in rows.columns})
+    later = {column: None for column in LATER_COLUMNS if column not in rows.columns}
+    return (combine_rounds(rows) if combine else rows).assign(**later)
 
 
 def first_policy(rows: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, name_list, positive_float, render_table
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
 from ..rows import index_ranges, missing_configs
+from ..rounds import combine_rounds
 from ..views import format_number, markdown_table, size_label
 from .reading import read_any
 
@@ -152,11 +153,11 @@ def plain_table(result: RunDiff) -> pd.DataFrame:
 
 def read_run(path: Path) -> pd.DataFrame:
     """A run's rows as the report reads them, with the columns the diff needs besides."""
-    rows = read_any(path, "diff")
+    rows = read_any(path, "diff", combine=False)  # diff_runs combines them, and spans every round's time and load
     absent = [c for c in ("config_index", "config_total", "latency_p20_ms", "latency_p80_ms") if c not in rows]
     if absent:
         raise ValueError(f"{path}: not upbench sweep rows a diff can pair (no {', '.join(absent)} column)")
-    missing = missing_configs(rows)
+    missing = missing_configs(combine_rounds(rows))  # a config without some round shows as incomplete
     if missing:
         print(f"diff: warning: {path} has no row for {len(missing)} of its sweep's {int(rows['config_total'].max())} "
               f"configs (indices {index_ranges(missing)}): a sweep stopped early, or one shard of several",

@@ -11,9 +11,9 @@ from ..rows import read_json_rows
 from ..views import check_viewable
 
 
-def read_any(path: Path, command: str = "report") -> pd.DataFrame:
-    """The rows of a sweep's CSV log or JSON, one per config (its rounds combined), checked to hold what the report
-    renders; a warning that names ``command`` if a kill cut the log's last line."""
+def read_any(path: Path, command: str = "report", combine: bool = True) -> pd.DataFrame:
+    """The rows of a sweep's CSV log or JSON, one per config (its rounds combined, unless not ``combine``), checked
+    to hold what the report renders; a warning that names ``command`` if a kill cut the log's last line."""
     if not path.is_file():
         raise ValueError(f"{path}: {'a folder, not a file of rows' if path.is_dir() else 'no such file'}")
     if path.suffix.lower() == ".json":
@@ -29,4 +29,4 @@ def read_any(path: Path, command: str = "report") -> pd.DataFrame:
             print(f"{command}: warning: {note}", file=sys.stderr)
     if rows.empty:
         raise ValueError(f"{path}: holds no rows")
-    return check_viewable(rows, str(path))
+    return check_viewable(rows, str(path), combine)
