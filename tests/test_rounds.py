@@ -401,3 +401,16 @@ def test_a_report_csv_or_a_merge_of_rounds_is_replaced_by_the_same_command_run_a
     run_sweep(SweepSpec(ops=plain_pair, rounds=3, **{**TINY, "sizes": (8,)}), other)
     assert main(["report", str(other), "--format", "csv", "--out", str(tmp_path / "o.csv")]) == 0
     assert main([*report[:-1], str(tmp_path / "o.csv")]) == 2  # another log's report: its rows are not these
+
+
+def test_rounds_each_timed_too_briefly_for_a_cpu_probe_are_not_taken_for_rows_of_block_timing(tmp_path, plain_pair,
+                                                                                              monkeypatch):
+    from upbench.reports import BLOCK_TIMING_NOTE, PER_CALL_NOTE, method_notes
+
+    def brief(config, spec, row):  # 40 calls of 1 ms a round: under the probe's 50 ms, 120 ms over three rounds
+        fake_measure(config, spec, row)
+        row.update(latency_median_ms=1.0, runs=40, cpu_others=None)
+
+    monkeypatch.setattr(measure_module, "_measure", brief)
+    notes = method_notes(run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv"))
+    assert PER_CALL_NOTE in notes and BLOCK_TIMING_NOTE.split(":")[0] not in notes

@@ -190,14 +190,15 @@ def method_notes(rows: pd.DataFrame) -> str:
     blocks = timed_cpu["cpu_others"].isna() if "cpu_others" in timed_cpu else pd.Series(True, index=timed_cpu.index)
     if {"runs", "latency_median_ms"} <= set(timed_cpu.columns):
         blocks &= ~(timed_cpu["runs"] * timed_cpu["latency_median_ms"] < 2 * MIN_PROBE_S * 1e3)
-    if timed_cpu.empty or recorded("cpu_others") or not blocks.any():
+    rounds = ROUND_SPREAD in rows  # rounds came after per-call timing; their summed runs would read as a block
+    if timed_cpu.empty or recorded("cpu_others") or rounds or not blocks.any():
         timing = PER_CALL_NOTE
     else:
         checked = ("; CPU util (the process's CPU time over the wall time) was, and `timing suspect` rests on it "
                    "alone" if recorded("cpu_util") else ", so no latency carries a timing-suspect mark")
         timing = BLOCK_TIMING_NOTE.format(checked=checked)
-    rounds = ROUNDS_NOTE.format(disagree=ROUNDS_DISAGREE) if ROUND_SPREAD in rows else ""
-    return "\n".join(filter(None, [CONTENTION_NOTE, timing, rounds, COUNTS_NOTE]))
+    rounds_note = ROUNDS_NOTE.format(disagree=ROUNDS_DISAGREE) if rounds else ""
+    return "\n".join(filter(None, [CONTENTION_NOTE, timing, rounds_note, COUNTS_NOTE]))
 
 
 def _suspect_section(rows: pd.DataFrame) -> list[str]:
