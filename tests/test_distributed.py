@@ -150,6 +150,17 @@ def test_a_shard_that_dies_is_reported_and_a_resumed_launch_completes_it(tmp_pat
         assert read_rows(log)["key"].is_unique  # the plain rows were not measured again
 
 
+def test_a_launch_merges_the_shard_logs_that_hold_rows_and_leaves_out_a_header_a_kill_tore(tmp_path, plain_pair):
+    from upbench.launch import merge_logs
+
+    logs = shard_logs(tmp_path / "l.csv", 3)
+    spec = SweepSpec(ops=plain_pair, **TINY)
+    run_sweep(spec, logs[0], shard=(0, 3))
+    logs[1].write_text(logs[0].read_text()[:20])  # a job killed while writing the header
+    merged = merge_logs(logs, tmp_path / "l.csv")  # logs[2]: a job that never started
+    assert list(merged["key"]) == list(read_rows(logs[0])["key"])
+
+
 def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
     # The layout of submitit's FailedJobError message (submitit/core/core.py).
     text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "

@@ -219,8 +219,9 @@ def job_error(error: BaseException) -> str:
 
 
 def merge_logs(logs: Iterable[Path], out: Path, allow_mixed: bool = False) -> pd.DataFrame:
-    """The shard logs as one CSV at ``out`` (see :func:`merge_frames`)."""
-    frames = [read_log(path) for path in logs if path.exists() and path.stat().st_size > 0]
+    """The shard logs as one CSV at ``out`` (see :func:`merge_frames`); a shard's log that holds nothing (absent,
+    empty, or a header its killed job left torn) is left out, as ``merge`` leaves it out."""
+    frames = [read_log(path) for path in logs if path.exists() and not holds_nothing(path)]
     if not frames:
         raise RuntimeError("no shard wrote its log: nothing to merge (see the job logs under "
                            f"{shard_folder(out) / 'submitit'})")
