@@ -69,6 +69,13 @@ def test_merge_replaces_its_earlier_merge_of_a_log_whose_retried_row_left_a_blan
     assert main(args) == 0 and main(args) == 0
 
 
+def test_merge_of_a_log_cut_to_its_key_columns_is_a_clear_error(tmp_path, capsys):
+    given = tmp_path / "keys.csv"
+    given.write_text("spec_id,config_index,config_total,key,status\nabc,0,1,nearest-C4,ok\n")
+    assert main(["merge", str(given), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "not upbench sweep rows a report can render (no operator" in capsys.readouterr().err
+
+
 def test_merge_refuses_a_log_a_sweep_is_writing(tmp_path):
     shard = tmp_path / "s.csv"
     _sweep(shard)
