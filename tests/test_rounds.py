@@ -298,7 +298,8 @@ def test_each_kind_of_doubt_of_a_configs_rounds_is_said_once_with_its_rounds(tmp
 
     monkeypatch.setattr(measure_module, "_measure", shared_in_odd_rounds)
     rows = run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "r.csv")
-    assert set(rows["timing_suspect"]) == {"shared: other work kept 0.10 of 2 usable cores busy (rounds 1, 3; round 1's figures)"}
+    assert set(rows["timing_suspect"]) == {"shared: other work kept 0.10 of 2 usable cores busy "
+                                           "(rounds 1, 3; round 1's figures)"}
 
 
 def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_pair, faked):
@@ -309,11 +310,17 @@ def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_
     run_sweep(SweepSpec(ops=plain_pair, rounds=2, **TINY), out)
     logged = read_rows(out)
     logged.loc[logged["round"] == 2, "git_commit"] = "0" * 40  # resumed with --allow-mixed after a pull
+    logged["threads"] = logged["round"]  # ... and with --threads 2
     rows = combine_rounds(logged)
     assert all(commit.endswith(" / " + "0" * 40) for commit in rows["git_commit"])
+    assert set(rows["threads"]) == {"1 / 2"}
     mixed = mixed_environments(rows)
-    assert len(mixed) == 1 and mixed[0].startswith("cpu: git_commit ") and "0" * 40 in mixed[0]
-    assert "0" * 40 in to_markdown(rows)
+    assert len(mixed) == 2 and mixed[0] == "cpu: threads 1 / 2"
+    assert mixed[1].startswith("cpu: git_commit ") and "0" * 40 in mixed[1]
+    report = to_markdown(rows)
+    assert "0" * 40 in report and "| 1 / 2 " in report
+    write_csv(rows, tmp_path / "combined.csv")
+    assert set(read_rows(tmp_path / "combined.csv")["threads"]) == {"1 / 2"}
 
 
 def test_merging_logs_of_other_rounds_names_the_difference(tmp_path, plain_pair, faked):

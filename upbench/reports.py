@@ -138,7 +138,8 @@ def _settings_line(rows: pd.DataFrame) -> str:
 
 
 def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per environment, with the range of the load average seen while measuring."""
+    """One line per environment, with the range of the load average seen while measuring (of combined rounds, over
+    each config's highest: a round measured at a lower load does not hide a loaded one)."""
     columns = list(ENVIRONMENT_COLUMNS)
     table = rows.groupby(columns, sort=False, dropna=False)["load_1min"].agg(["min", "max"]).reset_index()
     table["load (1 min)"] = [f"{low:g}" if low == high else f"{low:g}-{high:g}"
@@ -162,8 +163,8 @@ ROUNDS_NOTE = """\
 Each config was measured once per round, every round visiting the configs in an order of its own, so
 that no operator was always timed first or beside the same neighbour while the machine drifted: its
 latency is the median of its ok rounds' medians (p20 and p80 likewise), `runs` the calls of all of
-them, and `round spread` the slowest one's median over the fastest's (above {disagree:g}: `timing
-suspect`, as are rounds missing or not ok)."""
+them, its load and peak memory the highest of its rounds, and `round spread` the slowest one's median
+over the fastest's (above {disagree:g}: `timing suspect`, as are rounds missing or not ok)."""
 # Rows of an upbench before per-call timing: what their latencies are, and what was not checked.
 BLOCK_TIMING_NOTE = """\
 These rows predate per-call CPU timing: their CPU latencies are the median (p20, p80) of block means

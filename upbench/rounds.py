@@ -75,12 +75,14 @@ def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
 
 
 def _setup(group: pd.DataFrame, row: pd.Series) -> None:
-    """The setup columns of ``row`` as its rounds recorded them: a text that differs between rounds (a resume with
-    --allow-mixed on another commit) is every round's, joined with :data:`SETUP_JOIN` (the timestamp stays the
-    round's whose row it is)."""
+    """The setup columns of ``row`` as its rounds recorded them: a value that differs between rounds (a resume with
+    --allow-mixed on another commit, or with other --threads) is every round's, joined with :data:`SETUP_JOIN` as
+    text, a number's column too (the timestamp stays the round's whose row it is)."""
     for column in (*ENVIRONMENT_COLUMNS, "operator_source"):
-        if column in group and is_text_column(column):
-            values = list(dict.fromkeys(group[column].dropna().astype(str)))
+        if column in group:
+            cells = group[column].dropna()
+            texts = cells.astype(str) if is_text_column(column) else cells.map(lambda value: f"{value:g}")
+            values = list(dict.fromkeys(texts))
             if len(values) > 1:
                 row[column] = SETUP_JOIN.join(values)
 
