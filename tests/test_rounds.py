@@ -74,6 +74,8 @@ def test_a_sweep_of_rounds_logs_a_row_per_round_and_shows_their_median(tmp_path,
     assert list(rows[ROUND_SPREAD]) == [2.0] * len(configs)
     assert all(cell.startswith("rounds disagree: the slowest round's median is 2.00x the fastest's")
                for cell in rows["timing_suspect"])
+    from upbench.reports import to_markdown
+    assert f"## Timing that cannot be trusted ({len(configs)} of {len(configs)} configs)" in to_markdown(rows)
     in_memory = run_sweep(spec)
     assert list(in_memory["latency_median_ms"]) == list(rows["latency_median_ms"])
 

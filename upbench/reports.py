@@ -206,7 +206,8 @@ def _suspect_section(rows: pd.DataFrame) -> list[str]:
     suspect = suspect_rows(rows)
     if suspect.empty:
         return []
-    return [f"## Timing that cannot be trusted ({len(suspect)} of {len(rows)} rows)\n\n"
+    counted = "configs" if rounds_of(rows) > 1 else "rows"  # a row per config, its rounds combined
+    return [f"## Timing that cannot be trusted ({len(suspect)} of {len(rows)} {counted})\n\n"
             "Measure these rows again on a quiet machine before citing them.",
             markdown_table(suspect)]
 

@@ -140,8 +140,8 @@ def _combined(group: pd.DataFrame) -> pd.Series:
 
 
 def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per config, in sweep order, from the rows of a sweep of several rounds (a config's last row of each
-    round, :func:`upbench.rows.latest_rows`, is what counts): where no round failed and some are ok, the median of
+    """One row per config, in sweep order, from the rows of a sweep of several rounds (of each round, the row
+    :func:`upbench.rows.latest_rows` keeps: the newest ok one, else the newest): where no round failed and some are ok, the median of
     the ok rounds' medians (of an even number of rounds, the mean of the middle two), p20 and p80, the calls of all
     of them, the lowest ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the rates of that median,
     each kind of doubt of its rounds once, and in :data:`ROUND_SPREAD` the slowest round's median over the fastest's
