@@ -161,6 +161,16 @@ def test_a_launch_merges_the_shard_logs_that_hold_rows_and_leaves_out_a_header_a
     assert list(merged["key"]) == list(read_rows(logs[0])["key"])
 
 
+def test_a_launchs_progress_counts_a_config_measured_again_once(tmp_path, plain_pair):
+    from upbench.launch import _logged
+
+    log = tmp_path / "s.csv"
+    run_sweep(SweepSpec(ops=plain_pair, **TINY), log)
+    header, *rows = log.read_text().splitlines(keepends=True)
+    log.write_text(header + "".join(rows) + rows[0])  # a resume's --retry appended the first config again
+    assert _logged(log) == (len(rows), len(rows))
+
+
 def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
     # The layout of submitit's FailedJobError message (submitit/core/core.py).
     text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "

@@ -173,8 +173,9 @@ def submit_shards(tasks: list[ShardTask], out: Path, resources: Resources, clust
 
 
 def _logged(path: Path) -> tuple[int, int | None]:
-    """Complete rows in a shard log, and the sweep's count of rows they carry (its configs, times its rounds where
-    it has several; None before the first row)."""
+    """Measurements in a shard log's complete rows (a config, and its round in a sweep of several: a row a resume
+    measured again counts once), and the sweep's count of them (its configs, times its rounds; None before the
+    first row)."""
     try:
         with open(path, newline="") as handle:
             lines = handle.read().splitlines(keepends=True)
@@ -184,9 +185,11 @@ def _logged(path: Path) -> tuple[int, int | None]:
     if not complete:
         return 0, None
     header = next(csv.reader(lines[:1]))
-    first = next(csv.reader(complete[:1]))
-    rounds = int(first[header.index("rounds")]) if "rounds" in header else 1
-    return len(complete), int(first[header.index("config_total")]) * rounds
+    rows = list(csv.reader(complete))
+    rounds = int(rows[0][header.index("rounds")]) if "rounds" in header else 1
+    identity = [header.index(column) for column in ("key", "round") if column in header]
+    measured = {tuple(row[i] for i in identity) for row in rows if len(row) == len(header)}
+    return len(measured), int(rows[0][header.index("config_total")]) * rounds
 
 
 def follow(jobs: list[Any], logs: list[Path], progress: bool | None, poll_s: float) -> None:
