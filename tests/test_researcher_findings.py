@@ -134,7 +134,8 @@ def test_compare_quiet_prints_no_table(tmp_path, counted_not_timed, capsys):
     out = tmp_path / "cmp.csv"
     assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(out),
                  "--formats", "markdown", "--quiet"]) == 0
-    assert capsys.readouterr().out == ""
+    printed = capsys.readouterr()
+    assert printed.out == "" and f"wrote {out.with_suffix('.md')}" in printed.err  # as sweep --quiet says it
     assert "## Reference / compiled" in out.with_suffix(".md").read_text()
     assert main(["compare", "--ops", "carafe", "--C", "4", "--size", "4", "--device", "cpu", "--out",
                  str(tmp_path / "loud.csv"), "--formats", ""]) == 0

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:  # as --quiet says: no tables on stdout (the ratios are in the --formats written)
         print("## Reference / compiled (ratio > 1: the compiled path is faster or leaner)\n")
         print(markdown_table(ratios))
-        print(summary(rows, written), file=sys.stderr)
+    print(summary(rows, written), file=sys.stderr)  # where the files went, as sweep --quiet says it
     failed = failed_rows(rows, "their ratios are blank")
     for problem in failed:
         print(f"compare: {problem}", file=sys.stderr)
