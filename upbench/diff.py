@@ -28,8 +28,8 @@ SAME_WORKLOAD_AXES = ("impl", "dtype", "device", "mode")
 SIZE_AXES = ("H", "W")
 # What else says how a run measured: the setup columns the report sets side by side (operator_source is per
 # operator, and follows them).
-SETUP_COLUMNS = ("device_name", "cpu_model", "torch_version", "cuda_version", "threads", "tf32", "cache", "git_commit",
-                 *ALL_SETTING_COLUMNS)
+SETUP_COLUMNS = ("device_name", "cpu_model", "torch_version", "cuda_version", "threads", "allocator", "tf32", "cache",
+                 "git_commit", *ALL_SETTING_COLUMNS)
 # A verdict for every pair: ``faster`` / ``slower`` when the ratio of medians is beyond the threshold and
 # the two runs' p20-p80 ranges are apart; ``within noise`` when beyond the threshold but the ranges
 # overlap; ``same`` within the threshold; ``suspect`` when either side's timing cannot be trusted;

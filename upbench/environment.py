@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .allocator import settle_allocator
 from .files import digest_files
 from .vocabulary import DIRTY
 
@@ -139,6 +140,7 @@ def environment(device: str) -> dict[str, object]:
         "cpu_model": cpu_model(),
         "threads": torch.get_num_threads(),
         "cpu_cores": os.cpu_count(),
+        "allocator": settle_allocator(),
         "load_1min": load_average(),
         "git_commit": git_commit(),
         "timestamp": utc_timestamp(),

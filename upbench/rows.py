@@ -23,7 +23,7 @@ REPORT_FORMATS = tuple(FORMAT_SUFFIXES)
 # Columns that are text whatever they look like (a hash of digits only must not become a number).
 TEXT_COLUMNS = ("spec_id", "key", "operator", "impl", "dtype", "device", "mode", "cache", "timing_suspect",
                 "status", "message", "operator_source",
-                "device_name", "torch_version", "cuda_version", "cpu_model", "git_commit", "timestamp")
+                "device_name", "torch_version", "cuda_version", "cpu_model", "allocator", "git_commit", "timestamp")
 # The environment columns that tell one setup from another (the load and the time differ row by row).
 ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1min", "timestamp"))
 # What a latency depends on besides the config: rows of one device that differ in any of these were measured
@@ -31,7 +31,8 @@ ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1mi
 # model is left out: shards of a GPU sweep may run on nodes with different host CPUs; so is the thread
 # count of GPU rows, which follows the node's cores. Uncommitted edits are compared by their hash, so a
 # requeued job on the same edits is not refused: rows._differing_code.)
-MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "git_commit")
+# The allocator's state (upbench.allocator) changes CPU latencies as much as the threads do.
+MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "allocator", "git_commit")
 # The measurement settings every row records beside its numbers (l2-flush, tf32 and threads have columns of their
 # own): what a reader of the rows, `diff` and a refused --resume need to see, which the spec_id hash cannot show.
 SETTING_COLUMNS = ("warmup", "min_run_time_s", "budget_s", "seed")

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 from tqdm import tqdm
 
+from .allocator import settle_allocator
 from .environment import check_device
 from .checks import is_whole
 from .isolate import IsolatedMeasurer, check_row_timeout
@@ -144,6 +145,7 @@ def run_sweep(
     returned and exported.
     """
     check_row_timeout(row_timeout, isolate)
+    settle_allocator()  # an unknown UPBENCH_ALLOCATOR is refused before the log is opened
     shard = check_shard(shard)
     retry = check_resume_retry(retry, resume)
     if out is not None:

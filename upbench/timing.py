@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .allocator import settle_allocator
 from .vocabulary import MIN_PROBE_S
 
 # Fewest timed calls a timer aims for however slow one call is: a median of fewer means little.
@@ -197,8 +198,11 @@ def time_cpu(fn: Callable[[], object], min_run_time: float, min_runs: int = MIN_
     ``flush`` buffer (:func:`cpu_flush_buffer`) the caches are flushed before each call, outside its time.
 
     Per-call times, not means of blocks of calls: the percentiles show a call that is sometimes slow.
-    The clock's own cost (tens of nanoseconds a call) is inside each time.
+    The clock's own cost (tens of nanoseconds a call) is inside each time. The C allocator is settled first
+    (:func:`upbench.allocator.settle_allocator`; a sweep settles it before a row's warm-up): a timing must not
+    depend on what the process ran before it.
     """
+    settle_allocator()
     times: list[float] = []
     collecting = gc.isenabled()
     gc.disable()

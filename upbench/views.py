@@ -18,10 +18,10 @@ from .vocabulary import MIB
 
 # What the views read of every row; LATER_COLUMNS came with later upbench versions, and rows written before
 # them (the committed results among them) render with those cells empty.
+LATER_COLUMNS = ("cpu_util", "cpu_others", "timing_suspect", "allocator")
 VIEW_COLUMNS = ("spec_id", "key", "operator", "impl", "C", "Cg", "N", "H", "W", "dtype", "device", "mode", "params",
                 "latency_median_ms", "latency_p20_ms", "latency_p80_ms", "runs", "peak_mem_bytes", "gbytes_per_s",
-                "status", "message", *ENVIRONMENT_COLUMNS, "load_1min")
-LATER_COLUMNS = ("cpu_util", "cpu_others", "timing_suspect")
+                "status", "message", *(c for c in ENVIRONMENT_COLUMNS if c not in LATER_COLUMNS), "load_1min")
 
 
 def check_viewable(rows: pd.DataFrame, source: str, combine: bool = True) -> pd.DataFrame:

@@ -9,8 +9,8 @@ MEGA = 1e6
 
 # The environment columns every row records, in the row layout's order (:func:`upbench.environment.environment`
 # returns them).
-ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "load_1min",
-                      "git_commit", "timestamp")
+ENVIRONMENT_FIELDS = ("device_name", "torch_version", "cuda_version", "cpu_model", "threads", "cpu_cores", "allocator",
+                      "load_1min", "git_commit", "timestamp")
 DIRTY = "+dirty"  # a commit with uncommitted edits: rows written before the edits' hash was added end with it
 
 # A config of a sweep of several rounds whose rounds' medians differ by more than upbench.rounds.ROUNDS_DISAGREE,
