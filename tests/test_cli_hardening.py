@@ -322,3 +322,26 @@ def test_a_repeated_knob_sweeps_all_its_values():
     for flags in (["--knob", "K=3", "--knob", "K=5"], ["--K", "3", "--knob", "K=5"]):
         args = build_parser().parse_args(["sweep", "--ops", "carafe", *flags])
         assert dict(spec_from_args(args).knobs)["K"] == (3, 5)
+
+
+def test_an_out_file_named_for_a_format_gets_that_format_and_one_named_for_another_is_refused(tmp_path,
+                                                                                              counted_not_timed,
+                                                                                              capsys):
+    log = tmp_path / "s.csv"
+    assert main(["sweep", "--ops", "nearest", "--C", "4", "--size", "4", "--device", "cpu", "--out", str(log),
+                 "--formats", "", "--quiet"]) == 0
+    for name, starts in (("r.csv", "spec_id,"), ("r.tex", "% needs \\usepackage{booktabs}"), ("r.md", "# upbench sweep")):
+        assert main(["report", str(log), "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_text().startswith(starts), name
+    assert main(["report", str(log), "--out", str(tmp_path / "r.json")]) == 0
+    assert list(pd.read_json(tmp_path / "r.json")["operator"]) == ["nearest"]
+    assert main(["table1", "--ops", "nearest", "--C", "4", "--size", "4", "--out", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "t.csv").read_text().startswith("operator,stage,")
+    capsys.readouterr()
+    assert main(["report", str(log), "--format", "latex", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--out " + str(tmp_path / "x.json") + " names a json file, and --format is latex" in capsys.readouterr().err
+    assert main(["diff", str(log), str(log), "--out", str(tmp_path / "d.tex")]) == 2
+    assert "names a latex file; this command writes markdown, csv, json" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "d.tex").exists()
+    assert main(["report", str(log), "--out", str(tmp_path / "notes.txt")]) == 0  # no format named: markdown
+    assert (tmp_path / "notes.txt").read_text().startswith("# upbench sweep")

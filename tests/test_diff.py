@@ -172,6 +172,10 @@ def test_configs_one_run_alone_holds_are_listed(run, plain, knobbed):
     assert [k for k in result.only_new] == [k for k in new["key"] if "|16x16|" in k]
     with pytest.raises(ValueError, match=f"share no config: the base holds {plain}; .* the new run {knobbed}"):
         diff_runs(run(ops=(plain,)), run(ops=(knobbed,)))
+    # paired across C, the runs still differ in size: the message names both, where it named only what agreed
+    with pytest.raises(ValueError, match=f"the base holds {plain}; C=4; N=1; 4x4; .* the new run {plain}; C=8; N=1; "
+                                         f"16x16, 20x20;"):
+        diff_runs(run(ops=(plain,), sizes=(4,)), run(ops=(plain,), channels=(8,), sizes=(16, 20)), across=["C"])
 
 
 def test_counts_and_sources_that_differ_are_named(run):

@@ -154,6 +154,51 @@ def test_a_probe_point_an_operator_cannot_run_is_said_not_failed(capsys):
            "guide_channels=48; expected a multiple of 32" in err
 
 
+def _wrapped_with(formula) -> str:
+    name = f"subpx{len(upbench.available())}"
+    upbench.wrap(SubPixel, name=name, formulas=upbench.Formulas(paper={"body": formula}, exact={"body": formula}))
+    return name
+
+
+def test_a_formula_failing_at_some_points_is_an_error_row_there_and_the_table_goes_on(capsys):
+    def below_nine(s: upbench.Dims) -> Cost:
+        if s.H > 8:
+            raise ValueError("only up to 8")
+        return exact(s)
+
+    name = _wrapped_with(below_nine)
+    assert main(["table1", "--ops", f"{name},nearest", "--C", "8", "--size", "8,16", "--format", "csv"]) == 1
+    printed = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(printed.out))
+    assert list(table["status"]).count("match") == 6 and set(table.loc[table["operator"] == "nearest", "H"]) == {8, 16}
+    failed = table[table["status"] == "error"]
+    assert list(failed["H"]) == [16] and failed["note"].iloc[0] == (
+        f"a formula failed: {name}: its paper formula for stage 'body' raised ValueError: only up to 8")
+
+
+def test_a_formula_that_fails_at_the_probe_point_fails_the_check(capsys):
+    def square_only(s: upbench.Dims) -> Cost:
+        if s.H != s.W:
+            raise ValueError("square maps only")
+        return exact(s)
+
+    name = _wrapped_with(square_only)
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "8", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "--check probed each operator at N=2, 8x9: 1 row does not hold (added to the table)" in err
+    assert f"{name} at N=2, C=8, 8x9: probe point of --check: a formula failed: {name}: its paper formula" in err
+
+
+def test_a_check_that_validates_nothing_fails_and_names_the_operators_without_formulas(capsys):
+    name = f"bare{len(upbench.available())}"
+    upbench.wrap(SubPixel, name=name)
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "8", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"--check has no formulas to check for {name}" in err and "--check validated nothing" in err
+    assert main(["table1", "--ops", f"{name},nearest", "--C", "8", "--size", "8", "--check"]) == 0
+    assert f"--check has no formulas to check for {name}" in capsys.readouterr().err
+
+
 def test_a_network_report_says_its_batch_and_an_input_other_than_the_presets(capsys):
     args = ["network", "--preset", "segformer-b1", "--ops", "sapa-b", "--size", "256x256", "--batch", "2"]
     assert main([*args, "--format", "latex"]) == 0

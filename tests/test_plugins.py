@@ -233,6 +233,15 @@ def test_a_plugins_source_hash_follows_the_helper_files_it_imports(tmp_path, scr
     assert registry.source_digest("beside-op") == digest_files(files)
 
 
+def test_a_plugin_file_imports_a_helper_file_beside_it_as_a_script_would(tmp_path, scratch_modules):
+    (tmp_path / "my_blocks_beside.py").write_text("from torch import nn\n\n\ndef body(channels):\n"
+                                                  "    return nn.Upsample(scale_factor=2)\n")
+    plugin = tmp_path / "uses_blocks.py"
+    plugin.write_text("import upbench\nfrom my_blocks_beside import body\n\nupbench.wrap(body, 'blocks-op')\n")
+    assert upbench.load_plugin(plugin) == ["blocks-op"]
+    assert sys.path[-1] == str(tmp_path)  # after the installed packages: a helper named like one does not hide it
+
+
 def test_the_source_hash_follows_namespace_packages_skips_site_folders_and_survives_odd_objects(tmp_path,
                                                                                                scratch_modules):
     """``import nspkg.blocks`` binds a namespace package (no __file__) whose submodule is the helper; a

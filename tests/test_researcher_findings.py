@@ -10,7 +10,7 @@ import pytest
 
 import upbench
 from upbench.commands import main
-from upbench.rows import write_csv
+from upbench.rows import read_rows, write_csv
 
 
 @pytest.fixture
@@ -142,6 +142,16 @@ def test_compare_quiet_prints_no_table(tmp_path, counted_not_timed, capsys):
     assert "## Reference / compiled" in capsys.readouterr().out
 
 
+def test_an_operator_without_a_compiled_path_left_out_by_impl_compiled_is_named(tmp_path, counted_not_timed,
+                                                                                 compiled_ops, capsys):
+    out = tmp_path / "c.csv"
+    assert main(["sweep", "--ops", "nearest,carafe", "--impl", "compiled", "--C", "4", "--size", "4", "--device",
+                 "cpu", "--out", str(out), "--formats", "", "--quiet"]) == 0
+    assert "sweep: warning: nearest has no compiled path (Upsampler.compiled_ops), so no row with --impl compiled" \
+        in capsys.readouterr().err
+    assert set(read_rows(out)["operator"]) == {"carafe"}
+
+
 # -- Markdown pivots to paste ------------------------------------------------------------------------
 def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_unit():
     """Three significant digits printed 40 beside 46.8 and 2 beside 0.812, left-aligned, under a title without
@@ -158,3 +168,20 @@ def test_a_markdown_pivot_prints_one_number_of_decimals_right_aligned_and_its_un
     counts = pd.DataFrame({"operator": ["a"], "C": [8], "8": [4096.0]})  # whole numbers stay whole
     assert markdown_pivot(counts, rows).splitlines()[2] == "| a          | 8   | 4,096 |"
     assert "(ms)" in PIVOT_TITLES["latency"] and "(MiB, above the inputs and weights)" in PIVOT_TITLES["memory"]
+
+
+def test_rows_timed_too_briefly_to_read_other_work_are_counted_under_both_reports(tmp_path, monkeypatch):
+    import upbench.measure as measure_module
+    from upbench.reports import to_latex, to_markdown
+
+    def brief_at_four(config, spec, row) -> None:  # the 4x4 rows' calls took under 50 ms in all
+        row.update(measure_module.count_config(config, spec.policies), latency_median_ms=1.5, latency_p20_ms=1.4,
+                   latency_p80_ms=1.6, peak_mem_bytes=2**20, runs=5, cpu_util=1.0, status="ok",
+                   cpu_others=None if config.H == 4 else 0.0)
+
+    monkeypatch.setattr(measure_module, "_measure", brief_at_four)
+    rows = upbench.run_sweep(upbench.SweepSpec(ops=("nearest", "bilinear"), channels=(4,), sizes=((4, 4), (8, 8)),
+                                               devices=("cpu",), policies=("paper",)))
+    said = "2 of the 4 CPU rows were timed for under 0.05 s in all, too short to read other work"
+    assert said in to_markdown(rows) and said in to_latex(rows).replace("\n", " ")
+    assert said not in to_markdown(rows.assign(cpu_others=0.0))

@@ -321,6 +321,10 @@ def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_
     assert mixed[1].startswith("cpu: git_commit ") and "0" * 40 in mixed[1]
     report = to_markdown(rows)
     assert "0" * 40 in report and "| 1 / 2 " in report
+    from upbench.reports import to_latex
+    latex = to_latex(rows)  # the table that goes into a paper says it too, the commits by 12 digits
+    assert "Measured with more than one setup" in latex and "cpu: threads 1 / 2" in latex
+    assert "0" * 12 in latex and "0" * 13 not in latex
     write_csv(rows, tmp_path / "combined.csv")
     assert set(read_rows(tmp_path / "combined.csv")["threads"]) == {"1 / 2"}
 
@@ -330,6 +334,10 @@ def test_merging_logs_of_other_rounds_names_the_difference(tmp_path, plain_pair,
     run_sweep(SweepSpec(ops=plain_pair, rounds=3, **TINY), tmp_path / "three.csv")
     with pytest.raises(ValueError, match=r"refusing to merge rows of different sweep specs \(\w+, \w+; rounds 1 / 3\)"):
         merge_frames([read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "three.csv")])
+    run_sweep(SweepSpec(ops=plain_pair, threads=1, **TINY), tmp_path / "t1.csv")
+    run_sweep(SweepSpec(ops=plain_pair, threads=2, **TINY), tmp_path / "t2.csv")
+    with pytest.raises(ValueError, match=r"different sweep specs \(\w+, \w+; threads 1 / 2\)"):
+        merge_frames([read_rows(tmp_path / "t1.csv"), read_rows(tmp_path / "t2.csv")])
 
 
 def test_the_round_shown_of_a_config_that_failed_is_its_first_failed_round_whatever_the_failure(

@@ -90,10 +90,13 @@ def test_declaration_mistakes_are_refused_when_registering(declare, message):
 ])
 def test_table1_names_the_operator_and_stage_of_a_failing_formula(formula, message, capsys):
     upbench.wrap(Gated, name="gated", formulas=Formulas(paper={"body": formula}, exact={}))
-    assert main(["table1", "--ops", "gated"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("table1: gated: its paper formula for stage 'body'") and message in err
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert main(["table1", "--ops", "gated", "--size", "8,16"]) == 1  # an error row per point, the table kept
+    printed = capsys.readouterr()
+    failing = [line for line in printed.err.splitlines() if "a formula failed" in line]
+    assert [line.split(": a formula failed: ")[0] for line in failing] == ["table1: gated at C=256, 8x8",
+                                                                          "table1: gated at C=256, 16x16"]
+    assert all(f"gated: its paper formula for stage 'body' {message}" in line for line in failing)
+    assert "Traceback" not in printed.err and printed.out.count("| error ") == 2
 
 
 def test_a_wrong_output_shape_is_told_in_integers_also_while_counting(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -16,6 +16,31 @@ from .checks import beyond_64_bits, comma_items, is_whole, parse_size
 # report's own (upbench.latex), so only the commands that render one offer it.
 PLAIN_FORMATS = ("markdown", "csv", "json")
 TABLE_FORMATS = (*PLAIN_FORMATS, "latex")
+# The format an --out file's name asks for (report --out table.tex writes LaTeX without --format latex).
+SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json", ".tex": "latex"}
+
+
+def add_format_argument(parser: argparse.ArgumentParser, formats: Sequence[str], help: str = "") -> None:
+    """--format, one of ``formats``; without it, the one --out's suffix names, else markdown
+    (:func:`output_format`, which :func:`upbench.commands.main` applies before the command runs)."""
+    parser.add_argument("--format", choices=formats, default=None,
+                        help=f"{help + '; ' if help else ''}default: as --out's suffix names it (.md, .csv, .json"
+                             f"{', .tex' if 'latex' in formats else ''}), else markdown")
+    parser.set_defaults(format_choices=tuple(formats))
+
+
+def output_format(given: str | None, out: str | None, formats: Sequence[str]) -> str:
+    """The format a command writes: ``given``, else the one ``out``'s suffix names, else markdown. ValueError where
+    ``out``'s suffix names another format than ``given``, or one the command cannot write: LaTeX in a .json file,
+    or Markdown in a .csv one, is read by nothing that opens it."""
+    named = SUFFIX_FORMATS.get(Path(out).suffix.lower()) if out else None
+    if named is not None and named not in formats:
+        raise ValueError(f"--out {out} names a {named} file; this command writes {', '.join(formats)}: choose "
+                         f"another --out")
+    if given is not None and named is not None and given != named:
+        raise ValueError(f"--out {out} names a {named} file, and --format is {given}: give --format {named}, or an "
+                         f"--out named for {given}")
+    return given or named or "markdown"
 
 
 def file_name(text: str) -> str:

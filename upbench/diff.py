@@ -336,7 +336,13 @@ def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
 
 
 def _holds(frame: pd.DataFrame) -> str:
-    """'carafe, sapa-b; reference; fp32; cpu; fwd': what a run's rows cover, for the message that nothing pairs."""
-    parts = [", ".join(dict.fromkeys(map(str, frame["operator"])))]
-    parts += [", ".join(map(str, sorted(_values(frame, axis), key=str))) for axis in ("impl", "dtype", "device", "mode")]
-    return "; ".join(parts)
+    """'carafe, sapa-b; C=64; N=1; 8x8, 16x16; reference; fp32; cpu; fwd': what a run's rows cover, for the message
+    that nothing pairs (where only a size differs besides an axis paired across, that size is the reason)."""
+    def listed(axis: str) -> str:
+        return ", ".join(map(str, sorted(_values(frame, axis), key=lambda v: (str(type(v)), v))))
+
+    sizes = ", ".join(f"{h}x{w}" for h, w in sorted(set(zip(frame["H"], frame["W"])))) if "H" in frame else ""
+    parts = [", ".join(dict.fromkeys(map(str, frame["operator"]))),
+             *(f"{axis}={listed(axis)}" for axis in ("C", "N") if axis in frame), sizes]
+    parts += [listed(axis) for axis in ("impl", "dtype", "device", "mode")]
+    return "; ".join(filter(None, parts))

@@ -274,6 +274,11 @@ def _file_module_name(path: Path) -> str:
 
 
 def _import_file(path: Path) -> Any:
+    """The plugin file ``path`` imported, its folder put on the import path beforehand, as ``python path/to/file.py``
+    puts it (but at the path's end, so that a helper file named like an installed module does not hide it): a
+    helper file beside it imports, here and in an isolated worker, which loads the plugin the same way."""
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     module_name = _file_module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -3,13 +3,14 @@ with the notes a reader needs beside the numbers (how they were measured, what c
 counted as zero). Built from :mod:`upbench.views`; nothing here measures."""
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import pandas as pd
 
 from .latex import MISSING, booktabs
 from .rounds import ROUND_SPREAD, ROUNDS_DISAGREE, rows_in_words
-from .rows import ALL_SETTING_COLUMNS, ENVIRONMENT_COLUMNS, knob_columns, mixed_sources, rounds_of
+from .rows import ALL_SETTING_COLUMNS, ENVIRONMENT_COLUMNS, knob_columns, mixed_environments, mixed_sources, rounds_of
 from .rules import counted_as_zero_note
 from .views import (ABSENT, PIVOT_TITLES, SUSPECT_NOTE, axes_as_text, first_policy, flagged_cells, format_number,
                     latency_pivot, markdown_pivot, markdown_table, other_guides, paper_table, pivot, row_table,
@@ -88,11 +89,27 @@ def to_latex(rows: pd.DataFrame) -> str:
              f"weights; latency (median) and peak memory (above the inputs and weights) on {measured_with(rows)}; "
              f"resolutions are the low-resolution input H x W.",
              operators_as_measured(rows),
-             *([SUSPECT_NOTE] if marked else []),
+             *filter(None, [mixed_setups_note(rows)]),
+             *([SUSPECT_NOTE] if marked else []), *filter(None, [unprobed_note(rows)]),
              *(f"{MISSING}: {note}" for note in [unmeasured_note(rows)] if note),
              *([ABSENT_NOTE] if absent else []), *filter(None, [_counted_as_zero(rows)])]
     return booktabs(table, kinds, caption=f"Upsampler cost by input resolution ({policy} MACs)", notes=notes,
                     marked=marked)
+
+
+_FULL_COMMIT = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{28}\b")
+
+
+def mixed_setups_note(rows: pd.DataFrame) -> str:
+    """'Measured with more than one setup (...): cpu: git_commit 1a2b3c4d5e6f / ...' where the rows of a device
+    differ in what a latency depends on (merged or resumed with --allow-mixed), for a table with no environment
+    table beside it; '' where they do not."""
+    mixed = mixed_environments(rows)
+    if not mixed:
+        return ""
+    said = _FULL_COMMIT.sub(r"\1", "; ".join(mixed))  # a commit by its first 12 digits: a note, not a log
+    return (f"Measured with more than one setup (rows merged or resumed with --allow-mixed): {said}. Their latencies "
+            f"do not all come from one setup.")
 
 
 def operators_as_measured(rows: pd.DataFrame) -> str:
@@ -177,12 +194,33 @@ GFLOP/s and GB/s are given for `fwd` rows only: GB/s divides the compulsory traf
 weights read once, output written once) by the median, so it is a lower bound."""
 
 
+def _timed_cpu(rows: pd.DataFrame) -> pd.DataFrame:
+    """The CPU rows measured ok."""
+    if not {"device", "status"} <= set(rows.columns):
+        return rows.iloc[:0]
+    return rows[rows["device"].astype(str).str.startswith("cpu") & (rows["status"] == "ok")]
+
+
+def unprobed_note(rows: pd.DataFrame) -> str:
+    """'3 of the 12 CPU rows were timed for under 0.05 s in all: ...' for rows of this upbench whose timing was too
+    short to read other work from /proc/stat, so that their blank `other work` does not read as 'quiet'; '' where
+    every row has it, or none (rows of an upbench that timed blocks of calls: :func:`method_notes` says so)."""
+    timed = _timed_cpu(rows)
+    if "cpu_others" not in timed or timed["cpu_others"].isna().all():
+        return ""
+    unprobed = int(timed["cpu_others"].isna().sum())
+    return (f"{unprobed} of the {len(timed)} CPU rows were timed for under {MIN_PROBE_S:g} s in all, too short to "
+            f"read other work from /proc/stat: for them no other work was measured, and only the other checks "
+            f"guard their latency (--min-run-time {MIN_PROBE_S:g} or more gives every row the check)."
+            if unprobed else "")
+
+
 def method_notes(rows: pd.DataFrame) -> str:
     """How the rows were timed and checked, as they record it: CPU rows of an older upbench (no other work
     recorded, cpu_others) were timed in blocks of calls, and their blank contention cells mean 'not measured',
     not 'quiet'."""
-    timed_cpu = rows[rows["device"].astype(str).str.startswith("cpu") & (rows["status"] == "ok")] \
-        if {"device", "status"} <= set(rows.columns) else rows.iloc[:0]
+    timed_cpu = _timed_cpu(rows)
+
     def recorded(column: str) -> bool:
         return column in timed_cpu and timed_cpu[column].notna().any()
 
@@ -199,7 +237,7 @@ def method_notes(rows: pd.DataFrame) -> str:
                    "alone" if recorded("cpu_util") else ", so no latency carries a timing-suspect mark")
         timing = BLOCK_TIMING_NOTE.format(checked=checked)
     rounds_note = ROUNDS_NOTE.format(disagree=ROUNDS_DISAGREE) if rounds else ""
-    return "\n".join(filter(None, [CONTENTION_NOTE, timing, rounds_note, COUNTS_NOTE]))
+    return "\n".join(filter(None, [CONTENTION_NOTE, timing, unprobed_note(rows), rounds_note, COUNTS_NOTE]))
 
 
 def _suspect_section(rows: pd.DataFrame) -> list[str]:

@@ -245,10 +245,10 @@ def mixed_environments(rows: pd.DataFrame) -> list[str]:
 
 
 def _differing_settings(frames: Sequence[pd.DataFrame]) -> list[str]:
-    """'rounds 1 / 3' for each setting the rows record (a log of one round records no rounds: 1) and the config count,
-    where the logs differ in it."""
+    """'rounds 1 / 3' for each setting the rows record (a log of one round records no rounds: 1; --threads, --tf32
+    and --l2-flush are columns of their own) and the config count, where the logs differ in it."""
     said = []
-    for column in ("config_total", *ALL_SETTING_COLUMNS):
+    for column in ("config_total", *ALL_SETTING_COLUMNS, "threads", "tf32", "cache"):
         values = {f"{value:g}" if isinstance(value, float) else str(value) for frame in frames
                   for value in ([rounds_of(frame)] if column == "rounds" else
                                 frame[column].dropna() if column in frame else [])}

@@ -400,6 +400,11 @@ class SweepSpec:
         auto = "compiled" if kernels.compiled_available() else "reference"
         return _dedupe(auto if impl == "auto" else impl for impl in self.impls)
 
+    def ops_without_impl(self) -> list[str]:
+        """The operators none of whose configs the impls given can run (``--impl compiled`` and an operator
+        without a compiled path): they have no row."""
+        return [op for op in self.ops if not self._impls_for(get(op))]
+
     def expand(self) -> list[Config]:
         """Every config, in a fixed order, without duplicates."""
         swept = dict(self.knobs)

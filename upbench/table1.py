@@ -29,6 +29,7 @@ MATCH, EXPLAINED, UNEXPLAINED, MISMATCH, NO_FORMULA, ERROR = (
     "match", "explained", "unexplained", "mismatch", "no formula", "error")
 # What `table1 --check` fails on: a count that is not the exact formula's, a paper row that differs without a reason.
 CHECKED = (MISMATCH, UNEXPLAINED)
+VALIDATED = (MATCH, EXPLAINED, *CHECKED)  # rows whose formulas ran and were compared with the counts
 # The ops the paper policy gives MACs to: where FlopCounterMode differs, these are the ones to name.
 PAPER_COUNTED_OPS = frozenset(short_op_name(op) for op in PAPER_HANDLES)
 
@@ -121,24 +122,30 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     try:
         op = make(operator, C, guide_channels=Cg, impl="reference", **hparams)
     except Exception as error:  # noqa: BLE001  a plugin's constructor refusing this point, whatever it raised
-        raise PointFailed("it could not be built", error) from error
+        raise PointFailed(NOT_BUILT, error) from error
     inputs = op.example_inputs(N, H, W, generator=torch.Generator().manual_seed(0))
     try:
         counted = count(op, inputs, "paper")
         torch_counted = count(op, inputs, "torch")
     except CountingRuleError as error:
-        raise PointFailed("its counting rule failed", error) from error
+        raise PointFailed(RULE_FAILED, error) from error
     except Exception as error:  # noqa: BLE001  the operator's own code failing at this point, whatever it raised
-        raise PointFailed("the forward failed", error) from error
+        raise PointFailed(FORWARD_FAILED, error) from error
     zero_note = counted_as_zero_note(counted.zero_ops)
     dims = op.dims(N, H, W)
     formulas = op.formulas
     rows = []
     unexplained: list[str] = []  # the stages whose paper row differs without a reason: the total's too
     paper_rows = ZERO
+    if counted.unattributed_macs:
+        raise PointFailed(OUTSIDE_STAGES, ValueError(
+            f"{counted.unattributed_macs} MACs ran outside its stages {op.stages}; every op of an operator's forward "
+            f"must run inside one of its stage modules"), said=True)
     for stage in op.stages + (TOTAL,):
-        paper = formulas.paper_cost(stage, dims)  # a formula that fails raises a ValueError naming the operator
-        exact = formulas.exact_cost(stage, dims)
+        try:  # a formula that fails (raises, or returns no count) at this point: a plugin's formula for squares only
+            paper, exact = formulas.paper_cost(stage, dims), formulas.exact_cost(stage, dims)
+        except ValueError as error:
+            raise PointFailed(FORMULA_FAILED, error, said=True) from error
         fv = Cost(*counted.stage(stage))
         torch_macs = torch_counted.stage(stage)[0]
         if formulas.declared:
@@ -171,20 +178,25 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
             "fvcore_params": fv.params,
             "status": status, "note": note,
         })
-    if counted.unattributed_macs:
-        raise ValueError(f"{operator}: {counted.unattributed_macs} MACs ran outside its stages {op.stages}; "
-                         "every op of an operator's forward must run inside one of its stage modules")
     return rows
 
 
-class PointFailed(Exception):
-    """An operator's constructor, forward or counting rule raised at one point (its ``__cause__``): that point is
-    an ``error`` row saying ``what`` failed, unlike a ValueError of the declaration (a formula, a knob, ops
-    outside the stages), which every point would repeat."""
+# What can fail at a point. The first two are the operator's own limits (square maps only, a guide width it
+# refuses): at --check's probe point they leave the point unvalidated. The others are faults of its counting or
+# its formulas, which the probe point exists to find.
+NOT_BUILT, FORWARD_FAILED = "it could not be built", "the forward failed"
+RULE_FAILED, FORMULA_FAILED, OUTSIDE_STAGES = ("its counting rule failed", "a formula failed",
+                                               "its forward ran ops outside its stages")
+OPERATOR_LIMITS = (NOT_BUILT, FORWARD_FAILED)
 
-    def __init__(self, what: str, error: BaseException) -> None:
-        # a counting rule's error says what it is ('counting rule for ...'); another is named by its type
-        cause = str(error) if isinstance(error, CountingRuleError) else f"{type(error).__name__}: {error}"
+
+class PointFailed(Exception):
+    """An operator failed at one point (:data:`NOT_BUILT`, :data:`FORWARD_FAILED`, ...; the error is its
+    ``__cause__``): that point is an ``error`` row saying ``what`` failed, and the table goes on."""
+
+    def __init__(self, what: str, error: BaseException, said: bool = False) -> None:
+        # a counting rule's or a formula's error says what it is; another (``said`` False) is named by its type
+        cause = str(error) if said or isinstance(error, CountingRuleError) else f"{type(error).__name__}: {error}"
         super().__init__(f"{what}: {cause}")
         self.what = what
 
@@ -218,8 +230,7 @@ def table_columns(grid: Grid) -> list[str]:
 
 def validation_table(operators: Sequence[str] | None = None, grid: Grid = Grid()) -> pd.DataFrame:
     """Every operator x grid point x stage, as a DataFrame with :data:`COLUMNS`. A point whose constructor,
-    forward or counting rule raises is one ``error`` row and the table goes on; a ValueError (a declaration that
-    fails, which every point would repeat) ends it."""
+    forward, counting rule or formulas fail (:class:`PointFailed`) is one ``error`` row and the table goes on."""
     operators = _operator_names(operators)
     for name in operators:
         get(name)  # unknown names fail before any counting
@@ -255,7 +266,7 @@ def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
 @dataclass(frozen=True)
 class Probed:
     """A table with the rows of :func:`probe_grid`'s point that do not hold (a mismatch, an unexplained
-    difference) added, their notes saying where they come from; how many those are; per operator, why its probe
+    difference, a formula or counting rule that fails there) added, their notes saying where they come from; how many those are; per operator, why its probe
     point could not be validated (an operator that needs square maps, a guide width it refuses); and that point."""
 
     table: pd.DataFrame
@@ -270,16 +281,12 @@ def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, gri
     failed, skipped = [], []
     for name in _operator_names(operators):
         own = replace(probe, Cg=probe.Cg if get(name).reads_any_guide() else ())
-        try:
-            probed = validation_table([name], own)
-        except ValueError as error:  # a formula that raises at this point only
-            skipped.append(f"{name}: {error}")
-            continue
+        probed = validation_table([name], own)
         errors = probed[probed["status"] == ERROR]
-        if not errors.empty:
+        if errors["note"].str.startswith(OPERATOR_LIMITS).any():
             skipped.append(f"{name}: {errors['note'].iloc[0]}")
             continue
-        failed.append(probed[probed["status"].isin(CHECKED)])
+        failed.append(probed[probed["status"].isin(CHECKED) | (probed["status"] == ERROR)])
     failed_rows = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame()
     if failed_rows.empty:
         return Probed(table, 0, tuple(skipped), probe)

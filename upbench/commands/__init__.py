@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
-from ..cli_args import file_name
+from ..cli_args import file_name, output_format
 from ..environment import upbench_version
 from ..registry import PluginWarning, load_plugin
 from . import compare, diff, merge, network, report, roofline, selfcheck, sweep, table1
@@ -177,6 +177,8 @@ def main(argv: list[str], prog: str = "bench.py") -> int:
                         print(f"{prog}: warning: {warning.message}", file=sys.stderr)
                     else:  # the plugin's imports' own, as Python would have shown them
                         warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            if hasattr(args, "format_choices"):  # add_format_argument's --format, with --out's suffix
+                args.format = output_format(args.format, args.out, args.format_choices)
             return int(args.run(args) or 0)
     except KeyboardInterrupt as interrupt:
         how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"

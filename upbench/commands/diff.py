@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, name_list, positive_float, render_table
+from ..cli_args import (PLAIN_FORMATS, add_format_argument, check_out, emit, file_name, name_list, positive_float,
+                        render_table)
 from ..diff import SIZE_AXES, TRUSTED, RunDiff, diff_runs
 from ..rows import index_ranges, missing_configs
 from ..rounds import combine_rounds
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--allow-missing", action="store_true",
                       help="with --fail-slower: a config of the base that the new run lacks is not a regression "
                            "(a new run of fewer operators)")
-    parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown")
+    add_format_argument(parser, PLAIN_FORMATS)
     parser.add_argument("--out", type=file_name, default=None,
                         help="write the comparison to this file instead of stdout")
 

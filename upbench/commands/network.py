@@ -6,8 +6,8 @@ import sys
 
 import pandas as pd
 
-from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, image_size, knob_pair, name_list, positive_int,
-                        render_table)
+from ..cli_args import (TABLE_FORMATS, add_format_argument, check_out, emit, file_name, image_size, knob_pair,
+                        name_list, positive_int, render_table)
 from ..latex import booktabs, decimals_for
 from ..rules import counted_as_zero_note
 from ..network import REPORT_DECIMALS, network_report
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device for --measure, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--impl", choices=IMPLS, default=None,
                         help="implementation for --measure (counts do not depend on it)")
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
+    add_format_argument(parser, TABLE_FORMATS)
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
 
 

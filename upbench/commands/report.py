@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli_args import TABLE_FORMATS, check_out, emit, file_name, render_table
+from ..cli_args import TABLE_FORMATS, add_format_argument, check_out, emit, file_name, render_table
 from ..latex import COUNT_KINDS, booktabs
 from ..reports import measured_with, operators_as_measured, to_latex, to_markdown, unmeasured_note
 from ..rows import integer_columns_as_ints, whole_columns_as_ints
@@ -30,7 +30,7 @@ PIVOT_UNITS = {"latency": "ms (median)", "memory": "MiB (peak)", "macs": "MACs",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rows", type=Path, help="a sweep's rows: the .csv (or .json) it wrote")
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
+    add_format_argument(parser, TABLE_FORMATS)
     parser.add_argument("--pivot", choices=list(PIVOTS), default=None,
                         help="only this quantity, operator x resolution (default: the whole report)")
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")

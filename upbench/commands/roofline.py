@@ -26,8 +26,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import kernels
-from ..cli_args import (PLAIN_FORMATS, check_out, emit, file_name, image_size, name_list, positive_float, positive_int,
-                        render_table)
+from ..cli_args import (PLAIN_FORMATS, add_format_argument, check_out, emit, file_name, image_size, name_list,
+                        positive_float, positive_int, render_table)
 from .._op_registrations import ONE_PASS_OPS
 from ..formulas import TOTAL
 from ..measure import build_call
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=2, help="threads for the ratios (speedup is 1 -> this)")
     parser.add_argument("--min-run-time", type=positive_float, default=0.25, help="seconds per timing, default 0.25")
     parser.add_argument("--rounds", type=positive_int, default=5, help="rounds of paired timings per ratio, default 5")
-    parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown")
+    add_format_argument(parser, PLAIN_FORMATS)
     parser.add_argument("--out", type=file_name, default=None, help="write the table to this file instead of stdout")
 
 

@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 
 from .. import kernels
-from ..cli_args import PLAIN_FORMATS, check_out, emit, file_name, integer, name_list, render_table, str_list
+from ..cli_args import (PLAIN_FORMATS, add_format_argument, check_out, emit, file_name, integer, name_list,
+                        render_table, str_list)
 from ..environment import check_device
 from ..selfcheck import (CHECKED_OPS, DTYPES, ERROR, FAIL, PASS, SHAPES, build_rows, environment_rows, plan,
                          present_devices, run_checks)
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=str_list, default=[op.name for op in CHECKED_OPS],
                         help="compiled ops to check, default all: " + ",".join(op.name for op in CHECKED_OPS))
     parser.add_argument("--seed", type=integer, default=0, help="seed of the random inputs, default 0")
-    parser.add_argument("--format", choices=PLAIN_FORMATS, default="markdown", help="of the results table")
+    add_format_argument(parser, PLAIN_FORMATS, "of the results table")
     parser.add_argument("--out", type=file_name, default=None, help="write the results table to this file as well")
 
 

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         if args.launcher is None and (given := launch_flags_given(args)):
             raise ValueError(f"{', '.join(given)}: what each job of a launch asks for; expected with --launcher "
                              f"submitit --shards N (without them the sweep runs here, and would ignore it)")
+        for op in spec.ops_without_impl():  # the sweep goes on with the others, as asked
+            print(f"sweep: warning: {op} has no compiled path (Upsampler.compiled_ops), so no row with --impl "
+                  f"{','.join(spec.impls)}", file=sys.stderr)
         out = log_path(args.out) if args.out else default_out(spec, shard)
         check_output_paths(out, formats, args.out, appends=True)
         args.row_log = out  # for the one-line message on Ctrl-C, with the command that resumes

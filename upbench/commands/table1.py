@@ -7,10 +7,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..cli_args import (TABLE_FORMATS, check_out, emit, file_name, int_list, knob_pair, name_list, positive_int_list,
-                        render_table, size_list)
+from ..cli_args import (TABLE_FORMATS, add_format_argument, check_out, emit, file_name, int_list, knob_pair, name_list,
+                        positive_int_list, render_table, size_list)
 from ..latex import booktabs
-from ..table1 import CHECKED, ERROR, Grid, knobs_not_shown, validation_table, with_failed_probes
+from ..table1 import (CHECKED, ERROR, NO_FORMULA, VALIDATED, Grid, knobs_not_shown, validation_table,
+                      with_failed_probes)
 
 HELP = "validate Table 1 of the SAPA paper: paper vs exact formula vs fvcore count, per operator and stage"
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any other knob, e.g. encoder_kernel=3,5 (repeatable); default: each operator's own")
     parser.add_argument("--N", type=positive_int_list, default=[1], help="batch sizes (comma list), default 1")
     parser.add_argument("--size", type=size_list, default=[(16, 16)], help="low-res sizes, e.g. 16,24x32; default 16")
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown")
+    add_format_argument(parser, TABLE_FORMATS)
     parser.add_argument("--out", type=file_name, default=None, help="write the report to this file instead of stdout")
     parser.add_argument("--check", action="store_true",
                         help="also validate each operator at a probe point (N=2, H x H+1, a guide of C/2 channels "
@@ -98,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"table1: --check probed each operator at {where}: {held}", file=sys.stderr)
         for skipped in probed.skipped:  # an operator's own limits (square maps, guide widths): said, not failed
             print(f"table1: probe point not validated for {skipped}", file=sys.stderr)
+        unstated = list(dict.fromkeys(table.loc[table["status"] == NO_FORMULA, "operator"]))
+        if unstated:  # their counts are shown, but nothing of theirs was checked
+            print(f"table1: --check has no formulas to check for {', '.join(unstated)} (register with "
+                  f"formulas=Formulas(...) to check them)", file=sys.stderr)
     defaults = knobs_not_shown(args.ops, grid)
     at_defaults = f"knobs without a column, at their defaults: {'; '.join(defaults)}" if defaults else ""
     text = (render_latex(table, [at_defaults] if at_defaults else []) if args.format == "latex"
@@ -114,4 +119,7 @@ def run(args: argparse.Namespace) -> int:
         batch = f"N={row['N']}, " if "N" in row and pd.notna(row["N"]) else ""
         print(f"table1: {row['operator']} at {batch}C={row['C']}{guide}, {row['H']}x{row['W']}{point}: {row['note']}",
               file=sys.stderr)
+    if args.check and not table["status"].isin(VALIDATED).any():
+        print("table1: --check validated nothing: no operator has formulas that ran", file=sys.stderr)
+        return 1
     return 1 if len(failed) or (args.check and table["status"].isin(CHECKED).any()) else 0
