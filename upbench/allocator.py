@@ -16,12 +16,13 @@ import ctypes
 import os
 from functools import lru_cache
 
+from .vocabulary import MIB
+
 # Set to this, the allocator is left as the process found it (to time what a fresh process pays, or an allocator
 # put in with LD_PRELOAD on its own terms).
 ALLOCATOR_VARIABLE = "UPBENCH_ALLOCATOR"
 AS_FOUND = "as-found"
 SETTLED = "settled"
-MIB = 2**20
 MMAP_THRESHOLD = 32 * MIB  # glibc's largest on 64-bit (half its heap size): mallopt refuses more
 TRIM_THRESHOLD = 1024 * MIB
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h

@@ -141,14 +141,15 @@ def _combined(group: pd.DataFrame) -> pd.Series:
 
 def combine_rounds(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per config, in sweep order, from the rows of a sweep of several rounds (of each round, the row
-    :func:`upbench.rows.latest_rows` keeps: the newest ok one, else the newest): where no round failed and some are ok, the median of
-    the ok rounds' medians (of an even number of rounds, the mean of the middle two), p20 and p80, the calls of all
-    of them, the lowest ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the rates of that median,
-    each kind of doubt of its rounds once, and in :data:`ROUND_SPREAD` the slowest round's median over the fastest's
-    (past :data:`ROUNDS_DISAGREE`, a doubt of its own, as are rounds missing or not ok); otherwise its first round
-    that failed (or, none ok, ran out of memory or was skipped), its message naming it. Setup texts that differ
-    between its rounds are all kept (:func:`_setup`). Its ``round`` is empty, so combined rows pass through again
-    unchanged; rows of a sweep of one round have no ``round`` column and are returned as they are."""
+    :func:`upbench.rows.latest_rows` keeps: the newest ok one, else the newest): where no round failed and some are
+    ok, the median of the ok rounds' medians (of an even number of rounds, the mean of the middle two), p20 and p80,
+    the calls of all of them, the lowest ``cpu_util`` and the highest ``cpu_others``, peak memory and load, the
+    rates of that median, each kind of doubt of its rounds once, and in :data:`ROUND_SPREAD` the slowest round's
+    median over the fastest's (past :data:`ROUNDS_DISAGREE`, a doubt of its own, as are rounds missing or not ok);
+    otherwise its first round that failed (or, none ok, ran out of memory or was skipped), its message naming it.
+    Setups that differ between its rounds are all kept (:func:`_setup`). Its ``round`` is empty, so combined
+    rows pass through again unchanged; rows of a sweep of one round have no ``round`` column and are returned as
+    they are."""
     if not is_per_round(rows):
         return rows
     rows = latest_rows(rows)

@@ -266,8 +266,9 @@ def probe_grid(grid: Grid, operators: Sequence[str] | None = None) -> Grid:
 @dataclass(frozen=True)
 class Probed:
     """A table with the rows of :func:`probe_grid`'s point that do not hold (a mismatch, an unexplained
-    difference, a formula or counting rule that fails there) added, their notes saying where they come from; how many those are; per operator, why its probe
-    point could not be validated (an operator that needs square maps, a guide width it refuses); and that point."""
+    difference, a formula or counting rule that fails there) added, their notes saying where they come from; how
+    many those are; per operator, why its probe point could not be validated (an operator that needs square maps,
+    a guide width it refuses); and that point."""
 
     table: pd.DataFrame
     failed: int
