@@ -171,6 +171,22 @@ def test_a_launchs_progress_counts_a_config_measured_again_once(tmp_path, plain_
     assert _logged(log) == (len(rows), len(rows))
 
 
+def test_an_isolated_sweep_stopped_by_an_error_or_ctrl_c_kills_its_worker_without_the_grace(plain_pair, monkeypatch):
+    """A hung row's worker never reads the request to leave: Ctrl-C waited out the 5 s grace before killing it."""
+    from upbench.isolate import IsolatedMeasurer
+
+    asked: list[bool] = []
+    monkeypatch.setattr(IsolatedMeasurer, "stop", lambda self, kill=False: asked.append(kill))
+    for stopped_by in (KeyboardInterrupt, RuntimeError, None):
+        try:
+            with IsolatedMeasurer(SweepSpec(ops=plain_pair, **TINY)):
+                if stopped_by is not None:
+                    raise stopped_by()
+        except (KeyboardInterrupt, RuntimeError):
+            pass
+    assert asked == [True, True, False]  # killed at once when stopped; asked to leave after the last row
+
+
 def test_a_failed_job_is_told_by_the_last_line_of_its_traceback():
     # The layout of submitit's FailedJobError message (submitit/core/core.py).
     text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "

@@ -190,8 +190,10 @@ class IsolatedMeasurer:
     def __enter__(self) -> "IsolatedMeasurer":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        # stopped by an error or Ctrl-C, the worker may be mid-row and would not read the request to leave until
+        # the row ends (a hung row: never): it is killed at once, not after the grace
+        self.stop(kill=kind is not None)
 
     def start(self) -> Connection:
         """Start a worker and wait until it is ready (measure starts one when it needs one)."""
