@@ -171,7 +171,7 @@ def test_a_launchs_progress_counts_a_config_measured_again_once(tmp_path, plain_
     assert _logged(log) == (len(rows), len(rows))
 
 
-def test_an_isolated_sweep_stopped_by_an_error_or_ctrl_c_kills_its_worker_without_the_grace(plain_pair, monkeypatch):
+def test_an_isolated_sweep_stopped_by_an_error_or_ctrl_c_kills_its_worker_at_once(plain_pair, monkeypatch):
     """A hung row's worker never reads the request to leave: Ctrl-C waited out the 5 s grace before killing it."""
     from upbench.isolate import IsolatedMeasurer
 
