@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from upbench.allocator import ALLOCATOR_VARIABLE, settle_allocator
+from upbench.allocator import ALLOCATOR_VARIABLE, _glibc, settle_allocator
 from upbench.commands import main
 from upbench.rows import read_rows, write_csv
 from upbench.spec import SweepSpec
@@ -50,7 +50,7 @@ def faults_per_step(allocator: str) -> tuple[str, int]:
     return said, int(faults)
 
 
-@pytest.mark.skipif(not settle_allocator().startswith("glibc"), reason="glibc's thresholds only")
+@pytest.mark.skipif(_glibc() is None, reason="glibc's thresholds only")
 def test_a_settled_allocator_keeps_freed_buffers_where_glibc_as_found_faults_them_in_at_every_step():
     settled, settled_faults = faults_per_step("settled")
     found, found_faults = faults_per_step("as-found")
@@ -90,11 +90,32 @@ def test_a_log_measured_with_the_allocator_in_another_state_is_not_resumed_unles
     assert any(line.startswith("| allocator") and "as found" in line for line in printed.splitlines())
 
 
-def test_rows_of_an_upbench_before_the_allocator_column_still_render_without_it(tmp_path, capsys):
-    log = tmp_path / "old.csv"
-    run_sweep(SweepSpec(**TINY), log)
+def test_rows_of_an_upbench_before_the_allocator_column_render_without_it_and_say_why_they_do_not_resume(tmp_path,
+                                                                                                       capsys):
+    from upbench.reports import to_markdown
+
+    log, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    spec = SweepSpec(**{**TINY, "sizes": (4, 8)})
+    run_sweep(spec, log)
     assert main(["report", str(log)]) == 0
     assert "| allocator" in capsys.readouterr().out
-    write_csv(read_rows(log).drop(columns=["allocator"]), log)
+    write_csv(read_rows(log).drop(columns=["allocator"]).iloc[:1], log)
     assert main(["report", str(log)]) == 0
     assert "| allocator" not in capsys.readouterr().out
+    assert "| allocator" not in to_markdown(read_rows(log))  # from Python too, without check_viewable
+    with pytest.raises(ValueError, match="written by an upbench before the allocator column: finish it with that "
+                                         "upbench, or start a new log"):
+        run_sweep(spec, log, resume=True, allow_mixed=True)
+    run_sweep(spec, new)
+    assert main(["merge", str(log), str(new), "--out", str(tmp_path / "m.csv"), "--allow-mixed"]) == 2
+    assert "one was written by an upbench before the allocator column" in capsys.readouterr().err
+
+
+def test_gpu_rows_of_nodes_with_other_c_libraries_are_no_mixed_setup():
+    import pandas as pd
+
+    from upbench.rows import mixed_environments
+
+    rows = pd.DataFrame({"device": ["cuda", "cuda", "cpu", "cpu"], "device_name": ["H100"] * 2 + ["EPYC"] * 2,
+                         "allocator": ["glibc 2.35 a", "glibc 2.36 a", "glibc 2.35 a", "glibc 2.36 a"]})
+    assert mixed_environments(rows) == ["cpu: allocator glibc 2.35 a / glibc 2.36 a"]

@@ -189,6 +189,32 @@ def test_a_formula_that_fails_at_the_probe_point_fails_the_check(capsys):
     assert f"{name} at N=2, C=8, 8x9: probe point of --check: a formula failed: {name}: its paper formula" in err
 
 
+class SquareAtFive(SubPixel):
+    def __init__(self, channels: int, K: int):
+        super().__init__(channels)
+        self.K = K
+
+    def forward(self, x):
+        if self.K == 5 and x.shape[-1] != x.shape[-2]:
+            raise ValueError("square maps only at K=5")
+        return super().forward(x)
+
+
+def test_a_probe_point_the_operator_refuses_at_one_knob_value_still_checks_the_others(capsys):
+    def square_only(s: upbench.Dims) -> Cost:
+        if s.H != s.W:
+            raise ValueError("square maps only")
+        return exact(s)
+
+    name = f"sqfive{len(upbench.available())}"
+    upbench.wrap(SquareAtFive, name=name, knobs={"K": 3},
+                 formulas=upbench.Formulas(paper={"body": square_only}, exact={"body": square_only}))
+    assert main(["table1", "--ops", name, "--C", "8", "--size", "8", "--K", "3,5", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"probe point not validated for {name}: the forward failed: ValueError: square maps only at K=5" in err
+    assert f"{name} at N=2, C=8, 8x9, K=3: probe point of --check: a formula failed" in err
+
+
 def test_a_check_that_validates_nothing_fails_and_names_the_operators_without_formulas(capsys):
     name = f"bare{len(upbench.available())}"
     upbench.wrap(SubPixel, name=name)

@@ -325,8 +325,10 @@ def test_rounds_measured_with_different_setups_show_every_setup(tmp_path, plain_
     latex = to_latex(rows)  # the table that goes into a paper says it too, the commits by 12 digits
     assert "Measured with more than one setup" in latex and "cpu: threads 1 / 2" in latex
     assert "0" * 12 in latex and "0" * 13 not in latex
-    write_csv(rows, tmp_path / "combined.csv")
+    write_csv(rows, tmp_path / "combined.csv")  # as report --format csv writes them: read back, and again
     assert set(read_rows(tmp_path / "combined.csv")["threads"]) == {"1 / 2"}
+    assert main(["report", str(tmp_path / "combined.csv"), "--out", str(tmp_path / "again.md")]) == 0
+    assert "1 / 2" in (tmp_path / "again.md").read_text()
 
 
 def test_merging_logs_of_other_rounds_names_the_difference(tmp_path, plain_pair, faked):

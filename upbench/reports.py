@@ -158,7 +158,8 @@ def _environment_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per environment, with the range of the load average seen while measuring (of combined rounds, over
     each config's highest: a round measured at a lower load does not hide a loaded one)."""
     # a column no row records (rows older than it: allocator) is left out
-    columns = [c for c in ENVIRONMENT_COLUMNS if rows[c].notna().any()] or list(ENVIRONMENT_COLUMNS)
+    columns = [c for c in ENVIRONMENT_COLUMNS if c in rows and rows[c].notna().any()] or [
+        c for c in ENVIRONMENT_COLUMNS if c in rows]
     table = rows.groupby(columns, sort=False, dropna=False)["load_1min"].agg(["min", "max"]).reset_index()
     table["load (1 min)"] = [f"{low:g}" if low == high else f"{low:g}-{high:g}"
                              for low, high in zip(table["min"], table["max"])]

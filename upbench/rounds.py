@@ -29,7 +29,7 @@ ROUND_SPREAD = "round_spread"
 # Which of a config's rounds its combined row shows where one failed, or none is ok: its first round of the first of
 # these kinds of status that it has.
 _SHOWN_FIRST = (FAILED_STATUSES, ("oom",), ("skipped",))
-_NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
+_NUMBER = re.compile(r"\b\d+(\.\d+)?(e[-+]?\d+)?\b")  # a figure, not the 2 of conv2d or the 16 of fp16
 
 
 def measurement_order(indexed: Sequence[tuple[int, Item]], rounds: int, seed: int) -> list[tuple[int, int, Item]]:
@@ -74,6 +74,10 @@ def _by_round(cells: pd.Series, numbers: pd.Series) -> str:
     return "; ".join(said)
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _setup(group: pd.DataFrame, row: pd.Series) -> None:
     """The setup columns of ``row`` as its rounds recorded them: a value that differs between rounds (a resume with
     --allow-mixed on another commit, or with other --threads) is every round's, joined with :data:`SETUP_JOIN` as
@@ -81,7 +85,7 @@ def _setup(group: pd.DataFrame, row: pd.Series) -> None:
     for column in (*ENVIRONMENT_COLUMNS, "operator_source"):
         if column in group:
             cells = group[column].dropna()
-            texts = cells.astype(str) if is_text_column(column) else cells.map(lambda value: f"{value:g}")
+            texts = cells.astype(str) if is_text_column(column) else cells.map(_number_text)
             values = list(dict.fromkeys(texts))
             if len(values) > 1:
                 row[column] = SETUP_JOIN.join(values)

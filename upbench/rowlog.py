@@ -18,7 +18,8 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .files import names_a_stream, prepare_parent
-from .rows import FORMAT_SUFFIXES, ROW_STATUSES, column_difference, is_text_column, latest_rows, read_rows
+from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, ROW_STATUSES, SETUP_JOIN, column_difference, is_text_column,
+                   latest_rows, newer_environment, read_rows)
 from .vocabulary import ENVIRONMENT_FIELDS
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -233,9 +234,12 @@ FLAG_COLUMNS = ("tf32",)  # True / False
 
 def _is_number(text: str, column: str) -> bool:
     """A number as pandas reads one (float() also takes '1_000' and ' 5 ', which it reads as text), or a flag
-    in a :data:`FLAG_COLUMNS` column."""
+    in a :data:`FLAG_COLUMNS` column; in an environment column, the numbers of a config's rounds measured with
+    different setups ('1 / 2' threads: upbench.rounds)."""
     if column in FLAG_COLUMNS:
         return text in ("True", "False")
+    if column in ENVIRONMENT_COLUMNS and SETUP_JOIN in text:
+        return all(_is_number(part, "") for part in text.split(SETUP_JOIN))
     if "_" in text or text != text.strip():
         return False
     try:
@@ -266,6 +270,8 @@ def check_log(path: Path, columns: list[str] | None = None, text: str | None = N
                 differ = column_difference(header, columns, "the log", "this sweep")
                 why = ("a sweep of several rounds (--rounds above 1) has the columns round and rounds, one of a "
                        "single round neither" if {"round", "rounds"} & set(header).symmetric_difference(columns) else
+                       f"the log was written by an upbench before the {', '.join(newer)} column: finish it with that "
+                       f"upbench, or start a new log" if (newer := newer_environment(header, columns)) else
                        "count columns come from --policy, in its order, and knob columns from the operators, so --ops "
                        "naming other operators than the log's changes them, as does a --plugin left out, and so does "
                        "another upbench version")

@@ -33,6 +33,8 @@ ENVIRONMENT_COLUMNS = tuple(f for f in ENVIRONMENT_FIELDS if f not in ("load_1mi
 # requeued job on the same edits is not refused: rows._differing_code.)
 # The allocator's state (upbench.allocator) changes CPU latencies as much as the threads do.
 MEASURED_WITH = ("device_name", "torch_version", "cuda_version", "threads", "allocator", "git_commit")
+# ... of which these only CPU latencies: GPU shards on nodes of other core counts or C libraries still merge.
+CPU_SETUPS = ("threads", "allocator")
 # The measurement settings every row records beside its numbers (l2-flush, tf32 and threads have columns of their
 # own): what a reader of the rows, `diff` and a refused --resume need to see, which the spec_id hash cannot show.
 SETTING_COLUMNS = ("warmup", "min_run_time_s", "budget_s", "seed")
@@ -142,6 +144,14 @@ def is_suspect(rows: pd.DataFrame) -> pd.Series:
     return rows["timing_suspect"].fillna("").astype(str).ne("")
 
 
+def newer_environment(older: Sequence[str], newer: Sequence[str]) -> list[str]:
+    """The environment columns ``newer`` has and ``older`` lacks where that is all they differ in: a log written by
+    an upbench before the column (allocator), which neither resumes nor merges with rows that have it."""
+    added = [c for c in newer if c not in older]
+    same_otherwise = [c for c in newer if c not in added] == list(older)
+    return added if added and same_otherwise and set(added) <= set(ENVIRONMENT_COLUMNS) else []
+
+
 def column_difference(columns: Sequence[str], other: Sequence[str], name: str, other_name: str) -> str:
     """'only <name> has a, b; only <other_name> has c' for two headers, or that they differ in order only."""
     only = [c for c in columns if c not in other]
@@ -234,7 +244,7 @@ def mixed_environments(rows: pd.DataFrame) -> list[str]:
     mixed = [f"{operator}: source {' / '.join(versions)}" for operator, versions in mixed_sources(rows).items()]
     for device, group in rows.groupby("device", sort=True) if "device" in rows else ():  # a log cut to its keys
         for column in MEASURED_WITH:
-            if column not in group or (column == "threads" and not str(device).startswith("cpu")):
+            if column not in group or (column in CPU_SETUPS and not str(device).startswith("cpu")):
                 continue
             values = sorted(set(_setups(group[column])))
             if column == "git_commit":
@@ -276,8 +286,11 @@ def merge_frames(frames: Sequence[pd.DataFrame], allow_mixed: bool = False) -> p
     for number, frame in enumerate(frames[1:], start=2):
         if list(frame.columns) != first:
             differ = column_difference(first, list(frame.columns), "log 1", f"log {number}")
-            raise ValueError(f"refusing to merge logs with different columns ({differ}): they were written by "
-                             f"different upbench versions or with different --plugin operators")
+            newer = newer_environment(first, list(frame.columns)) or newer_environment(list(frame.columns), first)
+            why = (f"one was written by an upbench before the {', '.join(newer)} column, and merges only with logs "
+                   f"of that upbench" if newer else "they were written by different upbench versions or with "
+                   "different --plugin operators")
+            raise ValueError(f"refusing to merge logs with different columns ({differ}): {why}")
     merged = pd.concat(frames, ignore_index=True)
     merged = latest_rows(merged)
     keys_per_index = merged.groupby("config_index")["key"].unique()

@@ -139,8 +139,8 @@ def validate_operator(operator: str, C: int, H: int, W: int, hparams: dict[str, 
     paper_rows = ZERO
     if counted.unattributed_macs:
         raise PointFailed(OUTSIDE_STAGES, ValueError(
-            f"{counted.unattributed_macs} MACs ran outside its stages {op.stages}; every op of an operator's forward "
-            f"must run inside one of its stage modules"), said=True)
+            f"{counted.unattributed_macs} MACs outside {', '.join(op.stages)}; every op of an operator's forward must "
+            f"run inside one of its stage modules"), said=True)
     for stage in op.stages + (TOTAL,):
         try:  # a formula that fails (raises, or returns no count) at this point: a plugin's formula for squares only
             paper, exact = formulas.paper_cost(stage, dims), formulas.exact_cost(stage, dims)
@@ -283,11 +283,11 @@ def with_failed_probes(table: pd.DataFrame, operators: Sequence[str] | None, gri
     for name in _operator_names(operators):
         own = replace(probe, Cg=probe.Cg if get(name).reads_any_guide() else ())
         probed = validation_table([name], own)
-        errors = probed[probed["status"] == ERROR]
-        if errors["note"].str.startswith(OPERATOR_LIMITS).any():
-            skipped.append(f"{name}: {errors['note'].iloc[0]}")
-            continue
-        failed.append(probed[probed["status"].isin(CHECKED) | (probed["status"] == ERROR)])
+        # point by point: a knob value the operator refuses there leaves the others' formulas to check
+        limit = (probed["status"] == ERROR) & probed["note"].astype(str).str.startswith(OPERATOR_LIMITS)
+        if limit.any():
+            skipped.append(f"{name}: {probed.loc[limit, 'note'].iloc[0]}")
+        failed.append(probed[probed["status"].isin(CHECKED) | ((probed["status"] == ERROR) & ~limit)])
     failed_rows = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame()
     if failed_rows.empty:
         return Probed(table, 0, tuple(skipped), probe)

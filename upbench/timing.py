@@ -268,7 +268,9 @@ def time_call(
 ) -> Timing:
     """Latency of ``fn()`` on ``device``; see :func:`time_cpu` and :func:`time_cuda`. ``l2_flush``: every call
     from cold caches (GPU: L2; CPU: every level, by writing a buffer twice the last-level cache: ``cpu_flush``
-    where the caller made it already, else a :func:`cpu_flush_buffer` of its own)."""
+    where the caller made it already, else a :func:`cpu_flush_buffer` of its own). The allocator is settled before
+    the warm-up (:func:`upbench.allocator.settle_allocator`)."""
+    settle_allocator()
     if device.type == "cuda":
         return time_cuda(fn, device, warmup=warmup, min_run_time=min_run_time, l2_flush=l2_flush, min_runs=min_runs)
     flush = (cpu_flush if cpu_flush is not None else cpu_flush_buffer()) if l2_flush else None

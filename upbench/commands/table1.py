@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"table1: {row['operator']} at {batch}C={row['C']}{guide}, {row['H']}x{row['W']}{point}: {row['note']}",
               file=sys.stderr)
     if args.check and not table["status"].isin(VALIDATED).any():
-        print("table1: --check validated nothing: no operator has formulas that ran", file=sys.stderr)
+        print("table1: --check validated nothing: no row compared formulas with counts (no formulas, or every "
+              "point failed)", file=sys.stderr)
         return 1
     return 1 if len(failed) or (args.check and table["status"].isin(CHECKED).any()) else 0
