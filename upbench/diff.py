@@ -279,8 +279,8 @@ def _keys(frame: pd.DataFrame, leave_out: dict[str, set[str]], axes: Sequence[st
 def diff_runs(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.05,
               across: Sequence[str] | None = None) -> RunDiff:
     """Pair the configs of two runs' rows (each run's last row of a config, its rounds combined, as the reports
-    take it) and compare their latencies and peak memory. ``threshold``: the relative change of the median below which a pair is
-    ``same``. ``across``: the axes to pair across (:func:`compared_axes`; None: found, within limits).
+    take it) and compare their latencies and peak memory. ``threshold``: the relative change of the median below
+    which a pair is ``same``. ``across``: the axes to pair across (:func:`compared_axes`; None: found, within limits).
     Raises ValueError when the runs share no config, or differ in a way that makes pairing a guess."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold {threshold!r}: expected a fraction between 0 and 1, e.g. 0.05 for 5%")

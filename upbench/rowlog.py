@@ -18,8 +18,8 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from .files import names_a_stream, prepare_parent
-from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, ROW_STATUSES, SETUP_JOIN, column_difference, is_text_column,
-                   latest_rows, newer_environment, read_rows)
+from .rows import (ENVIRONMENT_COLUMNS, FORMAT_SUFFIXES, ROW_STATUSES, SETUP_JOIN, column_difference, is_per_round,
+                   is_text_column, latest_rows, newer_environment, read_rows)
 from .vocabulary import ENVIRONMENT_FIELDS
 
 # Columns every upbench log has, whatever its spec: what merge and resume rely on.
@@ -359,10 +359,6 @@ def _row_ids(rows: pd.DataFrame, identity: Sequence[str] = ROW_IDENTITY) -> set[
     return set(zip(*(cells(column) for column in identity if column in rows)))
 
 
-def _combined(rows: pd.DataFrame) -> bool:
-    return "round" in rows and not rows.empty and rows["round"].isna().all()
-
-
 def check_replaceable(out: Path, sources: list[Path]) -> None:
     """ValueError where writing the merge of the logs ``sources`` to ``out`` would lose rows: a sweep is writing
     ``out``, or ``out`` holds a row (a config measured at one time) that none of ``sources`` holds, so it is no
@@ -375,7 +371,8 @@ def check_replaceable(out: Path, sources: list[Path]) -> None:
     except ValueError as error:
         raise ValueError(f"{out} exists and is not a row log ({error}); writing the merge would replace it: choose "
                          f"another --out") from None
-    identity = COMBINED_ROW_IDENTITY if _combined(held) else ROW_IDENTITY
+    combined = "round" in held and not held.empty and not is_per_round(held)  # a report's CSV of rounds
+    identity = COMBINED_ROW_IDENTITY if combined else ROW_IDENTITY
     merged = set().union(*(_row_ids(every_row(path), identity) for path in sources
                            if path.is_file() and not holds_nothing(path)))
     lost = _row_ids(held, identity) - merged
