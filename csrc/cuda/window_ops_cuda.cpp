@@ -119,9 +119,11 @@ at::Tensor sapa_fused_cuda(const at::Tensor& query_, const at::Tensor& key_, con
   const at::Tensor query = query_.contiguous(), key = key_.contiguous(), value = value_.contiguous();
   const int64_t N = key.size(0), d = key.size(1), C = value.size(1), H = key.size(2), W = key.size(3);
   at::Tensor out = at::empty({N, C, 2 * H, 2 * W}, value.options());
+  // The softmax kernel between the launcher's two kernels; freed (back to the caching allocator) on return.
+  at::Tensor kernel = at::empty({N, K * K, 2 * H, 2 * W}, value.options().dtype(acc_type(value.scalar_type())));
   check_launch(op, cuda::launch_sapa_forward(dt, query.const_data_ptr(), key.const_data_ptr(),
-                                             value.const_data_ptr(), out.data_ptr(), N, d, C, H, W, K,
-                                             current_stream()));
+                                             value.const_data_ptr(), out.data_ptr(), kernel.data_ptr(), N, d, C, H,
+                                             W, K, current_stream()));
   return out;
 }
 

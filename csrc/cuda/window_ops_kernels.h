@@ -32,11 +32,12 @@ cudaError_t launch_window_gather(DType w_dtype, DType dtype, const void* w, cons
 cudaError_t launch_window_scatter(DType w_dtype, DType dtype, const void* w, const void* g, void* out,
                                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, cudaStream_t stream);
 
-// out (N, C, 2H, 2W) = window_gather(softmax_k(window_dot(query, key)), value), one pass, the K*K
-// kernel of each pixel kept in shared memory only. query (N, d, 2H, 2W), key (N, d, H, W),
-// value (N, C, H, W). K <= kMaxFusedK.
+// out (N, C, 2H, 2W) = window_gather(P, value) with P = softmax_k(window_dot(query, key)) in two kernels:
+// the first writes P (N, K*K, 2H, 2W) in the accumulation type (float64 for float64 data, float32
+// otherwise) to the caller's scratch P, the second assembles from it. query (N, d, 2H, 2W),
+// key (N, d, H, W), value (N, C, H, W). K <= kMaxFusedK.
 cudaError_t launch_sapa_forward(DType dtype, const void* query, const void* key, const void* value, void* out,
-                                int64_t N, int64_t d, int64_t C, int64_t H, int64_t W, int64_t K,
+                                void* P, int64_t N, int64_t d, int64_t C, int64_t H, int64_t W, int64_t K,
                                 cudaStream_t stream);
 
 // First pass of the sapa backward: recomputes the softmax kernel P and the logit gradient
