@@ -2,9 +2,9 @@
 //
 // Storage types float, double, __half, __nv_bfloat16; arithmetic in float (double for double data).
 // Indices are int64_t throughout and every kernel runs a grid-stride loop, so sizes past 2^31 elements
-// work with a capped grid. One thread computes one output element: neighbouring threads differ in the
-// output column, so the reads of the high-resolution operand coalesce and those of the low-resolution
-// one hit the same or adjacent addresses (j / 2).
+// work with a capped grid. A thread computes a block of outputs (see "blocking" below); neighbouring
+// threads differ in the output column, so the reads of the high-resolution operand coalesce and those of
+// the low-resolution one hit adjacent addresses.
 //
 // A window tap outside the map multiplies its factor by zero rather than being skipped, as the CPU
 // kernels and the reference's zero padding do: 0 * Inf and 0 * NaN give NaN there (csrc/upbench_ops.cpp).
